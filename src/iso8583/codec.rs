@@ -1,0 +1,539 @@
+//! Decoding wire bytes into a [`Message`] and encoding it back, driven by a
+//! [`Spec`]. Both directions check every length, every content class and every
+//! bitmap bit against the spec; neither can panic on any input.
+
+use bytes::Bytes;
+
+use super::bitmap::Bitmap;
+use super::encoding::{bcd, ebcdic, hex};
+use super::error::{CodecError, ErrorKind, Part};
+use super::message::{Message, Mti, Slot};
+use super::spec::{BcdFiller, ContentClass, Encoding, Field, LengthKind, PadSide, Spec};
+
+/// Index of the first byte in `value` that `class` does not allow.
+#[inline]
+pub(crate) fn invalid_byte(class: ContentClass, value: &[u8]) -> Option<usize> {
+    let ok: fn(u8) -> bool = match class {
+        ContentClass::B => return None,
+        ContentClass::N => |b| b.is_ascii_digit(),
+        ContentClass::A => |b| b.is_ascii_alphabetic() || b == b' ',
+        ContentClass::S => |b| b == b' ' || b.is_ascii_punctuation(),
+        ContentClass::An => |b| b.is_ascii_alphanumeric() || b == b' ',
+        ContentClass::As => |b| (b.is_ascii_graphic() || b == b' ') && !b.is_ascii_digit(),
+        ContentClass::Ns => |b| (b.is_ascii_graphic() || b == b' ') && !b.is_ascii_alphabetic(),
+        ContentClass::Ans => |b| b.is_ascii_graphic() || b == b' ',
+        ContentClass::Z => |b| b.is_ascii_digit() || b == b'=' || b == b'D',
+        ContentClass::XN => {
+            return match value.first() {
+                Some(b'C' | b'D') => value[1..]
+                    .iter()
+                    .position(|b| !b.is_ascii_digit())
+                    .map(|i| i + 1),
+                _ => Some(0),
+            };
+        }
+    };
+    value.iter().position(|&b| !ok(b))
+}
+
+/// Units (digits, characters or bytes) a value counts for its length.
+#[inline]
+fn units(field: &Field, value: &[u8]) -> usize {
+    match field.class {
+        ContentClass::XN => value.len().saturating_sub(1),
+        _ => value.len(),
+    }
+}
+
+impl Message {
+    /// Decodes one message that fills `input` exactly. Values on an ASCII or
+    /// binary wire are not copied: the message keeps `input` and points into it.
+    pub fn decode(spec: &Spec, input: Bytes) -> Result<Message, CodecError> {
+        let mut d = Decoder {
+            spec,
+            input: &input,
+            pos: 0,
+        };
+        let mti = d.mti()?;
+        let mut wire = Bitmap::default();
+        let mut bitmap_at = [0usize; 3];
+        bitmap_at[0] = d.pos;
+        wire.0[0] = d.bitmap(1)?;
+        if wire.0[0] & Bitmap::bit(1) != 0 {
+            bitmap_at[1] = d.pos;
+            wire.0[1] = d.bitmap(2)?;
+            if wire.0[1] & Bitmap::bit(65) != 0 {
+                if !spec.has_tertiary_bitmap() {
+                    return Err(d.error(
+                        Part::Bitmap(2),
+                        bitmap_at[1],
+                        ErrorKind::NoTertiaryBitmap,
+                    ));
+                }
+                bitmap_at[2] = d.pos;
+                wire.0[2] = d.bitmap(3)?;
+            }
+        }
+        let mut present = wire;
+        present.remove(1);
+        present.remove(65);
+        let mut msg = Message {
+            mti,
+            present,
+            slots: Vec::with_capacity(present.count()),
+            raw: Bytes::new(),
+            owned: Vec::new(),
+        };
+        for n in present.iter() {
+            let Some(field) = spec.field(n) else {
+                let word = usize::from(n - 1) / 64;
+                let at = bitmap_at[word] + (usize::from(n - 1) % 64) / 8 * spec.bitmap_len() / 8;
+                return Err(d.error(Part::Field(n), at, ErrorKind::UndefinedField));
+            };
+            let slot = d.field(field, &mut msg.owned)?;
+            msg.slots.push(slot);
+        }
+        if d.pos != input.len() {
+            let count = input.len() - d.pos;
+            return Err(d.error(Part::Message, d.pos, ErrorKind::TrailingBytes { count }));
+        }
+        msg.raw = input;
+        Ok(msg)
+    }
+
+    /// Decodes a message from a borrowed slice (copies it once).
+    pub fn decode_slice(spec: &Spec, input: &[u8]) -> Result<Message, CodecError> {
+        Message::decode(spec, Bytes::copy_from_slice(input))
+    }
+
+    /// Appends the wire form of the message to `out`. On error `out` is left as
+    /// it was.
+    pub fn encode_into(&self, spec: &Spec, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let start = out.len();
+        let result = self.encode_unchecked_rollback(spec, out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// The wire form of the message.
+    pub fn encode(&self, spec: &Spec) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(self.owned.len() + self.raw.len() + 64);
+        self.encode_into(spec, &mut out)?;
+        Ok(out)
+    }
+
+    fn encode_unchecked_rollback(&self, spec: &Spec, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        write_mti(spec.mti_encoding, self.mti, out);
+        let mut words = self.present.0;
+        if words[2] != 0 {
+            words[1] |= Bitmap::bit(65);
+        }
+        if words[1] != 0 {
+            words[0] |= Bitmap::bit(1);
+        }
+        write_bitmap(spec.bitmap_encoding, words[0], out);
+        if words[1] != 0 {
+            write_bitmap(spec.bitmap_encoding, words[1], out);
+        }
+        if words[2] != 0 {
+            write_bitmap(spec.bitmap_encoding, words[2], out);
+        }
+        for slot in &self.slots {
+            let value = self.value(slot);
+            let Some(field) = spec.field(slot.field) else {
+                return Err(CodecError::encode(
+                    Part::Field(slot.field),
+                    0,
+                    ErrorKind::UndefinedField,
+                    &[],
+                ));
+            };
+            encode_field(field, value, out)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_mti(encoding: Encoding, mti: Mti, out: &mut Vec<u8>) {
+    let digits = mti.as_bytes();
+    match encoding {
+        Encoding::Bcd => {
+            out.push((digits[0] - b'0') << 4 | (digits[1] - b'0'));
+            out.push((digits[2] - b'0') << 4 | (digits[3] - b'0'));
+        }
+        Encoding::Ebcdic => out.extend(digits.iter().map(|d| d - b'0' + 0xF0)),
+        _ => out.extend_from_slice(digits),
+    }
+}
+
+fn write_bitmap(encoding: Encoding, word: u64, out: &mut Vec<u8>) {
+    match encoding {
+        Encoding::Hex => hex::encode_into(&word.to_be_bytes(), out),
+        _ => out.extend_from_slice(&word.to_be_bytes()),
+    }
+}
+
+fn encode_field(field: &Field, value: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let part = Part::Field(field.number);
+    let err = |offset, kind| CodecError::encode(part, offset, kind, value);
+    if let Some(i) = invalid_byte(field.class, value) {
+        let kind = ErrorKind::InvalidContent {
+            class: field.class,
+            found: value[i],
+        };
+        return Err(err(i, kind));
+    }
+    let len = units(field, value);
+    if len > field.max {
+        return Err(err(
+            field.max,
+            ErrorKind::TooLong {
+                length: len,
+                max: field.max,
+            },
+        ));
+    }
+    if field.length == LengthKind::Fixed && len < field.max {
+        if field.pad == PadSide::None {
+            let kind = ErrorKind::WrongLength {
+                length: len,
+                expected: field.max,
+            };
+            return Err(err(len, kind));
+        }
+        let fill = field.max - len;
+        let mut padded = Vec::with_capacity(value.len() + fill);
+        match field.pad {
+            PadSide::Left => {
+                padded.resize(fill, field.pad_char);
+                padded.extend_from_slice(value);
+            }
+            _ => {
+                padded.extend_from_slice(value);
+                padded.resize(value.len() + fill, field.pad_char);
+            }
+        }
+        if let Some(i) = invalid_byte(field.class, &padded) {
+            let kind = ErrorKind::InvalidContent {
+                class: field.class,
+                found: padded[i],
+            };
+            return Err(err(i, kind));
+        }
+        return write_value(field, &padded, field.max, out).map_err(|(i, k)| err(i, k));
+    }
+    if field.length != LengthKind::Fixed {
+        write_prefix(field, len, out);
+    }
+    write_value(field, value, len, out).map_err(|(i, k)| err(i, k))
+}
+
+fn write_prefix(field: &Field, len: usize, out: &mut Vec<u8>) {
+    let digits = field.length.prefix_digits();
+    match field.prefix {
+        Encoding::Binary => {
+            if field.prefix_len() == 1 {
+                out.push(len as u8);
+            } else {
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+        }
+        Encoding::Bcd => {
+            let text = format!("{len:0digits$}");
+            // Already validated digits; pack cannot fail on them.
+            let _ = bcd::pack_into(text.as_bytes(), BcdFiller::Left, false, out);
+        }
+        Encoding::Ebcdic => {
+            let mut n = len;
+            let at = out.len();
+            out.resize(at + digits, 0);
+            for slot in out[at..].iter_mut().rev() {
+                *slot = (n % 10) as u8 + 0xF0;
+                n /= 10;
+            }
+        }
+        _ => {
+            let mut n = len;
+            let at = out.len();
+            out.resize(at + digits, 0);
+            for slot in out[at..].iter_mut().rev() {
+                *slot = (n % 10) as u8 + b'0';
+                n /= 10;
+            }
+        }
+    }
+}
+
+/// Writes an already validated value; errors are (value index, kind).
+fn write_value(
+    field: &Field,
+    value: &[u8],
+    len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), (usize, ErrorKind)> {
+    match field.encoding {
+        Encoding::Ascii | Encoding::Binary => out.extend_from_slice(value),
+        Encoding::Hex => hex::encode_into(value, out),
+        Encoding::Ebcdic => {
+            for (i, &b) in value.iter().enumerate() {
+                let e = ebcdic::from_ascii(b).ok_or((
+                    i,
+                    ErrorKind::InvalidContent {
+                        class: field.class,
+                        found: b,
+                    },
+                ))?;
+                out.push(e);
+            }
+        }
+        Encoding::Bcd => {
+            let (sign, digits) = match field.class {
+                ContentClass::XN => value.split_at(1),
+                _ => (&[][..], value),
+            };
+            out.extend_from_slice(sign);
+            debug_assert_eq!(digits.len(), len);
+            let separator_ok = field.class == ContentClass::Z;
+            bcd::pack_into(digits, field.bcd_filler, separator_ok, out).map_err(|e| match e {
+                bcd::BcdError::BadDigit { index, found } => (
+                    index + sign.len(),
+                    ErrorKind::InvalidContent {
+                        class: field.class,
+                        found,
+                    },
+                ),
+                _ => (0, ErrorKind::InvalidBcd { nibble: 0 }),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Reading state over one input buffer.
+struct Decoder<'a> {
+    spec: &'a Spec,
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    fn error(&self, part: Part, offset: usize, kind: ErrorKind) -> CodecError {
+        CodecError::decode(part, offset, kind, self.input)
+    }
+
+    #[inline]
+    fn take(&mut self, part: Part, n: usize) -> Result<&'a [u8], CodecError> {
+        let available = self.input.len() - self.pos;
+        if n > available {
+            let kind = ErrorKind::Truncated {
+                expected: n,
+                available,
+            };
+            return Err(self.error(part, self.pos, kind));
+        }
+        let bytes = &self.input[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(bytes)
+    }
+
+    fn mti(&mut self) -> Result<Mti, CodecError> {
+        let encoding = self.spec.mti_encoding;
+        let wire = self.take(Part::Mti, if encoding == Encoding::Bcd { 2 } else { 4 })?;
+        let digits =
+            match encoding {
+                Encoding::Bcd => [wire[0] >> 4, wire[0] & 0xF, wire[1] >> 4, wire[1] & 0xF]
+                    .map(|n| if n <= 9 { n + b'0' } else { 0 }),
+                Encoding::Ebcdic => {
+                    [wire[0], wire[1], wire[2], wire[3]].map(|b| ebcdic::to_ascii(b).unwrap_or(0))
+                }
+                _ => [wire[0], wire[1], wire[2], wire[3]],
+            };
+        Mti::new(digits).ok_or_else(|| {
+            let found = hex::to_string(wire);
+            self.error(
+                Part::Mti,
+                self.pos - wire.len(),
+                ErrorKind::BadMti { found },
+            )
+        })
+    }
+
+    fn bitmap(&mut self, which: u8) -> Result<u64, CodecError> {
+        let part = Part::Bitmap(which);
+        match self.spec.bitmap_encoding {
+            Encoding::Hex => {
+                let at = self.pos;
+                let text = self.take(part, 16)?;
+                let mut word = 0u64;
+                for (i, &c) in text.iter().enumerate() {
+                    let n = hex::nibble(c).ok_or_else(|| {
+                        self.error(part, at + i, ErrorKind::InvalidHex { found: c })
+                    })?;
+                    word = word << 4 | u64::from(n);
+                }
+                Ok(word)
+            }
+            _ => {
+                let bytes = self.take(part, 8)?;
+                let mut word = [0u8; 8];
+                word.copy_from_slice(bytes);
+                Ok(u64::from_be_bytes(word))
+            }
+        }
+    }
+
+    fn prefix(&mut self, field: &Field) -> Result<usize, CodecError> {
+        let part = Part::Field(field.number);
+        let at = self.pos;
+        let digits = field.length.prefix_digits();
+        let wire = self.take(part, field.prefix_len())?;
+        let bad = |d: &Self| {
+            let found = match field.prefix {
+                Encoding::Ascii => format!("{:?}", String::from_utf8_lossy(wire)),
+                _ => format!("0x{}", hex::to_string(wire)),
+            };
+            d.error(part, at, ErrorKind::BadLengthPrefix { digits, found })
+        };
+        let mut len = 0usize;
+        match field.prefix {
+            Encoding::Binary => {
+                for &b in wire {
+                    len = len << 8 | usize::from(b);
+                }
+            }
+            Encoding::Bcd => {
+                for &b in wire {
+                    let (hi, lo) = (b >> 4, b & 0xF);
+                    if hi > 9 || lo > 9 {
+                        return Err(bad(self));
+                    }
+                    len = len * 100 + usize::from(hi) * 10 + usize::from(lo);
+                }
+            }
+            encoding => {
+                for &b in wire {
+                    let d = if encoding == Encoding::Ebcdic {
+                        b.wrapping_sub(0xF0)
+                    } else {
+                        b.wrapping_sub(b'0')
+                    };
+                    if d > 9 {
+                        return Err(bad(self));
+                    }
+                    len = len * 10 + usize::from(d);
+                }
+            }
+        }
+        if len > field.max {
+            return Err(self.error(
+                part,
+                at,
+                ErrorKind::TooLong {
+                    length: len,
+                    max: field.max,
+                },
+            ));
+        }
+        Ok(len)
+    }
+
+    #[inline]
+    fn field(&mut self, field: &Field, owned: &mut Vec<u8>) -> Result<Slot, CodecError> {
+        let part = Part::Field(field.number);
+        let len = match field.length {
+            LengthKind::Fixed => field.max,
+            _ => self.prefix(field)?,
+        };
+        let at = self.pos;
+        let wire = self.take(part, field.wire_len(len))?;
+        let content_error = |d: &Self, i: usize, found: u8| {
+            let kind = ErrorKind::InvalidContent {
+                class: field.class,
+                found,
+            };
+            d.error(part, at + i, kind)
+        };
+        match field.encoding {
+            Encoding::Ascii | Encoding::Binary => {
+                if let Some(i) = invalid_byte(field.class, wire) {
+                    return Err(content_error(self, i, wire[i]));
+                }
+                return Ok(Slot {
+                    field: field.number,
+                    owned: false,
+                    start: at as u32,
+                    len: wire.len() as u32,
+                });
+            }
+            _ => {}
+        }
+        let start = owned.len();
+        if owned.capacity() == 0 {
+            owned.reserve(self.input.len() * 2);
+        }
+        match field.encoding {
+            Encoding::Ebcdic => {
+                for (i, &b) in wire.iter().enumerate() {
+                    let a = ebcdic::to_ascii(b).ok_or_else(|| {
+                        self.error(part, at + i, ErrorKind::InvalidEbcdic { found: b })
+                    })?;
+                    owned.push(a);
+                }
+            }
+            Encoding::Hex => {
+                hex::decode_into(wire, owned).map_err(|i| {
+                    let found = wire.get(i).copied().unwrap_or(0);
+                    self.error(part, at + i, ErrorKind::InvalidHex { found })
+                })?;
+            }
+            _ => {
+                let (sign, packed) = match field.class {
+                    ContentClass::XN => wire.split_at(1),
+                    _ => (&[][..], wire),
+                };
+                owned.extend_from_slice(sign);
+                let separator_ok = field.class == ContentClass::Z;
+                bcd::unpack_into(packed, len, field.bcd_filler, separator_ok, owned).map_err(
+                    |e| match e {
+                        bcd::BcdError::BadFiller {
+                            index,
+                            expected,
+                            found,
+                        } => self.error(
+                            part,
+                            at + sign.len() + index,
+                            ErrorKind::BadFiller { expected, found },
+                        ),
+                        bcd::BcdError::BadNibble { index, nibble } => self.error(
+                            part,
+                            at + sign.len() + index,
+                            ErrorKind::InvalidBcd { nibble },
+                        ),
+                        bcd::BcdError::BadDigit { index, found } => {
+                            content_error(self, sign.len() + index, found)
+                        }
+                    },
+                )?;
+            }
+        }
+        if let Some(i) = invalid_byte(field.class, &owned[start..]) {
+            let found = owned[start + i];
+            owned.truncate(start);
+            // Offsets into converted text map back to the wire only for 1:1 encodings.
+            let wire_index = if field.encoding == Encoding::Ebcdic {
+                i
+            } else {
+                0
+            };
+            return Err(content_error(self, wire_index, found));
+        }
+        Ok(Slot {
+            field: field.number,
+            owned: true,
+            start: start as u32,
+            len: (owned.len() - start) as u32,
+        })
+    }
+}

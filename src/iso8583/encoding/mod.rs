@@ -1,0 +1,7 @@
+//! Byte-level encodings used on the wire: EBCDIC text, packed BCD digits and hex
+//! text for binary values. ASCII and raw binary need no conversion. Each file holds
+//! one encoding and its tests.
+
+pub mod bcd;
+pub mod ebcdic;
+pub mod hex;

@@ -1,0 +1,17 @@
+//! The ISO 8583 codec: message specs as data, decode and encode driven by a spec,
+//! typed accessors for the fields the switch reads, EMV field 55 as BER-TLV, and
+//! spec import from jPOS and moov-io. Nothing here depends on tokio.
+
+pub mod bitmap;
+mod codec;
+pub mod emv;
+pub mod encoding;
+pub mod error;
+pub mod json;
+pub mod message;
+pub mod spec;
+
+pub use bitmap::Bitmap;
+pub use error::{CodecError, ErrorKind, Part};
+pub use message::{Message, Mti};
+pub use spec::{Field, Spec, SpecError};

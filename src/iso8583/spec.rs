@@ -1,0 +1,661 @@
+//! Message specs as data: a TOML file describes how each field is laid out on the
+//! wire, and [`Spec`] is its checked, compiled form that the codec reads on every
+//! message. Everything a spec file can get wrong is refused here, once, at load.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Highest field number: fields 129–192 exist only behind a tertiary bitmap.
+pub const MAX_FIELD: u8 = 192;
+
+/// How the bytes of a value (or a length prefix, MTI or bitmap) are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// One ASCII byte per character.
+    Ascii,
+    /// One EBCDIC (code page 037) byte per character.
+    Ebcdic,
+    /// Two decimal digits per byte (packed BCD).
+    Bcd,
+    /// Raw bytes as they are.
+    Binary,
+    /// Raw bytes written as two uppercase hex characters each.
+    Hex,
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Encoding::Ascii => "ascii",
+            Encoding::Ebcdic => "ebcdic",
+            Encoding::Bcd => "bcd",
+            Encoding::Binary => "binary",
+            Encoding::Hex => "hex",
+        })
+    }
+}
+
+/// Fixed length, or a variable length carried in a 2, 3 or 4 digit prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LengthKind {
+    #[serde(rename = "fixed")]
+    Fixed,
+    #[serde(rename = "LL")]
+    LL,
+    #[serde(rename = "LLL")]
+    LLL,
+    #[serde(rename = "LLLL")]
+    LLLL,
+}
+
+impl LengthKind {
+    /// Digits in the length prefix (0 for fixed fields).
+    pub fn prefix_digits(self) -> usize {
+        match self {
+            LengthKind::Fixed => 0,
+            LengthKind::LL => 2,
+            LengthKind::LLL => 3,
+            LengthKind::LLLL => 4,
+        }
+    }
+
+    /// Largest length the prefix can carry in decimal digits.
+    pub fn max_decimal(self) -> usize {
+        match self {
+            LengthKind::Fixed => usize::MAX,
+            LengthKind::LL => 99,
+            LengthKind::LLL => 999,
+            LengthKind::LLLL => 9999,
+        }
+    }
+}
+
+impl fmt::Display for LengthKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LengthKind::Fixed => "fixed",
+            LengthKind::LL => "LL",
+            LengthKind::LLL => "LLL",
+            LengthKind::LLLL => "LLLL",
+        })
+    }
+}
+
+/// ISO 8583 content classes. Lengths count digits for `n`, `z` and `x+n` (the
+/// sign of `x+n` is extra), characters for text classes and bytes for `b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContentClass {
+    #[serde(rename = "a")]
+    A,
+    #[serde(rename = "n")]
+    N,
+    #[serde(rename = "s")]
+    S,
+    #[serde(rename = "an")]
+    An,
+    #[serde(rename = "as")]
+    As,
+    #[serde(rename = "ns")]
+    Ns,
+    #[serde(rename = "ans")]
+    Ans,
+    #[serde(rename = "b")]
+    B,
+    /// Track 2/3 code set: digits, `=` or `D` as field separator.
+    #[serde(rename = "z")]
+    Z,
+    /// Amount with a `C` (credit) or `D` (debit) sign before the digits.
+    #[serde(rename = "x+n")]
+    XN,
+}
+
+impl ContentClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentClass::A => "a",
+            ContentClass::N => "n",
+            ContentClass::S => "s",
+            ContentClass::An => "an",
+            ContentClass::As => "as",
+            ContentClass::Ns => "ns",
+            ContentClass::Ans => "ans",
+            ContentClass::B => "b",
+            ContentClass::Z => "z",
+            ContentClass::XN => "x+n",
+        }
+    }
+
+    /// Digit-like classes that may be packed as BCD.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ContentClass::N | ContentClass::Z | ContentClass::XN)
+    }
+
+    pub fn is_binary(self) -> bool {
+        self == ContentClass::B
+    }
+
+    /// What an accepted byte looks like, for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ContentClass::A => "a letter or space",
+            ContentClass::N => "a digit 0-9",
+            ContentClass::S => "a printable special character",
+            ContentClass::An => "a letter, digit or space",
+            ContentClass::As => "a letter, space or special character",
+            ContentClass::Ns => "a digit or special character",
+            ContentClass::Ans => "a printable ASCII character",
+            ContentClass::B => "any byte",
+            ContentClass::Z => "a digit, '=' or 'D'",
+            ContentClass::XN => "'C' or 'D' then digits",
+        }
+    }
+}
+
+impl fmt::Display for ContentClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the builder pads a value shorter than a fixed length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PadSide {
+    Left,
+    Right,
+    /// A short value is an error.
+    None,
+}
+
+/// Which side of an odd number of BCD digits gets the filler nibble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BcdFiller {
+    /// `0` before the digits: the value is right-justified (the usual case).
+    Left,
+    /// `0` after the digits.
+    Right,
+    /// `F` after the digits, common for track 2 and PANs on terminal links.
+    #[serde(rename = "right-f")]
+    RightF,
+}
+
+/// One field as written in a spec file. Unset encodings come from `[defaults]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldFile {
+    pub name: String,
+    #[serde(default = "fixed")]
+    pub length: LengthKind,
+    /// The fixed length, or the maximum of a variable one.
+    pub max: usize,
+    pub class: ContentClass,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<Encoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad: Option<PadSide>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_char: Option<char>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bcd_filler: Option<BcdFiller>,
+}
+
+fn fixed() -> LengthKind {
+    LengthKind::Fixed
+}
+
+/// Encodings used where a field does not name its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsFile {
+    /// For `n`, `z` and `x+n`.
+    pub numeric: Encoding,
+    /// For `a`, `an`, `ans` and the other text classes.
+    pub text: Encoding,
+    /// For `b`.
+    pub binary: Encoding,
+    /// For LL/LLL/LLLL length prefixes.
+    pub prefix: Encoding,
+}
+
+/// A spec file as it is on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub mti_encoding: Encoding,
+    pub bitmap_encoding: Encoding,
+    pub defaults: DefaultsFile,
+    /// Keyed by field number ("2" … "192"). Fields 1 and 65 are the secondary and
+    /// tertiary bitmaps and are not listed; fields 129–192 enable the tertiary bitmap.
+    pub fields: BTreeMap<String, FieldFile>,
+}
+
+/// A field's compiled layout: every choice resolved, every limit checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub number: u8,
+    pub name: String,
+    pub length: LengthKind,
+    pub max: usize,
+    pub class: ContentClass,
+    pub encoding: Encoding,
+    pub prefix: Encoding,
+    pub pad: PadSide,
+    pub pad_char: u8,
+    pub bcd_filler: BcdFiller,
+}
+
+impl Field {
+    /// Bytes the length prefix takes on the wire.
+    pub fn prefix_len(&self) -> usize {
+        let digits = self.length.prefix_digits();
+        match self.prefix {
+            _ if digits == 0 => 0,
+            Encoding::Bcd | Encoding::Binary => digits.div_ceil(2),
+            _ => digits,
+        }
+    }
+
+    /// Largest length the prefix can express in this prefix encoding.
+    pub fn prefix_capacity(&self) -> usize {
+        match self.prefix {
+            Encoding::Binary => match self.prefix_len() {
+                1 => 0xFF,
+                _ => 0xFFFF,
+            },
+            _ => self.length.max_decimal(),
+        }
+    }
+
+    /// Wire bytes taken by a value of `len` units (digits, characters or bytes).
+    pub fn wire_len(&self, len: usize) -> usize {
+        let sign = usize::from(self.class == ContentClass::XN);
+        match self.encoding {
+            Encoding::Bcd => sign + len.div_ceil(2),
+            Encoding::Hex => len * 2,
+            _ => sign + len,
+        }
+    }
+
+    /// A short "LL..19 n" style description of the layout.
+    pub fn layout(&self) -> String {
+        match self.length {
+            LengthKind::Fixed => format!("{} {}", self.class, self.max),
+            kind => format!("{} ..{} {}", self.class, self.max, kind),
+        }
+    }
+}
+
+/// Where a spec file is wrong: which field, which key, what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{origin}: cannot read spec file: {source}")]
+    Read {
+        origin: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: field {field}: {message}")]
+    Field {
+        origin: String,
+        field: String,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// A compiled spec: the codec indexes `fields` by field number on every message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub name: String,
+    pub description: String,
+    pub mti_encoding: Encoding,
+    pub bitmap_encoding: Encoding,
+    /// Kept so a spec can be exported with its defaults as written.
+    pub defaults: DefaultsFile,
+    fields: Vec<Option<Field>>,
+    tertiary: bool,
+}
+
+impl Spec {
+    /// Loads and checks a TOML spec file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        Spec::from_toml_str(&text, &origin)
+    }
+
+    /// Parses and checks TOML spec text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Spec, SpecError> {
+        let file: SpecFile = toml::from_str(text).map_err(|e| SpecError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        Spec::compile(file, origin)
+    }
+
+    /// Checks a parsed spec file and resolves its defaults.
+    pub fn compile(file: SpecFile, origin: &str) -> Result<Spec, SpecError> {
+        let invalid = |message: String| SpecError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        if !matches!(
+            file.mti_encoding,
+            Encoding::Ascii | Encoding::Ebcdic | Encoding::Bcd
+        ) {
+            return Err(invalid(format!(
+                "mti_encoding: expected ascii, ebcdic or bcd, found {}",
+                file.mti_encoding
+            )));
+        }
+        if !matches!(file.bitmap_encoding, Encoding::Binary | Encoding::Hex) {
+            return Err(invalid(format!(
+                "bitmap_encoding: expected binary or hex, found {}",
+                file.bitmap_encoding
+            )));
+        }
+        let mut fields: Vec<Option<Field>> = vec![None; usize::from(MAX_FIELD) + 1];
+        for (key, def) in &file.fields {
+            let field_error = |message: String| SpecError::Field {
+                origin: origin.to_string(),
+                field: key.clone(),
+                message,
+            };
+            let number: u8 = key
+                .parse()
+                .ok()
+                .filter(|n| (2..=MAX_FIELD).contains(n))
+                .ok_or_else(|| field_error(format!("expected a field number 2..={MAX_FIELD}")))?;
+            if number == 65 {
+                return Err(field_error(
+                    "field 65 is the tertiary bitmap; define fields 129-192 to use it".into(),
+                ));
+            }
+            let field = compile_field(number, def, &file.defaults).map_err(field_error)?;
+            fields[usize::from(number)] = Some(field);
+        }
+        let tertiary = fields[129..].iter().any(Option::is_some);
+        Ok(Spec {
+            name: file.name,
+            description: file.description,
+            mti_encoding: file.mti_encoding,
+            bitmap_encoding: file.bitmap_encoding,
+            defaults: file.defaults,
+            fields,
+            tertiary,
+        })
+    }
+
+    /// The layout of field `number`, if the spec defines it.
+    #[inline]
+    pub fn field(&self, number: u8) -> Option<&Field> {
+        self.fields
+            .get(usize::from(number))
+            .and_then(Option::as_ref)
+    }
+
+    /// Every defined field in ascending order.
+    pub fn fields(&self) -> impl Iterator<Item = &Field> {
+        self.fields.iter().flatten()
+    }
+
+    /// Whether fields 129–192 (and so a tertiary bitmap) exist in this spec.
+    pub fn has_tertiary_bitmap(&self) -> bool {
+        self.tertiary
+    }
+
+    /// Bytes one bitmap takes on the wire.
+    pub fn bitmap_len(&self) -> usize {
+        match self.bitmap_encoding {
+            Encoding::Hex => 16,
+            _ => 8,
+        }
+    }
+
+    /// The spec as a file, every field's encodings written out where they differ
+    /// from the defaults, ready for `toml::to_string`.
+    pub fn to_file(&self) -> SpecFile {
+        let d = &self.defaults;
+        let fields = self
+            .fields()
+            .map(|f| {
+                let default_encoding = default_encoding(f.class, d);
+                let (default_pad, default_char) = default_padding(f.class);
+                let file = FieldFile {
+                    name: f.name.clone(),
+                    length: f.length,
+                    max: f.max,
+                    class: f.class,
+                    encoding: (f.encoding != default_encoding).then_some(f.encoding),
+                    prefix: (f.length != LengthKind::Fixed && f.prefix != d.prefix)
+                        .then_some(f.prefix),
+                    pad: (f.pad != default_pad).then_some(f.pad),
+                    pad_char: (f.pad_char != default_char).then_some(char::from(f.pad_char)),
+                    bcd_filler: (f.bcd_filler != BcdFiller::Left).then_some(f.bcd_filler),
+                };
+                (f.number.to_string(), file)
+            })
+            .collect();
+        SpecFile {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            mti_encoding: self.mti_encoding,
+            bitmap_encoding: self.bitmap_encoding,
+            defaults: self.defaults.clone(),
+            fields,
+        }
+    }
+
+    /// The spec as TOML text, fields in numeric order.
+    pub fn to_toml(&self) -> String {
+        let file = self.to_file();
+        let mut out = format!("name = {}\n", toml_string(&file.name));
+        if !file.description.is_empty() {
+            out.push_str(&format!(
+                "description = {}\n",
+                toml_string(&file.description)
+            ));
+        }
+        out.push_str(&format!(
+            "mti_encoding = \"{}\"\nbitmap_encoding = \"{}\"\n\n[defaults]\nnumeric = \"{}\"\ntext = \"{}\"\nbinary = \"{}\"\nprefix = \"{}\"\n",
+            file.mti_encoding,
+            file.bitmap_encoding,
+            file.defaults.numeric,
+            file.defaults.text,
+            file.defaults.binary,
+            file.defaults.prefix
+        ));
+        for f in self.fields() {
+            let def = &file.fields[&f.number.to_string()];
+            // BTreeMap keys sort as text ("10" < "2"), so walk the spec's own order.
+            let body = toml::to_string(def).unwrap_or_default();
+            out.push_str(&format!("\n[fields.{}]\n{}", f.number, body));
+        }
+        out
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn default_encoding(class: ContentClass, d: &DefaultsFile) -> Encoding {
+    if class.is_binary() {
+        d.binary
+    } else if class.is_numeric() {
+        d.numeric
+    } else {
+        d.text
+    }
+}
+
+fn default_padding(class: ContentClass) -> (PadSide, u8) {
+    match class {
+        ContentClass::N => (PadSide::Left, b'0'),
+        ContentClass::B | ContentClass::Z | ContentClass::XN => (PadSide::None, b' '),
+        _ => (PadSide::Right, b' '),
+    }
+}
+
+fn compile_field(number: u8, def: &FieldFile, d: &DefaultsFile) -> Result<Field, String> {
+    let encoding = def
+        .encoding
+        .unwrap_or_else(|| default_encoding(def.class, d));
+    let prefix = def.prefix.unwrap_or(d.prefix);
+    let allowed: &[Encoding] = match def.class {
+        ContentClass::B => &[Encoding::Binary, Encoding::Hex],
+        c if c.is_numeric() => &[Encoding::Ascii, Encoding::Ebcdic, Encoding::Bcd],
+        _ => &[Encoding::Ascii, Encoding::Ebcdic],
+    };
+    if !allowed.contains(&encoding) {
+        let names: Vec<String> = allowed.iter().map(Encoding::to_string).collect();
+        return Err(format!(
+            "class {} cannot use encoding {encoding}; expected one of {}",
+            def.class,
+            names.join(", ")
+        ));
+    }
+    if def.length != LengthKind::Fixed && prefix == Encoding::Hex {
+        return Err("prefix: expected ascii, ebcdic, bcd or binary, found hex".into());
+    }
+    if def.max == 0 {
+        return Err("max: expected a length of at least 1, found 0".into());
+    }
+    let (default_pad, default_char) = default_padding(def.class);
+    let pad_char = match def.pad_char {
+        None => default_char,
+        Some(c) if c.is_ascii() && !c.is_ascii_control() => c as u8,
+        Some(c) => {
+            return Err(format!(
+                "pad_char: expected a printable ASCII character, found {c:?}"
+            ))
+        }
+    };
+    let field = Field {
+        number,
+        name: def.name.clone(),
+        length: def.length,
+        max: def.max,
+        class: def.class,
+        encoding,
+        prefix,
+        pad: def.pad.unwrap_or(default_pad),
+        pad_char,
+        bcd_filler: def.bcd_filler.unwrap_or(BcdFiller::Left),
+    };
+    if field.length != LengthKind::Fixed && field.max > field.prefix_capacity() {
+        return Err(format!(
+            "max {} does not fit a {} {} length prefix (at most {})",
+            field.max,
+            field.length,
+            field.prefix,
+            field.prefix_capacity()
+        ));
+    }
+    if field.max > 65_535 {
+        return Err(format!("max: expected at most 65535, found {}", field.max));
+    }
+    Ok(field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "test"
+mti_encoding = "ascii"
+bitmap_encoding = "binary"
+[defaults]
+numeric = "ascii"
+text = "ascii"
+binary = "binary"
+prefix = "ascii"
+[fields.2]
+name = "PAN"
+length = "LL"
+max = 19
+class = "n"
+[fields.4]
+name = "Amount"
+max = 12
+class = "n"
+"#;
+
+    fn with_field(extra: &str) -> Result<Spec, SpecError> {
+        Spec::from_toml_str(&format!("{MINIMAL}\n{extra}"), "t.toml")
+    }
+
+    #[test]
+    fn loads_a_minimal_spec_and_resolves_defaults() {
+        let spec = Spec::from_toml_str(MINIMAL, "t.toml").expect("valid spec");
+        let pan = spec.field(2).expect("field 2");
+        assert_eq!(pan.length, LengthKind::LL);
+        assert_eq!(pan.prefix_len(), 2);
+        assert_eq!(spec.field(4).map(|f| f.pad), Some(PadSide::Left));
+        assert!(spec.field(3).is_none());
+        assert!(!spec.has_tertiary_bitmap());
+    }
+
+    #[test]
+    fn refuses_unknown_keys_by_name() {
+        let err = with_field("[fields.3]\nname=\"x\"\nmax=6\nclass=\"n\"\ncolour=1").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn refuses_bcd_for_text_fields() {
+        let err = with_field("[fields.41]\nname=\"TID\"\nmax=8\nclass=\"ans\"\nencoding=\"bcd\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("field 41"), "{err}");
+        assert!(err.to_string().contains("cannot use encoding bcd"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_max_the_prefix_cannot_carry() {
+        let err = with_field("[fields.48]\nname=\"x\"\nlength=\"LL\"\nmax=120\nclass=\"ans\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
+
+    #[test]
+    fn refuses_bitmap_and_out_of_range_field_numbers() {
+        for key in ["1", "65", "193", "0", "x"] {
+            let err =
+                with_field(&format!("[fields.{key}]\nname=\"x\"\nmax=1\nclass=\"n\"")).unwrap_err();
+            assert!(err.to_string().contains(&format!("field {key}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn tertiary_bitmap_follows_fields_above_128() {
+        let spec = with_field("[fields.130]\nname=\"x\"\nmax=3\nclass=\"n\"").expect("valid");
+        assert!(spec.has_tertiary_bitmap());
+    }
+
+    #[test]
+    fn toml_export_loads_back_to_the_same_spec() {
+        let spec = with_field(
+            "[fields.35]\nname=\"Track 2\"\nlength=\"LL\"\nmax=37\nclass=\"z\"\nencoding=\"bcd\"\nbcd_filler=\"right-f\"\nprefix=\"binary\"",
+        )
+        .expect("valid");
+        let again = Spec::from_toml_str(&spec.to_toml(), "export").expect("export loads");
+        assert_eq!(spec, again);
+    }
+}
