@@ -101,6 +101,16 @@ impl Message {
         Ok(msg)
     }
 
+    /// The MTI alone, for answering a message whose fields fail to decode.
+    pub fn peek_mti(spec: &Spec, input: &[u8]) -> Option<Mti> {
+        let mut d = Decoder {
+            spec,
+            input,
+            pos: 0,
+        };
+        d.mti().ok()
+    }
+
     /// Decodes a message from a borrowed slice (copies it once).
     pub fn decode_slice(spec: &Spec, input: &[u8]) -> Result<Message, CodecError> {
         Message::decode(spec, Bytes::copy_from_slice(input))
@@ -181,7 +191,7 @@ fn encode_field(field: &Field, value: &[u8], out: &mut Vec<u8>) -> Result<(), Co
     if let Some(i) = invalid_byte(field.class, value) {
         let kind = ErrorKind::InvalidContent {
             class: field.class,
-            found: value[i],
+            found: value.get(i).copied().unwrap_or_default(),
         };
         return Err(err(i, kind));
     }

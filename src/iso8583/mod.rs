@@ -7,11 +7,17 @@ mod codec;
 pub mod emv;
 pub mod encoding;
 pub mod error;
+pub mod explain;
+pub mod fields;
+pub mod import;
 pub mod json;
 pub mod message;
+pub mod response_code;
 pub mod spec;
 
 pub use bitmap::Bitmap;
 pub use error::{CodecError, ErrorKind, Part};
+pub use fields::{FieldError, MinorUnits, Pan, Stan};
 pub use message::{Message, Mti};
+pub use response_code::ResponseCode;
 pub use spec::{Field, Spec, SpecError};

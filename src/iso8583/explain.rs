@@ -1,0 +1,116 @@
+//! `explain`: a message as a table a person reads. Card data is masked here as in
+//! logs (PAN first 6 / last 4, track data and PIN blocks hidden), so the output
+//! can be pasted into a ticket.
+
+use std::fmt::Write;
+
+use super::emv;
+use super::fields::mask_pan;
+use super::json::to_json;
+use super::message::Message;
+use super::response_code::ResponseCode;
+use super::spec::Spec;
+
+/// What a message type means.
+pub fn mti_meaning(mti: &str) -> &'static str {
+    match mti.get(1..3) {
+        Some("10") => "authorization request",
+        Some("11") => "authorization response",
+        Some("12") => "authorization advice",
+        Some("13") => "authorization advice response",
+        Some("20") => "financial request",
+        Some("21") => "financial response",
+        Some("22") => "financial advice",
+        Some("23") => "financial advice response",
+        Some("40") => "reversal request",
+        Some("41") => "reversal response",
+        Some("42") => "reversal advice",
+        Some("43") => "reversal advice response",
+        Some("80") => "network management request",
+        Some("81") => "network management response",
+        _ => "other",
+    }
+}
+
+/// The value shown for field `n`, masked where it carries card secrets.
+pub fn display_value(spec: &Spec, n: u8, value: &[u8]) -> String {
+    let text = || String::from_utf8_lossy(value).into_owned();
+    match n {
+        2 => mask_pan(&text()),
+        // Track 2: masked PAN, the rest (expiry, service code, CVV) hidden.
+        35 => {
+            let t = text();
+            let pan_end = t.find(['=', 'D']).unwrap_or(t.len());
+            format!(
+                "{}{}",
+                mask_pan(&t[..pan_end]),
+                "*".repeat(t.len() - pan_end)
+            )
+        }
+        // Track 3, track 1, PIN block, security data: never shown.
+        36 | 45 | 52 | 53 => "*".repeat(value.len().clamp(4, 16)),
+        _ => match to_json(spec, &single(n, value))["fields"][n.to_string()].as_str() {
+            Some(s) => s.to_string(),
+            None => text(),
+        },
+    }
+}
+
+fn single(n: u8, value: &[u8]) -> Message {
+    let mut m = Message::new(super::message::Mti::from_static("0000"));
+    // `n` comes from a decoded message, so it is a data field.
+    let _ = m.set(n, value);
+    m
+}
+
+/// The table for one message.
+pub fn explain(spec: &Spec, msg: &Message) -> String {
+    let mut out = String::new();
+    let mti = msg.mti();
+    let _ = writeln!(out, "MTI  {mti}  {}", mti_meaning(mti.as_str()));
+    let _ = writeln!(out, "spec {}", spec.name);
+    for (n, value) in msg.iter() {
+        let name = spec.field(n).map_or("(not in spec)", |f| f.name.as_str());
+        let shown = display_value(spec, n, value);
+        let note = match n {
+            39 => msg
+                .response_code()
+                .map(|c| c.meaning().to_string())
+                .unwrap_or_default(),
+            3 => msg
+                .processing_code()
+                .map(|p| p.describe().to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let _ = write!(out, "{n:>4}  {name:<40} {shown}");
+        if !note.is_empty() {
+            let _ = write!(out, "  ({note})");
+        }
+        out.push('\n');
+        if n == 55 && spec.field(55).is_some_and(|f| f.class.is_binary()) {
+            match emv::describe(value) {
+                Ok(rows) => {
+                    for (tag, tag_name, hex) in rows {
+                        let _ = writeln!(
+                            out,
+                            "        {tag:<6} {:<34} {hex}",
+                            tag_name.unwrap_or("(unknown tag)")
+                        );
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "        (not valid BER-TLV: {e})");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Meaning of a response code, for callers that only have text.
+pub fn response_code_meaning(code: &str) -> &'static str {
+    code.parse::<ResponseCode>()
+        .map(|c| c.meaning())
+        .unwrap_or("not a response code")
+}

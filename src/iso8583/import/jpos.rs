@@ -1,0 +1,926 @@
+//! jPOS GenericPackager XML import: each `<isofield>`'s `org.jpos.iso.IF*` class is
+//! mapped onto a length kind, content class and encodings; subfield packagers,
+//! custom classes and layouts our spec model cannot express are refused by name.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use roxmltree::{Document, Node, NodeType, ParsingOptions};
+
+use super::{compile, ImportError};
+use crate::iso8583::spec::{
+    BcdFiller, ContentClass, Encoding, FieldFile, LengthKind, Spec, MAX_FIELD,
+};
+
+// Short names for the class table; `Raw` is `Encoding::Binary`, `Binary` the kind.
+use Encoding::{Ascii, Bcd, Binary as Raw, Ebcdic, Hex};
+use Kind::{Amount, Binary, Bitmap, Char, Numeric};
+use LengthKind::{Fixed, LL, LLL, LLLL};
+
+const PACKAGE: &str = "org.jpos.iso.";
+
+/// Far more nodes than any real packager has; bounds memory on hostile input.
+const NODES_LIMIT: u32 = 100_000;
+
+/// What a jPOS field packager carries, which decides the content class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `*NUM*`: digits; `n` (or `z` on the track fields 35 and 36).
+    Numeric,
+    /// `*CHAR`: any characters; `ans`.
+    Char,
+    /// `*BINARY`: bytes; `b`, length in bytes.
+    Binary,
+    /// `*AMOUNT`: a C/D sign then digits; `x+n`, the jPOS length includes the sign.
+    Amount,
+    /// `*BITMAP`: field 1 only.
+    Bitmap,
+}
+
+/// One supported jPOS class and the layout it implies.
+#[derive(Debug, Clone, Copy)]
+struct Class {
+    name: &'static str,
+    kind: Kind,
+    length: LengthKind,
+    encoding: Encoding,
+    /// Length prefix encoding; ignored for fixed classes.
+    prefix: Encoding,
+}
+
+const fn class(
+    name: &'static str,
+    kind: Kind,
+    length: LengthKind,
+    encoding: Encoding,
+    prefix: Encoding,
+) -> Class {
+    Class {
+        name,
+        kind,
+        length,
+        encoding,
+        prefix,
+    }
+}
+
+/// The classes we map, checked against jPOS's sources: `IFA_*` write ASCII (binary
+/// data as hex text for `IFA_BINARY`/`IFA_LLABINARY`, raw for `IFA_LL*BINARY`),
+/// `IFB_*` pack numbers and length prefixes as BCD (the `H` variants use a binary
+/// length byte or two), `IFE_*` write EBCDIC.
+const CLASSES: &[Class] = &[
+    class("IFA_NUMERIC", Numeric, Fixed, Ascii, Ascii),
+    class("IFA_LLNUM", Numeric, LL, Ascii, Ascii),
+    class("IFA_LLLNUM", Numeric, LLL, Ascii, Ascii),
+    class("IFA_AMOUNT", Amount, Fixed, Ascii, Ascii),
+    class("IF_CHAR", Char, Fixed, Ascii, Ascii),
+    class("IFA_LLCHAR", Char, LL, Ascii, Ascii),
+    class("IFA_LLLCHAR", Char, LLL, Ascii, Ascii),
+    class("IFA_LLLLCHAR", Char, LLLL, Ascii, Ascii),
+    class("IFA_BINARY", Binary, Fixed, Hex, Ascii),
+    class("IFA_LLABINARY", Binary, LL, Hex, Ascii),
+    class("IFA_LLBINARY", Binary, LL, Raw, Ascii),
+    class("IFA_LLLBINARY", Binary, LLL, Raw, Ascii),
+    class("IFA_LLLLBINARY", Binary, LLLL, Raw, Ascii),
+    class("IFA_BITMAP", Bitmap, Fixed, Hex, Hex),
+    class("IFB_NUMERIC", Numeric, Fixed, Bcd, Bcd),
+    class("IFB_LLNUM", Numeric, LL, Bcd, Bcd),
+    class("IFB_LLLNUM", Numeric, LLL, Bcd, Bcd),
+    class("IFB_LLHNUM", Numeric, LL, Bcd, Raw),
+    class("IFB_LLLHNUM", Numeric, LLL, Bcd, Raw),
+    class("IFB_AMOUNT", Amount, Fixed, Bcd, Bcd),
+    class("IFB_LLCHAR", Char, LL, Ascii, Bcd),
+    class("IFB_LLLCHAR", Char, LLL, Ascii, Bcd),
+    class("IFB_LLLLCHAR", Char, LLLL, Ascii, Bcd),
+    class("IFB_LLHCHAR", Char, LL, Ascii, Raw),
+    class("IFB_LLLHCHAR", Char, LLL, Ascii, Raw),
+    class("IFB_BINARY", Binary, Fixed, Raw, Raw),
+    class("IFB_LLBINARY", Binary, LL, Raw, Bcd),
+    class("IFB_LLLBINARY", Binary, LLL, Raw, Bcd),
+    class("IFB_LLLLBINARY", Binary, LLLL, Raw, Bcd),
+    class("IFB_LLHBINARY", Binary, LL, Raw, Raw),
+    class("IFB_LLLHBINARY", Binary, LLL, Raw, Raw),
+    class("IFB_BITMAP", Bitmap, Fixed, Raw, Raw),
+    class("IFE_NUMERIC", Numeric, Fixed, Ebcdic, Ebcdic),
+    class("IFE_LLNUM", Numeric, LL, Ebcdic, Ebcdic),
+    class("IFE_LLLNUM", Numeric, LLL, Ebcdic, Ebcdic),
+    class("IFE_AMOUNT", Amount, Fixed, Ebcdic, Ebcdic),
+    class("IFE_CHAR", Char, Fixed, Ebcdic, Ebcdic),
+    class("IFE_LLCHAR", Char, LL, Ebcdic, Ebcdic),
+    class("IFE_LLLCHAR", Char, LLL, Ebcdic, Ebcdic),
+    class("IFE_LLLBINARY", Binary, LLL, Raw, Ebcdic),
+];
+
+/// The attributes GenericPackager's DTD allows on `<isofield>`.
+const FIELD_ATTRIBUTES: &str = "id, length, name, class, pad, token";
+
+/// Imports a jPOS GenericPackager XML file; `origin` names it in errors.
+///
+/// - `length` counts digits for `*NUM*` classes, characters for `*CHAR` and bytes
+///   for `*BINARY`; for `*AMOUNT` it includes the C/D sign, so `IFA_AMOUNT`
+///   length 9 is `x+n` max 8.
+/// - `*NUM*` imports as `n`, except on fields 35 and 36 where it is `z`: jPOS packs
+///   the track separator through its numeric packagers. `*CHAR` imports as `ans`.
+/// - `pad` only matters for BCD numbers and amounts. jPOS maps `pad="true"` to its
+///   LEFT_PADDED interpreter (a `0` nibble before an odd number of digits, so the
+///   value is right-justified: `bcd_filler = "left"`), and `pad="false"` or no `pad`
+///   to RIGHT_PADDED (the `0` nibble after the digits: `bcd_filler = "right"`).
+/// - Field 0's class sets `mti_encoding` and field 1's sets `bitmap_encoding`
+///   (`IFB_BITMAP` binary, `IFA_BITMAP` hex). Field 65, usually a `b 1`
+///   placeholder in jPOS 87 packagers, is not imported: here bit 65 always marks
+///   the tertiary bitmap.
+/// - `[defaults]` take the most common encodings among the imported fields.
+pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Spec, ImportError> {
+    let options = ParsingOptions {
+        allow_dtd: true,
+        nodes_limit: NODES_LIMIT,
+    };
+    let doc = Document::parse_with_options(text, options).map_err(|e| ImportError::Syntax {
+        origin: format!("{origin}:{}:{}", e.pos().row, e.pos().col),
+        format: "XML",
+        message: e.to_string(),
+    })?;
+    let at = |node: Node| format!("{origin}:{}", doc.text_pos_at(node.range().start).row);
+    let root = doc.root_element();
+    if root.tag_name().name() != "isopackager" {
+        return Err(ImportError::Document {
+            origin: at(root),
+            message: format!(
+                "root element: expected <isopackager>, found <{}>",
+                root.tag_name().name()
+            ),
+        });
+    }
+    check_packager_attributes(root, &at(root))?;
+
+    let mut seen = HashSet::new();
+    let mut mti_encoding = None;
+    let mut bitmap_encoding = None;
+    let mut fields = BTreeMap::new();
+    for node in root.children() {
+        let here = at(node);
+        match node.node_type() {
+            NodeType::Element => {}
+            NodeType::Text if node.text().is_some_and(|t| !t.trim().is_empty()) => {
+                return Err(ImportError::Document {
+                    origin: here,
+                    message:
+                        "unexpected text inside <isopackager>; expected only <isofield> elements"
+                            .into(),
+                });
+            }
+            _ => continue,
+        }
+        match node.tag_name().name() {
+            "isofield" => {}
+            "isofieldpackager" => {
+                return Err(ImportError::Unsupported {
+                    origin: here,
+                    field: node.attribute("id").unwrap_or("?").to_string(),
+                    what: "<isofieldpackager> (a subfield packager)".into(),
+                    why: "composite fields cannot be expressed in an isoswitch spec; \
+                          declare the outer field as a plain ans or b <isofield>"
+                        .into(),
+                });
+            }
+            other => {
+                return Err(ImportError::Document {
+                    origin: here,
+                    message: format!("unexpected element <{other}>; expected <isofield>"),
+                });
+            }
+        }
+        let field = IsoField::read(node, &here)?;
+        if !seen.insert(field.id) {
+            return Err(ImportError::Duplicate {
+                origin: here,
+                field: field.id.to_string(),
+            });
+        }
+        if node.children().any(|c| c.is_element()) {
+            return Err(ImportError::Document {
+                origin: here,
+                message: format!("field {}: expected an empty <isofield>", field.id),
+            });
+        }
+        match field.id {
+            65 => continue,
+            0 => mti_encoding = Some(field.mti_encoding(&here)?),
+            1 => bitmap_encoding = Some(field.bitmap_encoding(&here)?),
+            id => {
+                fields.insert(id.to_string(), field.data_field(&here)?);
+            }
+        }
+    }
+    let missing = |id: u8, role: &str| ImportError::Document {
+        origin: origin.to_string(),
+        message: format!("no <isofield id=\"{id}\"> ({role})"),
+    };
+    let mti_encoding = mti_encoding.ok_or_else(|| missing(0, "the MTI"))?;
+    let bitmap_encoding = bitmap_encoding.ok_or_else(|| missing(1, "the bitmap"))?;
+    let name = Path::new(origin)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "jpos".into());
+    let description = format!("Imported from jPOS GenericPackager XML {origin}");
+    compile(
+        name,
+        description,
+        mti_encoding,
+        bitmap_encoding,
+        fields,
+        origin,
+    )
+}
+
+/// Packager-level settings: refused unless they are the values our codec assumes.
+fn check_packager_attributes(root: Node, origin: &str) -> Result<(), ImportError> {
+    for attr in root.attributes() {
+        let value = attr.value();
+        let expected = match attr.name() {
+            // Only a validation limit in jPOS; the fields listed are what count.
+            "maxValidField" => continue,
+            "emitBitmap" if value.eq_ignore_ascii_case("true") => continue,
+            "emitBitmap" => "true (isoswitch always writes the bitmap)",
+            "bitmapField" if value == "1" => continue,
+            "bitmapField" => "1",
+            "firstField" if value == "2" => continue,
+            "firstField" => "2 (the first field after the bitmap)",
+            "headerLength" if value == "0" => continue,
+            "headerLength" => "0 (message headers belong to the link, not the spec)",
+            other => {
+                return Err(ImportError::Document {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "<isopackager> attribute `{other}` is not supported \
+                         (known: maxValidField, emitBitmap, bitmapField, firstField, headerLength)"
+                    ),
+                });
+            }
+        };
+        return Err(ImportError::Document {
+            origin: origin.to_string(),
+            message: format!(
+                "<isopackager> {}: expected {expected}, found {value:?}",
+                attr.name()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One `<isofield>`'s attributes, checked for presence and syntax.
+struct IsoField<'a> {
+    id: u8,
+    length: usize,
+    name: &'a str,
+    class: &'a str,
+    pad: bool,
+}
+
+impl<'a> IsoField<'a> {
+    fn read(node: Node<'a, '_>, origin: &str) -> Result<IsoField<'a>, ImportError> {
+        let raw_id = node.attribute("id");
+        let label = raw_id.unwrap_or("?").to_string();
+        let missing = |attribute: &str| ImportError::Missing {
+            origin: origin.to_string(),
+            field: label.clone(),
+            place: "attribute",
+            attribute: attribute.to_string(),
+        };
+        let invalid = |attribute: &str, expected: &str, found: &str| ImportError::Invalid {
+            origin: origin.to_string(),
+            field: label.clone(),
+            attribute: attribute.to_string(),
+            expected: expected.to_string(),
+            found: format!("{found:?}"),
+        };
+        for attr in node.attributes() {
+            if !FIELD_ATTRIBUTES
+                .split(", ")
+                .any(|known| known == attr.name())
+            {
+                return Err(ImportError::Unsupported {
+                    origin: origin.to_string(),
+                    field: label.clone(),
+                    what: format!("attribute `{}`", attr.name()),
+                    why: format!("an <isofield> takes {FIELD_ATTRIBUTES}"),
+                });
+            }
+        }
+        let raw_id = raw_id.ok_or_else(|| missing("id"))?;
+        let id = raw_id
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= MAX_FIELD)
+            .ok_or_else(|| invalid("id", &format!("a field number 0-{MAX_FIELD}"), raw_id))?;
+        let raw_length = node.attribute("length").ok_or_else(|| missing("length"))?;
+        let length = raw_length
+            .parse::<usize>()
+            .map_err(|_| invalid("length", "a whole number", raw_length))?;
+        let name = node.attribute("name").ok_or_else(|| missing("name"))?;
+        let class = node.attribute("class").ok_or_else(|| missing("class"))?;
+        let pad = match node.attribute("pad") {
+            None => false,
+            Some(p) if p.eq_ignore_ascii_case("true") => true,
+            Some(p) if p.eq_ignore_ascii_case("false") => false,
+            Some(p) => return Err(invalid("pad", "true or false", p)),
+        };
+        Ok(IsoField {
+            id,
+            length,
+            name,
+            class,
+            pad,
+        })
+    }
+
+    fn invalid(&self, origin: &str, attribute: &str, expected: &str, found: String) -> ImportError {
+        ImportError::Invalid {
+            origin: origin.to_string(),
+            field: self.id.to_string(),
+            attribute: attribute.to_string(),
+            expected: expected.to_string(),
+            found,
+        }
+    }
+
+    /// The supported class this field names, or a refusal that lists them all.
+    fn class(&self, origin: &str) -> Result<&'static Class, ImportError> {
+        let short = self.class.strip_prefix(PACKAGE);
+        if let Some(found) = short.and_then(|s| CLASSES.iter().find(|c| c.name == s)) {
+            return Ok(found);
+        }
+        let why = if short == Some("IFE_BITMAP") {
+            "EBCDIC hex bitmaps are not supported; use IFB_BITMAP (binary) or IFA_BITMAP (ASCII hex)"
+                .to_string()
+        } else {
+            let names: Vec<&str> = CLASSES.iter().map(|c| c.name).collect();
+            format!("supported: {} in {PACKAGE}*", names.join(", "))
+        };
+        Err(ImportError::Unsupported {
+            origin: origin.to_string(),
+            field: self.id.to_string(),
+            what: format!("jPOS class {}", self.class),
+            why,
+        })
+    }
+
+    fn mti_encoding(&self, origin: &str) -> Result<Encoding, ImportError> {
+        let class = self.class(origin)?;
+        let fits = matches!(class.kind, Numeric | Char)
+            && class.length == Fixed
+            && matches!(class.encoding, Ascii | Ebcdic | Bcd);
+        if !fits {
+            return Err(self.invalid(
+                origin,
+                "class",
+                "a fixed numeric or character class for the MTI \
+                 (IFA_NUMERIC, IFB_NUMERIC, IFE_NUMERIC, IF_CHAR, IFE_CHAR)",
+                self.class.to_string(),
+            ));
+        }
+        if self.length != 4 {
+            return Err(self.invalid(origin, "length", "4", self.length.to_string()));
+        }
+        Ok(class.encoding)
+    }
+
+    fn bitmap_encoding(&self, origin: &str) -> Result<Encoding, ImportError> {
+        let class = self.class(origin)?;
+        if class.kind != Bitmap {
+            return Err(self.invalid(
+                origin,
+                "class",
+                "a bitmap class for field 1 (IFB_BITMAP or IFA_BITMAP)",
+                self.class.to_string(),
+            ));
+        }
+        if !matches!(self.length, 8 | 16) {
+            return Err(self.invalid(
+                origin,
+                "length",
+                "8 or 16 (bytes of bitmap; a tertiary bitmap inside field 1 is not supported)",
+                self.length.to_string(),
+            ));
+        }
+        Ok(class.encoding)
+    }
+
+    fn data_field(&self, origin: &str) -> Result<FieldFile, ImportError> {
+        let class = self.class(origin)?;
+        let (content, max) = match class.kind {
+            Bitmap => {
+                return Err(self.invalid(
+                    origin,
+                    "class",
+                    "a data field class (bitmap classes belong to field 1)",
+                    self.class.to_string(),
+                ));
+            }
+            Numeric if matches!(self.id, 35 | 36) => (ContentClass::Z, self.length),
+            Numeric => (ContentClass::N, self.length),
+            Char => (ContentClass::Ans, self.length),
+            Binary => (ContentClass::B, self.length),
+            Amount => {
+                let digits = self.length.checked_sub(1).filter(|d| *d > 0);
+                let digits = digits.ok_or_else(|| {
+                    self.invalid(
+                        origin,
+                        "length",
+                        "at least 2 (the C/D sign and one digit)",
+                        self.length.to_string(),
+                    )
+                })?;
+                (ContentClass::XN, digits)
+            }
+        };
+        let bcd_filler = (class.encoding == Bcd).then_some(if self.pad {
+            BcdFiller::Left
+        } else {
+            BcdFiller::Right
+        });
+        Ok(FieldFile {
+            name: self.name.to_string(),
+            length: class.length,
+            max,
+            class: content,
+            encoding: Some(class.encoding),
+            prefix: (class.length != Fixed).then_some(class.prefix),
+            pad: None,
+            pad_char: None,
+            bcd_filler,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iso8583::spec::PadSide;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/specs/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    }
+
+    /// A packager with an ASCII MTI, a binary bitmap and `body` as further fields.
+    fn packager(body: &str) -> String {
+        format!(
+            "<isopackager>\n\
+             <isofield id=\"0\" length=\"4\" name=\"MTI\" class=\"org.jpos.iso.IFA_NUMERIC\"/>\n\
+             <isofield id=\"1\" length=\"16\" name=\"BITMAP\" class=\"org.jpos.iso.IFB_BITMAP\"/>\n\
+             {body}\n</isopackager>"
+        )
+    }
+
+    fn import(body: &str) -> Result<Spec, ImportError> {
+        from_jpos_xml(&packager(body), "t.xml")
+    }
+
+    fn refusal(body: &str) -> String {
+        match import(body) {
+            Ok(_) => panic!("expected {body} to be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// (length kind, max, class, encoding, prefix) of a field, prefix only if variable.
+    type Layout = (LengthKind, usize, ContentClass, Encoding, Option<Encoding>);
+
+    fn layout(spec: &Spec, number: u8) -> Layout {
+        let f = spec
+            .field(number)
+            .unwrap_or_else(|| panic!("field {number} missing"));
+        let prefix = (f.length != Fixed).then_some(f.prefix);
+        (f.length, f.max, f.class, f.encoding, prefix)
+    }
+
+    #[test]
+    fn the_ascii_fixture_imports_with_jpos_layouts() {
+        let spec =
+            from_jpos_xml(&fixture("jpos-iso87ascii.xml"), "jpos-iso87ascii.xml").expect("imports");
+        assert_eq!(spec.name, "jpos-iso87ascii");
+        assert_eq!(spec.mti_encoding, Ascii);
+        assert_eq!(spec.bitmap_encoding, Raw);
+        let n = ContentClass::N;
+        assert_eq!(layout(&spec, 2), (LL, 19, n, Ascii, Some(Ascii)));
+        assert_eq!(layout(&spec, 4), (Fixed, 12, n, Ascii, None));
+        assert_eq!(layout(&spec, 28), (Fixed, 8, ContentClass::XN, Ascii, None));
+        assert_eq!(
+            layout(&spec, 35),
+            (LL, 37, ContentClass::Z, Ascii, Some(Ascii))
+        );
+        assert_eq!(
+            layout(&spec, 36),
+            (LLL, 104, ContentClass::Z, Ascii, Some(Ascii))
+        );
+        assert_eq!(
+            layout(&spec, 41),
+            (Fixed, 8, ContentClass::Ans, Ascii, None)
+        );
+        assert_eq!(
+            layout(&spec, 48),
+            (LLL, 999, ContentClass::Ans, Ascii, Some(Ascii))
+        );
+        assert_eq!(layout(&spec, 52), (Fixed, 8, ContentClass::B, Raw, None));
+        assert_eq!(
+            layout(&spec, 55),
+            (LLL, 255, ContentClass::B, Raw, Some(Ascii))
+        );
+        assert_eq!(
+            layout(&spec, 97),
+            (Fixed, 16, ContentClass::XN, Ascii, None)
+        );
+        assert_eq!(layout(&spec, 128), (Fixed, 8, ContentClass::B, Raw, None));
+        assert_eq!(
+            spec.field(4).map(|f| (f.pad, f.pad_char)),
+            Some((PadSide::Left, b'0'))
+        );
+        assert_eq!(spec.field(41).map(|f| f.pad), Some(PadSide::Right));
+        assert_eq!(spec.fields().count(), 126, "2-128 without 65");
+        assert!(spec.field(65).is_none());
+        assert!(!spec.has_tertiary_bitmap());
+        assert_eq!(spec.defaults.numeric, Ascii);
+        assert_eq!(spec.defaults.text, Ascii);
+        assert_eq!(spec.defaults.binary, Raw);
+        assert_eq!(spec.defaults.prefix, Ascii);
+    }
+
+    #[test]
+    fn the_bcd_fixture_imports_with_bcd_numbers_and_prefixes() {
+        let spec =
+            from_jpos_xml(&fixture("jpos-iso87bcd.xml"), "jpos-iso87bcd.xml").expect("imports");
+        assert_eq!(spec.mti_encoding, Bcd);
+        assert_eq!(spec.bitmap_encoding, Raw);
+        let n = ContentClass::N;
+        let ans = ContentClass::Ans;
+        let b = ContentClass::B;
+        assert_eq!(layout(&spec, 2), (LL, 19, n, Bcd, Some(Bcd)));
+        assert_eq!(layout(&spec, 3), (Fixed, 6, n, Bcd, None));
+        assert_eq!(layout(&spec, 28), (Fixed, 8, ContentClass::XN, Bcd, None));
+        assert_eq!(layout(&spec, 35), (LL, 37, ContentClass::Z, Bcd, Some(Bcd)));
+        assert_eq!(layout(&spec, 45), (LL, 76, ans, Ascii, Some(Bcd)));
+        assert_eq!(layout(&spec, 55), (LLL, 255, b, Raw, Some(Bcd)));
+        assert_eq!(layout(&spec, 121), (LL, 255, ans, Ascii, Some(Raw)));
+        assert_eq!(layout(&spec, 122), (LL, 255, b, Raw, Some(Raw)));
+        assert_eq!(layout(&spec, 123), (LL, 99, n, Bcd, Some(Raw)));
+        assert_eq!(layout(&spec, 124), (LL, 99, b, Raw, Some(Bcd)));
+        assert_eq!(layout(&spec, 125), (LLLL, 9999, ans, Ascii, Some(Bcd)));
+        assert_eq!(layout(&spec, 126), (LLL, 999, ans, Ascii, Some(Raw)));
+        assert_eq!(layout(&spec, 127), (LLL, 999, b, Raw, Some(Raw)));
+        let filler = |n: u8| spec.field(n).map(|f| f.bcd_filler);
+        assert_eq!(filler(3), Some(BcdFiller::Left), "pad=\"true\"");
+        assert_eq!(filler(35), Some(BcdFiller::Right), "pad=\"false\"");
+        assert_eq!(filler(123), Some(BcdFiller::Right), "pad=\"false\"");
+        assert_eq!(spec.field(122).map(|f| f.prefix_len()), Some(1));
+        assert_eq!(spec.field(127).map(|f| f.prefix_len()), Some(2));
+        assert_eq!(spec.defaults.numeric, Bcd);
+        assert_eq!(spec.defaults.text, Ascii);
+        assert_eq!(spec.defaults.prefix, Bcd);
+    }
+
+    #[test]
+    fn an_imported_spec_survives_the_toml_round_trip() {
+        let spec = from_jpos_xml(&fixture("jpos-iso87bcd.xml"), "bcd.xml").expect("imports");
+        let again = Spec::from_toml_str(&spec.to_toml(), "export").expect("export loads");
+        assert_eq!(spec, again);
+    }
+
+    #[test]
+    fn pad_on_bcd_numbers_picks_the_filler_side() {
+        let spec = import(
+            r#"<isofield id="3" length="5" name="a" pad="true" class="org.jpos.iso.IFB_NUMERIC"/>
+               <isofield id="4" length="5" name="b" pad="false" class="org.jpos.iso.IFB_NUMERIC"/>
+               <isofield id="5" length="5" name="c" class="org.jpos.iso.IFB_NUMERIC"/>
+               <isofield id="28" length="9" name="d" pad="TRUE" class="org.jpos.iso.IFB_AMOUNT"/>"#,
+        )
+        .expect("imports");
+        let filler = |n: u8| spec.field(n).map(|f| f.bcd_filler);
+        assert_eq!(filler(3), Some(BcdFiller::Left));
+        assert_eq!(filler(4), Some(BcdFiller::Right));
+        assert_eq!(
+            filler(5),
+            Some(BcdFiller::Right),
+            "no pad is pad=\"false\" in jPOS"
+        );
+        assert_eq!(filler(28), Some(BcdFiller::Left));
+    }
+
+    #[test]
+    fn ebcdic_classes_write_ebcdic_values_and_prefixes() {
+        let xml = r#"<!DOCTYPE isopackager SYSTEM "genericpackager.dtd">
+            <isopackager>
+              <isofield id="0" length="4" name="MTI" class="org.jpos.iso.IFE_NUMERIC"/>
+              <isofield id="1" length="16" name="BITMAP" class="org.jpos.iso.IFA_BITMAP"/>
+              <isofield id="2" length="19" name="PAN" class="org.jpos.iso.IFE_LLNUM"/>
+              <isofield id="28" length="9" name="FEE" class="org.jpos.iso.IFE_AMOUNT"/>
+              <isofield id="41" length="8" name="TID" class="org.jpos.iso.IFE_CHAR"/>
+              <isofield id="48" length="999" name="PRIVATE" class="org.jpos.iso.IFE_LLLCHAR"/>
+              <isofield id="52" length="8" name="PIN" class="org.jpos.iso.IFA_BINARY"/>
+              <isofield id="55" length="255" name="ICC" class="org.jpos.iso.IFE_LLLBINARY"/>
+            </isopackager>"#;
+        let spec = from_jpos_xml(xml, "e.xml").expect("imports");
+        assert_eq!(spec.mti_encoding, Ebcdic);
+        assert_eq!(spec.bitmap_encoding, Hex);
+        let n = ContentClass::N;
+        assert_eq!(layout(&spec, 2), (LL, 19, n, Ebcdic, Some(Ebcdic)));
+        assert_eq!(
+            layout(&spec, 28),
+            (Fixed, 8, ContentClass::XN, Ebcdic, None)
+        );
+        assert_eq!(
+            layout(&spec, 41),
+            (Fixed, 8, ContentClass::Ans, Ebcdic, None)
+        );
+        assert_eq!(
+            layout(&spec, 48),
+            (LLL, 999, ContentClass::Ans, Ebcdic, Some(Ebcdic))
+        );
+        assert_eq!(layout(&spec, 52), (Fixed, 8, ContentClass::B, Hex, None));
+        assert_eq!(
+            layout(&spec, 55),
+            (LLL, 255, ContentClass::B, Raw, Some(Ebcdic))
+        );
+        assert_eq!(spec.defaults.text, Ebcdic);
+    }
+
+    #[test]
+    fn field_65_is_the_tertiary_bitmap_marker_and_is_not_imported() {
+        let spec = import(
+            r#"<isofield id="64" length="8" name="MAC" class="org.jpos.iso.IFB_BINARY"/>
+               <isofield id="65" length="1" name="BITMAP, EXTENDED" class="org.jpos.iso.IFB_BINARY"/>
+               <isofield id="66" length="1" name="SETTLEMENT CODE" class="org.jpos.iso.IFA_NUMERIC"/>"#,
+        )
+        .expect("imports");
+        assert!(spec.field(64).is_some());
+        assert!(spec.field(65).is_none());
+        assert!(spec.field(66).is_some());
+    }
+
+    #[test]
+    fn an_unknown_class_is_refused_by_name_with_the_supported_list() {
+        let err = refusal(
+            r#"<isofield id="48" length="999" name="x" class="org.jpos.iso.IFA_LLLSOMETHING"/>"#,
+        );
+        assert!(
+            err.contains(
+                "t.xml:4: field 48: jPOS class org.jpos.iso.IFA_LLLSOMETHING is not supported"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("supported: IFA_NUMERIC, IFA_LLNUM"), "{err}");
+        let err = refusal(r#"<isofield id="48" length="9" name="x" class="com.acme.IFX_MAGIC"/>"#);
+        assert!(err.contains("com.acme.IFX_MAGIC is not supported"), "{err}");
+    }
+
+    #[test]
+    fn an_ebcdic_bitmap_is_refused_with_the_alternatives() {
+        let xml = r#"<isopackager>
+            <isofield id="0" length="4" name="MTI" class="org.jpos.iso.IFE_NUMERIC"/>
+            <isofield id="1" length="16" name="BITMAP" class="org.jpos.iso.IFE_BITMAP"/>
+            </isopackager>"#;
+        let err = from_jpos_xml(xml, "e.xml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field 1: jPOS class org.jpos.iso.IFE_BITMAP"),
+            "{err}"
+        );
+        assert!(err.contains("IFB_BITMAP"), "{err}");
+    }
+
+    #[test]
+    fn a_subfield_packager_is_refused_by_name() {
+        let err = refusal(
+            r#"<isofieldpackager id="48" length="999" name="x" class="org.jpos.iso.IFA_LLLCHAR"
+                   packager="org.jpos.iso.packager.GenericSubFieldPackager">
+                 <isofield id="0" length="2" name="sub" class="org.jpos.iso.IF_CHAR"/>
+               </isofieldpackager>"#,
+        );
+        assert!(
+            err.contains("field 48: <isofieldpackager> (a subfield packager) is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_xml_is_refused_with_its_position() {
+        let err = from_jpos_xml("<isopackager>\n  <isofield id=2/>", "bad.xml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("bad.xml:2:"), "{err}");
+        assert!(err.contains("not valid XML"), "{err}");
+        let err = from_jpos_xml("<isopackager><isofield id=\"2\"", "cut.xml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cut.xml:1:"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_attribute_is_refused_by_name() {
+        let err = refusal(r#"<isofield id="2" name="PAN" class="org.jpos.iso.IFA_LLNUM"/>"#);
+        assert!(err.contains("field 2: missing attribute `length`"), "{err}");
+        let err = refusal(r#"<isofield length="6" name="x" class="org.jpos.iso.IFA_NUMERIC"/>"#);
+        assert!(err.contains("field ?: missing attribute `id`"), "{err}");
+        let err = refusal(r#"<isofield id="3" length="6" name="x"/>"#);
+        assert!(err.contains("field 3: missing attribute `class`"), "{err}");
+    }
+
+    #[test]
+    fn a_non_numeric_length_is_refused_with_expected_and_found() {
+        let err =
+            refusal(r#"<isofield id="2" length="19x" name="PAN" class="org.jpos.iso.IFA_LLNUM"/>"#);
+        assert!(
+            err.contains("field 2: length: expected a whole number, found \"19x\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_ids_and_pads_are_refused_with_expected_and_found() {
+        let err =
+            refusal(r#"<isofield id="200" length="3" name="x" class="org.jpos.iso.IF_CHAR"/>"#);
+        assert!(
+            err.contains("id: expected a field number 0-192, found \"200\""),
+            "{err}"
+        );
+        let err = refusal(
+            r#"<isofield id="3" length="6" name="x" pad="yes" class="org.jpos.iso.IFB_NUMERIC"/>"#,
+        );
+        assert!(
+            err.contains("field 3: pad: expected true or false, found \"yes\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_field_id_is_refused() {
+        let err = refusal(
+            r#"<isofield id="3" length="6" name="a" class="org.jpos.iso.IFA_NUMERIC"/>
+               <isofield id="3" length="6" name="b" class="org.jpos.iso.IFA_NUMERIC"/>"#,
+        );
+        assert!(err.contains("t.xml:5: field 3 is defined twice"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_attribute_is_refused_by_name() {
+        let err = refusal(
+            r#"<isofield id="3" length="6" name="a" colour="red" class="org.jpos.iso.IFA_NUMERIC"/>"#,
+        );
+        assert!(
+            err.contains("field 3: attribute `colour` is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mti_and_bitmap_fields_must_fit_their_roles() {
+        let xml = |mti: &str, bitmap: &str| {
+            format!(
+                "<isopackager><isofield id=\"0\" {mti} name=\"MTI\"/>\
+                 <isofield id=\"1\" {bitmap} name=\"BITMAP\"/></isopackager>"
+            )
+        };
+        let good_bitmap = r#"length="16" class="org.jpos.iso.IFB_BITMAP""#;
+        let err = from_jpos_xml(
+            &xml(r#"length="4" class="org.jpos.iso.IFA_LLNUM""#, good_bitmap),
+            "m.xml",
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("field 0: class: expected a fixed numeric or character class"),
+            "{err}"
+        );
+        let err = from_jpos_xml(
+            &xml(
+                r#"length="6" class="org.jpos.iso.IFA_NUMERIC""#,
+                good_bitmap,
+            ),
+            "m.xml",
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("field 0: length: expected 4, found 6"),
+            "{err}"
+        );
+        let err = from_jpos_xml(
+            &xml(
+                r#"length="4" class="org.jpos.iso.IFA_NUMERIC""#,
+                r#"length="24" class="org.jpos.iso.IFB_BITMAP""#,
+            ),
+            "m.xml",
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("field 1: length: expected 8 or 16"), "{err}");
+        let err =
+            refusal(r#"<isofield id="2" length="16" name="x" class="org.jpos.iso.IFB_BITMAP"/>"#);
+        assert!(
+            err.contains("field 2: class: expected a data field class"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_packager_without_mti_or_bitmap_is_refused() {
+        let err = from_jpos_xml("<isopackager/>", "e.xml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("e.xml: no <isofield id=\"0\"> (the MTI)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_foreign_root_element_is_refused() {
+        let err = from_jpos_xml("<packager/>", "e.xml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("root element: expected <isopackager>, found <packager>"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn packager_settings_the_codec_cannot_honour_are_refused() {
+        let err = from_jpos_xml(r#"<isopackager headerLength="2"/>"#, "h.xml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("headerLength: expected 0"), "{err}");
+        assert!(err.contains("found \"2\""), "{err}");
+    }
+
+    #[test]
+    fn an_amount_too_short_for_its_sign_is_refused() {
+        let err =
+            refusal(r#"<isofield id="28" length="1" name="x" class="org.jpos.iso.IFA_AMOUNT"/>"#);
+        assert!(
+            err.contains("field 28: length: expected at least 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_max_the_prefix_cannot_carry_is_refused_by_the_spec_check() {
+        let err =
+            refusal(r#"<isofield id="44" length="120" name="x" class="org.jpos.iso.IFA_LLCHAR"/>"#);
+        assert!(
+            err.contains("t.xml: field 44: max 120 does not fit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_supported_class_imports_on_a_data_field() {
+        for c in CLASSES.iter().filter(|c| c.kind != Bitmap) {
+            let body = format!(
+                r#"<isofield id="60" length="9" name="x" class="org.jpos.iso.{}"/>"#,
+                c.name
+            );
+            let spec = import(&body).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            assert_eq!(
+                spec.field(60).map(|f| f.encoding),
+                Some(c.encoding),
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = from_jpos_xml(&text, "fuzz.xml");
+        }
+
+        #[test]
+        fn arbitrary_isofields_never_panic(
+            id in "[0-9]{1,4}|x",
+            length in "[0-9]{1,6}|-1|x",
+            class_index in 0..CLASSES.len() + 1,
+            pad in "true|false|maybe",
+        ) {
+            let class = CLASSES.get(class_index).map_or("IFX_NONE", |c| c.name);
+            let body = format!(
+                r#"<isofield id="{id}" length="{length}" name="f" pad="{pad}" class="org.jpos.iso.{class}"/>"#
+            );
+            let _ = import(&body);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Spec import from, and export to, other ISO 8583 libraries: jPOS GenericPackager
+//! XML and moov-io/iso8583 JSON. Each importer maps the foreign layout onto a
+//! [`SpecFile`] and compiles it, refusing by name whatever our model cannot express.
+
+mod jpos;
+mod moov;
+
+use std::collections::BTreeMap;
+
+use crate::iso8583::spec::{DefaultsFile, Encoding, FieldFile, LengthKind, Spec, SpecFile};
+use crate::iso8583::SpecError;
+
+pub use jpos::from_jpos_xml;
+pub use moov::{from_moov_json, to_moov_json};
+
+/// Why a foreign spec could not be imported: every variant names the origin (with a
+/// line for XML), the field, and what was expected against what was found.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The text is not well-formed XML or JSON at all.
+    #[error("{origin}: not valid {format}: {message}")]
+    Syntax {
+        origin: String,
+        format: &'static str,
+        message: String,
+    },
+    /// A problem with the document as a whole: the wrong root, no MTI or bitmap
+    /// field, a packager-level setting we cannot honour.
+    #[error("{origin}: {message}")]
+    Document { origin: String, message: String },
+    /// A required XML attribute or JSON key is absent.
+    #[error("{origin}: field {field}: missing {place} `{attribute}`")]
+    Missing {
+        origin: String,
+        field: String,
+        /// "attribute" (XML) or "key" (JSON).
+        place: &'static str,
+        attribute: String,
+    },
+    /// An attribute or key has a value we do not accept.
+    #[error("{origin}: field {field}: {attribute}: expected {expected}, found {found}")]
+    Invalid {
+        origin: String,
+        field: String,
+        attribute: String,
+        expected: String,
+        found: String,
+    },
+    /// Something the foreign format has but our spec model cannot express, such
+    /// as a jPOS subfield packager or a moov Composite field.
+    #[error("{origin}: field {field}: {what} is not supported ({why})")]
+    Unsupported {
+        origin: String,
+        field: String,
+        what: String,
+        why: String,
+    },
+    /// The same field number appears twice.
+    #[error("{origin}: field {field} is defined twice")]
+    Duplicate { origin: String, field: String },
+    /// The imported layout compiled to an invalid spec (a max the prefix cannot
+    /// carry, a zero length, ...).
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// Counts encodings in a fixed order so ties resolve the same way every time.
+#[derive(Default)]
+struct Tally([usize; 5]);
+
+impl Tally {
+    const ORDER: [Encoding; 5] = [
+        Encoding::Ascii,
+        Encoding::Ebcdic,
+        Encoding::Bcd,
+        Encoding::Binary,
+        Encoding::Hex,
+    ];
+
+    fn add(&mut self, encoding: Encoding) {
+        if let Some(i) = Self::ORDER.iter().position(|e| *e == encoding) {
+            self.0[i] += 1;
+        }
+    }
+
+    /// The most frequent encoding; the earliest in `ORDER` on a tie.
+    fn most(&self) -> Option<Encoding> {
+        let mut best: Option<(usize, Encoding)> = None;
+        for (count, encoding) in self.0.iter().zip(Self::ORDER) {
+            let better = match best {
+                None => true,
+                Some((c, _)) => *count > c,
+            };
+            if *count > 0 && better {
+                best = Some((*count, encoding));
+            }
+        }
+        best.map(|(_, e)| e)
+    }
+}
+
+/// `[defaults]` for an imported spec: the most common encoding in each group, so
+/// the exported TOML lists overrides only for the odd fields out. A group with no
+/// fields falls back to something valid for it (MTI encoding for numbers, the
+/// bitmap encoding for binary fields).
+fn choose_defaults(
+    fields: &BTreeMap<String, FieldFile>,
+    mti_encoding: Encoding,
+    bitmap_encoding: Encoding,
+) -> DefaultsFile {
+    let (mut numeric, mut text, mut binary, mut prefix) = (
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+    );
+    for field in fields.values() {
+        if let Some(encoding) = field.encoding {
+            if field.class.is_binary() {
+                binary.add(encoding);
+            } else if field.class.is_numeric() {
+                numeric.add(encoding);
+            } else {
+                text.add(encoding);
+            }
+        }
+        if let (true, Some(p)) = (field.length != LengthKind::Fixed, field.prefix) {
+            prefix.add(p);
+        }
+    }
+    let numeric = numeric.most().unwrap_or(mti_encoding);
+    let text_fallback = match mti_encoding {
+        Encoding::Ebcdic => Encoding::Ebcdic,
+        _ => Encoding::Ascii,
+    };
+    DefaultsFile {
+        numeric,
+        text: text.most().unwrap_or(text_fallback),
+        binary: binary.most().unwrap_or(bitmap_encoding),
+        prefix: prefix.most().unwrap_or(numeric),
+    }
+}
+
+/// Builds the spec file from imported parts and compiles it.
+fn compile(
+    name: String,
+    description: String,
+    mti_encoding: Encoding,
+    bitmap_encoding: Encoding,
+    fields: BTreeMap<String, FieldFile>,
+    origin: &str,
+) -> Result<Spec, ImportError> {
+    let defaults = choose_defaults(&fields, mti_encoding, bitmap_encoding);
+    let file = SpecFile {
+        name,
+        description,
+        mti_encoding,
+        bitmap_encoding,
+        defaults,
+        fields,
+    };
+    Ok(Spec::compile(file, origin)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iso8583::spec::ContentClass;
+
+    fn field(class: ContentClass, encoding: Encoding, prefix: Option<Encoding>) -> FieldFile {
+        FieldFile {
+            name: "x".into(),
+            length: if prefix.is_some() {
+                LengthKind::LL
+            } else {
+                LengthKind::Fixed
+            },
+            max: 4,
+            class,
+            encoding: Some(encoding),
+            prefix,
+            pad: None,
+            pad_char: None,
+            bcd_filler: None,
+        }
+    }
+
+    #[test]
+    fn defaults_take_the_most_common_encoding_of_each_group() {
+        let mut fields = BTreeMap::new();
+        fields.insert(
+            "2".into(),
+            field(ContentClass::N, Encoding::Bcd, Some(Encoding::Bcd)),
+        );
+        fields.insert("3".into(), field(ContentClass::N, Encoding::Bcd, None));
+        fields.insert("4".into(), field(ContentClass::N, Encoding::Ascii, None));
+        fields.insert(
+            "41".into(),
+            field(ContentClass::Ans, Encoding::Ebcdic, None),
+        );
+        fields.insert("52".into(), field(ContentClass::B, Encoding::Hex, None));
+        let d = choose_defaults(&fields, Encoding::Ascii, Encoding::Binary);
+        assert_eq!(d.numeric, Encoding::Bcd);
+        assert_eq!(d.text, Encoding::Ebcdic);
+        assert_eq!(d.binary, Encoding::Hex);
+        assert_eq!(d.prefix, Encoding::Bcd);
+    }
+
+    #[test]
+    fn defaults_fall_back_to_the_mti_and_bitmap_encodings_for_empty_groups() {
+        let d = choose_defaults(&BTreeMap::new(), Encoding::Ebcdic, Encoding::Hex);
+        assert_eq!(d.numeric, Encoding::Ebcdic);
+        assert_eq!(d.text, Encoding::Ebcdic);
+        assert_eq!(d.binary, Encoding::Hex);
+        assert_eq!(d.prefix, Encoding::Ebcdic);
+    }
+
+    #[test]
+    fn tally_ties_resolve_in_a_fixed_order() {
+        let mut t = Tally::default();
+        t.add(Encoding::Hex);
+        t.add(Encoding::Ascii);
+        assert_eq!(t.most(), Some(Encoding::Ascii));
+        assert_eq!(Tally::default().most(), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! The `isoswitch` command: the switch (`serve`), the issuer simulator, `send`,
+//! and codec tools for QA teams (parse, build, explain, spec import/export).
+//! Each subcommand lives in `cmd/`; errors reach the user as one line on stderr
+//! and exit status 1.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "isoswitch",
+    version,
+    about = "ISO 8583 switch, issuer simulator and codec tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode one message from stdin and print it as JSON.
+    Parse(cmd::codec::CodecArgs),
+    /// Read the JSON form from stdin and write the encoded message.
+    Build(cmd::codec::CodecArgs),
+    /// Decode one message from stdin and print a table a person reads (PAN masked).
+    Explain(cmd::codec::CodecArgs),
+    /// Run the switch (embedded default config when --config is absent).
+    Serve(cmd::serve::ServeArgs),
+    /// Run the issuer simulator alone as a TCP issuer host.
+    IssuerSim(cmd::issuer_sim::IssuerSimArgs),
+    /// Send one message (JSON) to a host and print the response as JSON.
+    Send(cmd::send::SendArgs),
+    /// Import, export and show message specs.
+    #[command(subcommand)]
+    Spec(cmd::spec::SpecCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Parse(args) => cmd::codec::parse(&args),
+        Command::Build(args) => cmd::codec::build(&args),
+        Command::Explain(args) => cmd::codec::explain(&args),
+        Command::Spec(command) => cmd::spec::run(command),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::IssuerSim(args) => cmd::issuer_sim::run(args),
+        Command::Send(args) => cmd::send::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins the cause chain with ": " on one line.
+            eprintln!("isoswitch: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

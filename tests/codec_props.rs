@@ -1,0 +1,274 @@
+//! Property tests of the codec against every spec in `specs/`: any valid message
+//! survives encode → decode unchanged, and no input — random bytes or a valid
+//! message with one byte changed — can make decoding or re-encoding panic.
+//! Runs are seeded, so a failure reproduces on every run.
+
+use std::path::Path;
+
+use isoswitch::iso8583::json::to_json;
+use isoswitch::iso8583::spec::{ContentClass, Encoding, Field, LengthKind};
+use isoswitch::iso8583::{Message, Mti, Spec};
+use proptest::prelude::*;
+use proptest::sample::{select, subsequence, Index};
+use proptest::test_runner::{Config, TestCaseError, TestRng, TestRunner};
+
+/// Cases per property per spec: enough to reach every field kind, small enough
+/// for a debug build to run the whole file in seconds.
+const CASES: u32 = 256;
+
+fn load_spec(name: &str) -> Spec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("specs")
+        .join(format!("{name}.toml"));
+    Spec::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs `test` on `CASES` values of `strategy` with a fixed seed and no
+/// regression files, naming the spec on failure.
+fn check<S: Strategy>(
+    spec: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let config = Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let rng = TestRng::deterministic_rng(config.rng_algorithm);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    if let Err(e) = runner.run(&strategy, test) {
+        panic!("{spec}: {e}");
+    }
+}
+
+fn bytes_where(ok: impl Fn(u8) -> bool) -> Vec<u8> {
+    (0u8..=255).filter(|&b| ok(b)).collect()
+}
+
+/// The bytes a value of `class` may hold (for `x+n` and `z`, the digits).
+fn alphabet(class: ContentClass) -> Vec<u8> {
+    let printable = |b: u8| b.is_ascii_graphic() || b == b' ';
+    match class {
+        ContentClass::N | ContentClass::Z | ContentClass::XN => bytes_where(|b| b.is_ascii_digit()),
+        ContentClass::A => bytes_where(|b| b.is_ascii_alphabetic() || b == b' '),
+        ContentClass::S => bytes_where(|b| b.is_ascii_punctuation() || b == b' '),
+        ContentClass::An => bytes_where(|b| b.is_ascii_alphanumeric() || b == b' '),
+        ContentClass::As => bytes_where(|b| printable(b) && !b.is_ascii_digit()),
+        ContentClass::Ns => bytes_where(|b| printable(b) && !b.is_ascii_alphabetic()),
+        ContentClass::Ans => bytes_where(printable),
+        ContentClass::B => bytes_where(|_| true),
+    }
+}
+
+/// Lengths for a field: exactly `max` when fixed; otherwise short ones, the
+/// maximum itself, or anything up to it.
+fn length(field: &Field) -> BoxedStrategy<usize> {
+    let max = field.max;
+    match field.length {
+        LengthKind::Fixed => Just(max).boxed(),
+        _ => prop_oneof![0..=max.min(24), Just(max), 0..=max].boxed(),
+    }
+}
+
+/// A valid value of `field`: its class's characters and a length the field allows.
+fn value(field: &Field) -> BoxedStrategy<Vec<u8>> {
+    let class = field.class;
+    let chars = alphabet(class);
+    length(field)
+        .prop_flat_map(move |len| {
+            let digits = proptest::collection::vec(select(chars.clone()), len);
+            (digits, any::<Index>(), any::<bool>())
+        })
+        .prop_map(move |(mut text, at, credit)| {
+            match class {
+                // Track data: digits with one field separator.
+                ContentClass::Z if !text.is_empty() => {
+                    let i = at.index(text.len());
+                    text[i] = b'=';
+                }
+                ContentClass::XN => text.insert(0, if credit { b'C' } else { b'D' }),
+                _ => {}
+            }
+            text
+        })
+        .boxed()
+}
+
+/// A valid message: any MTI and a random subset of the spec's fields (sometimes
+/// primary-bitmap fields only, often some above 64 and above 128).
+fn message(spec: &Spec) -> BoxedStrategy<Message> {
+    let all: Vec<Field> = spec.fields().cloned().collect();
+    let primary: Vec<Field> = all.iter().filter(|f| f.number <= 64).cloned().collect();
+    let picks = prop_oneof![subsequence(primary, 0..=10), subsequence(all, 1..=14)];
+    let mti = "[0-9]{4}".prop_map(|s| s.parse::<Mti>().expect("four digits"));
+    (mti, picks)
+        .prop_flat_map(|(mti, fields)| {
+            let values: Vec<_> = fields
+                .iter()
+                .map(|f| {
+                    let n = f.number;
+                    value(f).prop_map(move |v| (n, v))
+                })
+                .collect();
+            values.prop_map(move |values| {
+                let mut msg = Message::new(mti);
+                for (n, v) in values {
+                    msg.set(n, v).expect("spec fields are data fields");
+                }
+                msg
+            })
+        })
+        .boxed()
+}
+
+/// What a message reads back as: BCD packs a track separator as nibble D, which
+/// unpacks as `D`, so `=` in a BCD `z` field comes back as `D`.
+fn as_decoded(spec: &Spec, msg: &Message) -> Message {
+    let mut out = Message::new(msg.mti());
+    for (n, v) in msg.iter() {
+        let field = spec.field(n).expect("generated from the spec");
+        let value: Vec<u8> = if field.class == ContentClass::Z && field.encoding == Encoding::Bcd {
+            v.iter()
+                .map(|&b| if b == b'=' { b'D' } else { b })
+                .collect()
+        } else {
+            v.to_vec()
+        };
+        out.set(n, value).expect("data field");
+    }
+    out
+}
+
+/// Fails with both messages as JSON: `Message`'s Debug shows field numbers only.
+fn same(spec: &Spec, got: &Message, want: &Message) -> Result<(), TestCaseError> {
+    if got == want {
+        return Ok(());
+    }
+    Err(TestCaseError::fail(format!(
+        "got {}, expected {}",
+        to_json(spec, got),
+        to_json(spec, want)
+    )))
+}
+
+/// Re-encoding whatever decoded must work and give a canonical form that decodes
+/// to the same message.
+fn reencodes(spec: &Spec, decoded: &Message) -> Result<(), TestCaseError> {
+    let wire = decoded
+        .encode(spec)
+        .map_err(|e| TestCaseError::fail(format!("a decoded message fails to encode: {e}")))?;
+    let again = Message::decode_slice(spec, &wire)
+        .map_err(|e| TestCaseError::fail(format!("re-encoded bytes fail to decode: {e}")))?;
+    same(spec, &again, decoded)
+}
+
+fn valid_messages_survive_encode_then_decode(name: &str) {
+    let spec = load_spec(name);
+    check(name, message(&spec), |msg| {
+        let wire = msg
+            .encode(&spec)
+            .map_err(|e| TestCaseError::fail(format!("valid message fails to encode: {e}")))?;
+        let decoded = Message::decode_slice(&spec, &wire)
+            .map_err(|e| TestCaseError::fail(format!("encoded bytes fail to decode: {e}")))?;
+        same(&spec, &decoded, &as_decoded(&spec, &msg))?;
+        let again = decoded
+            .encode(&spec)
+            .map_err(|e| TestCaseError::fail(format!("decoded message fails to encode: {e}")))?;
+        prop_assert_eq!(again, wire);
+        Ok(())
+    });
+}
+
+fn arbitrary_bytes_never_panic_the_decoder(name: &str) {
+    let spec = load_spec(name);
+    // A valid MTI in front gets random bytes past the first check and into the
+    // bitmaps and fields.
+    let mti_len = if spec.mti_encoding == Encoding::Bcd {
+        2
+    } else {
+        4
+    };
+    let empty = Message::new(Mti::from_static("0200"));
+    let mut mti = empty.encode(&spec).expect("an empty message encodes");
+    mti.truncate(mti_len);
+    let noise = proptest::collection::vec(any::<u8>(), 0..600);
+    let input = prop_oneof![
+        noise.clone(),
+        noise.prop_map(move |tail| [mti.clone(), tail].concat()),
+    ];
+    check(name, input, |bytes| {
+        if let Ok(msg) = Message::decode_slice(&spec, &bytes) {
+            reencodes(&spec, &msg)?;
+        }
+        Ok(())
+    });
+}
+
+fn one_changed_byte_never_panics_decode_or_reencode(name: &str) {
+    let spec = load_spec(name);
+    let mutated = (message(&spec), any::<Index>(), 1u8..=255);
+    check(name, mutated, |(msg, at, flip)| {
+        let mut wire = msg.encode(&spec).expect("a generated message encodes");
+        let i = at.index(wire.len());
+        wire[i] ^= flip;
+        if let Ok(decoded) = Message::decode_slice(&spec, &wire) {
+            reencodes(&spec, &decoded)?;
+        }
+        Ok(())
+    });
+}
+
+macro_rules! spec_properties {
+    ($($module:ident => $spec:literal),* $(,)?) => {$(
+        mod $module {
+            #[test]
+            fn valid_messages_survive_encode_then_decode() {
+                super::valid_messages_survive_encode_then_decode($spec);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_decoder() {
+                super::arbitrary_bytes_never_panic_the_decoder($spec);
+            }
+
+            #[test]
+            fn one_changed_byte_never_panics_decode_or_reencode() {
+                super::one_changed_byte_never_panics_decode_or_reencode($spec);
+            }
+        }
+    )*};
+}
+
+spec_properties! {
+    iso87ascii => "iso87ascii",
+    iso87ascii_hexbitmap => "iso87ascii-hexbitmap",
+    iso87bcd => "iso87bcd",
+    iso87ebcdic => "iso87ebcdic",
+    iso93ascii => "iso93ascii",
+}
+
+#[test]
+fn every_spec_file_is_covered_by_the_properties() {
+    let mut names: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs"))
+            .expect("specs/ is readable")
+            .filter_map(|e| {
+                e.ok()?
+                    .path()
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "iso87ascii",
+            "iso87ascii-hexbitmap",
+            "iso87bcd",
+            "iso87ebcdic",
+            "iso93ascii"
+        ]
+    );
+}
