@@ -1,0 +1,1075 @@
+//! The switch's TOML configuration: listeners, issuers, BIN routes, metrics and the
+//! issuer simulator. Parsing is strict (unknown keys are refused by name, values are
+//! checked as they are read, so toml reports their line and column); rules that relate
+//! items to each other are checked afterwards and name the item at fault.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+use crate::route::{BinPattern, BinTable, BinTableError};
+
+/// The configuration used when none is given; also documents the minimal shape.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Origin named in errors about [`DEFAULT_TOML`].
+pub const EMBEDDED_ORIGIN: &str = "embedded default";
+
+/// Length-header kinds a connection may use (the framing module owns their meaning).
+pub const HEADER_KINDS: [&str; 4] = ["2b", "4b", "2a", "4a"];
+
+/// The special endpoint that means "the in-process issuer simulator".
+pub const SIMULATOR_ENDPOINT: &str = "sim";
+
+/// A configuration that could not be used. Every variant names where it came from
+/// (a file path or [`EMBEDDED_ORIGIN`]).
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{origin}: cannot read the config file: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, a missing key or a malformed value.
+    #[error("{origin}{}: {message}", position(*line, *column))]
+    Parse {
+        origin: String,
+        /// 1-based, as toml located it.
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    /// Well-formed, but inconsistent: `item` is e.g. `route "visa"`.
+    #[error("{origin}: {item}: {problem}")]
+    Invalid {
+        origin: String,
+        item: String,
+        problem: String,
+    },
+}
+
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(":{line}:{column}"),
+        (Some(line), None) => format!(":{line}"),
+        _ => String::new(),
+    }
+}
+
+/// The whole configuration. Build it with [`Config::from_toml_str`], [`Config::load`]
+/// or [`Config::embedded_default`]; those validate it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(rename = "listener", default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(rename = "issuer", default)]
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(rename = "route", default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Absent unless some issuer uses the `"sim"` endpoint or `isoswitch issuer-sim` runs.
+    #[serde(default)]
+    pub simulator: Option<SimulatorConfig>,
+}
+
+/// Where terminals (or acquiring hosts) connect to the switch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    #[serde(deserialize_with = "socket_addr")]
+    pub bind: SocketAddr,
+    #[serde(default = "default_channel")]
+    pub channel: Channel,
+    #[serde(default = "default_spec")]
+    pub spec: PathBuf,
+    /// One of [`HEADER_KINDS`]; see [`ListenerConfig::header`].
+    #[serde(default = "default_header", deserialize_with = "header_kind")]
+    pub header: String,
+    /// Whether the length in the header counts the header's own bytes.
+    #[serde(default)]
+    pub header_includes_self: bool,
+    /// A 5-byte TPDU follows the length header.
+    #[serde(default)]
+    pub tpdu: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+impl ListenerConfig {
+    /// The length-header kind, one of [`HEADER_KINDS`].
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+}
+
+/// Which rules apply to a listener's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channel {
+    Pos,
+    VirtualTerminal,
+    Host,
+}
+
+impl Channel {
+    /// The config spelling, also used as the `channel` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Pos => "pos",
+            Channel::VirtualTerminal => "virtual-terminal",
+            Channel::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Server-side TLS for a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// An issuer host (or group of failover hosts) the switch forwards to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub name: String,
+    /// Tried in order; the first reachable one is used.
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default = "default_spec")]
+    pub spec: PathBuf,
+    #[serde(default = "default_header", deserialize_with = "header_kind")]
+    pub header: String,
+    #[serde(default)]
+    pub header_includes_self: bool,
+    /// Connections kept open to the active endpoint.
+    #[serde(default = "default_issuer_connections")]
+    pub connections: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Seconds of silence before an echo (0800/301); 0 turns echoes off.
+    #[serde(default = "default_echo_interval_s")]
+    pub echo_interval_s: u64,
+    /// Send a sign-on (0800/001) after connecting.
+    #[serde(default = "default_sign_on")]
+    pub sign_on: bool,
+    #[serde(default)]
+    pub tls: Option<IssuerTls>,
+}
+
+impl IssuerConfig {
+    /// The length-header kind, one of [`HEADER_KINDS`].
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+}
+
+/// Where an issuer link connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Endpoint {
+    /// The in-process issuer simulator (`"sim"`).
+    Simulator,
+    Address(SocketAddr),
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == SIMULATOR_ENDPOINT {
+            return Ok(Endpoint::Simulator);
+        }
+        text.parse().map(Endpoint::Address).map_err(|_| {
+            format!(
+                "expected an endpoint like \"127.0.0.1:9100\" (IP address and port) or \"{SIMULATOR_ENDPOINT}\", found {text:?}"
+            )
+        })
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Simulator => f.write_str(SIMULATOR_ENDPOINT),
+            Endpoint::Address(address) => address.fmt(f),
+        }
+    }
+}
+
+/// Client-side TLS towards an issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerTls {
+    /// CA that signs the issuer's server certificate.
+    pub ca: PathBuf,
+    /// Client certificate and key, for issuers that require mutual TLS (both or neither).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Name checked against the server certificate; defaults to the endpoint's IP address.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// Sends cards whose BIN matches one of `bins` to `issuer`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Prefixes ("4") or equal-length ranges ("510000-559999"); most specific wins
+    /// across all routes.
+    pub bins: Vec<BinPattern>,
+    pub issuer: String,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default = "default_metrics_bind", deserialize_with = "socket_addr")]
+    pub bind: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            bind: default_metrics_bind(),
+        }
+    }
+}
+
+/// The issuer simulator: answers by the first matching rule, else `default_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    /// Used by `isoswitch issuer-sim`; `"sim"` endpoints run in process without a socket.
+    #[serde(default = "default_simulator_bind", deserialize_with = "socket_addr")]
+    pub bind: SocketAddr,
+    #[serde(default = "default_spec")]
+    pub spec: PathBuf,
+    #[serde(default = "default_header", deserialize_with = "header_kind")]
+    pub header: String,
+    #[serde(default)]
+    pub header_includes_self: bool,
+    #[serde(default = "default_sim_response")]
+    pub default_response: SimResponse,
+    /// First match wins.
+    #[serde(rename = "rule", default)]
+    pub rules: Vec<SimRule>,
+    #[serde(rename = "account", default)]
+    pub accounts: Vec<SimAccount>,
+}
+
+impl SimulatorConfig {
+    /// The length-header kind, one of [`HEADER_KINDS`].
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+}
+
+/// One simulator rule; every condition given must hold, absent ones always hold.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimRule {
+    #[serde(default, deserialize_with = "optional_mti")]
+    pub mti: Option<String>,
+    #[serde(default, deserialize_with = "optional_pan_prefix")]
+    pub pan_prefix: Option<String>,
+    /// Inclusive bounds on field 4, in minor units.
+    #[serde(default)]
+    pub amount_min: Option<u64>,
+    #[serde(default)]
+    pub amount_max: Option<u64>,
+    /// Prefix of field 3.
+    #[serde(default, deserialize_with = "optional_processing_code")]
+    pub processing_code: Option<String>,
+    /// Exact values of other fields, by field number.
+    #[serde(default, deserialize_with = "field_values")]
+    pub fields: BTreeMap<u16, String>,
+    pub respond: SimResponse,
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// What the simulator does with a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SimResponse {
+    /// Answer with this field 39 (two ASCII letters or digits).
+    Code(String),
+    /// Never answer (to provoke timeouts and reversals).
+    Drop,
+    /// Close the connection instead of answering.
+    Close,
+}
+
+impl FromStr for SimResponse {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "drop" => Ok(SimResponse::Drop),
+            "close" => Ok(SimResponse::Close),
+            code if code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Ok(SimResponse::Code(code.to_owned()))
+            }
+            other => Err(format!(
+                "expected a 2-character response code like \"05\", \"drop\" or \"close\", found {other:?}"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for SimResponse {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for SimResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimResponse::Code(code) => f.write_str(code),
+            SimResponse::Drop => f.write_str("drop"),
+            SimResponse::Close => f.write_str("close"),
+        }
+    }
+}
+
+/// A cardholder account known to the simulator.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimAccount {
+    #[serde(deserialize_with = "account_pan")]
+    pub pan: String,
+    /// Available balance in minor units; may be negative (overdrawn).
+    pub balance: i64,
+    /// ISO 4217 numeric code.
+    #[serde(default = "default_currency", deserialize_with = "currency_code")]
+    pub currency: String,
+    #[serde(default = "default_account_status")]
+    pub status: AccountStatus,
+    /// YYMM, as in field 14.
+    #[serde(deserialize_with = "expiry_yymm")]
+    pub expiry: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountStatus {
+    Active,
+    Blocked,
+}
+
+// ---- explicit defaults ----
+
+fn default_channel() -> Channel {
+    Channel::Pos
+}
+fn default_spec() -> PathBuf {
+    PathBuf::from("specs/iso87ascii.toml")
+}
+fn default_header() -> String {
+    "2b".to_owned()
+}
+fn default_max_connections() -> u32 {
+    10_000
+}
+fn default_idle_timeout_s() -> u64 {
+    300
+}
+fn default_issuer_connections() -> u32 {
+    1
+}
+fn default_timeout_ms() -> u64 {
+    // Below the schemes' stand-in limits, so our 91 reaches the terminal first.
+    5_000
+}
+fn default_echo_interval_s() -> u64 {
+    30
+}
+fn default_sign_on() -> bool {
+    true
+}
+fn default_metrics_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9583))
+}
+fn default_simulator_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9100))
+}
+fn default_sim_response() -> SimResponse {
+    SimResponse::Code("00".to_owned())
+}
+fn default_currency() -> String {
+    "840".to_owned()
+}
+fn default_account_status() -> AccountStatus {
+    AccountStatus::Active
+}
+
+// ---- value checks run while deserializing, so toml can point at the value ----
+
+fn checked<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    check(&text).map_err(D::Error::custom)?;
+    Ok(text)
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        D::Error::custom(format!(
+            "expected an IP address and port like \"127.0.0.1:8583\", found {text:?}"
+        ))
+    })
+}
+
+fn header_kind<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    checked(deserializer, |text| {
+        if HEADER_KINDS.contains(&text) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected a length header of \"2b\", \"4b\", \"2a\" or \"4a\", found {text:?}"
+            ))
+        }
+    })
+}
+
+/// `Ok` if `text` is `min..=max` ASCII digits; otherwise says what `what` should be.
+fn check_digit_run(text: &str, what: &str, min: usize, max: usize) -> Result<(), String> {
+    let length = if min == max {
+        format!("{min}")
+    } else {
+        format!("{min}–{max}")
+    };
+    if let Some((index, found)) = text.chars().enumerate().find(|(_, c)| !c.is_ascii_digit()) {
+        return Err(format!(
+            "expected {what} of {length} digits, found {text:?} ({found:?} at position {})",
+            index + 1
+        ));
+    }
+    if text.len() < min || text.len() > max {
+        return Err(format!(
+            "expected {what} of {length} digits, found {text:?} ({} digits)",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
+fn optional_mti<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    checked(deserializer, |text| check_digit_run(text, "an MTI", 4, 4)).map(Some)
+}
+
+fn optional_pan_prefix<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    checked(deserializer, |text| {
+        check_digit_run(text, "a PAN prefix", 1, 19)
+    })
+    .map(Some)
+}
+
+fn optional_processing_code<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    checked(deserializer, |text| {
+        check_digit_run(text, "a processing-code prefix", 1, 6)
+    })
+    .map(Some)
+}
+
+fn account_pan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    checked(deserializer, |text| check_digit_run(text, "a PAN", 12, 19))
+}
+
+fn currency_code<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    checked(deserializer, |text| {
+        check_digit_run(text, "an ISO 4217 numeric currency code", 3, 3)
+    })
+}
+
+fn expiry_yymm<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    checked(deserializer, |text| {
+        check_digit_run(text, "an expiry date (YYMM)", 4, 4)?;
+        match text[2..].parse::<u8>() {
+            Ok(1..=12) => Ok(()),
+            _ => Err(format!(
+                "expected an expiry date (YYMM) with month 01–12, found {text:?}"
+            )),
+        }
+    })
+}
+
+/// Highest field number a rule may match on (end of the secondary bitmap).
+const MAX_FIELD_NUMBER: u16 = 128;
+
+fn field_values<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<u16, String>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(key, value)| match key.parse::<u16>() {
+            // Field 1 is the secondary bitmap, not a value one could match.
+            Ok(number @ 2..=MAX_FIELD_NUMBER) if key.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok((number, value))
+            }
+            _ => Err(D::Error::custom(format!(
+                "expected field numbers 2–{MAX_FIELD_NUMBER} as keys of `fields`, found {key:?}"
+            ))),
+        })
+        .collect()
+}
+
+// ---- loading and cross-item validation ----
+
+/// One consistency problem, before the origin is attached.
+struct Problem {
+    item: String,
+    problem: String,
+}
+
+fn problem(item: impl Into<String>, problem: impl Into<String>) -> Problem {
+    Problem {
+        item: item.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Parses and validates `text`; `origin` (a path, or [`EMBEDDED_ORIGIN`]) is named in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| {
+            let (line, column) = match error.span() {
+                Some(span) => {
+                    let (line, column) = line_and_column(text, span.start);
+                    (Some(line), Some(column))
+                }
+                None => (None, None),
+            };
+            ConfigError::Parse {
+                origin: origin.to_owned(),
+                line,
+                column,
+                // toml's own messages may span lines; keep ours on one.
+                message: error.message().trim().replace('\n', "; "),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|Problem { item, problem }| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                item,
+                problem,
+            })?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        Config::from_toml_str(&text, &origin)
+    }
+
+    /// The built-in configuration ([`DEFAULT_TOML`]): one POS listener routing every
+    /// card to the in-process simulator.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::from_toml_str(DEFAULT_TOML, EMBEDDED_ORIGIN)
+    }
+
+    pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
+        self.issuers.iter().find(|issuer| issuer.name == name)
+    }
+
+    /// Every route's BINs in one table; values are indices into `self.routes`.
+    pub fn route_table(&self) -> Result<BinTable<usize>, BinTableError> {
+        BinTable::build(self.route_entries())
+    }
+
+    fn route_entries(&self) -> Vec<(BinPattern, usize)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .flat_map(|(index, route)| route.bins.iter().map(move |bin| (bin.clone(), index)))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), Problem> {
+        check_unique_names("listener", self.listeners.iter().map(|l| l.name.as_str()))?;
+        check_unique_names("issuer", self.issuers.iter().map(|i| i.name.as_str()))?;
+        check_unique_names("route", self.routes.iter().map(|r| r.name.as_str()))?;
+        for listener in &self.listeners {
+            validate_listener(listener)?;
+        }
+        for issuer in &self.issuers {
+            self.validate_issuer(issuer)?;
+        }
+        self.validate_routes()?;
+        self.validate_binds()?;
+        if let Some(simulator) = &self.simulator {
+            validate_simulator(simulator)?;
+        }
+        Ok(())
+    }
+
+    fn validate_issuer(&self, issuer: &IssuerConfig) -> Result<(), Problem> {
+        let item = format!("issuer {:?}", issuer.name);
+        if issuer.endpoints.is_empty() {
+            return Err(problem(item, "expected at least one endpoint, found none"));
+        }
+        let mut seen = HashSet::new();
+        for endpoint in &issuer.endpoints {
+            if !seen.insert(endpoint) {
+                return Err(problem(
+                    item,
+                    format!("endpoint \"{endpoint}\" is listed twice"),
+                ));
+            }
+            if *endpoint == Endpoint::Simulator && self.simulator.is_none() {
+                return Err(problem(
+                    item,
+                    format!(
+                        "endpoint \"{SIMULATOR_ENDPOINT}\" needs a [simulator] section, found none"
+                    ),
+                ));
+            }
+        }
+        if issuer.connections == 0 {
+            return Err(problem(item, "expected connections >= 1, found 0"));
+        }
+        if issuer.timeout_ms == 0 {
+            return Err(problem(item, "expected timeout_ms > 0, found 0"));
+        }
+        if let Some(tls) = &issuer.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(problem(
+                    item,
+                    "tls: expected both cert and key (mutual TLS) or neither, found only one",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_routes(&self) -> Result<(), Problem> {
+        for route in &self.routes {
+            let item = format!("route {:?}", route.name);
+            if route.bins.is_empty() {
+                return Err(problem(item, "expected at least one bin, found none"));
+            }
+            if self.issuer(&route.issuer).is_none() {
+                return Err(problem(
+                    item,
+                    format!("issuer {:?} is not defined", route.issuer),
+                ));
+            }
+        }
+        let entries = self.route_entries();
+        BinTable::build(entries.iter().cloned())
+            .map(|_table| ())
+            .map_err(|error| {
+                let (first, first_index, second, second_index, relation) = match error {
+                    BinTableError::Ambiguous {
+                        first,
+                        first_index,
+                        second,
+                        second_index,
+                    } => (
+                        first,
+                        first_index,
+                        second,
+                        second_index,
+                        "matches exactly the same cards as",
+                    ),
+                    BinTableError::Overlap {
+                        first,
+                        first_index,
+                        second,
+                        second_index,
+                    } => (first, first_index, second, second_index, "partly overlaps"),
+                };
+                let route_of = |entry: usize| &self.routes[entries[entry].1].name;
+                problem(
+                    format!("route {:?}", route_of(second_index)),
+                    format!(
+                        "bin \"{second}\" {relation} bin \"{first}\" of route {:?}, so no single \
+                     route is the most specific (same-length patterns must be disjoint or nested)",
+                        route_of(first_index)
+                    ),
+                )
+            })
+    }
+
+    /// Two sockets on one address cannot both bind; port 0 asks the OS for a fresh one.
+    fn validate_binds(&self) -> Result<(), Problem> {
+        let mut binds: Vec<(String, SocketAddr)> = self
+            .listeners
+            .iter()
+            .map(|listener| (format!("listener {:?}", listener.name), listener.bind))
+            .collect();
+        binds.push(("metrics".to_owned(), self.metrics.bind));
+        if let Some(simulator) = &self.simulator {
+            binds.push(("simulator".to_owned(), simulator.bind));
+        }
+        let mut owners: HashMap<SocketAddr, &str> = HashMap::new();
+        for (item, bind) in &binds {
+            if bind.port() == 0 {
+                continue;
+            }
+            if let Some(owner) = owners.insert(*bind, item) {
+                return Err(problem(
+                    item.as_str(),
+                    format!("bind address {bind} is already used by {owner}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_unique_names<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Result<(), Problem> {
+    let mut seen = HashSet::new();
+    for name in names {
+        let item = format!("{kind} {name:?}");
+        // Names become metric labels and log fields.
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(problem(
+                item,
+                "expected a name of letters, digits, '-' or '_'",
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(problem(item, format!("the name is used by another {kind}")));
+        }
+    }
+    Ok(())
+}
+
+fn validate_listener(listener: &ListenerConfig) -> Result<(), Problem> {
+    let item = format!("listener {:?}", listener.name);
+    if listener.max_connections == 0 {
+        return Err(problem(item, "expected max_connections >= 1, found 0"));
+    }
+    if listener.idle_timeout_s == 0 {
+        return Err(problem(item, "expected idle_timeout_s > 0, found 0"));
+    }
+    Ok(())
+}
+
+fn validate_simulator(simulator: &SimulatorConfig) -> Result<(), Problem> {
+    for (index, rule) in simulator.rules.iter().enumerate() {
+        if let (Some(min), Some(max)) = (rule.amount_min, rule.amount_max) {
+            if min > max {
+                return Err(problem(
+                    format!("simulator rule #{}", index + 1),
+                    format!("expected amount_min <= amount_max, found {min} > {max}"),
+                ));
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for (index, account) in simulator.accounts.iter().enumerate() {
+        if !seen.insert(&account.pan) {
+            return Err(problem(
+                format!("simulator account #{}", index + 1),
+                "another account has the same pan",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "test.toml")
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text)
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    const MINIMAL: &str = r#"
+[[listener]]
+name = "pos"
+bind = "127.0.0.1:8583"
+
+[[issuer]]
+name = "visa"
+endpoints = ["127.0.0.1:9100"]
+
+[[route]]
+name = "visa"
+bins = ["4"]
+issuer = "visa"
+"#;
+
+    #[test]
+    fn embedded_default_parses_and_routes_every_card_to_the_simulator() {
+        let config = Config::embedded_default().expect("embedded default is valid");
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].name, "pos");
+        assert_eq!(config.listeners[0].channel, Channel::Pos);
+        assert_eq!(config.listeners[0].header(), "2b");
+        assert_eq!(config.issuers[0].endpoints, [Endpoint::Simulator]);
+        let table = config.route_table().expect("default routes build");
+        for first_digit in b'0'..=b'9' {
+            let pan = [first_digit, b'1', b'2', b'3'];
+            let route = table
+                .lookup(&pan)
+                .map(|&index| config.routes[index].issuer.as_str());
+            assert_eq!(route, Some("sim"));
+        }
+        let simulator = config.simulator.expect("default has a simulator");
+        assert!(simulator
+            .rules
+            .iter()
+            .any(|rule| rule.respond == SimResponse::Drop));
+        assert!(simulator.accounts.len() >= 2);
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let config = Config::load(&path).expect("config/example.toml is valid");
+        assert!(config.issuers.len() >= 2);
+        assert!(config
+            .issuers
+            .iter()
+            .any(|issuer| issuer.endpoints.len() >= 2));
+    }
+
+    #[test]
+    fn omitted_options_take_their_documented_defaults() {
+        let config = parse(MINIMAL).expect("minimal config is valid");
+        let listener = &config.listeners[0];
+        assert_eq!(listener.channel, Channel::Pos);
+        assert_eq!(listener.spec, PathBuf::from("specs/iso87ascii.toml"));
+        assert_eq!(listener.header(), "2b");
+        assert!(!listener.header_includes_self && !listener.tpdu);
+        assert_eq!(
+            (listener.max_connections, listener.idle_timeout_s),
+            (10_000, 300)
+        );
+        assert_eq!(listener.tls, None);
+        let issuer = &config.issuers[0];
+        assert_eq!((issuer.connections, issuer.timeout_ms), (1, 5_000));
+        assert_eq!((issuer.echo_interval_s, issuer.sign_on), (30, true));
+        assert_eq!(
+            config.metrics.bind,
+            "127.0.0.1:9583".parse().expect("literal")
+        );
+        assert_eq!(config.simulator, None);
+    }
+
+    #[test]
+    fn simulator_values_are_typed() {
+        let text = format!(
+            "{MINIMAL}\n{}",
+            r#"
+[simulator]
+[[simulator.rule]]
+mti = "0200"
+fields = { "41" = "TERM0001", "3" = "000000" }
+respond = "close"
+delay_ms = 250
+[[simulator.account]]
+pan = "4111111111111111"
+balance = -500
+expiry = "2812"
+"#
+        );
+        let simulator = parse(&text).expect("valid").simulator.expect("present");
+        assert_eq!(simulator.default_response, SimResponse::Code("00".into()));
+        let rule = &simulator.rules[0];
+        assert_eq!(rule.respond, SimResponse::Close);
+        assert_eq!(rule.fields.get(&41).map(String::as_str), Some("TERM0001"));
+        assert_eq!(rule.fields.get(&3).map(String::as_str), Some("000000"));
+        let account = &simulator.accounts[0];
+        assert_eq!((account.balance, account.currency.as_str()), (-500, "840"));
+        assert_eq!(account.status, AccountStatus::Active);
+    }
+
+    #[test]
+    fn syntax_error_reports_origin_line_and_column() {
+        let error = parse("[[listener]]\nname = \"pos\nbind = 1\n").expect_err("bad string");
+        match &error {
+            ConfigError::Parse { origin, line, .. } => {
+                assert_eq!(origin, "test.toml");
+                assert_eq!(*line, Some(2));
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        assert!(error.to_string().starts_with("test.toml:2:"), "{error}");
+    }
+
+    #[test]
+    fn bad_value_points_at_its_line() {
+        let text = MINIMAL.replace("bind = \"127.0.0.1:8583\"", "bind = \"localhost:8583\"");
+        let error = error_of(&text);
+        assert!(error.starts_with("test.toml:4:"), "{error}");
+        assert!(error.contains("found \"localhost:8583\""), "{error}");
+    }
+
+    #[test]
+    fn route_to_undefined_issuer_names_route_and_issuer() {
+        let text = MINIMAL.replace("issuer = \"visa\"", "issuer = \"mc-sim\"");
+        assert_eq!(
+            error_of(&text),
+            "test.toml: route \"visa\": issuer \"mc-sim\" is not defined"
+        );
+    }
+
+    #[test]
+    fn same_bin_in_two_routes_is_refused_naming_both() {
+        let text = format!(
+            "{MINIMAL}\n[[route]]\nname = \"visa-2\"\nbins = [\"4-4\"]\nissuer = \"visa\"\n"
+        );
+        let error = error_of(&text);
+        assert!(
+            error.contains("route \"visa-2\": bin \"4-4\" matches exactly the same cards as bin \"4\" of route \"visa\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn listeners_on_port_zero_do_not_clash() {
+        let text = r#"
+[[listener]]
+name = "a"
+bind = "127.0.0.1:0"
+[[listener]]
+name = "b"
+bind = "127.0.0.1:0"
+"#;
+        assert!(parse(text).is_ok());
+    }
+
+    #[test]
+    fn listener_bind_clashing_with_metrics_is_refused() {
+        let text = "[[listener]]\nname = \"pos\"\nbind = \"127.0.0.1:9583\"\n";
+        assert_eq!(
+            error_of(text),
+            "test.toml: metrics: bind address 127.0.0.1:9583 is already used by listener \"pos\""
+        );
+    }
+
+    #[test]
+    fn sim_endpoint_without_simulator_section_is_refused() {
+        let text = MINIMAL.replace("[\"127.0.0.1:9100\"]", "[\"sim\"]");
+        assert!(error_of(&text).contains("needs a [simulator] section"));
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let error = Config::load("/nonexistent/isoswitch.toml").expect_err("no such file");
+        assert!(error
+            .to_string()
+            .starts_with("/nonexistent/isoswitch.toml: cannot read"));
+    }
+
+    #[test]
+    fn line_and_column_count_characters_from_one() {
+        assert_eq!(line_and_column("ab\ncé\nx", 0), (1, 1));
+        assert_eq!(line_and_column("ab\ncé\nx", 3), (2, 1));
+        assert_eq!(line_and_column("ab\ncé\nx", 7), (3, 1));
+        assert_eq!(line_and_column("ab", 99), (1, 3));
+    }
+
+    /// Every file in tests/fixtures/config/invalid starts with `# expect: <text>` and
+    /// must be refused with an error containing that text.
+    #[test]
+    fn every_invalid_fixture_fails_with_its_expected_message() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("fixture directory exists")
+            .map(|entry| entry.expect("fixture directory is readable").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        paths.sort();
+        assert!(paths.len() >= 12, "only {} invalid fixtures", paths.len());
+        for path in paths {
+            let text = std::fs::read_to_string(&path).expect("fixture is readable");
+            let expected = text
+                .lines()
+                .next()
+                .and_then(|line| line.strip_prefix("# expect:"))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("{} lacks a `# expect:` first line", path.display()));
+            match Config::load(&path) {
+                Ok(_) => panic!("{} parsed, expected {expected:?}", path.display()),
+                Err(error) => {
+                    let message = error.to_string();
+                    assert!(
+                        message.contains(expected),
+                        "{}: expected {expected:?} in {message:?}",
+                        path.display()
+                    );
+                    assert!(message.contains(&path.display().to_string()), "{message}");
+                }
+            }
+        }
+    }
+}
