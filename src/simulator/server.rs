@@ -1,0 +1,459 @@
+//! The simulator on a socket: one task per connection answers every framed request
+//! as [`Simulator::decide`] says, several in flight at once, delayed answers on
+//! their own timers, and one writer that coalesces responses into few writes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::{Decision, Simulator, SimulatorError};
+use crate::config::SimulatorConfig;
+use crate::frame::{Frame, FrameCodec, FrameConfig};
+use crate::iso8583::{Message, Spec};
+
+/// Responses waiting for a connection's writer; a peer that stops reading
+/// backpressures its own connection only.
+const WRITE_QUEUE: usize = 4096;
+
+/// Pause after a failed accept (out of file descriptors, say) so the loop does
+/// not spin while connections drain.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+type Sink = SplitSink<Framed<TcpStream, FrameCodec>, Frame>;
+
+/// Accepts connections on `listener` until `shutdown`, then closes them all and
+/// returns once their tasks have ended.
+pub async fn serve(
+    sim: Arc<Simulator>,
+    listener: TcpListener,
+    spec: Arc<Spec>,
+    frame: FrameConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "simulator: connection accepted");
+                    connections.spawn(connection(
+                        stream,
+                        peer,
+                        sim.clone(),
+                        spec.clone(),
+                        frame,
+                        shutdown.child_token(),
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "simulator: accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            },
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Resolves the spec and framing of `config`, binds `config.bind` and spawns
+/// [`serve`] with a new simulator. Returns the bound address (useful with port 0).
+pub async fn bind_and_serve(
+    config: &SimulatorConfig,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<io::Result<()>>), SimulatorError> {
+    let sim = Arc::new(Simulator::new(config)?);
+    bind_and_serve_with(sim, config, shutdown).await
+}
+
+/// As [`bind_and_serve`] with a simulator the caller keeps (to read its stats,
+/// reversals and balances).
+pub async fn bind_and_serve_with(
+    sim: Arc<Simulator>,
+    config: &SimulatorConfig,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<io::Result<()>>), SimulatorError> {
+    let spec = Arc::new(crate::specs::resolve(&config.spec)?);
+    let frame = FrameConfig {
+        header: config.header().parse()?,
+        header_includes_self: config.header_includes_self,
+        ..FrameConfig::default()
+    };
+    let bind_error = |source| SimulatorError::Bind {
+        addr: config.bind,
+        source,
+    };
+    let listener = TcpListener::bind(config.bind).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    tracing::info!(%addr, spec = %config.spec.display(), "issuer simulator listening");
+    Ok((
+        addr,
+        tokio::spawn(serve(sim, listener, spec, frame, shutdown)),
+    ))
+}
+
+/// One connection. `closing` ends it at once: shutdown, a `close` decision, a
+/// framing error or a failed write. A peer that stops sending still gets the
+/// answers already due, delayed ones included.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    sim: Arc<Simulator>,
+    spec: Arc<Spec>,
+    frame: FrameConfig,
+    closing: CancellationToken,
+) {
+    // Responses are small and latency matters more than packet count.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "simulator: cannot set TCP_NODELAY");
+    }
+    let (sink, mut frames) = Framed::new(stream, FrameCodec::new(frame)).split();
+    let (tx, rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let writer = tokio::spawn(write_responses(sink, rx, peer, closing.clone()));
+
+    loop {
+        let next = tokio::select! {
+            _ = closing.cancelled() => break,
+            next = frames.next() => next,
+        };
+        let request_frame = match next {
+            None => break,
+            Some(Ok(request_frame)) => request_frame,
+            Some(Err(error)) if error.is_fatal() => {
+                // No way to find where the next frame starts.
+                tracing::warn!(%peer, %error, "simulator: framing error, closing connection");
+                closing.cancel();
+                break;
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%peer, %error, "simulator: frame refused");
+                continue;
+            }
+        };
+        let request = match Message::decode(&spec, request_frame.payload.clone()) {
+            Ok(request) => request,
+            Err(error) => {
+                // The framing is intact, so the next frame can still be served.
+                // Part, offset and kind only: the bytes may hold card data.
+                sim.count_undecodable();
+                tracing::warn!(
+                    %peer,
+                    part = %error.part(),
+                    offset = error.offset(),
+                    kind = %error.kind(),
+                    "simulator: message does not decode; ignored"
+                );
+                continue;
+            }
+        };
+        match sim.decide(&request) {
+            Decision::Respond { response, delay } => {
+                let Some(out) = encode(&spec, &request_frame, &response) else {
+                    continue;
+                };
+                match delay {
+                    None => {
+                        if tx.send(out).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(delay) => {
+                        // Its own timer, so later requests are answered meanwhile.
+                        let (tx, closing) = (tx.clone(), closing.clone());
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = closing.cancelled() => {}
+                                _ = tokio::time::sleep(delay) => {
+                                    let _ = tx.send(out).await;
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+            Decision::Drop => {}
+            Decision::Close => {
+                tracing::debug!(%peer, mti = %request.mti(), "simulator: closing connection by rule");
+                closing.cancel();
+                break;
+            }
+        }
+    }
+    // The writer ends when cancelled or when every sender (delayed ones too) is gone;
+    // the socket closes when both halves are dropped.
+    drop(tx);
+    drop(frames);
+    if writer.await.is_err() {
+        tracing::error!(%peer, "simulator: writer task failed");
+    }
+}
+
+fn encode(spec: &Spec, request_frame: &Frame, response: &Message) -> Option<Frame> {
+    match response.encode(spec) {
+        Ok(payload) => Some(request_frame.response(payload)),
+        Err(error) => {
+            tracing::error!(
+                mti = %response.mti(),
+                part = %error.part(),
+                kind = %error.kind(),
+                "simulator: response does not encode; not sent"
+            );
+            None
+        }
+    }
+}
+
+/// Feeds every response already queued, then flushes once.
+async fn write_responses(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Frame>,
+    peer: SocketAddr,
+    closing: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = closing.cancelled() => return,
+            first = rx.recv() => match first {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut next = Some(first);
+        while let Some(out) = next {
+            if let Err(error) = sink.feed(out).await {
+                if error.is_fatal() {
+                    tracing::debug!(%peer, %error, "simulator: write failed, closing connection");
+                    closing.cancel();
+                    return;
+                }
+                tracing::error!(%peer, %error, "simulator: response not framed; not sent");
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(error) = sink.flush().await {
+            tracing::debug!(%peer, %error, "simulator: flush failed, closing connection");
+            closing.cancel();
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::iso8583::Mti;
+
+    const CONFIG: &str = r#"
+        bind = "127.0.0.1:0"
+        spec = "iso87ascii"
+        header = "2b"
+
+        [[rule]]
+        fields = { 41 = "SLOW0001" }
+        respond = "00"
+        delay_ms = 1000
+
+        [[rule]]
+        fields = { 41 = "CLOSE001" }
+        respond = "close"
+
+        [[account]]
+        pan = "4111111111111111"
+        balance = 100000
+        expiry = "9912"
+    "#;
+
+    type Client = Framed<TcpStream, FrameCodec>;
+
+    struct Running {
+        sim: Arc<Simulator>,
+        addr: SocketAddr,
+        spec: Spec,
+        shutdown: CancellationToken,
+        task: JoinHandle<io::Result<()>>,
+    }
+
+    async fn start() -> Running {
+        let config: SimulatorConfig = toml::from_str(CONFIG).expect("valid config");
+        let sim = Arc::new(Simulator::new(&config).expect("simulator builds"));
+        let shutdown = CancellationToken::new();
+        let (addr, task) = bind_and_serve_with(sim.clone(), &config, shutdown.clone())
+            .await
+            .expect("binds");
+        let spec = crate::specs::resolve(&config.spec).expect("built-in spec");
+        Running {
+            sim,
+            addr,
+            spec,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connects");
+        Framed::new(stream, FrameCodec::new(FrameConfig::default()))
+    }
+
+    fn purchase(stan: u32, terminal: &str) -> Message {
+        let mut request = Message::new(Mti::from_static("0200"));
+        let fields = [
+            (2, "4111111111111111".to_owned()),
+            (3, "000000".to_owned()),
+            (4, "000000000100".to_owned()),
+            (7, "0102030405".to_owned()),
+            (11, format!("{stan:06}")),
+            (41, terminal.to_owned()),
+        ];
+        for (n, v) in fields {
+            request.set(n, v).expect("data field");
+        }
+        request
+    }
+
+    async fn send(client: &mut Client, spec: &Spec, request: &Message) {
+        let payload = request.encode(spec).expect("encodes");
+        client.send(Frame::new(payload)).await.expect("sends");
+    }
+
+    async fn receive(client: &mut Client, spec: &Spec) -> Option<Message> {
+        let frame = client.next().await?.expect("frames");
+        Some(Message::decode(spec, frame.payload).expect("decodes"))
+    }
+
+    /// Whether the server closed the connection (an unread request may make it a reset).
+    async fn is_closed(client: &mut Client) -> bool {
+        matches!(client.next().await, None | Some(Err(_)))
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_as_ready_and_matched_by_stan() {
+        let running = start().await;
+        let spec = &running.spec;
+        let mut client = connect(running.addr).await;
+        send(&mut client, spec, &purchase(1, "SLOW0001")).await;
+        for stan in 2..=4 {
+            send(&mut client, spec, &purchase(stan, "TERM0001")).await;
+        }
+        let mut order = Vec::new();
+        let mut responses = HashMap::new();
+        for _ in 1..=4 {
+            let response = receive(&mut client, spec).await.expect("a response");
+            let stan = response.stan().expect("STAN echoed").0;
+            order.push(stan);
+            responses.insert(stan, response);
+        }
+        assert_eq!(order, vec![2, 3, 4, 1], "the delayed answer comes last");
+        for (stan, response) in &responses {
+            assert_eq!(response.mti(), Mti::from_static("0210"));
+            assert_eq!(response.get_str(39), Some("00"), "STAN {stan}");
+            let terminal = if *stan == 1 { "SLOW0001" } else { "TERM0001" };
+            assert_eq!(response.get_str(41), Some(terminal));
+        }
+        // The delayed one was approved by a rule, which holds nothing.
+        assert_eq!(running.sim.balance("4111111111111111"), Some(99_700));
+        running.shutdown.cancel();
+        running.task.await.expect("joins").expect("serves");
+    }
+
+    #[tokio::test]
+    async fn undecodable_frame_is_skipped_and_the_next_request_answered() {
+        let running = start().await;
+        let spec = &running.spec;
+        let mut client = connect(running.addr).await;
+        client
+            .send(Frame::new(Bytes::from_static(b"garbage, not ISO 8583")))
+            .await
+            .expect("sends");
+        let mut echo = Message::new(Mti::from_static("0800"));
+        echo.set(11, "000321").expect("data field");
+        echo.set(70, "301").expect("data field");
+        send(&mut client, spec, &echo).await;
+        let response = receive(&mut client, spec).await.expect("echo answered");
+        assert_eq!(response.mti(), Mti::from_static("0810"));
+        assert_eq!(response.get_str(11), Some("000321"));
+        assert_eq!(response.get_str(39), Some("00"));
+        assert_eq!(running.sim.stats().undecodable, 1);
+        running.shutdown.cancel();
+        running.task.await.expect("joins").expect("serves");
+    }
+
+    #[tokio::test]
+    async fn close_rule_closes_only_that_connection() {
+        let running = start().await;
+        let spec = &running.spec;
+        let mut closing = connect(running.addr).await;
+        let mut other = connect(running.addr).await;
+        send(&mut closing, spec, &purchase(1, "CLOSE001")).await;
+        assert!(is_closed(&mut closing).await, "closed, no answer");
+        send(&mut other, spec, &purchase(2, "TERM0001")).await;
+        let response = receive(&mut other, spec).await.expect("still served");
+        assert_eq!(response.get_str(39), Some("00"));
+        assert_eq!(running.sim.stats().closes, 1);
+        running.shutdown.cancel();
+        running.task.await.expect("joins").expect("serves");
+    }
+
+    #[tokio::test]
+    async fn broken_framing_closes_the_connection() {
+        let running = start().await;
+        let mut stream = TcpStream::connect(running.addr).await.expect("connects");
+        // A zero length header: the stream cannot be resynchronised.
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"\x00\x00junk")
+            .await
+            .expect("writes");
+        let mut client = Framed::new(stream, FrameCodec::new(FrameConfig::default()));
+        assert!(is_closed(&mut client).await);
+        running.shutdown.cancel();
+        running.task.await.expect("joins").expect("serves");
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_serving_and_closes_open_connections() {
+        let running = start().await;
+        let spec = &running.spec;
+        let mut client = connect(running.addr).await;
+        // One round trip, so the connection is surely accepted before shutdown.
+        send(&mut client, spec, &purchase(1, "TERM0001")).await;
+        assert!(receive(&mut client, spec).await.is_some());
+        send(&mut client, spec, &purchase(2, "SLOW0001")).await;
+        running.shutdown.cancel();
+        running.task.await.expect("joins").expect("serves");
+        assert!(
+            is_closed(&mut client).await,
+            "closed without the delayed answer"
+        );
+        assert!(TcpStream::connect(running.addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn bind_and_serve_refuses_an_unknown_spec() {
+        let mut config: SimulatorConfig = toml::from_str(CONFIG).expect("valid config");
+        config.spec = "no-such-spec".into();
+        let err = bind_and_serve(&config, CancellationToken::new())
+            .await
+            .expect_err("unknown spec");
+        assert!(err.to_string().contains("no-such-spec"), "{err}");
+    }
+}
