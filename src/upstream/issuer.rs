@@ -1,0 +1,1283 @@
+//! An issuer as the switch sees it: its links (per endpoint, in failover order), the
+//! choice of a live link per request, store-and-forward, and a status snapshot.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::link::{
+    self, Connector, InProcessIssuer, LinkContext, LinkHandle, LinkSettings, Telemetry,
+};
+use super::saf::{self, is_reversible, SafQueue};
+use super::{tls, UpstreamError};
+use crate::config::{Endpoint, IssuerConfig};
+use crate::frame::{FrameConfig, LengthHeader};
+use crate::iso8583::{Message, Spec, Stan};
+use crate::simulator::Simulator;
+
+/// A running issuer: cheap to clone, all clones share the same links and queue.
+/// Its tasks run until the `shutdown` token given to [`Issuer::start`] is cancelled.
+#[derive(Clone)]
+pub struct Issuer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    timeout: Duration,
+    links: Arc<Links>,
+    saf: SafQueue,
+    telemetry: Arc<Telemetry>,
+}
+
+/// A snapshot of an issuer's health, for the admin endpoint and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssuerStatus {
+    pub name: String,
+    /// In failover order.
+    pub endpoints: Vec<EndpointStatus>,
+    /// Requests sent and not yet answered, timed out or lost.
+    pub outstanding: usize,
+    /// Advices and reversals waiting for the issuer's acknowledgement.
+    pub saf_depth: usize,
+    /// Responses that arrived after their request timed out.
+    pub late_responses: u64,
+    /// Messages from the issuer that matched no request (dropped).
+    pub unmatched_responses: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointStatus {
+    /// `ip:port`, or `"sim"` for the in-process simulator.
+    pub address: String,
+    /// At least one link to it can take requests.
+    pub up: bool,
+    /// At least one link to it has signed on.
+    pub signed_on: bool,
+    pub links: usize,
+    pub links_up: usize,
+}
+
+impl Issuer {
+    /// Starts `config.connections` links to every endpoint, and the store-and-forward
+    /// task. `simulator` serves `"sim"` endpoints in process (no socket); requests
+    /// go to [`Simulator::decide`] directly, honouring its delay, drop and close.
+    /// Must run inside a tokio runtime; install the metrics recorder first.
+    pub fn start(
+        config: &IssuerConfig,
+        spec: Arc<Spec>,
+        simulator: Option<Arc<Simulator>>,
+        shutdown: CancellationToken,
+    ) -> Result<Issuer, UpstreamError> {
+        let in_process = simulator.map(|s| s as Arc<dyn InProcessIssuer>);
+        Issuer::start_with(config, spec, in_process, shutdown)
+    }
+
+    /// As [`Issuer::start`], with any [`InProcessIssuer`] serving `"sim"` endpoints.
+    pub fn start_with(
+        config: &IssuerConfig,
+        spec: Arc<Spec>,
+        in_process: Option<Arc<dyn InProcessIssuer>>,
+        shutdown: CancellationToken,
+    ) -> Result<Issuer, UpstreamError> {
+        let settings = link_settings(config, spec)?;
+        let endpoints = connectors(config, in_process)?;
+        Ok(Issuer::launch(&config.name, settings, endpoints, shutdown))
+    }
+
+    /// Spawns one link per connector and the store-and-forward task.
+    fn launch(
+        name: &str,
+        settings: LinkSettings,
+        endpoints: Vec<(String, Vec<Connector>)>,
+        shutdown: CancellationToken,
+    ) -> Issuer {
+        let timeout = settings.timeout;
+        let settings = Arc::new(settings);
+        let telemetry = Arc::new(Telemetry::new(name));
+        let (saf_queue, saf_intake) = SafQueue::new(&telemetry.issuer);
+        let context = LinkContext {
+            settings,
+            telemetry: telemetry.clone(),
+            saf: saf_queue.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let total: usize = endpoints
+            .iter()
+            .map(|(_, connectors)| connectors.len())
+            .sum();
+        let mut index = 0;
+        let endpoints = endpoints
+            .into_iter()
+            .map(|(label, connectors)| EndpointLinks {
+                links: connectors
+                    .into_iter()
+                    .map(|connector| {
+                        index += 1;
+                        let first_stan = link::first_stan(index - 1, total);
+                        link::spawn(connector, label.clone(), first_stan, context.clone())
+                    })
+                    .collect(),
+                label,
+            })
+            .collect();
+        let links = Arc::new(Links {
+            endpoints,
+            next: AtomicUsize::new(0),
+        });
+        tokio::spawn(saf::run(
+            saf_intake,
+            saf_queue.clone(),
+            links.clone(),
+            timeout,
+            shutdown,
+        ));
+        Issuer {
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                timeout,
+                links,
+                saf: saf_queue,
+                telemetry,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Forwards an authorization or financial request and returns the issuer's
+    /// response, with the caller's field 11 restored. Gives up after the issuer's
+    /// `timeout_ms`; a timed-out or lost 0100/0200 is reversed automatically.
+    pub async fn request(&self, request: Message) -> Result<Message, UpstreamError> {
+        self.request_traced(request)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// As [`Issuer::request`], also returning the STAN the issuer saw (what a later
+    /// reversal's field 90 must name).
+    pub async fn request_traced(&self, request: Message) -> Result<(Message, Stan), UpstreamError> {
+        let telemetry = &self.inner.telemetry;
+        telemetry.requests.increment(1);
+        let started = Instant::now();
+        let reversible = is_reversible(request.mti());
+        let result = self
+            .inner
+            .links
+            .send(request, started + self.inner.timeout, reversible)
+            .await;
+        if result.is_ok() {
+            telemetry.latency.record(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Queues an advice or reversal (0120/0220/0400/0420) for store-and-forward: it
+    /// is sent, repeated as 0121/0221/0401/0421 until the issuer answers, and
+    /// survives link flaps. Returns once queued.
+    pub fn store_and_forward(&self, message: Message) {
+        self.inner.saf.push(message);
+    }
+
+    pub fn status(&self) -> IssuerStatus {
+        let telemetry = &self.inner.telemetry;
+        IssuerStatus {
+            name: self.inner.name.clone(),
+            endpoints: self
+                .inner
+                .links
+                .endpoints
+                .iter()
+                .map(EndpointLinks::status)
+                .collect(),
+            outstanding: telemetry.outstanding(),
+            saf_depth: self.inner.saf.depth(),
+            late_responses: telemetry.late_responses(),
+            unmatched_responses: telemetry.unmatched_responses(),
+        }
+    }
+
+    /// Whether any link can take a request now.
+    pub fn is_available(&self) -> bool {
+        self.inner
+            .links
+            .endpoints
+            .iter()
+            .any(|endpoint| endpoint.links.iter().any(LinkHandle::is_up))
+    }
+}
+
+/// What every link of the issuer shares, from its config.
+fn link_settings(config: &IssuerConfig, spec: Arc<Spec>) -> Result<LinkSettings, UpstreamError> {
+    let header: LengthHeader = config.header().parse().map_err(|e| UpstreamError::Config {
+        issuer: config.name.clone(),
+        problem: format!("{e}"),
+    })?;
+    Ok(LinkSettings {
+        spec,
+        frame: FrameConfig {
+            header,
+            header_includes_self: config.header_includes_self,
+            ..FrameConfig::default()
+        },
+        timeout: Duration::from_millis(config.timeout_ms.max(1)),
+        echo_interval: (config.echo_interval_s > 0)
+            .then(|| Duration::from_secs(config.echo_interval_s)),
+        sign_on: config.sign_on,
+    })
+}
+
+/// `config.connections` connectors per endpoint, labelled by endpoint, in order.
+fn connectors(
+    config: &IssuerConfig,
+    in_process: Option<Arc<dyn InProcessIssuer>>,
+) -> Result<Vec<(String, Vec<Connector>)>, UpstreamError> {
+    let config_error = |problem: &str| UpstreamError::Config {
+        issuer: config.name.clone(),
+        problem: problem.to_string(),
+    };
+    let tls_error = |source| UpstreamError::Tls {
+        issuer: config.name.clone(),
+        source,
+    };
+    if config.connections == 0 {
+        return Err(config_error("expected connections >= 1, found 0"));
+    }
+    if config.endpoints.is_empty() {
+        return Err(config_error("expected at least one endpoint, found none"));
+    }
+    let tls = match &config.tls {
+        Some(settings) => Some((
+            settings,
+            TlsConnector::from(tls::client_config(settings).map_err(tls_error)?),
+        )),
+        None => None,
+    };
+    let mut endpoints = Vec::with_capacity(config.endpoints.len());
+    for endpoint in &config.endpoints {
+        let mut connectors = Vec::with_capacity(config.connections as usize);
+        for _ in 0..config.connections {
+            connectors.push(match endpoint {
+                Endpoint::Simulator => match &in_process {
+                    Some(issuer) => Connector::InProcess(issuer.clone()),
+                    None => {
+                        return Err(config_error(
+                            "endpoint \"sim\" needs the in-process simulator, found none",
+                        ))
+                    }
+                },
+                Endpoint::Address(address) => Connector::Tcp {
+                    address: *address,
+                    tls: match &tls {
+                        Some((settings, connector)) => Some((
+                            connector.clone(),
+                            tls::server_name(settings, *address).map_err(tls_error)?,
+                        )),
+                        None => None,
+                    },
+                },
+            });
+        }
+        endpoints.push((endpoint.to_string(), connectors));
+    }
+    Ok(endpoints)
+}
+
+/// Every link of an issuer, grouped by endpoint in failover order.
+pub(crate) struct Links {
+    endpoints: Vec<EndpointLinks>,
+    next: AtomicUsize,
+}
+
+struct EndpointLinks {
+    label: String,
+    links: Vec<LinkHandle>,
+}
+
+impl EndpointLinks {
+    fn status(&self) -> EndpointStatus {
+        let links_up = self.links.iter().filter(|link| link.is_up()).count();
+        EndpointStatus {
+            address: self.label.clone(),
+            up: links_up > 0,
+            signed_on: self.links.iter().any(LinkHandle::is_signed_on),
+            links: self.links.len(),
+            links_up,
+        }
+    }
+}
+
+impl Links {
+    /// Round-robin among the up links of the first endpoint that has any.
+    fn pick(&self) -> Option<&LinkHandle> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        self.endpoints.iter().find_map(|endpoint| {
+            let up = endpoint.links.iter().filter(|link| link.is_up()).count();
+            if up == 0 {
+                return None;
+            }
+            let mut live = endpoint.links.iter().filter(|link| link.is_up());
+            // A link may go down between the count and here; any live one will do.
+            live.nth(turn % up)
+                .or_else(|| endpoint.links.iter().find(|link| link.is_up()))
+        })
+    }
+
+    /// Sends `request` on a live link; see [`LinkHandle::send`].
+    pub(crate) async fn send(
+        &self,
+        request: Message,
+        deadline: Instant,
+        reversible: bool,
+    ) -> Result<(Message, Stan), UpstreamError> {
+        match self.pick() {
+            Some(link) => link.send(request, deadline, reversible).await,
+            None => Err(UpstreamError::Unavailable),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use bytes::BytesMut;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+    use tokio::task::JoinSet;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    use super::*;
+    use crate::frame::{Frame, FrameCodec};
+    use crate::iso8583::Mti;
+    use crate::simulator::Decision;
+
+    pub(crate) fn spec() -> Arc<Spec> {
+        Arc::new(
+            crate::specs::builtin("iso87ascii")
+                .expect("shipped spec")
+                .expect("compiles"),
+        )
+    }
+
+    pub(crate) fn config(endpoints: Vec<Endpoint>) -> IssuerConfig {
+        IssuerConfig {
+            name: "test".into(),
+            endpoints,
+            spec: "iso87ascii".into(),
+            header: "2b".into(),
+            header_includes_self: false,
+            connections: 1,
+            timeout_ms: 5_000,
+            echo_interval_s: 0,
+            sign_on: false,
+            tls: None,
+        }
+    }
+
+    fn mti(text: &str) -> Mti {
+        text.parse().expect("valid MTI")
+    }
+
+    /// An 0100 as the switch would forward it.
+    pub(crate) fn authorization(stan: &str) -> Message {
+        let mut m = Message::new(mti("0100"));
+        for (field, value) in [
+            (2, "4111111111111111"),
+            (3, "000000"),
+            (4, "000000001000"),
+            (7, "0615120000"),
+            (11, stan),
+            (22, "051"),
+            (32, "12345"),
+            (35, "4111111111111111=2812"),
+            (37, "000000000001"),
+            (41, "TERM0001"),
+            (42, "MERCHANT0000001"),
+            (49, "840"),
+        ] {
+            m.set(field, value).expect("data field");
+        }
+        m
+    }
+
+    /// The issuer's answer to `request` with response code `code`.
+    pub(crate) fn answer(request: &Message, code: &str) -> Message {
+        let mut response = Message::new(request.mti().response().expect("a request"));
+        for field in [2, 3, 4, 7, 11, 37, 41, 70, 90] {
+            if let Some(value) = request.get(field) {
+                response.set(field, value).expect("data field");
+            }
+        }
+        response.set(39, code).expect("data field");
+        response
+    }
+
+    /// What the fake issuer does with each message it receives.
+    pub(crate) enum Act {
+        Answer(Vec<Message>),
+        Ignore,
+        Close,
+    }
+
+    pub(crate) type Script = Arc<dyn Fn(&Message) -> Act + Send + Sync>;
+
+    pub(crate) fn approve_everything() -> Script {
+        Arc::new(|m: &Message| match m.mti().response() {
+            Some(_) => Act::Answer(vec![answer(m, "00")]),
+            None => Act::Ignore,
+        })
+    }
+
+    /// Instructions a test gives one fake connection.
+    pub(crate) enum Out {
+        Send(Message),
+    }
+
+    /// What the fake issuer saw: a connection, or a message on one.
+    pub(crate) enum Seen {
+        Connected(usize),
+        Message {
+            connection: usize,
+            message: Message,
+            out: mpsc::UnboundedSender<Out>,
+        },
+    }
+
+    /// A scripted issuer: reports everything it receives and answers per its script.
+    /// Listens on 127.0.0.1:0, or on an in-memory pipe for tests that move time.
+    pub(crate) struct FakeIssuer {
+        pub address: Option<SocketAddr>,
+        seen: mpsc::UnboundedReceiver<Seen>,
+        accept: tokio::task::JoinHandle<()>,
+    }
+
+    impl FakeIssuer {
+        pub(crate) async fn start(script: Script) -> FakeIssuer {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            FakeIssuer::serve_tcp(listener, script, None)
+        }
+
+        /// A fake at `address` again, as after an issuer restart.
+        pub(crate) async fn restart_at(address: SocketAddr, script: Script) -> FakeIssuer {
+            let listener = TcpListener::bind(address).await.expect("rebind");
+            FakeIssuer::serve_tcp(listener, script, None)
+        }
+
+        pub(crate) fn serve_tcp(
+            listener: TcpListener,
+            script: Script,
+            tls: Option<tokio_rustls::TlsAcceptor>,
+        ) -> FakeIssuer {
+            let address = listener.local_addr().expect("local address");
+            let (report, seen) = mpsc::unbounded_channel();
+            let accept = tokio::spawn(async move {
+                let mut connections = JoinSet::new();
+                for id in 0.. {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (script, report) = (script.clone(), report.clone());
+                    let tls = tls.clone();
+                    connections.spawn(async move {
+                        match tls {
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(tcp).await {
+                                    serve_connection(stream, id, script, report).await;
+                                }
+                            }
+                            None => serve_connection(tcp, id, script, report).await,
+                        }
+                    });
+                }
+            });
+            FakeIssuer {
+                address: Some(address),
+                seen,
+                accept,
+            }
+        }
+
+        pub(crate) fn endpoint(&self) -> Endpoint {
+            Endpoint::Address(self.address.expect("a TCP fake"))
+        }
+
+        /// Stops listening and drops every connection, like a crashed issuer.
+        pub(crate) async fn stop(self) {
+            self.accept.abort();
+            let _ = self.accept.await;
+        }
+
+        pub(crate) async fn next(&mut self) -> Seen {
+            self.seen.recv().await.expect("the fake issuer runs")
+        }
+
+        /// The next message received, on whichever connection.
+        pub(crate) async fn next_message(
+            &mut self,
+        ) -> (usize, Message, mpsc::UnboundedSender<Out>) {
+            loop {
+                if let Seen::Message {
+                    connection,
+                    message,
+                    out,
+                } = self.next().await
+                {
+                    return (connection, message, out);
+                }
+            }
+        }
+
+        /// The next connection accepted.
+        pub(crate) async fn next_connection(&mut self) -> usize {
+            loop {
+                if let Seen::Connected(id) = self.next().await {
+                    return id;
+                }
+            }
+        }
+    }
+
+    async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: S,
+        id: usize,
+        script: Script,
+        report: mpsc::UnboundedSender<Seen>,
+    ) {
+        let spec = spec();
+        let _ = report.send(Seen::Connected(id));
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let (out, mut instructions) = mpsc::unbounded_channel();
+        let mut codec = FrameCodec::new(FrameConfig::default());
+        let mut read = BytesMut::new();
+        loop {
+            let mut write = BytesMut::new();
+            tokio::select! {
+                n = reader.read_buf(&mut read) => {
+                    if !matches!(n, Ok(n) if n > 0) {
+                        return;
+                    }
+                    while let Ok(Some(frame)) = codec.decode(&mut read) {
+                        let Ok(message) = Message::decode(&spec, frame.payload) else {
+                            continue;
+                        };
+                        let act = script(&message);
+                        let _ = report.send(Seen::Message { connection: id, message, out: out.clone() });
+                        match act {
+                            Act::Answer(messages) => {
+                                for m in messages {
+                                    let payload = m.encode(&spec).expect("fake answers encode");
+                                    codec.encode(Frame::new(payload), &mut write).expect("frames");
+                                }
+                            }
+                            Act::Ignore => {}
+                            Act::Close => return,
+                        }
+                    }
+                }
+                Some(Out::Send(m)) = instructions.recv() => {
+                    let payload = m.encode(&spec).expect("test messages encode");
+                    codec.encode(Frame::new(payload), &mut write).expect("frames");
+                }
+            }
+            if writer.write_all(&write).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Polls `check` every millisecond (virtual time under a paused clock) until it
+    /// holds; fails after ten thousand tries.
+    pub(crate) async fn wait_for(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("gave up waiting for {what}");
+    }
+
+    fn start(config: &IssuerConfig) -> (Issuer, CancellationToken) {
+        let shutdown = CancellationToken::new();
+        let issuer =
+            Issuer::start_with(config, spec(), None, shutdown.clone()).expect("issuer starts");
+        (issuer, shutdown)
+    }
+
+    /// Timeout for tests that wait for one: short, yet long enough for a busy
+    /// machine to answer the requests that are meant to be answered.
+    const QUICK_TIMEOUT: Duration = Duration::from_millis(300);
+
+    /// An issuer with a short timeout and `echo` as its idle interval.
+    fn start_quick(config: &IssuerConfig, echo: Option<Duration>) -> (Issuer, CancellationToken) {
+        let shutdown = CancellationToken::new();
+        let mut settings = link_settings(config, spec()).expect("settings");
+        settings.timeout = QUICK_TIMEOUT;
+        settings.echo_interval = echo;
+        let endpoints = connectors(config, None).expect("connectors");
+        let issuer = Issuer::launch(&config.name, settings, endpoints, shutdown.clone());
+        (issuer, shutdown)
+    }
+
+    /// Messages the fake receives up to and including the next `mti`.
+    async fn messages_until(fake: &mut FakeIssuer, mti: Mti) -> Vec<Message> {
+        let mut seen = Vec::new();
+        loop {
+            let (_, message, _) = fake.next_message().await;
+            let done = message.mti() == mti;
+            seen.push(message);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    fn financial(stan: &str) -> Message {
+        let mut request = authorization(stan);
+        request.set_mti(mti("0200"));
+        request
+    }
+
+    fn unanswered(mtis: &'static [&'static str]) -> Script {
+        let approve = approve_everything();
+        Arc::new(move |m: &Message| {
+            if mtis.contains(&m.mti().as_str()) {
+                Act::Ignore
+            } else {
+                approve(m)
+            }
+        })
+    }
+
+    /// Field 90 for a reversal of [`authorization`] sent with `issuer_stan`.
+    fn expected_field_90(issuer_stan: &str) -> String {
+        let acquirer = "00000012345";
+        let forwarder = "00000000000";
+        format!("0100{issuer_stan}0615120000{acquirer}{forwarder}")
+    }
+
+    #[tokio::test]
+    async fn request_goes_out_with_the_link_stan_and_comes_back_with_the_callers() {
+        let mut fake = FakeIssuer::start(approve_everything()).await;
+        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
+        wait_for("link up", || issuer.is_available()).await;
+
+        let (response, issuer_stan) = issuer
+            .request_traced(authorization("123456"))
+            .await
+            .expect("answered");
+        let (_, on_wire, _) = fake.next_message().await;
+        assert_eq!(on_wire.mti(), mti("0100"));
+        assert_eq!(on_wire.get_str(11), Some("000001"));
+        assert_eq!(issuer_stan, Stan(1));
+        assert_eq!(response.mti(), mti("0110"));
+        assert_eq!(response.get_str(11), Some("123456"));
+        assert_eq!(response.get_str(39), Some("00"));
+        let status = issuer.status();
+        assert_eq!(status.outstanding, 0);
+        assert_eq!(status.endpoints[0].address, fake.endpoint().to_string());
+        assert!(status.endpoints[0].up);
+        assert!(!status.endpoints[0].signed_on, "sign-on is off");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_on_one_link_are_matched_when_answered_out_of_order() {
+        let mut fake = FakeIssuer::start(Arc::new(|_: &Message| Act::Ignore)).await;
+        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
+        wait_for("link up", || issuer.is_available()).await;
+
+        const CALLERS: u32 = 50;
+        let mut callers = JoinSet::new();
+        for i in 0..CALLERS {
+            let issuer = issuer.clone();
+            callers.spawn(async move {
+                let mut request = authorization(&format!("{:06}", 700 + i));
+                request
+                    .set(4, format!("{:012}", 1000 + i))
+                    .expect("data field");
+                (i, issuer.request(request).await)
+            });
+        }
+        let mut held = Vec::new();
+        for _ in 0..CALLERS {
+            held.push(fake.next_message().await);
+        }
+        let mut stans: Vec<_> = held
+            .iter()
+            .map(|(_, m, _)| m.get_str(11).map(String::from))
+            .collect();
+        stans.sort();
+        stans.dedup();
+        assert_eq!(
+            stans.len(),
+            CALLERS as usize,
+            "one STAN per outstanding request"
+        );
+        assert!(held.iter().all(|(connection, _, _)| *connection == 0));
+        assert_eq!(issuer.status().outstanding, CALLERS as usize);
+
+        for (_, request, out) in held.into_iter().rev() {
+            out.send(Out::Send(answer(&request, "00")))
+                .expect("connection open");
+        }
+        while let Some(joined) = callers.join_next().await {
+            let (i, result) = joined.expect("caller task");
+            let response = result.expect("answered");
+            assert_eq!(
+                response.get_str(11),
+                Some(format!("{:06}", 700 + i).as_str())
+            );
+            assert_eq!(
+                response.get_str(4),
+                Some(format!("{:012}", 1000 + i).as_str())
+            );
+        }
+        assert_eq!(issuer.status().outstanding, 0);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn sign_on_is_sent_first_and_the_link_is_up_only_after_its_0810() {
+        let mut fake = FakeIssuer::start(unanswered(&["0800"])).await;
+        let (issuer, shutdown) = start(&IssuerConfig {
+            sign_on: true,
+            ..config(vec![fake.endpoint()])
+        });
+
+        let (_, sign_on, out) = fake.next_message().await;
+        assert_eq!(sign_on.mti(), mti("0800"));
+        assert_eq!(sign_on.get_str(70), Some("001"));
+        assert!(sign_on.transmission_time().is_ok(), "field 7 is MMDDhhmmss");
+        assert!(sign_on.stan().is_ok(), "field 11 is set");
+        assert!(!issuer.is_available());
+        assert!(matches!(
+            issuer.request(authorization("000009")).await,
+            Err(UpstreamError::Unavailable)
+        ));
+
+        out.send(Out::Send(answer(&sign_on, "00")))
+            .expect("connection open");
+        wait_for("signed on", || issuer.is_available()).await;
+        assert!(issuer.status().endpoints[0].signed_on);
+        let response = issuer
+            .request(authorization("000009"))
+            .await
+            .expect("answered");
+        assert_eq!(response.get_str(39), Some("00"));
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn refused_sign_on_closes_the_link_and_signs_on_again() {
+        let refuse = Arc::new(|m: &Message| Act::Answer(vec![answer(m, "91")]));
+        let mut fake = FakeIssuer::start(refuse).await;
+        let (issuer, shutdown) = start(&IssuerConfig {
+            sign_on: true,
+            ..config(vec![fake.endpoint()])
+        });
+        let (first, sign_on, _) = fake.next_message().await;
+        assert_eq!(sign_on.get_str(70), Some("001"));
+        let (second, again, _) = fake.next_message().await;
+        assert_eq!(again.get_str(70), Some("001"));
+        assert_ne!(first, second, "a new connection after the refusal");
+        assert!(!issuer.is_available());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn timed_out_request_is_reversed_once_and_repeated_until_acknowledged() {
+        let mut fake = FakeIssuer::start(unanswered(&["0100", "0400"])).await;
+        let (issuer, shutdown) = start_quick(&config(vec![fake.endpoint()]), None);
+        wait_for("link up", || issuer.is_available()).await;
+
+        let started = Instant::now();
+        let error = issuer
+            .request(authorization("123456"))
+            .await
+            .expect_err("never answered");
+        assert!(
+            matches!(
+                error,
+                UpstreamError::Timeout {
+                    issuer_stan: Stan(1)
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(started.elapsed() >= QUICK_TIMEOUT);
+
+        let (_, original, _) = fake.next_message().await;
+        assert_eq!(original.mti(), mti("0100"));
+        let (_, reversal, _) = fake.next_message().await;
+        assert_eq!(reversal.mti(), mti("0400"));
+        assert_eq!(
+            reversal.get_str(90),
+            Some(expected_field_90("000001").as_str())
+        );
+        for field in [2, 3, 4, 7, 32, 37, 41, 42, 49] {
+            assert_eq!(reversal.get(field), original.get(field), "field {field}");
+        }
+        assert!(!reversal.has(35), "no track data in a reversal");
+
+        // Unanswered, it comes again as a repeat, which the fake acknowledges.
+        let (_, repeat, _) = fake.next_message().await;
+        assert_eq!(repeat.mti(), mti("0401"));
+        assert_eq!(repeat.get(90), reversal.get(90));
+        wait_for("acknowledged", || issuer.status().saf_depth == 0).await;
+
+        // The link writes in order: anything still sent for it would come before this.
+        issuer.request(financial("000002")).await.expect("answered");
+        for message in messages_until(&mut fake, mti("0200")).await {
+            if message.mti() != mti("0200") {
+                // A repeat already on its way when the 0410 arrived; never a new 0400.
+                assert_eq!(message.mti(), mti("0401"));
+                assert_eq!(message.get(90), reversal.get(90));
+            }
+        }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn late_approval_is_counted_and_not_reversed_twice() {
+        let mut fake = FakeIssuer::start(unanswered(&["0100"])).await;
+        let (issuer, shutdown) = start_quick(&config(vec![fake.endpoint()]), None);
+        wait_for("link up", || issuer.is_available()).await;
+
+        let error = issuer
+            .request(authorization("123456"))
+            .await
+            .expect_err("timeout");
+        assert!(matches!(error, UpstreamError::Timeout { .. }), "{error:?}");
+        let (_, original, out) = fake.next_message().await;
+        let (_, reversal, _) = fake.next_message().await;
+        assert_eq!(reversal.mti(), mti("0400"));
+        wait_for("reversal acknowledged", || issuer.status().saf_depth == 0).await;
+
+        out.send(Out::Send(answer(&original, "00")))
+            .expect("connection open");
+        wait_for("late response", || issuer.status().late_responses >= 1).await;
+        assert_eq!(issuer.status().saf_depth, 0, "the reversal is already done");
+
+        issuer.request(financial("000002")).await.expect("answered");
+        for message in messages_until(&mut fake, mti("0200")).await {
+            assert_ne!(message.mti(), mti("0400"), "no second reversal");
+        }
+        assert_eq!(issuer.status().unmatched_responses, 0);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn lost_connection_fails_the_caller_and_reverses_the_request() {
+        let close_on_authorization = Arc::new(|m: &Message| match m.mti().as_str() {
+            "0100" => Act::Close,
+            _ => Act::Answer(vec![answer(m, "00")]),
+        });
+        let mut fake = FakeIssuer::start(close_on_authorization).await;
+        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
+        wait_for("link up", || issuer.is_available()).await;
+
+        let error = issuer
+            .request(authorization("123456"))
+            .await
+            .expect_err("closed");
+        let UpstreamError::ConnectionLost { issuer_stan } = error else {
+            panic!("expected ConnectionLost, got {error:?}");
+        };
+        let (first, original, _) = fake.next_message().await;
+        assert_eq!(original.mti(), mti("0100"));
+        let (second, reversal, _) = fake.next_message().await;
+        assert_ne!(first, second, "sent after reconnecting");
+        assert_eq!(reversal.mti(), mti("0400"));
+        assert_eq!(
+            reversal.get_str(90),
+            Some(expected_field_90(&issuer_stan.to_string()).as_str())
+        );
+        wait_for("reversal acknowledged", || issuer.status().saf_depth == 0).await;
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn requests_fail_over_to_the_second_endpoint_when_the_first_refuses() {
+        let refusing = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let refused = refusing.local_addr().expect("address");
+        drop(refusing);
+        let mut fake = FakeIssuer::start(approve_everything()).await;
+        let (issuer, shutdown) = start(&config(vec![Endpoint::Address(refused), fake.endpoint()]));
+        wait_for("second endpoint up", || issuer.is_available()).await;
+
+        let response = issuer
+            .request(authorization("000001"))
+            .await
+            .expect("answered");
+        assert_eq!(response.get_str(39), Some("00"));
+        let (_, on_wire, _) = fake.next_message().await;
+        assert_eq!(on_wire.mti(), mti("0100"));
+        let status = issuer.status();
+        assert!(!status.endpoints[0].up);
+        assert!(status.endpoints[1].up);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn no_live_link_means_unavailable() {
+        let refusing = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let refused = refusing.local_addr().expect("address");
+        drop(refusing);
+        let (issuer, shutdown) = start(&config(vec![Endpoint::Address(refused)]));
+        assert!(!issuer.is_available());
+        let error = issuer
+            .request(authorization("000001"))
+            .await
+            .expect_err("no link");
+        assert!(matches!(error, UpstreamError::Unavailable));
+        assert!(error.is_upstream_fault());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn link_reconnects_after_the_issuer_restarts() {
+        let fake = FakeIssuer::start(approve_everything()).await;
+        let address = fake.address.expect("tcp");
+        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
+        wait_for("link up", || issuer.is_available()).await;
+        issuer
+            .request(authorization("000001"))
+            .await
+            .expect("answered");
+
+        fake.stop().await;
+        wait_for("link down", || !issuer.is_available()).await;
+        let _fake = FakeIssuer::restart_at(address, approve_everything()).await;
+        wait_for("link up again", || issuer.is_available()).await;
+        let response = issuer
+            .request(authorization("000002"))
+            .await
+            .expect("answered");
+        assert_eq!(response.get_str(11), Some("000002"));
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn idle_link_sends_an_echo_and_recycles_when_it_is_not_answered() {
+        let mut fake = FakeIssuer::start(unanswered(&["0800"])).await;
+        let idle = Duration::from_millis(100);
+        let started = Instant::now();
+        let (issuer, shutdown) = start_quick(&config(vec![fake.endpoint()]), Some(idle));
+        assert_eq!(fake.next_connection().await, 0);
+
+        let (connection, echo, _) = fake.next_message().await;
+        assert_eq!(connection, 0);
+        assert_eq!(echo.mti(), mti("0800"));
+        assert_eq!(echo.get_str(70), Some("301"));
+        assert!(started.elapsed() >= idle, "sent only once idle");
+
+        assert_eq!(
+            fake.next_connection().await,
+            1,
+            "recycled after the echo timed out"
+        );
+        assert!(started.elapsed() >= idle + QUICK_TIMEOUT);
+        wait_for("link up again", || issuer.is_available()).await;
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn answered_echoes_keep_the_link() {
+        let mut fake = FakeIssuer::start(approve_everything()).await;
+        let idle = Duration::from_millis(50);
+        let (issuer, shutdown) = start_quick(&config(vec![fake.endpoint()]), Some(idle));
+        for _ in 0..3 {
+            let (connection, echo, _) = fake.next_message().await;
+            assert_eq!((connection, echo.get_str(70)), (0, Some("301")));
+        }
+        assert!(issuer.is_available());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn unmatched_response_is_dropped_and_counted() {
+        let stray_then_answer = Arc::new(|m: &Message| {
+            let mut stray = answer(m, "00");
+            stray.set(11, "999999").expect("data field");
+            Act::Answer(vec![stray, answer(m, "00")])
+        });
+        let fake = FakeIssuer::start(stray_then_answer).await;
+        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
+        wait_for("link up", || issuer.is_available()).await;
+
+        let response = issuer
+            .request(authorization("123456"))
+            .await
+            .expect("answered");
+        assert_eq!(response.get_str(11), Some("123456"));
+        // The stray came first on the same stream, so it has been counted.
+        assert_eq!(issuer.status().unmatched_responses, 1);
+        assert_eq!(issuer.status().late_responses, 0);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn shutdown_refuses_new_requests_but_lets_outstanding_ones_finish() {
+        let mut fake = FakeIssuer::start(Arc::new(|_: &Message| Act::Ignore)).await;
+        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
+        wait_for("link up", || issuer.is_available()).await;
+
+        let in_flight = tokio::spawn({
+            let issuer = issuer.clone();
+            async move { issuer.request(authorization("123456")).await }
+        });
+        let (_, request, out) = fake.next_message().await;
+        shutdown.cancel();
+        wait_for("draining", || !issuer.is_available()).await;
+        assert!(matches!(
+            issuer.request(authorization("000002")).await,
+            Err(UpstreamError::Unavailable)
+        ));
+        out.send(Out::Send(answer(&request, "00")))
+            .expect("still connected");
+        let response = in_flight
+            .await
+            .expect("task")
+            .expect("answered while draining");
+        assert_eq!(response.get_str(39), Some("00"));
+    }
+
+    #[tokio::test]
+    async fn tls_link_talks_to_a_tls_issuer() {
+        let pki = crate::upstream::tls::tests::test_pki();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            {
+                use rustls::pki_types::pem::PemObject;
+                rustls::pki_types::CertificateDer::pem_file_iter(&pki.server_cert)
+                    .expect("cert file")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certs")
+            },
+            {
+                use rustls::pki_types::pem::PemObject;
+                rustls::pki_types::PrivateKeyDer::from_pem_file(&pki.server_key).expect("key")
+            },
+        )
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut fake = FakeIssuer::serve_tcp(listener, approve_everything(), Some(acceptor));
+
+        let (issuer, shutdown) = start(&IssuerConfig {
+            tls: Some(crate::config::IssuerTls {
+                ca: pki.ca.clone(),
+                cert: None,
+                key: None,
+                server_name: Some("localhost".into()),
+            }),
+            ..config(vec![fake.endpoint()])
+        });
+        wait_for("TLS link up", || issuer.is_available()).await;
+        let response = issuer
+            .request(authorization("123456"))
+            .await
+            .expect("answered");
+        assert_eq!(response.get_str(39), Some("00"));
+        assert_eq!(fake.next_message().await.1.mti(), mti("0100"));
+        shutdown.cancel();
+    }
+
+    /// An in-process issuer that follows a script and remembers what it was asked.
+    struct Scripted {
+        decide: Box<dyn Fn(&Message) -> Decision + Send + Sync>,
+        asked: Mutex<Vec<Message>>,
+    }
+
+    impl InProcessIssuer for Scripted {
+        fn decide(&self, request: &Message) -> Decision {
+            if let Ok(mut asked) = self.asked.lock() {
+                asked.push(request.clone());
+            }
+            (self.decide)(request)
+        }
+    }
+
+    impl Scripted {
+        fn asked(&self) -> Vec<Message> {
+            self.asked.lock().map(|a| a.clone()).unwrap_or_default()
+        }
+    }
+
+    fn start_scripted(
+        decide: impl Fn(&Message) -> Decision + Send + Sync + 'static,
+    ) -> (Issuer, Arc<Scripted>, CancellationToken) {
+        let scripted = Arc::new(Scripted {
+            decide: Box::new(decide),
+            asked: Mutex::new(Vec::new()),
+        });
+        let config = IssuerConfig {
+            sign_on: true,
+            ..config(vec![Endpoint::Simulator])
+        };
+        let shutdown = CancellationToken::new();
+        let mut settings = link_settings(&config, spec()).expect("settings");
+        settings.timeout = QUICK_TIMEOUT;
+        settings.echo_interval = Some(Duration::from_millis(20));
+        let in_process: Arc<dyn InProcessIssuer> = scripted.clone();
+        let endpoints = connectors(&config, Some(in_process)).expect("connectors");
+        let issuer = Issuer::launch(&config.name, settings, endpoints, shutdown.clone());
+        (issuer, scripted, shutdown)
+    }
+
+    fn respond(request: &Message) -> Decision {
+        Decision::Respond {
+            response: answer(request, "00"),
+            delay: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn in_process_simulator_answers_after_its_delay_without_sign_on_or_echo() {
+        let delay = Duration::from_millis(150);
+        let (issuer, scripted, shutdown) = start_scripted(move |m| Decision::Respond {
+            response: answer(m, "00"),
+            delay: Some(delay),
+        });
+        wait_for("simulator link up", || issuer.is_available()).await;
+        let started = Instant::now();
+        let response = issuer
+            .request(authorization("123456"))
+            .await
+            .expect("answered");
+        assert!(started.elapsed() >= delay);
+        assert_eq!(response.get_str(11), Some("123456"));
+        let asked: Vec<Mti> = scripted.asked().iter().map(Message::mti).collect();
+        assert_eq!(asked, vec![mti("0100")], "no sign-on or echo in process");
+        assert_eq!(issuer.status().endpoints[0].address, "sim");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn in_process_drop_times_out_and_the_reversal_reaches_the_simulator() {
+        let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
+            "0100" => Decision::Drop,
+            _ => respond(m),
+        });
+        wait_for("simulator link up", || issuer.is_available()).await;
+        let error = issuer
+            .request(authorization("123456"))
+            .await
+            .expect_err("dropped");
+        assert!(
+            matches!(
+                error,
+                UpstreamError::Timeout {
+                    issuer_stan: Stan(1)
+                }
+            ),
+            "{error:?}"
+        );
+        wait_for("reversal acknowledged", || issuer.status().saf_depth == 0).await;
+        let asked = scripted.asked();
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[1].mti(), mti("0400"));
+        assert_eq!(
+            asked[1].get_str(90),
+            Some(expected_field_90("000001").as_str())
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn in_process_close_loses_the_request_and_reverses_it() {
+        let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
+            "0100" => Decision::Close,
+            _ => respond(m),
+        });
+        wait_for("simulator link up", || issuer.is_available()).await;
+        let error = issuer
+            .request(authorization("123456"))
+            .await
+            .expect_err("closed");
+        assert!(
+            matches!(error, UpstreamError::ConnectionLost { .. }),
+            "{error:?}"
+        );
+        wait_for("reversal acknowledged", || issuer.status().saf_depth == 0).await;
+        let reversals = scripted
+            .asked()
+            .iter()
+            .filter(|m| m.mti() == mti("0400"))
+            .count();
+        assert_eq!(reversals, 1);
+        assert!(issuer.is_available(), "the simulator is always there");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn advices_are_stored_and_forwarded_as_repeats_until_answered() {
+        let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
+            "0220" => Decision::Drop,
+            _ => respond(m),
+        });
+        let mut advice = authorization("000042");
+        advice.set_mti(mti("0220"));
+        issuer.store_and_forward(advice);
+        assert_eq!(issuer.status().saf_depth, 1);
+        wait_for("advice acknowledged", || issuer.status().saf_depth == 0).await;
+        let asked: Vec<Mti> = scripted.asked().iter().map(Message::mti).collect();
+        assert_eq!(asked, vec![mti("0220"), mti("0221")]);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn start_serves_sim_endpoints_with_the_real_simulator_in_process() {
+        let defaults = crate::config::Config::embedded_default().expect("default config");
+        let simulator = defaults
+            .simulator
+            .as_ref()
+            .expect("default has a simulator");
+        let simulator = Arc::new(Simulator::new(simulator).expect("simulator builds"));
+        let issuer_config = defaults.issuer("sim").expect("default issuer");
+        let shutdown = CancellationToken::new();
+        let issuer = Issuer::start(issuer_config, spec(), Some(simulator), shutdown.clone())
+            .expect("starts");
+        wait_for("simulator link up", || issuer.is_available()).await;
+        let response = issuer
+            .request(authorization("123456"))
+            .await
+            .expect("answered");
+        assert_eq!(response.mti(), mti("0110"));
+        assert_eq!(response.get_str(11), Some("123456"));
+        assert!(response.has(39));
+        shutdown.cancel();
+    }
+
+    #[test]
+    fn sim_endpoint_without_a_simulator_is_a_config_error() {
+        // Refused before anything is spawned, so no runtime is needed.
+        let result = Issuer::start_with(
+            &config(vec![Endpoint::Simulator]),
+            spec(),
+            None,
+            CancellationToken::new(),
+        );
+        let Err(error) = result else {
+            panic!("expected a config error");
+        };
+        assert!(!error.is_upstream_fault());
+        assert!(error.to_string().contains("\"sim\""), "{error}");
+    }
+}
