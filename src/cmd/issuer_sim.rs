@@ -1,0 +1,46 @@
+//! `isoswitch issuer-sim`: the issuer simulator alone, as a TCP issuer host.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub struct IssuerSimArgs {
+    /// Config file whose [simulator] section to run (default: the embedded one).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen here instead of [simulator].bind.
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: super::LogFormat,
+}
+
+pub fn run(args: IssuerSimArgs) -> Result<()> {
+    super::init_logging(args.log_format);
+    let config = super::serve::load_config(args.config.as_ref())?;
+    let mut sim = config
+        .simulator
+        .context("the config has no [simulator] section")?;
+    if let Some(bind) = args.bind {
+        sim.bind = bind;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let (addr, task) = isoswitch::simulator::bind_and_serve(&sim, shutdown.clone()).await?;
+        tracing::info!(%addr, "issuer simulator listening");
+        eprintln!("issuer simulator listening on {addr}");
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        shutdown.cancel();
+        let _ = task.await;
+        Ok(())
+    })
+}

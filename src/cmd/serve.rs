@@ -1,0 +1,103 @@
+//! `isoswitch serve`: the switch, its listeners and the metrics endpoint, with
+//! SIGHUP reload and a graceful SIGTERM/Ctrl-C shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use isoswitch::config::Config;
+use isoswitch::server::Listener;
+use isoswitch::switch::Switch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Without it the embedded default runs: a POS listener
+    /// on 127.0.0.1:8583 and the issuer simulator in process.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log lines for people (text) or machines (json); level from RUST_LOG.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: super::LogFormat,
+}
+
+/// How long shutdown waits for in-flight transactions.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_default()?,
+    })
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    super::init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let config = load_config(args.config.as_ref())?;
+    isoswitch::metrics_http::recorder();
+    let shutdown = CancellationToken::new();
+    let metrics = isoswitch::metrics_http::bind(config.metrics.bind)
+        .await
+        .with_context(|| format!("metrics: cannot bind {}", config.metrics.bind))?;
+    let mut listeners = Vec::new();
+    for lc in &config.listeners {
+        listeners.push(Listener::bind(lc).await?);
+    }
+    let switch = Switch::start(config, shutdown.clone())?;
+    tracing::info!(addr = %metrics.local_addr()?, "metrics on /metrics");
+    tokio::spawn(isoswitch::metrics_http::serve(metrics, shutdown.clone()));
+    let mut running = tokio::task::JoinSet::new();
+    for listener in listeners {
+        tracing::info!(listener = listener.name(), addr = %listener.local_addr()?, "listening");
+        running.spawn(listener.run(switch.clone(), shutdown.clone()));
+    }
+    wait_for_signals(&switch, args.config.as_ref()).await?;
+    tracing::info!("shutting down: no new connections, finishing in-flight transactions");
+    shutdown.cancel();
+    if tokio::time::timeout(DRAIN, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("in-flight transactions still running after {DRAIN:?}; exiting");
+    }
+    Ok(())
+}
+
+/// Until SIGTERM or Ctrl-C; SIGHUP reloads the config file.
+async fn wait_for_signals(switch: &Arc<Switch>, path: Option<&PathBuf>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(switch, path),
+            _ = terminate.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn reload(switch: &Switch, path: Option<&PathBuf>) {
+    let result = load_config(path).and_then(|c| Ok(switch.reload(c)?));
+    match result {
+        Ok(generation) => {
+            metrics::counter!("isoswitch_config_reloads_total", "result" => "ok").increment(1);
+            tracing::info!(generation, "config reloaded");
+        }
+        Err(e) => {
+            metrics::counter!("isoswitch_config_reloads_total", "result" => "error").increment(1);
+            tracing::error!(error = %format!("{e:#}"), "config reload refused; the old config keeps running");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Terminal listeners: bind, accept (plain TCP or TLS), cap connections with a
+//! semaphore, and run one task per connection. `Listener::run` is the entry
+//! point tests use on 127.0.0.1:0.
+
+mod connection;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ListenerConfig;
+use crate::frame::{FrameConfig, LengthHeader};
+use crate::iso8583::Spec;
+use crate::switch::{Inbound, Switch};
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("listener {listener:?}: cannot bind {bind}: {source}")]
+    Bind {
+        listener: String,
+        bind: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {listener:?}: {message}")]
+    Setup { listener: String, message: String },
+}
+
+/// What every connection of one listener shares.
+pub(crate) struct ListenerContext {
+    pub inbound: Inbound,
+    pub spec: Arc<Spec>,
+    pub frame: FrameConfig,
+    pub idle_timeout: Duration,
+}
+
+/// A bound listener, ready to run.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    context: Arc<ListenerContext>,
+    limit: Arc<Semaphore>,
+}
+
+/// The frame layout a listener or link config names.
+pub fn frame_config(header: &str, includes_self: bool, tpdu: bool) -> Result<FrameConfig, String> {
+    let header: LengthHeader = header.parse().map_err(|e| format!("{e}"))?;
+    Ok(FrameConfig {
+        header,
+        header_includes_self: includes_self,
+        tpdu,
+        ..FrameConfig::default()
+    })
+}
+
+impl Listener {
+    /// Binds the configured address (port 0 picks a free one).
+    pub async fn bind(config: &ListenerConfig) -> Result<Listener, ServerError> {
+        let setup = |message: String| ServerError::Setup {
+            listener: config.name.clone(),
+            message,
+        };
+        let spec = crate::specs::resolve(&config.spec).map_err(|e| setup(e.to_string()))?;
+        let frame = frame_config(config.header(), config.header_includes_self, config.tpdu)
+            .map_err(setup)?;
+        let tls = match &config.tls {
+            Some(t) => Some(tls::acceptor(t).map_err(|e| setup(e.to_string()))?),
+            None => None,
+        };
+        let tcp = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                listener: config.name.clone(),
+                bind: config.bind,
+                source,
+            })?;
+        Ok(Listener {
+            tcp,
+            tls,
+            context: Arc::new(ListenerContext {
+                inbound: Inbound {
+                    listener: Arc::from(config.name.as_str()),
+                    channel: config.channel,
+                },
+                spec: Arc::new(spec),
+                frame,
+                idle_timeout: Duration::from_secs(config.idle_timeout_s.max(1)),
+            }),
+            limit: Arc::new(Semaphore::new(config.max_connections.max(1) as usize)),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.context.inbound.listener
+    }
+
+    /// Accepts until `shutdown`, then waits for open connections to finish
+    /// their in-flight transactions.
+    pub async fn run(self, switch: Arc<Switch>, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let name = self.context.inbound.listener.to_string();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.tcp.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, don't spin.
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                metrics::counter!("isoswitch_connections_refused_total", "listener" => name.clone()).increment(1);
+                tracing::warn!(listener = %name, "connection refused: max_connections reached");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let context = self.context.clone();
+            let switch = switch.clone();
+            let shutdown = shutdown.clone();
+            let tls = self.tls.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                let label = context.inbound.listener.to_string();
+                metrics::counter!("isoswitch_connections_accepted_total", "listener" => label.clone()).increment(1);
+                metrics::gauge!("isoswitch_connections_open", "listener" => label.clone()).increment(1.0);
+                match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls_stream) => connection::serve(tls_stream, context, switch, shutdown).await,
+                        Err(e) => {
+                            metrics::counter!("isoswitch_tls_handshake_failures_total", "listener" => label.clone())
+                                .increment(1);
+                            tracing::warn!(listener = %label, %peer, error = %e, "TLS handshake failed");
+                        }
+                    },
+                    None => connection::serve(stream, context, switch, shutdown).await,
+                }
+                metrics::gauge!("isoswitch_connections_open", "listener" => label).decrement(1.0);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+}

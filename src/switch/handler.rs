@@ -1,0 +1,438 @@
+//! The stages of one message, each a function: classify, check the format and
+//! the channel, route by BIN, forward to the issuer, and build the response.
+//! Every way out of here is a response code from DESIGN.md's table.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::originals::{Original, OriginalKey};
+use super::{Inbound, Switch};
+use crate::config::Channel;
+use crate::iso8583::fields::{mask_pan, ProcessingCode};
+use crate::iso8583::{Message, Mti, ResponseCode};
+use crate::upstream::UpstreamError;
+
+/// Fields a switch-built response echoes from the request.
+const ECHOED: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 70];
+
+/// What kind of message arrived, by MTI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Network,
+    Request,
+    Advice,
+    Reversal,
+    /// A response nobody asked for.
+    Response,
+    Unsupported,
+}
+
+fn classify(mti: Mti) -> Kind {
+    if !mti.is_request() {
+        return Kind::Response;
+    }
+    match (mti.class(), mti.function()) {
+        (8, 0) => Kind::Network,
+        (1, 0) | (2, 0) => Kind::Request,
+        (1, 2) | (2, 2) => Kind::Advice,
+        (4, 0) | (4, 2) => Kind::Reversal,
+        _ => Kind::Unsupported,
+    }
+}
+
+/// The switch's own answer to `request` with response code `code`.
+pub fn decline(request: &Message, code: ResponseCode) -> Message {
+    let mti = request.mti().response().unwrap_or(request.mti());
+    let mut response = Message::new(mti);
+    for n in ECHOED {
+        if let Some(v) = request.get(n) {
+            // ECHOED holds data-field numbers only.
+            let _ = response.set(n, v);
+        }
+    }
+    let _ = response.set(39, code.as_bytes());
+    response
+}
+
+pub(super) async fn handle(sw: &Switch, from: &Inbound, request: Message) -> Option<Message> {
+    let started = Instant::now();
+    let kind = classify(request.mti());
+    let mti_label = match kind {
+        Kind::Unsupported | Kind::Response => "other",
+        _ => mti_label(request.mti()),
+    };
+    let (response, route) = match kind {
+        Kind::Response => {
+            metrics::counter!("isoswitch_unsolicited_responses_total", "listener" => from.listener.to_string())
+                .increment(1);
+            return None;
+        }
+        Kind::Network => (network(&request), None),
+        Kind::Request => authorize(sw, from, &request).await,
+        Kind::Advice => advice(sw, &request),
+        Kind::Reversal => reverse(sw, &request),
+        Kind::Unsupported => (decline(&request, ResponseCode::INVALID_TRANSACTION), None),
+    };
+    let code = response
+        .get_str(39)
+        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("--")
+        .to_string();
+    let route_label = route.as_deref().unwrap_or("none").to_string();
+    metrics::counter!(
+        "isoswitch_transactions_total",
+        "listener" => from.listener.to_string(),
+        "channel" => from.channel.as_str(),
+        "mti" => mti_label,
+        "route" => route_label.clone(),
+        "response_code" => code.clone(),
+    )
+    .increment(1);
+    metrics::histogram!(
+        "isoswitch_transaction_duration_seconds",
+        "listener" => from.listener.to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        listener = %from.listener,
+        mti = %request.mti(),
+        route = %route_label,
+        rrn = response.get_str(37).unwrap_or(""),
+        pan = %request.get_str(2).map(mask_pan).unwrap_or_default(),
+        response_code = %code,
+        micros = started.elapsed().as_micros() as u64,
+        "transaction"
+    );
+    Some(response)
+}
+
+/// MTIs the switch handles, as a bounded label set.
+fn mti_label(mti: Mti) -> &'static str {
+    match mti.as_bytes() {
+        b"0100" => "0100",
+        b"0101" => "0101",
+        b"0120" => "0120",
+        b"0121" => "0121",
+        b"0200" => "0200",
+        b"0201" => "0201",
+        b"0220" => "0220",
+        b"0221" => "0221",
+        b"0400" => "0400",
+        b"0401" => "0401",
+        b"0420" => "0420",
+        b"0421" => "0421",
+        b"0800" => "0800",
+        _ => "other",
+    }
+}
+
+/// 0800 on a terminal link: sign-on (001), sign-off (002) and echo (301) are
+/// answered by the switch itself.
+fn network(request: &Message) -> Message {
+    match request.get(70) {
+        Some(b"001" | b"002" | b"301") => decline(request, ResponseCode::APPROVED),
+        _ => decline(request, ResponseCode::INVALID_TRANSACTION),
+    }
+}
+
+/// Checks the fields every authorization and financial request needs; the
+/// error is logged and answered with 30.
+fn check_format(request: &Message) -> Result<(), crate::iso8583::FieldError> {
+    request.pan()?;
+    request.processing_code()?;
+    request.amount()?;
+    request.stan()?;
+    request.terminal_id()?;
+    if request.has(7) {
+        request.transmission_time()?;
+    }
+    Ok(())
+}
+
+/// Whether this channel may carry this MTI, processing code and amount.
+fn check_channel(channel: Channel, request: &Message) -> Result<(), ResponseCode> {
+    let pc = request
+        .processing_code()
+        .map_err(|_| ResponseCode::FORMAT_ERROR)?;
+    let amount = request.amount().map_err(|_| ResponseCode::FORMAT_ERROR)?;
+    let class = request.mti().class();
+    let allowed = matches!(
+        (class, pc.transaction_type),
+        (
+            1,
+            ProcessingCode::PURCHASE | ProcessingCode::CASH | 30 | ProcessingCode::BALANCE_INQUIRY
+        ) | (
+            2,
+            ProcessingCode::PURCHASE
+                | ProcessingCode::CASH
+                | ProcessingCode::REFUND
+                | ProcessingCode::BALANCE_INQUIRY
+        )
+    );
+    if !allowed {
+        return Err(ResponseCode::INVALID_TRANSACTION);
+    }
+    if channel == Channel::VirtualTerminal && pc.transaction_type == ProcessingCode::CASH {
+        return Err(ResponseCode::INVALID_TRANSACTION);
+    }
+    // Zero only for account verification (0100 purchase) and balance inquiries.
+    let zero_ok = matches!(pc.transaction_type, 30 | ProcessingCode::BALANCE_INQUIRY)
+        || (class == 1 && pc.transaction_type == ProcessingCode::PURCHASE);
+    if amount.0 == 0 && !zero_ok {
+        return Err(ResponseCode::INVALID_AMOUNT);
+    }
+    Ok(())
+}
+
+/// 0100/0200: check, route, forward, answer.
+async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, Option<Arc<str>>) {
+    if let Err(e) = check_format(request) {
+        tracing::debug!(listener = %from.listener, error = %e, "format error");
+        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+    }
+    if let Err(code) = check_channel(from.channel, request) {
+        return (decline(request, code), None);
+    }
+    let snapshot = sw.snapshot.load();
+    let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
+        return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
+    };
+    let issuer = route.issuer.clone();
+    let route_name = route.name.clone();
+    drop(snapshot);
+
+    let mut outbound = request.clone();
+    if !outbound.has(37) {
+        let _ = outbound.set(37, sw.rrn.next());
+    }
+    // Switch-built answers echo the RRN the issuer saw, generated or not.
+    let mut echo = request.clone();
+    if let Some(rrn) = outbound.get(37) {
+        let _ = echo.set(37, rrn);
+    }
+    let key = OriginalKey::of_request(request);
+    let remember = |issuer_stan: u32, reversed: bool| {
+        if let Some(key) = key {
+            sw.originals.insert(
+                key,
+                Original {
+                    mti: request.mti().original(),
+                    issuer: Arc::from(issuer.name()),
+                    issuer_stan,
+                    reversed,
+                    at: Instant::now(),
+                },
+            );
+        }
+    };
+    let response_mti = request.mti().response().unwrap_or(request.mti());
+    let response = match issuer.request_traced(outbound).await {
+        Ok((mut response, issuer_stan)) => {
+            response.set_mti(response_mti);
+            if response.response_code().is_err() {
+                tracing::warn!(
+                    issuer = issuer.name(),
+                    "issuer response without a valid field 39"
+                );
+                let _ = response.set(39, ResponseCode::SYSTEM_MALFUNCTION.as_bytes());
+            }
+            remember(issuer_stan.0, false);
+            response
+        }
+        Err(
+            UpstreamError::Timeout { issuer_stan } | UpstreamError::ConnectionLost { issuer_stan },
+        ) => {
+            // The issuer may have approved: upstream has queued a reversal already.
+            remember(issuer_stan.0, true);
+            decline(&echo, ResponseCode::ISSUER_INOPERATIVE)
+        }
+        Err(e) if e.is_upstream_fault() => decline(&echo, ResponseCode::ISSUER_INOPERATIVE),
+        Err(e) => {
+            tracing::error!(issuer = issuer.name(), error = %e, "forwarding failed");
+            decline(&echo, ResponseCode::SYSTEM_MALFUNCTION)
+        }
+    };
+    (response, Some(route_name))
+}
+
+/// 0120/0220: the switch takes responsibility for delivery and acknowledges.
+fn advice(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
+    if request.pan().is_err() || request.stan().is_err() {
+        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+    }
+    let snapshot = sw.snapshot.load();
+    let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
+        return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
+    };
+    let mut outbound = request.clone();
+    outbound.set_mti(request.mti().original());
+    route.issuer.store_and_forward(outbound);
+    (
+        decline(request, ResponseCode::APPROVED),
+        Some(route.name.clone()),
+    )
+}
+
+/// 0400/0420: find what the issuer saw, point field 90 at it, store and
+/// forward, and acknowledge. A transaction the switch already reversed itself
+/// (timeout, lost link) is acknowledged without a second reversal.
+fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
+    if request.stan().is_err() || request.terminal_id().is_err() {
+        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+    }
+    let snapshot = sw.snapshot.load();
+    let original = OriginalKey::of_reversal(request).and_then(|k| sw.originals.take(&k));
+    let mut outbound = request.clone();
+    outbound.set_mti(request.mti().original());
+    let target = match &original {
+        Some(o) if o.reversed => {
+            metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
+            return (decline(request, ResponseCode::APPROVED), None);
+        }
+        Some(o) => {
+            let field90 = original_data_for_issuer(request, o);
+            let _ = outbound.set(90, field90);
+            snapshot
+                .issuer(&o.issuer)
+                .map(|i| (i.clone(), Arc::<str>::from(o.issuer.as_ref())))
+        }
+        None => None,
+    };
+    let target = target.or_else(|| {
+        request
+            .get(2)
+            .and_then(|pan| snapshot.route(pan))
+            .map(|r| (r.issuer.clone(), r.name.clone()))
+    });
+    match target {
+        Some((issuer, label)) => {
+            if original.is_none() {
+                metrics::counter!("isoswitch_reversals_unmatched_total").increment(1);
+            }
+            issuer.store_and_forward(outbound);
+            (decline(request, ResponseCode::APPROVED), Some(label))
+        }
+        None if request.has(2) => (decline(request, ResponseCode::NO_SUCH_ISSUER), None),
+        None => (decline(request, ResponseCode::FORMAT_ERROR), None),
+    }
+}
+
+/// Field 90 as the issuer must see it: the original MTI, the STAN the switch
+/// sent, and the rest of the terminal's field 90 (time, institution ids).
+fn original_data_for_issuer(request: &Message, original: &Original) -> Vec<u8> {
+    let mut out = Vec::with_capacity(42);
+    out.extend_from_slice(original.mti.as_bytes());
+    out.extend_from_slice(&crate::iso8583::Stan(original.issuer_stan).to_digits());
+    match request.get(90) {
+        Some(v) if v.len() == 42 => out.extend_from_slice(&v[10..]),
+        _ => {
+            let time = request
+                .get(7)
+                .filter(|t| t.len() == 10)
+                .unwrap_or(b"0000000000");
+            out.extend_from_slice(time);
+            out.extend_from_slice(&[b'0'; 22]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(mti: &str, fields: &[(u8, &str)]) -> Message {
+        let mut m = Message::new(mti.parse().expect("mti"));
+        for (n, v) in fields {
+            m.set(*n, v).expect("data field");
+        }
+        m
+    }
+
+    fn purchase(pc: &str, amount: &str) -> Message {
+        request(
+            "0200",
+            &[
+                (2, "4111111111111111"),
+                (3, pc),
+                (4, amount),
+                (11, "000001"),
+                (41, "TERM0001"),
+            ],
+        )
+    }
+
+    #[test]
+    fn classifies_by_mti() {
+        let k = |s: &str| classify(s.parse().expect("mti"));
+        assert_eq!(k("0100"), Kind::Request);
+        assert_eq!(k("0201"), Kind::Request);
+        assert_eq!(k("0220"), Kind::Advice);
+        assert_eq!(k("0421"), Kind::Reversal);
+        assert_eq!(k("0800"), Kind::Network);
+        assert_eq!(k("0110"), Kind::Response);
+        assert_eq!(k("0300"), Kind::Unsupported);
+    }
+
+    #[test]
+    fn decline_echoes_the_request_and_sets_the_code() {
+        let r = decline(
+            &purchase("000000", "000000001000"),
+            ResponseCode::NO_SUCH_ISSUER,
+        );
+        assert_eq!(r.mti(), Mti::from_static("0210"));
+        assert_eq!(r.get_str(39), Some("15"));
+        assert_eq!(r.get_str(11), Some("000001"));
+    }
+
+    #[test]
+    fn channel_rules_give_12_and_13() {
+        let pos = Channel::Pos;
+        assert_eq!(
+            check_channel(pos, &purchase("000000", "000000001000")),
+            Ok(())
+        );
+        assert_eq!(
+            check_channel(pos, &purchase("500000", "000000001000")),
+            Err(ResponseCode::INVALID_TRANSACTION)
+        );
+        assert_eq!(
+            check_channel(pos, &purchase("000000", "000000000000")),
+            Err(ResponseCode::INVALID_AMOUNT)
+        );
+        assert_eq!(
+            check_channel(
+                Channel::VirtualTerminal,
+                &purchase("010000", "000000001000")
+            ),
+            Err(ResponseCode::INVALID_TRANSACTION)
+        );
+        let verification = request(
+            "0100",
+            &[
+                (2, "4111111111111111"),
+                (3, "000000"),
+                (4, "000000000000"),
+                (11, "000001"),
+                (41, "T"),
+            ],
+        );
+        assert_eq!(check_channel(pos, &verification), Ok(()));
+    }
+
+    #[test]
+    fn format_check_names_the_missing_field() {
+        let mut r = purchase("000000", "000000001000");
+        r.remove(41);
+        assert_eq!(check_format(&r).map_err(|e| e.field()), Err(41));
+    }
+
+    #[test]
+    fn network_management_answers_sign_on_and_echo_only() {
+        let echo = request("0800", &[(7, "1123184100"), (11, "000001"), (70, "301")]);
+        assert_eq!(network(&echo).get_str(39), Some("00"));
+        assert_eq!(network(&echo).mti(), Mti::from_static("0810"));
+        let other = request("0800", &[(11, "000001"), (70, "999")]);
+        assert_eq!(network(&other).get_str(39), Some("12"));
+    }
+}

@@ -1,0 +1,141 @@
+//! Routes and issuers as one immutable value. The switch loads it once per
+//! transaction from an `ArcSwap`; a reload builds a new one and swaps it whole, so
+//! a transaction never sees half of a change and in-flight ones finish on the old.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::SwitchError;
+use crate::config::{Config, IssuerConfig};
+use crate::route::BinTable;
+use crate::simulator::Simulator;
+use crate::upstream::Issuer;
+
+/// An issuer as configured, with the running links behind it.
+pub struct IssuerEntry {
+    pub config: IssuerConfig,
+    pub issuer: Issuer,
+    /// Cancelled when a reload drops this issuer; its links drain and close.
+    pub token: CancellationToken,
+}
+
+/// One route: its name (a metric label) and the issuer it sends to.
+pub struct Route {
+    pub name: Arc<str>,
+    pub issuer: Issuer,
+}
+
+/// Everything a transaction reads from configuration.
+pub struct Snapshot {
+    pub config: Config,
+    pub routes: BinTable<usize>,
+    pub route_list: Vec<Route>,
+    pub issuers: Vec<IssuerEntry>,
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing the running issuers of `previous` whose
+    /// configuration did not change (their links and outstanding requests stay).
+    /// Returns the tokens of the previous issuers that are no longer used; cancel
+    /// them once the new snapshot is live.
+    pub fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        simulator: Option<&Arc<Simulator>>,
+        shutdown: &CancellationToken,
+    ) -> Result<(Snapshot, Vec<CancellationToken>), SwitchError> {
+        let routes = config
+            .route_table()
+            .map_err(|e| SwitchError::Config(e.to_string()))?;
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        let mut kept = Vec::new();
+        for ic in &config.issuers {
+            let reused = previous.and_then(|p| {
+                p.issuers
+                    .iter()
+                    .position(|e| e.config == *ic)
+                    .map(|i| (i, &p.issuers[i]))
+            });
+            let entry = match reused {
+                Some((i, e)) => {
+                    kept.push(i);
+                    IssuerEntry {
+                        config: e.config.clone(),
+                        issuer: e.issuer.clone(),
+                        token: e.token.clone(),
+                    }
+                }
+                None => {
+                    let spec = crate::specs::resolve(&ic.spec)
+                        .map_err(|e| SwitchError::Config(format!("issuer {:?}: {e}", ic.name)))?;
+                    let token = shutdown.child_token();
+                    let issuer =
+                        Issuer::start(ic, Arc::new(spec), simulator.cloned(), token.clone())
+                            .map_err(|e| {
+                                SwitchError::Config(format!("issuer {:?}: {e}", ic.name))
+                            })?;
+                    IssuerEntry {
+                        config: ic.clone(),
+                        issuer,
+                        token,
+                    }
+                }
+            };
+            issuers.push(entry);
+        }
+        let mut route_list = Vec::with_capacity(config.routes.len());
+        for rc in &config.routes {
+            let entry = issuers
+                .iter()
+                .find(|e| e.config.name == rc.issuer)
+                .ok_or_else(|| {
+                    SwitchError::Config(format!(
+                        "route {:?}: issuer {:?} is not defined",
+                        rc.name, rc.issuer
+                    ))
+                })?;
+            route_list.push(Route {
+                name: Arc::from(rc.name.as_str()),
+                issuer: entry.issuer.clone(),
+            });
+        }
+        let retired = previous
+            .map(|p| {
+                p.issuers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !kept.contains(i))
+                    .map(|(_, e)| e.token.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        Ok((
+            Snapshot {
+                config,
+                routes,
+                route_list,
+                issuers,
+                generation,
+            },
+            retired,
+        ))
+    }
+
+    /// The route for a PAN: most specific BIN match.
+    #[inline]
+    pub fn route(&self, pan: &[u8]) -> Option<&Route> {
+        self.routes
+            .lookup(pan)
+            .and_then(|&i| self.route_list.get(i))
+    }
+
+    pub fn issuer(&self, name: &str) -> Option<&Issuer> {
+        self.issuers
+            .iter()
+            .find(|e| e.config.name == name)
+            .map(|e| &e.issuer)
+    }
+}
