@@ -76,6 +76,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Admin endpoints (`/admin/*`): off unless a bearer token is configured.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Absent unless some issuer uses the `"sim"` endpoint or `isoswitch issuer-sim` runs.
     #[serde(default)]
     pub simulator: Option<SimulatorConfig>,
@@ -270,6 +273,22 @@ impl Default for MetricsConfig {
             bind: default_metrics_bind(),
         }
     }
+}
+
+/// `/admin/routes`, `/admin/issuers` and `POST /admin/reload`. They answer only
+/// requests carrying `Authorization: Bearer <token>`; without a token configured
+/// they are off. `bind` puts them on their own address instead of the metrics one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default, deserialize_with = "optional_socket_addr")]
+    pub bind: Option<SocketAddr>,
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
 }
 
 /// The issuer simulator: answers by the first matching rule, else `default_response`.
@@ -753,6 +772,9 @@ impl Config {
             .map(|listener| (format!("listener {:?}", listener.name), listener.bind))
             .collect();
         binds.push(("metrics".to_owned(), self.metrics.bind));
+        if let Some(admin) = self.admin.bind {
+            binds.push(("admin".to_owned(), admin));
+        }
         if let Some(simulator) = &self.simulator {
             binds.push(("simulator".to_owned(), simulator.bind));
         }

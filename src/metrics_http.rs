@@ -1,14 +1,23 @@
-//! The metrics listener: the Prometheus recorder (installed once per process)
-//! and an HTTP server for `/metrics` and `/healthz`. Histograms use explicit
-//! buckets in seconds, as SRE dashboards expect.
+//! The operations listener: the Prometheus recorder (installed once per
+//! process), `/metrics`, `/healthz`, `/readyz`, and the token-guarded admin
+//! endpoints (`/admin/routes`, `/admin/issuers`, `POST /admin/reload`), which can
+//! also run on an address of their own.
 
-use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use axum::routing::get;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::switch::Switch;
 
 /// Latency buckets, 250 µs to 10 s: authorizations live in the low
 /// milliseconds, and issuer timeouts sit at a few seconds.
@@ -18,8 +27,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The process's Prometheus recorder, installed on first use. A second switch
-/// in the same process (tests) shares it.
+/// The process's Prometheus recorder, installed on first use, with the build
+/// info gauge set. A second switch in the same process (tests) shares it.
 pub fn recorder() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
@@ -29,22 +38,192 @@ pub fn recorder() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; ours still renders.
         let _ = metrics::set_global_recorder(recorder);
+        metrics::gauge!(
+            "isoswitch_build_info",
+            "version" => env!("CARGO_PKG_VERSION"),
+            "commit" => env!("ISOSWITCH_GIT_COMMIT"),
+        )
+        .set(1.0);
         handle
     })
 }
 
-/// Binds the metrics address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// What the endpoints read.
+pub struct OpsState {
+    pub switch: Arc<Switch>,
+    /// Set once every listener is bound.
+    pub listeners_bound: AtomicBool,
+    /// The file `POST /admin/reload` re-reads; None = the embedded default.
+    pub config_path: Option<PathBuf>,
+    pub admin_token: Option<String>,
 }
 
-/// Serves `/metrics` and `/healthz` until `shutdown`.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-    let handle = recorder().clone();
-    let app = axum::Router::new()
-        .route("/metrics", get(move || std::future::ready(handle.render())))
-        .route("/healthz", get(|| std::future::ready("ok\n")));
-    axum::serve(listener, app)
+impl OpsState {
+    pub fn new(
+        switch: Arc<Switch>,
+        config_path: Option<PathBuf>,
+        admin_token: Option<String>,
+    ) -> Arc<OpsState> {
+        Arc::new(OpsState {
+            switch,
+            listeners_bound: AtomicBool::new(false),
+            config_path,
+            admin_token,
+        })
+    }
+}
+
+/// `/metrics`, `/healthz` and `/readyz`.
+pub fn metrics_routes(state: Arc<OpsState>) -> Router {
+    Router::new()
+        .route("/metrics", get(|| async { recorder().render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// `/admin/*`.
+pub fn admin_routes(state: Arc<OpsState>) -> Router {
+    Router::new()
+        .route("/admin/routes", get(admin_routes_json))
+        .route("/admin/issuers", get(admin_issuers_json))
+        .route("/admin/reload", post(admin_reload))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// Ready when every listener is bound and every route's issuer has a live link.
+async fn readyz(State(state): State<Arc<OpsState>>) -> Response {
+    let mut problems = Vec::new();
+    if !state.listeners_bound.load(Ordering::Acquire) {
+        problems.push("listeners not bound yet".to_string());
+    }
+    let snapshot = state.switch.snapshot();
+    for route in &snapshot.route_list {
+        if !route.issuer.is_available() {
+            problems.push(format!(
+                "route {}: issuer {} has no live link",
+                route.name,
+                route.issuer.name()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "problems": problems })),
+        )
+            .into_response()
+    }
+}
+
+/// Compares without leaking the token's length or prefix through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xFF));
+    }
+    diff == 0
+}
+
+/// The refusal for a request without the admin token; None lets it through.
+fn refusal(state: &OpsState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = state.admin_token.as_deref() else {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                Json(
+                    json!({ "error": "admin endpoints are off: set [admin] token in the config" }),
+                ),
+            )
+                .into_response(),
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
+        _ => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({ "error": "expected Authorization: Bearer <admin token>" })),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+async fn admin_routes_json(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refusal(&state, &headers) {
+        return denied;
+    }
+    let snapshot = state.switch.snapshot();
+    let routes: Vec<_> = snapshot
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            let available = snapshot.issuer(&r.issuer).is_some_and(|i| i.is_available());
+            json!({
+                "name": r.name,
+                "bins": r.bins.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+                "issuer": r.issuer,
+                "issuer_available": available,
+            })
+        })
+        .collect();
+    Json(json!({ "generation": snapshot.generation, "routes": routes })).into_response()
+}
+
+async fn admin_issuers_json(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refusal(&state, &headers) {
+        return denied;
+    }
+    let snapshot = state.switch.snapshot();
+    let issuers: Vec<_> = snapshot.issuers.iter().map(|e| e.issuer.status()).collect();
+    Json(json!({ "generation": snapshot.generation, "issuers": issuers })).into_response()
+}
+
+async fn admin_reload(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refusal(&state, &headers) {
+        return denied;
+    }
+    match state.switch.reload_from(state.config_path.as_deref()) {
+        Ok(generation) => {
+            Json(json!({ "reloaded": true, "generation": generation })).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "reloaded": false, "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_needs_every_byte() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
 }

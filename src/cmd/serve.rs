@@ -2,13 +2,16 @@
 //! SIGHUP reload and a graceful SIGTERM/Ctrl-C shutdown.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use isoswitch::config::Config;
+use isoswitch::metrics_http::{self, OpsState};
 use isoswitch::server::Listener;
 use isoswitch::switch::Switch;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -45,16 +48,40 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let config = load_config(args.config.as_ref())?;
     isoswitch::metrics_http::recorder();
     let shutdown = CancellationToken::new();
-    let metrics = isoswitch::metrics_http::bind(config.metrics.bind)
+    let metrics = TcpListener::bind(config.metrics.bind)
         .await
         .with_context(|| format!("metrics: cannot bind {}", config.metrics.bind))?;
+    let admin = match config.admin.bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("admin: cannot bind {addr}"))?,
+        ),
+        None => None,
+    };
     let mut listeners = Vec::new();
     for lc in &config.listeners {
         listeners.push(Listener::bind(lc).await?);
     }
+    let admin_token = config.admin.token.clone();
     let switch = Switch::start(config, shutdown.clone())?;
-    tracing::info!(addr = %metrics.local_addr()?, "metrics on /metrics");
-    tokio::spawn(isoswitch::metrics_http::serve(metrics, shutdown.clone()));
+    let ops = OpsState::new(switch.clone(), args.config.clone(), admin_token);
+    ops.listeners_bound.store(true, Ordering::Release);
+
+    let mut ops_router = metrics_http::metrics_routes(ops.clone());
+    match admin {
+        Some(admin) => {
+            tracing::info!(addr = %admin.local_addr()?, "admin endpoints on /admin/*");
+            tokio::spawn(metrics_http::serve(
+                admin,
+                metrics_http::admin_routes(ops.clone()),
+                shutdown.clone(),
+            ));
+        }
+        None => ops_router = ops_router.merge(metrics_http::admin_routes(ops.clone())),
+    }
+    tracing::info!(addr = %metrics.local_addr()?, "metrics on /metrics, health on /healthz and /readyz");
+    tokio::spawn(metrics_http::serve(metrics, ops_router, shutdown.clone()));
     let mut running = tokio::task::JoinSet::new();
     for listener in listeners {
         tracing::info!(listener = listener.name(), addr = %listener.local_addr()?, "listening");
@@ -81,23 +108,12 @@ async fn wait_for_signals(switch: &Arc<Switch>, path: Option<&PathBuf>) -> Resul
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(switch, path),
+            _ = hangup.recv() => {
+                // reload_from logs and counts the outcome; a refusal keeps the old config.
+                let _ = switch.reload_from(path.map(PathBuf::as_path));
+            }
             _ = terminate.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-    }
-}
-
-fn reload(switch: &Switch, path: Option<&PathBuf>) {
-    let result = load_config(path).and_then(|c| Ok(switch.reload(c)?));
-    match result {
-        Ok(generation) => {
-            metrics::counter!("isoswitch_config_reloads_total", "result" => "ok").increment(1);
-            tracing::info!(generation, "config reloaded");
-        }
-        Err(e) => {
-            metrics::counter!("isoswitch_config_reloads_total", "result" => "error").increment(1);
-            tracing::error!(error = %format!("{e:#}"), "config reload refused; the old config keeps running");
         }
     }
 }

@@ -49,6 +49,11 @@ pub fn display_value(spec: &Spec, n: u8, value: &[u8]) -> String {
         }
         // Track 3, track 1, PIN block, security data: never shown.
         36 | 45 | 52 | 53 => "*".repeat(value.len().clamp(4, 16)),
+        // ICC data can carry the PAN (5A) and track 2 (57): only the masked
+        // tag rows below the field are shown.
+        55 if spec.field(55).is_some_and(|f| f.class.is_binary()) => {
+            format!("({} bytes of BER-TLV, tags below)", value.len())
+        }
         _ => match to_json(spec, &single(n, value))["fields"][n.to_string()].as_str() {
             Some(s) => s.to_string(),
             None => text(),
@@ -113,4 +118,33 @@ pub fn response_code_meaning(code: &str) -> &'static str {
     code.parse::<ResponseCode>()
         .map(|c| c.meaning())
         .unwrap_or("not a response code")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iso8583::Mti;
+
+    #[test]
+    fn card_secrets_never_appear_in_the_table() {
+        let spec = crate::specs::builtin("iso87ascii")
+            .expect("shipped")
+            .expect("compiles");
+        let mut msg = Message::new(Mti::from_static("0100"));
+        msg.set(2, "4111111111111111").expect("field");
+        msg.set(35, "4111111111111111=28121010000000000000")
+            .expect("field");
+        msg.set(52, [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF])
+            .expect("field");
+        let mut icc = Vec::new();
+        icc.extend_from_slice(&[0x5A, 0x08, 0x41, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11]);
+        msg.set(55, icc).expect("field");
+        msg.set(39, "05").expect("field");
+        let table = explain(&spec, &msg);
+        assert!(!table.contains("4111111111111111"), "{table}");
+        assert!(!table.contains("0123456789ABCDEF"), "{table}");
+        assert!(!table.contains("5A084111"), "{table}");
+        assert!(table.contains("411111******1111"), "{table}");
+        assert!(table.contains("do not honour"), "{table}");
+    }
 }

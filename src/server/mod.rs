@@ -80,6 +80,15 @@ impl Listener {
                 bind: config.bind,
                 source,
             })?;
+        // Registered at zero so dashboards and rate() see the series before the
+        // first event.
+        for name in [
+            "isoswitch_connections_refused_total",
+            "isoswitch_framing_errors_total",
+            "isoswitch_connections_accepted_total",
+        ] {
+            metrics::counter!(name, "listener" => config.name.clone()).increment(0);
+        }
         Ok(Listener {
             tcp,
             tls,

@@ -147,6 +147,30 @@ impl Switch {
         Ok(generation)
     }
 
+    /// Reloads from a config file (None = the embedded default), counting the
+    /// result; a refused config leaves the running one in place.
+    pub fn reload_from(&self, path: Option<&std::path::Path>) -> Result<u64, SwitchError> {
+        let config = match path {
+            Some(p) => Config::load(p),
+            None => Config::embedded_default(),
+        };
+        let result = config
+            .map_err(|e| SwitchError::Config(e.to_string()))
+            .and_then(|c| self.reload(c));
+        match &result {
+            Ok(generation) => {
+                metrics::counter!("isoswitch_config_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(generation, "config reloaded");
+            }
+            Err(e) => {
+                metrics::counter!("isoswitch_config_reloads_total", "result" => "error")
+                    .increment(1);
+                tracing::error!(error = %e, "config reload refused; the old config keeps running");
+            }
+        }
+        result
+    }
+
     /// Answers one message from a terminal; None for messages that get no
     /// answer (responses sent to the switch unasked).
     pub async fn handle(

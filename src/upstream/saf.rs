@@ -90,6 +90,8 @@ struct SafShared {
     depth_gauge: Gauge,
     reversals_sent: Counter,
     reversals_acknowledged: Counter,
+    advices_sent: Counter,
+    advices_acknowledged: Counter,
 }
 
 impl SafShared {
@@ -117,8 +119,10 @@ impl SafQueue {
             reversals_sent: counter!("isoswitch_reversals_sent_total", "issuer" => label.clone()),
             reversals_acknowledged: counter!(
                 "isoswitch_reversals_acknowledged_total",
-                "issuer" => label
+                "issuer" => label.clone()
             ),
+            advices_sent: counter!("isoswitch_advices_sent_total", "issuer" => label.clone()),
+            advices_acknowledged: counter!("isoswitch_advices_acknowledged_total", "issuer" => label),
         });
         (SafQueue { intake, shared }, SafIntake(receiver))
     }
@@ -199,12 +203,16 @@ pub(crate) async fn run(
             head.attempts += 1;
             if is_reversal {
                 shared.reversals_sent.increment(1);
+            } else {
+                shared.advices_sent.increment(1);
             }
         }
         match outcome {
             Ok((response, _)) => {
                 if is_reversal {
                     shared.reversals_acknowledged.increment(1);
+                } else {
+                    shared.advices_acknowledged.increment(1);
                 }
                 tracing::debug!(
                     issuer = %shared.issuer,

@@ -1,0 +1,491 @@
+//! What SREs see: exact counters after known traffic, readiness that follows the
+//! issuer links, token-guarded admin endpoints, and dashboards that only use
+//! metric names the switch really exports. Every switch binds 127.0.0.1:0 and
+//! uses its own listener name, so tests sharing the process recorder stay apart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use isoswitch::config::Config;
+use isoswitch::frame::{Frame, FrameCodec, FrameConfig};
+use isoswitch::iso8583::{Message, Mti, Spec};
+use isoswitch::metrics_http::{self, OpsState};
+use isoswitch::server::Listener;
+use isoswitch::switch::Switch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Running {
+    terminal: SocketAddr,
+    ops: SocketAddr,
+    switch: Arc<Switch>,
+    token: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+fn config(listener: &str, issuer_endpoints: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "{listener}"
+bind = "127.0.0.1:0"
+channel = "pos"
+spec = "iso87ascii"
+header = "2b"
+
+[[issuer]]
+name = "{listener}-issuer"
+endpoints = [{issuer_endpoints}]
+timeout_ms = 300
+echo_interval_s = 0
+
+[[route]]
+name = "all"
+bins = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+issuer = "{listener}-issuer"
+
+[metrics]
+bind = "127.0.0.1:0"
+
+[admin]
+token = "s3cret"
+
+[simulator]
+bind = "127.0.0.1:0"
+default_response = "00"
+
+[[simulator.rule]]
+pan_prefix = "4000000000000002"
+respond = "05"
+
+[[simulator.rule]]
+amount_min = 99900
+amount_max = 99999
+respond = "drop"
+{extra}
+"#
+    )
+}
+
+async fn start(text: &str) -> Running {
+    metrics_http::recorder();
+    let config = Config::from_toml_str(text, "test").expect("valid config");
+    let token = CancellationToken::new();
+    let listener = Listener::bind(&config.listeners[0]).await.expect("binds");
+    let terminal = listener.local_addr().expect("addr");
+    let switch = Switch::start(config, token.clone()).expect("starts");
+    let ops = OpsState::new(switch.clone(), None, Some("s3cret".into()));
+    ops.listeners_bound
+        .store(true, std::sync::atomic::Ordering::Release);
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let ops_addr = http.local_addr().expect("addr");
+    let router = metrics_http::metrics_routes(ops.clone()).merge(metrics_http::admin_routes(ops));
+    tokio::spawn(metrics_http::serve(http, router, token.clone()));
+    tokio::spawn(listener.run(switch.clone(), token.clone()));
+    Running {
+        terminal,
+        ops: ops_addr,
+        switch,
+        token,
+    }
+}
+
+fn spec() -> Spec {
+    isoswitch::specs::builtin("iso87ascii")
+        .expect("shipped")
+        .expect("compiles")
+}
+
+fn auth(pan: &str, amount: &str, stan: u32) -> Message {
+    let mut m = Message::new(Mti::from_static("0100"));
+    let stan = format!("{stan:06}");
+    for (n, v) in [
+        (2, pan),
+        (3, "000000"),
+        (4, amount),
+        (7, "1123184100"),
+        (11, stan.as_str()),
+        (14, "3012"),
+        (41, "TERM0001"),
+        (49, "840"),
+    ] {
+        m.set(n, v).expect("field");
+    }
+    m
+}
+
+/// Sends each message on one connection and returns the responses in order.
+async fn exchange(addr: SocketAddr, requests: &[Message]) -> Vec<Message> {
+    let spec = spec();
+    let stream = TcpStream::connect(addr).await.expect("connects");
+    let mut framed = Framed::new(stream, FrameCodec::new(FrameConfig::default()));
+    let mut out = Vec::new();
+    for request in requests {
+        let wire = request.encode(&spec).expect("encodes");
+        framed.send(Frame::new(wire)).await.expect("sends");
+        let frame = tokio::time::timeout(WAIT, framed.next())
+            .await
+            .expect("answered in time")
+            .expect("connection open")
+            .expect("framing ok");
+        out.push(Message::decode(&spec, frame.payload).expect("response decodes"));
+    }
+    out
+}
+
+/// A plain HTTP/1.1 request; returns (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("answered in time")
+        .expect("reads");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// Parsed exposition lines: (name, labels) → value.
+fn samples(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(p) => p,
+            None => continue,
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut map = BTreeMap::new();
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once("=\"") {
+                map.insert(k.to_string(), v.trim_end_matches('"').to_string());
+            }
+        }
+        if let Ok(v) = value.parse() {
+            out.insert((name.to_string(), map), v);
+        }
+    }
+    out
+}
+
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text)
+        .into_iter()
+        .filter(|((n, l), _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[tokio::test]
+async fn transaction_counters_match_known_traffic_exactly() {
+    let running = start(&config("obs-exact", "\"sim\"", "")).await;
+    let mut requests = Vec::new();
+    for i in 0..3 {
+        requests.push(auth("4111111111111111", "000000000100", i + 1));
+    }
+    for i in 0..2 {
+        requests.push(auth("4000000000000002", "000000000100", i + 10));
+    }
+    let mut missing_terminal = auth("4111111111111111", "000000000100", 20);
+    missing_terminal.remove(41);
+    requests.push(missing_terminal);
+    let responses = exchange(running.terminal, &requests).await;
+    let codes: Vec<_> = responses
+        .iter()
+        .map(|r| r.get_str(39).unwrap_or("").to_string())
+        .collect();
+    assert_eq!(codes, ["00", "00", "00", "05", "05", "30"]);
+
+    let (status, body) = http(running.ops, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let listener = ("listener", "obs-exact");
+    let by_code = |code| {
+        value(
+            &body,
+            "isoswitch_transactions_total",
+            &[listener, ("mti", "0100"), ("response_code", code)],
+        )
+    };
+    assert_eq!(by_code("00"), 3.0);
+    assert_eq!(by_code("05"), 2.0);
+    assert_eq!(by_code("30"), 1.0);
+    assert_eq!(
+        value(
+            &body,
+            "isoswitch_transactions_total",
+            &[listener, ("route", "all")]
+        ),
+        5.0,
+        "the format error never reached routing"
+    );
+    assert_eq!(
+        value(&body, "isoswitch_connections_accepted_total", &[listener]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &body,
+            "isoswitch_transaction_duration_seconds_count",
+            &[listener]
+        ),
+        6.0
+    );
+    assert_eq!(
+        value(
+            &body,
+            "isoswitch_issuer_requests_total",
+            &[("issuer", "obs-exact-issuer")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(
+            &body,
+            "isoswitch_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_is_counted_and_reversed_once() {
+    let running = start(&config("obs-timeout", "\"sim\"", "")).await;
+    let responses = exchange(
+        running.terminal,
+        &[auth("4111111111111111", "000000099950", 1)],
+    )
+    .await;
+    assert_eq!(responses[0].get_str(39), Some("91"));
+    let issuer = ("issuer", "obs-timeout-issuer");
+    let mut body = String::new();
+    for _ in 0..200 {
+        body = http(running.ops, "GET", "/metrics", None).await.1;
+        if value(&body, "isoswitch_reversals_acknowledged_total", &[issuer]) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        value(&body, "isoswitch_issuer_timeouts_total", &[issuer]),
+        1.0
+    );
+    assert_eq!(
+        value(&body, "isoswitch_reversals_sent_total", &[issuer]),
+        1.0
+    );
+    assert_eq!(
+        value(&body, "isoswitch_reversals_acknowledged_total", &[issuer]),
+        1.0
+    );
+    assert_eq!(value(&body, "isoswitch_saf_depth", &[issuer]), 0.0);
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_bearer_token() {
+    let running = start(&config("obs-admin", "\"sim\"", "")).await;
+    assert_eq!(http(running.ops, "GET", "/admin/routes", None).await.0, 401);
+    assert_eq!(
+        http(running.ops, "GET", "/admin/routes", Some("wrong"))
+            .await
+            .0,
+        401
+    );
+    let (status, body) = http(running.ops, "GET", "/admin/routes", Some("s3cret")).await;
+    assert_eq!(status, 200);
+    let routes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(routes["routes"][0]["name"], "all");
+    assert_eq!(routes["routes"][0]["issuer_available"], true);
+    let (status, body) = http(running.ops, "GET", "/admin/issuers", Some("s3cret")).await;
+    assert_eq!(status, 200);
+    let issuers: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(issuers["issuers"][0]["name"], "obs-admin-issuer");
+    // The embedded default is what a reload without a file re-reads.
+    let (status, body) = http(running.ops, "POST", "/admin/reload", Some("s3cret")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(running.switch.snapshot().generation, 2);
+    assert_eq!(http(running.ops, "GET", "/healthz", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn readiness_follows_the_only_issuer_going_down_and_back() {
+    let sim_config = Config::from_toml_str(&config("obs-ready-sim", "\"sim\"", ""), "sim")
+        .expect("valid")
+        .simulator
+        .expect("has a simulator");
+    let sim = Arc::new(isoswitch::simulator::Simulator::new(&sim_config).expect("simulator"));
+    let sim_token = CancellationToken::new();
+    let (sim_addr, _task) =
+        isoswitch::simulator::bind_and_serve_with(sim.clone(), &sim_config, sim_token.clone())
+            .await
+            .expect("simulator binds");
+    let running = start(&config("obs-ready", &format!("\"{sim_addr}\""), "")).await;
+
+    let wait_for = |want: u16| {
+        let ops = running.ops;
+        async move {
+            for _ in 0..800 {
+                if http(ops, "GET", "/readyz", None).await.0 == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        }
+    };
+    assert!(wait_for(200).await, "ready once the link is up");
+    sim_token.cancel();
+    assert!(wait_for(503).await, "not ready with the only issuer down");
+    let mut restarted = sim_config.clone();
+    restarted.bind = sim_addr;
+    let again = CancellationToken::new();
+    let _second = isoswitch::simulator::bind_and_serve_with(sim, &restarted, again.clone())
+        .await
+        .expect("simulator binds its old port again");
+    assert!(wait_for(200).await, "ready again after reconnecting");
+    again.cancel();
+}
+
+/// Metric names in PromQL expressions, histogram suffixes folded onto their base.
+fn names_in(expr: &str, exported: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("isoswitch_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| exported.contains(*b)))
+            .unwrap_or(name);
+        out.insert(base.to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn collect_json_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_json_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_json_exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn dashboards_and_alerts_use_only_exported_metrics() {
+    let running = start(&config("obs-names", "\"sim\"", "")).await;
+    let mut advice = auth("4111111111111111", "000000000100", 9);
+    advice.set_mti(Mti::from_static("0120"));
+    exchange(
+        running.terminal,
+        &[
+            auth("4111111111111111", "000000000100", 1),
+            auth("4111111111111112", "000000000100", 2),
+            auth("4111111111111111", "000000099950", 3),
+            advice,
+        ],
+    )
+    .await;
+    // An undecodable body behind a valid length header: answered 30, counted.
+    let stream = TcpStream::connect(running.terminal).await.expect("connects");
+    let mut framed = Framed::new(stream, FrameCodec::new(FrameConfig::default()));
+    framed.send(Frame::new(&b"0100garbage"[..])).await.expect("sends");
+    let answer = tokio::time::timeout(WAIT, framed.next())
+        .await
+        .expect("answered")
+        .expect("open")
+        .expect("frame");
+    let answer = Message::decode(&spec(), answer.payload).expect("decodes");
+    assert_eq!(answer.get_str(39), Some("30"));
+    let _ = running.switch.reload(
+        Config::from_toml_str(&config("obs-names", "\"sim\"", ""), "again").expect("valid"),
+    );
+    let _ = running
+        .switch
+        .reload_from(Some(std::path::Path::new("/nonexistent/isoswitch.toml")));
+    let body = http(running.ops, "GET", "/metrics", None).await.1;
+    let exported: BTreeSet<String> = samples(&body)
+        .into_keys()
+        .map(|(name, _)| name)
+        .flat_map(|n| {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s).map(str::to_string));
+            [Some(n), base].into_iter().flatten()
+        })
+        .collect();
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/dashboards/isoswitch.json"))
+            .expect("dashboard file"),
+    )
+    .expect("dashboard is JSON");
+    let mut exprs = Vec::new();
+    collect_json_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "dashboard has its panels");
+
+    let alerts_text =
+        std::fs::read_to_string(format!("{root}/dashboards/alerts.yml")).expect("alerts file");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&alerts_text).expect("alerts are YAML");
+    let rules = docs[0]["groups"][0]["rules"].as_vec().expect("a rule list");
+    assert!(rules.len() >= 5);
+    for rule in rules {
+        exprs.push(
+            rule["expr"]
+                .as_str()
+                .expect("every rule has an expr")
+                .to_string(),
+        );
+    }
+
+    let used: BTreeSet<String> = exprs.iter().flat_map(|e| names_in(e, &exported)).collect();
+    let missing: Vec<_> = used.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "not exported by the switch: {missing:?}"
+    );
+}
