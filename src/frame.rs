@@ -539,6 +539,20 @@ impl FrameError {
             Self::PayloadTooLong { .. } | Self::EmptyPayload | Self::TpduMismatch { .. } => false,
         }
     }
+
+    /// A short fixed name, fit for a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadAsciiLength { .. } => "bad_ascii_length",
+            Self::Oversized { .. } => "oversized",
+            Self::Undersized { .. } => "undersized",
+            Self::Truncated { .. } => "truncated",
+            Self::PayloadTooLong { .. } => "payload_too_long",
+            Self::EmptyPayload => "empty_payload",
+            Self::TpduMismatch { .. } => "tpdu_mismatch",
+            Self::Io(_) => "io",
+        }
+    }
 }
 
 /// `tokio_util` codec for one connection. Use one per connection: it counts the

@@ -430,9 +430,14 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
     )
     .await;
     // An undecodable body behind a valid length header: answered 30, counted.
-    let stream = TcpStream::connect(running.terminal).await.expect("connects");
+    let stream = TcpStream::connect(running.terminal)
+        .await
+        .expect("connects");
     let mut framed = Framed::new(stream, FrameCodec::new(FrameConfig::default()));
-    framed.send(Frame::new(&b"0100garbage"[..])).await.expect("sends");
+    framed
+        .send(Frame::new(&b"0100garbage"[..]))
+        .await
+        .expect("sends");
     let answer = tokio::time::timeout(WAIT, framed.next())
         .await
         .expect("answered")
@@ -440,6 +445,19 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
         .expect("frame");
     let answer = Message::decode(&spec(), answer.payload).expect("decodes");
     assert_eq!(answer.get_str(39), Some("30"));
+    // A length header over the frame limit: that connection is closed, counted.
+    let mut bad = TcpStream::connect(running.terminal)
+        .await
+        .expect("connects");
+    bad.write_all(&[0xFF, 0xFF]).await.expect("writes");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, bad.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "no answer to a broken frame"
+    );
     let _ = running.switch.reload(
         Config::from_toml_str(&config("obs-names", "\"sim\"", ""), "again").expect("valid"),
     );

@@ -61,6 +61,27 @@ pub enum ErrorKind {
     TrailingBytes { count: usize },
 }
 
+impl ErrorKind {
+    /// A short fixed name, fit for a metric label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorKind::Truncated { .. } => "truncated",
+            ErrorKind::BadLengthPrefix { .. } => "bad_length_prefix",
+            ErrorKind::TooLong { .. } => "too_long",
+            ErrorKind::WrongLength { .. } => "wrong_length",
+            ErrorKind::InvalidContent { .. } => "invalid_content",
+            ErrorKind::InvalidBcd { .. } => "invalid_bcd",
+            ErrorKind::BadFiller { .. } => "bad_filler",
+            ErrorKind::InvalidHex { .. } => "invalid_hex",
+            ErrorKind::InvalidEbcdic { .. } => "invalid_ebcdic",
+            ErrorKind::BadMti { .. } => "bad_mti",
+            ErrorKind::UndefinedField => "undefined_field",
+            ErrorKind::NoTertiaryBitmap => "no_tertiary_bitmap",
+            ErrorKind::TrailingBytes { .. } => "trailing_bytes",
+        }
+    }
+}
+
 /// Whether the error was met reading wire bytes or checking a value to encode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

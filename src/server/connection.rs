@@ -63,8 +63,12 @@ pub(super) async fn serve<S>(
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(e))) => {
                 // The stream cannot be resynchronised after a framing error.
-                metrics::counter!("isoswitch_framing_errors_total", "listener" => listener.to_string())
-                    .increment(1);
+                metrics::counter!(
+                    "isoswitch_framing_errors_total",
+                    "listener" => listener.to_string(),
+                    "reason" => e.reason(),
+                )
+                .increment(1);
                 tracing::warn!(listener = %listener, error = %e, "framing error, closing connection");
                 break;
             }
@@ -90,15 +94,10 @@ async fn answer(context: &ListenerContext, switch: &Switch, frame: &Frame) -> Op
     let response = match Message::decode(spec, frame.payload.clone()) {
         Ok(request) => switch.handle(&context.inbound, request).await?,
         Err(e) => {
-            let reason = format!("{:?}", e.kind())
-                .split([' ', '{', '('])
-                .next()
-                .unwrap_or("other")
-                .to_string();
             metrics::counter!(
                 "isoswitch_decode_errors_total",
                 "listener" => context.inbound.listener.to_string(),
-                "reason" => reason,
+                "reason" => e.kind().name(),
             )
             .increment(1);
             // Only the part, offset and kind: the bytes may hold card data.

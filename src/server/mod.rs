@@ -84,7 +84,6 @@ impl Listener {
         // first event.
         for name in [
             "isoswitch_connections_refused_total",
-            "isoswitch_framing_errors_total",
             "isoswitch_connections_accepted_total",
         ] {
             metrics::counter!(name, "listener" => config.name.clone()).increment(0);
