@@ -12,4 +12,5 @@ pub mod server;
 pub mod simulator;
 pub mod specs;
 pub mod switch;
+pub mod tls;
 pub mod upstream;

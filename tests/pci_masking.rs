@@ -24,7 +24,10 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -96,7 +99,9 @@ async fn full_pans_track_data_and_icc_data_never_reach_logs_or_metrics() {
     let switch = Switch::start(config, token.clone()).expect("starts");
     tokio::spawn(listener.run(switch, token.clone()));
 
-    let spec = isoswitch::specs::builtin("iso87ascii").expect("shipped").expect("compiles");
+    let spec = isoswitch::specs::builtin("iso87ascii")
+        .expect("shipped")
+        .expect("compiles");
     let stream = TcpStream::connect(addr).await.expect("connects");
     let mut framed = Framed::new(stream, FrameCodec::new(FrameConfig::default()));
     let mut secrets = Vec::new();
@@ -108,8 +113,8 @@ async fn full_pans_track_data_and_icc_data_never_reach_logs_or_metrics() {
             card.replace_range(0..1, "5");
         }
         let amount = match i % 10 {
-            0 => "000000000550".to_string(),   // declined 05 by rule
-            1 => "000000099950".to_string(),   // dropped: timeout, 91, reversal
+            0 => "000000000550".to_string(), // declined 05 by rule
+            1 => "000000099950".to_string(), // dropped: timeout, 91, reversal
             _ => format!("{:012}", 100 + i),
         };
         let track2 = format!("{card}=30121010000000000000");
@@ -130,7 +135,8 @@ async fn full_pans_track_data_and_icc_data_never_reach_logs_or_metrics() {
             m.set(n, v).expect("field");
         }
         let mut icc_bytes = Vec::new();
-        isoswitch::iso8583::encoding::hex::decode_into(icc.as_bytes(), &mut icc_bytes).expect("hex");
+        isoswitch::iso8583::encoding::hex::decode_into(icc.as_bytes(), &mut icc_bytes)
+            .expect("hex");
         m.set(55, &icc_bytes).expect("field");
         if i % 11 == 0 {
             m.remove(41); // format error: 30
@@ -161,25 +167,45 @@ async fn full_pans_track_data_and_icc_data_never_reach_logs_or_metrics() {
     }
     // Let queued reversals reach the simulator and log.
     for _ in 0..100 {
-        if metrics.render().contains("isoswitch_reversals_acknowledged_total{issuer=\"sim\"} 10") {
+        if metrics
+            .render()
+            .contains("isoswitch_reversals_acknowledged_total{issuer=\"sim\"} 10")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     token.cancel();
 
-    let logs = String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8 logs");
+    let logs =
+        String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8 logs");
     let rendered = metrics.render();
-    assert!(logs.contains("411111******"), "masked PANs are logged, so the check is live");
-    assert!(logs.len() > 10_000, "the run logged plenty: {} bytes", logs.len());
+    assert!(
+        logs.contains("411111******"),
+        "masked PANs are logged, so the check is live"
+    );
+    assert!(
+        logs.len() > 10_000,
+        "the run logged plenty: {} bytes",
+        logs.len()
+    );
     for secret in &secrets {
-        assert!(!logs.contains(secret.as_str()), "logs contain card data: {secret}");
-        assert!(!rendered.contains(secret.as_str()), "metrics contain card data: {secret}");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "logs contain card data: {secret}"
+        );
+        assert!(
+            !rendered.contains(secret.as_str()),
+            "metrics contain card data: {secret}"
+        );
     }
     // Field 55 as uppercase or lowercase hex, and track 2 with a D separator.
     let lower: Vec<String> = secrets.iter().map(|s| s.to_lowercase()).collect();
     for secret in &lower {
         assert!(!logs.contains(secret.as_str()));
     }
-    assert!(!rendered.contains("PCI00001"), "no terminal id in metric labels");
+    assert!(
+        !rendered.contains("PCI00001"),
+        "no terminal id in metric labels"
+    );
 }

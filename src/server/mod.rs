@@ -3,7 +3,7 @@
 //! point tests use on 127.0.0.1:0.
 
 mod connection;
-pub mod tls;
+pub use crate::tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

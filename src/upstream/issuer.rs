@@ -1055,7 +1055,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn tls_link_talks_to_a_tls_issuer() {
-        let pki = crate::upstream::tls::tests::test_pki();
+        let pki = crate::tls::tests::test_pki();
         let server = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

@@ -5,7 +5,7 @@
 mod issuer;
 mod link;
 mod saf;
-pub mod tls;
+pub use crate::tls;
 
 pub use issuer::{EndpointStatus, Issuer, IssuerStatus};
 pub use link::InProcessIssuer;

@@ -1,6 +1,7 @@
-//! Client-side TLS towards issuers: a rustls client config from an issuer's `tls`
-//! section (CA bundle, optional client certificate and key for mutual TLS) and the
-//! name to check on the issuer's certificate.
+//! TLS for both sides, on rustls with the ring provider: the listener's server
+//! config (optional client-certificate check), the client config towards issuers
+//! (CA bundle, optional client certificate for mutual TLS) and the PEM loading
+//! they share. Errors name the file at fault.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConfig;
 
-use crate::config::IssuerTls;
+use crate::config::{IssuerTls, ListenerTls};
 
 /// A TLS setting that cannot be used; names the file or value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,7 @@ fn file_error(path: &Path, message: impl ToString) -> TlsError {
 }
 
 /// Every certificate in a PEM file; at least one.
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_error(path, format!("cannot read PEM certificates: {e}")))?
         .collect::<Result<Vec<_>, _>>()
@@ -46,7 +47,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path)
         .map_err(|e| file_error(path, format!("expected a PEM private key: {e}")))
 }
@@ -54,15 +55,9 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// The rustls client config for `tls`: trusts only the CAs in `tls.ca` and, when
 /// `cert` and `key` are both set, presents that client certificate.
 pub fn client_config(tls: &IssuerTls) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in load_certs(&tls.ca)? {
-        roots.add(cert).map_err(|e| file_error(&tls.ca, e))?;
-    }
-    // An explicit provider, so nothing depends on a process-wide default being installed.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+        .with_root_certificates(roots(&tls.ca)?);
     let config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?
@@ -77,6 +72,53 @@ pub fn client_config(tls: &IssuerTls) -> Result<Arc<ClientConfig>, TlsError> {
         }
     };
     Ok(Arc::new(config))
+}
+
+/// An explicit provider, so nothing depends on a process-wide default being installed.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The CAs in a PEM bundle, as a trust store.
+fn roots(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots.add(cert).map_err(|e| file_error(ca, e))?;
+    }
+    Ok(roots)
+}
+
+/// The acceptor for a listener's `tls = { cert, key, client_ca }`.
+pub fn acceptor(tls: &ListenerTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let certs = load_certs(&tls.cert)?;
+    let key = load_key(&tls.key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let config = match &tls.client_ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| file_error(ca, e))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)?
+        }
+        None => builder.with_no_client_auth().with_single_cert(certs, key)?,
+    };
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A client connector trusting the CAs in `ca`, for `isoswitch send --tls-ca`
+/// and the load generator.
+pub fn connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// The name checked against the issuer's certificate: `server_name` when set,
