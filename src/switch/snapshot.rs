@@ -20,6 +20,18 @@ pub struct IssuerEntry {
     pub token: CancellationToken,
 }
 
+/// Issuers a build has started; cancelled if the build fails, so a refused
+/// config leaves no links behind.
+struct StartedIssuers(Vec<CancellationToken>);
+
+impl Drop for StartedIssuers {
+    fn drop(&mut self) {
+        for token in &self.0 {
+            token.cancel();
+        }
+    }
+}
+
 /// One route: its name (a metric label) and the issuer it sends to.
 pub struct Route {
     pub name: Arc<str>,
@@ -51,6 +63,7 @@ impl Snapshot {
             .map_err(|e| SwitchError::Config(e.to_string()))?;
         let mut issuers = Vec::with_capacity(config.issuers.len());
         let mut kept = Vec::new();
+        let mut started = StartedIssuers(Vec::new());
         for ic in &config.issuers {
             let reused = previous.and_then(|p| {
                 p.issuers
@@ -71,6 +84,7 @@ impl Snapshot {
                     let spec = crate::specs::resolve(&ic.spec)
                         .map_err(|e| SwitchError::Config(format!("issuer {:?}: {e}", ic.name)))?;
                     let token = shutdown.child_token();
+                    started.0.push(token.clone());
                     let issuer =
                         Issuer::start(ic, Arc::new(spec), simulator.cloned(), token.clone())
                             .map_err(|e| {
@@ -112,6 +126,7 @@ impl Snapshot {
             })
             .unwrap_or_default();
         let generation = previous.map_or(1, |p| p.generation + 1);
+        started.0.clear();
         Ok((
             Snapshot {
                 config,
