@@ -203,7 +203,7 @@ async fn admin_reload(State(state): State<Arc<OpsState>>, headers: HeaderMap) ->
     if let Some(denied) = refusal(&state, &headers) {
         return denied;
     }
-    match state.switch.reload_from(state.config_path.as_deref()) {
+    match state.switch.reload_from(state.config_path.as_deref()).await {
         Ok(generation) => {
             Json(json!({ "reloaded": true, "generation": generation })).into_response()
         }

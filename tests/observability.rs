@@ -458,12 +458,16 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
         read.is_err() || rest.is_empty(),
         "no answer to a broken frame"
     );
-    let _ = running.switch.reload(
-        Config::from_toml_str(&config("obs-names", "\"sim\"", ""), "again").expect("valid"),
-    );
-    let _ = running
+    let reloaded = running
         .switch
-        .reload_from(Some(std::path::Path::new("/nonexistent/isoswitch.toml")));
+        .reload(Config::from_toml_str(&config("obs-names", "\"sim\"", ""), "again").expect("valid"))
+        .await;
+    assert!(reloaded.is_ok());
+    let refused = running
+        .switch
+        .reload_from(Some(std::path::Path::new("/nonexistent/isoswitch.toml")))
+        .await;
+    assert!(refused.is_err());
     let body = http(running.ops, "GET", "/metrics", None).await.1;
     let exported: BTreeSet<String> = samples(&body)
         .into_keys()

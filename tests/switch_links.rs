@@ -272,7 +272,11 @@ async fn reloads_under_traffic_lose_nothing_and_switch_routes() {
         } else {
             &without
         };
-        let generation = switch.switch.reload(config.clone()).expect("valid reload");
+        let generation = switch
+            .switch
+            .reload(config.clone())
+            .await
+            .expect("valid reload");
         assert_eq!(generation, first_generation + round + 1);
         let seen = answered.load(Ordering::Relaxed);
         eventually("traffic flows on the new snapshot", || {
@@ -283,6 +287,7 @@ async fn reloads_under_traffic_lose_nothing_and_switch_routes() {
     let last = switch
         .switch
         .reload(with_second.clone())
+        .await
         .expect("valid reload");
     assert_eq!(last, first_generation + 7);
     let seen = answered.load(Ordering::Relaxed);
@@ -313,7 +318,7 @@ async fn invalid_reload_is_refused_and_the_old_config_keeps_serving() {
     let mut to_missing_issuer = parse_config(&reload_config(None));
     to_missing_issuer.routes[0].bins = vec!["5".parse().expect("a BIN")];
     to_missing_issuer.routes[0].issuer = "missing".into();
-    let refused = switch.switch.reload(to_missing_issuer);
+    let refused = switch.switch.reload(to_missing_issuer).await;
     let error = refused.expect_err("a route to a missing issuer is refused");
     assert!(error.to_string().contains("missing"), "{error}");
 
@@ -340,7 +345,7 @@ async fn refused_reload_leaves_no_new_issuer_links_running() {
     broken.spec = "no-such-spec".into();
     config.issuers.push(broken);
 
-    let refused = switch.switch.reload(config);
+    let refused = switch.switch.reload(config).await;
     assert!(refused.is_err(), "a spec that cannot load is refused");
 
     let connected =

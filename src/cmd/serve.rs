@@ -110,7 +110,7 @@ async fn wait_for_signals(switch: &Arc<Switch>, path: Option<&PathBuf>) -> Resul
         tokio::select! {
             _ = hangup.recv() => {
                 // reload_from logs and counts the outcome; a refusal keeps the old config.
-                let _ = switch.reload_from(path.map(PathBuf::as_path));
+                let _ = switch.reload_from(path.map(PathBuf::as_path)).await;
             }
             _ = terminate.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),

@@ -7,7 +7,7 @@ pub mod originals;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -65,13 +65,15 @@ pub struct Switch {
     simulator: Option<Arc<Simulator>>,
     originals: Originals,
     rrn: RrnSource,
-    reload_lock: Mutex<()>,
+    reload_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
 }
 
 /// How long a forwarded authorization stays matchable by a terminal reversal.
 const ORIGINALS_KEEP: Duration = Duration::from_secs(15 * 60);
 const ORIGINALS_MAX: usize = 4_000_000;
+/// How long a reload waits for a new issuer's first live link.
+pub const NEW_ISSUER_WAIT: Duration = Duration::from_secs(3);
 
 impl Switch {
     /// Starts issuers (and the in-process simulator when an issuer points at it).
@@ -94,7 +96,7 @@ impl Switch {
             rrn: RrnSource {
                 next: AtomicU32::new(1),
             },
-            reload_lock: Mutex::new(()),
+            reload_lock: tokio::sync::Mutex::new(()),
             shutdown,
         });
         let sweeper = Arc::downgrade(&switch);
@@ -125,10 +127,13 @@ impl Switch {
     }
 
     /// Swaps in a new configuration's routes and issuers. Issuers whose config
-    /// is unchanged keep their links; removed ones drain and close. Listener
-    /// changes need a restart and are reported, not applied.
-    pub fn reload(&self, config: Config) -> Result<u64, SwitchError> {
-        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+    /// is unchanged keep their links. New issuers get up to [`NEW_ISSUER_WAIT`]
+    /// to bring a link up before the swap, so a changed route does not answer 91
+    /// while its links connect; removed issuers keep serving requests that
+    /// loaded the old snapshot for a grace period, then drain and close.
+    /// Listener changes need a restart and are reported, not applied.
+    pub async fn reload(&self, config: Config) -> Result<u64, SwitchError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
         let current = self.snapshot.load_full();
         if current.config.listeners != config.listeners {
             tracing::warn!("listener changes in the new config take effect only after a restart");
@@ -139,24 +144,60 @@ impl Switch {
             self.simulator.as_ref(),
             &self.shutdown,
         )?;
+        let fresh: Vec<_> = next
+            .issuers
+            .iter()
+            .filter(|e| !current.issuers.iter().any(|c| c.config == e.config))
+            .map(|e| e.issuer.clone())
+            .collect();
+        let deadline = tokio::time::Instant::now() + NEW_ISSUER_WAIT;
+        while !fresh.iter().all(|i| i.is_available()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for issuer in fresh.iter().filter(|i| !i.is_available()) {
+            tracing::warn!(
+                issuer = issuer.name(),
+                "new issuer has no live link yet; swapping anyway"
+            );
+        }
         let generation = next.generation;
         self.snapshot.store(Arc::new(next));
-        for token in retired {
-            token.cancel();
+        if !retired.is_empty() {
+            // A transaction that loaded the old snapshot may still be on its way
+            // to a retired issuer: give it the longest old timeout to finish.
+            let grace = current
+                .config
+                .issuers
+                .iter()
+                .map(|i| Duration::from_millis(i.timeout_ms))
+                .max()
+                .unwrap_or_default()
+                + Duration::from_secs(1);
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(grace) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                for token in retired {
+                    token.cancel();
+                }
+            });
         }
         Ok(generation)
     }
 
     /// Reloads from a config file (None = the embedded default), counting the
     /// result; a refused config leaves the running one in place.
-    pub fn reload_from(&self, path: Option<&std::path::Path>) -> Result<u64, SwitchError> {
+    pub async fn reload_from(&self, path: Option<&std::path::Path>) -> Result<u64, SwitchError> {
         let config = match path {
             Some(p) => Config::load(p),
             None => Config::embedded_default(),
         };
-        let result = config
-            .map_err(|e| SwitchError::Config(e.to_string()))
-            .and_then(|c| self.reload(c));
+        let result = match config {
+            Ok(c) => self.reload(c).await,
+            Err(e) => Err(SwitchError::Config(e.to_string())),
+        };
         match &result {
             Ok(generation) => {
                 metrics::counter!("isoswitch_config_reloads_total", "result" => "ok").increment(1);
