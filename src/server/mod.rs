@@ -92,10 +92,7 @@ impl Listener {
             tcp,
             tls,
             context: Arc::new(ListenerContext {
-                inbound: Inbound {
-                    listener: Arc::from(config.name.as_str()),
-                    channel: config.channel,
-                },
+                inbound: Inbound::new(&config.name, config.channel),
                 spec: Arc::new(spec),
                 frame,
                 idle_timeout: Duration::from_secs(config.idle_timeout_s.max(1)),

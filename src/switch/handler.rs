@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::events::{TransactionDone, UnsolicitedResponse};
 use super::originals::{Original, OriginalKey};
 use super::{Inbound, Switch};
 use crate::config::Channel;
-use crate::iso8583::fields::{mask_pan, ProcessingCode};
+use crate::iso8583::fields::ProcessingCode;
 use crate::iso8583::{Message, Mti, ResponseCode};
+use crate::risk::{RiskContext, RiskRules, Timestamp};
 use crate::upstream::UpstreamError;
 
 /// Fields a switch-built response echoes from the request.
@@ -57,14 +59,13 @@ pub fn decline(request: &Message, code: ResponseCode) -> Message {
 pub(super) async fn handle(sw: &Switch, from: &Inbound, request: Message) -> Option<Message> {
     let started = Instant::now();
     let kind = classify(request.mti());
-    let mti_label = match kind {
-        Kind::Unsupported | Kind::Response => "other",
-        _ => mti_label(request.mti()),
-    };
     let (response, route) = match kind {
         Kind::Response => {
-            metrics::counter!("isoswitch_unsolicited_responses_total", "listener" => from.listener.to_string())
-                .increment(1);
+            UnsolicitedResponse {
+                inbound: from,
+                request: &request,
+            }
+            .emit();
             return None;
         }
         Kind::Network => (network(&request), None),
@@ -73,36 +74,18 @@ pub(super) async fn handle(sw: &Switch, from: &Inbound, request: Message) -> Opt
         Kind::Reversal => reverse(sw, &request),
         Kind::Unsupported => (decline(&request, ResponseCode::INVALID_TRANSACTION), None),
     };
-    let code = response
-        .get_str(39)
-        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .unwrap_or("--")
-        .to_string();
-    let route_label = route.as_deref().unwrap_or("none").to_string();
-    metrics::counter!(
-        "isoswitch_transactions_total",
-        "listener" => from.listener.to_string(),
-        "channel" => from.channel.as_str(),
-        "mti" => mti_label,
-        "route" => route_label.clone(),
-        "response_code" => code.clone(),
-    )
-    .increment(1);
-    metrics::histogram!(
-        "isoswitch_transaction_duration_seconds",
-        "listener" => from.listener.to_string(),
-    )
-    .record(started.elapsed().as_secs_f64());
-    tracing::info!(
-        listener = %from.listener,
-        mti = %request.mti(),
-        route = %route_label,
-        rrn = response.get_str(37).unwrap_or(""),
-        pan = %request.get_str(2).map(mask_pan).unwrap_or_default(),
-        response_code = %code,
-        micros = started.elapsed().as_micros() as u64,
-        "transaction"
-    );
+    TransactionDone {
+        inbound: from,
+        request: &request,
+        response: &response,
+        mti: match kind {
+            Kind::Unsupported => "other",
+            _ => mti_label(request.mti()),
+        },
+        route: route.as_ref(),
+        elapsed: started.elapsed(),
+    }
+    .emit();
     Some(response)
 }
 
@@ -184,6 +167,20 @@ fn check_channel(channel: Channel, request: &Message) -> Result<(), ResponseCode
     Ok(())
 }
 
+/// The acquirer's risk rules: the first enforcing rule that fires declines
+/// with its code (the rule logs and counts itself, shadow rules included).
+fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<(), ResponseCode> {
+    let ctx = RiskContext {
+        channel: from.channel,
+        listener: &from.listener,
+    };
+    let decision = rules.evaluate(&ctx, request, Timestamp::now());
+    match decision.response_code() {
+        Some(code) => Err(code),
+        None => Ok(()),
+    }
+}
+
 /// 0100/0200: check, route, forward, answer.
 async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, Option<Arc<str>>) {
     if let Err(e) = check_format(request) {
@@ -194,6 +191,12 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         return (decline(request, code), None);
     }
     let snapshot = sw.snapshot.load();
+    if let Err(code) = check_risk(&snapshot.risk, from, request) {
+        return (decline(request, code), None);
+    }
+    // Held past the snapshot only when a recurring rule must hear of approvals.
+    let risk = &snapshot.risk;
+    let approvals = risk.records_approvals().then(|| risk.clone());
     let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
         return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
     };
@@ -202,14 +205,18 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     drop(snapshot);
 
     let mut outbound = request.clone();
-    if !outbound.has(37) {
-        let _ = outbound.set(37, sw.rrn.next());
+    let generated_rrn = (!outbound.has(37)).then(|| sw.rrn.next());
+    if let Some(rrn) = generated_rrn {
+        let _ = outbound.set(37, rrn);
     }
     // Switch-built answers echo the RRN the issuer saw, generated or not.
-    let mut echo = request.clone();
-    if let Some(rrn) = outbound.get(37) {
-        let _ = echo.set(37, rrn);
-    }
+    let answer = |code: ResponseCode| {
+        let mut response = decline(request, code);
+        if let Some(rrn) = generated_rrn {
+            let _ = response.set(37, rrn);
+        }
+        response
+    };
     let key = OriginalKey::of_request(request);
     let remember = |issuer_stan: u32, reversed: bool| {
         if let Some(key) = key {
@@ -237,6 +244,10 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 let _ = response.set(39, ResponseCode::SYSTEM_MALFUNCTION.as_bytes());
             }
             remember(issuer_stan.0, false);
+            let approved = response.response_code().is_ok_and(|c| c.is_approval());
+            if let Some(risk) = approvals.filter(|_| approved) {
+                risk.record_approval(request, Timestamp::now());
+            }
             response
         }
         Err(
@@ -244,12 +255,12 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         ) => {
             // The issuer may have approved: upstream has queued a reversal already.
             remember(issuer_stan.0, true);
-            decline(&echo, ResponseCode::ISSUER_INOPERATIVE)
+            answer(ResponseCode::ISSUER_INOPERATIVE)
         }
-        Err(e) if e.is_upstream_fault() => decline(&echo, ResponseCode::ISSUER_INOPERATIVE),
+        Err(e) if e.is_upstream_fault() => answer(ResponseCode::ISSUER_INOPERATIVE),
         Err(e) => {
             tracing::error!(issuer = issuer.name(), error = %e, "forwarding failed");
-            decline(&echo, ResponseCode::SYSTEM_MALFUNCTION)
+            answer(ResponseCode::SYSTEM_MALFUNCTION)
         }
     };
     (response, Some(route_name))

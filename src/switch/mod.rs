@@ -2,6 +2,7 @@
 //! forward → respond, over a configuration snapshot that can be swapped whole
 //! while traffic flows.
 
+pub mod events;
 mod handler;
 pub mod originals;
 pub mod snapshot;
@@ -34,6 +35,17 @@ pub enum SwitchError {
 pub struct Inbound {
     pub listener: Arc<str>,
     pub channel: Channel,
+    pub metrics: Arc<events::ListenerMetrics>,
+}
+
+impl Inbound {
+    pub fn new(listener: &str, channel: Channel) -> Inbound {
+        Inbound {
+            listener: Arc::from(listener),
+            channel,
+            metrics: Arc::new(events::ListenerMetrics::new(listener, channel)),
+        }
+    }
 }
 
 /// Retrieval reference numbers for requests that arrive without one:
@@ -46,15 +58,17 @@ impl RrnSource {
     fn next(&self) -> [u8; 12] {
         let now = time::OffsetDateTime::now_utc();
         let seq = self.next.fetch_add(1, Ordering::Relaxed) % 1_000_000;
-        let text = format!(
-            "{}{:03}{:02}{:06}",
-            now.year().rem_euclid(10),
-            now.ordinal(),
-            now.hour(),
-            seq
-        );
         let mut out = [b'0'; 12];
-        out.copy_from_slice(&text.as_bytes()[..12]);
+        let mut put = |at: usize, width: usize, mut n: u32| {
+            for slot in out[at..at + width].iter_mut().rev() {
+                *slot = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 1, now.year().rem_euclid(10) as u32);
+        put(1, 3, u32::from(now.ordinal()));
+        put(4, 2, u32::from(now.hour()));
+        put(6, 6, seq);
         out
     }
 }
@@ -69,9 +83,38 @@ pub struct Switch {
     shutdown: CancellationToken,
 }
 
-/// How long a forwarded authorization stays matchable by a terminal reversal.
-const ORIGINALS_KEEP: Duration = Duration::from_secs(15 * 60);
-const ORIGINALS_MAX: usize = 4_000_000;
+/// How long a forwarded authorization stays matchable by a terminal reversal:
+/// terminals reverse within seconds of a failed exchange, schemes allow about a
+/// minute. Kept as generations rotated every KEEP / GENERATIONS; the cap bounds
+/// memory at full load (about 100 bytes an entry), rotating early when near it.
+const ORIGINALS_KEEP: Duration = Duration::from_secs(120);
+const ORIGINALS_GENERATIONS: u32 = 8;
+const ORIGINALS_MAX: usize = 600_000;
+/// How often idle velocity and duplicate keys are dropped.
+const RISK_SWEEP: Duration = Duration::from_secs(10);
+
+/// Drops idle risk keys every [`RISK_SWEEP`] so memory stays bounded, on a
+/// blocking thread: a sweep of millions of keys takes milliseconds.
+fn spawn_risk_sweeper(switch: &Arc<Switch>) {
+    let sweeper = Arc::downgrade(switch);
+    let token = switch.shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RISK_SWEEP);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => {
+                    let Some(sw) = sweeper.upgrade() else { break };
+                    let state = sw.snapshot.load().risk.state().clone();
+                    drop(sw);
+                    let now = crate::risk::Timestamp::now();
+                    let _ = tokio::task::spawn_blocking(move || state.expire(now)).await;
+                }
+            }
+        }
+    });
+}
+
 /// How long a reload waits for a new issuer's first live link.
 pub const NEW_ISSUER_WAIT: Duration = Duration::from_secs(3);
 
@@ -92,7 +135,7 @@ impl Switch {
         let switch = Arc::new(Switch {
             snapshot: ArcSwap::from_pointee(snapshot),
             simulator,
-            originals: Originals::new(ORIGINALS_KEEP, ORIGINALS_MAX),
+            originals: Originals::new(ORIGINALS_GENERATIONS as usize, ORIGINALS_MAX),
             rrn: RrnSource {
                 next: AtomicU32::new(1),
             },
@@ -102,17 +145,24 @@ impl Switch {
         let sweeper = Arc::downgrade(&switch);
         let token = switch.shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let period = ORIGINALS_KEEP / ORIGINALS_GENERATIONS;
+            let mut last = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => match sweeper.upgrade() {
-                        Some(sw) => sw.originals.expire(Instant::now()),
+                        Some(sw) if last.elapsed() >= period || sw.originals.nearly_full() => {
+                            sw.originals.rotate();
+                            last = Instant::now();
+                        }
+                        Some(_) => {}
                         None => break,
                     },
                 }
             }
         });
+        spawn_risk_sweeper(&switch);
         Ok(switch)
     }
 

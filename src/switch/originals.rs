@@ -2,9 +2,11 @@
 //! issuer actually saw (the switch rewrote the STAN on the way out). Sharded map,
 //! no global lock; entries expire so memory stays bounded.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use crate::iso8583::{Message, Mti};
@@ -72,48 +74,81 @@ pub struct Original {
     pub at: Instant,
 }
 
-/// The recent-authorizations table.
+/// The recent-authorizations table: a few generations of sharded maps. Inserts
+/// go to the newest; [`Originals::rotate`] (run by a timer) drops the oldest
+/// whole, so expiry never scans entries and never stalls the hot path.
 pub struct Originals {
-    map: DashMap<OriginalKey, Original>,
-    keep: Duration,
+    generations: ArcSwap<Vec<Arc<DashMap<OriginalKey, Original>>>>,
+    /// Entries in all generations (kept beside them: `DashMap::len` locks
+    /// every shard, too dear per insert).
+    count: AtomicUsize,
     max: usize,
 }
 
 impl Originals {
-    pub fn new(keep: Duration, max: usize) -> Originals {
+    /// `generations` maps, each living one rotation period; at most `max`
+    /// entries in all.
+    pub fn new(generations: usize, max: usize) -> Originals {
+        let maps = (0..generations.max(2))
+            .map(|_| Arc::new(DashMap::new()))
+            .collect();
         Originals {
-            map: DashMap::new(),
-            keep,
+            generations: ArcSwap::from_pointee(maps),
+            count: AtomicUsize::new(0),
             max,
         }
     }
 
+    /// Remembers a forwarded authorization. While the table is full the newest
+    /// is not remembered (a later terminal reversal for it is routed by PAN with
+    /// its field 90 as sent) until the next rotation frees a generation.
     pub fn insert(&self, key: OriginalKey, original: Original) {
-        if self.map.len() >= self.max {
-            self.expire(Instant::now());
+        if self.count.load(Ordering::Relaxed) >= self.max {
+            return;
         }
-        if self.map.len() < self.max {
-            self.map.insert(key, original);
+        let generations = self.generations.load();
+        if generations[0].insert(key, original).is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Takes the record, so a repeated reversal finds nothing to reverse twice.
     pub fn take(&self, key: &OriginalKey) -> Option<Original> {
-        self.map.remove(key).map(|(_, v)| v)
+        let generations = self.generations.load();
+        let taken = generations
+            .iter()
+            .find_map(|g| g.remove(key))
+            .map(|(_, v)| v);
+        if taken.is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        taken
     }
 
-    /// Drops entries older than the keep window.
-    pub fn expire(&self, now: Instant) {
-        let keep = self.keep;
-        self.map.retain(|_, v| now.duration_since(v.at) < keep);
+    /// Starts a fresh newest generation and drops the oldest.
+    pub fn rotate(&self) {
+        let current = self.generations.load_full();
+        let mut next = Vec::with_capacity(current.len());
+        next.push(Arc::new(DashMap::new()));
+        next.extend(current[..current.len() - 1].iter().cloned());
+        self.generations.store(Arc::new(next));
+        if let Some(oldest) = current.last() {
+            self.count.fetch_sub(oldest.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the table is close enough to full that the timer should rotate
+    /// before its period is up.
+    pub fn nearly_full(&self) -> bool {
+        self.count.load(Ordering::Relaxed) >= self.max / 4 * 3
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }
 
@@ -151,7 +186,7 @@ mod tests {
 
     #[test]
     fn take_removes_so_a_repeat_finds_nothing() {
-        let table = Originals::new(Duration::from_secs(60), 10);
+        let table = Originals::new(4, 10);
         let key = OriginalKey::new(b"T1", b"000001", b"1123184100").expect("key");
         table.insert(key, original(Instant::now()));
         assert!(table.take(&key).is_some());
@@ -160,12 +195,38 @@ mod tests {
 
     #[test]
     fn stays_within_its_bound() {
-        let table = Originals::new(Duration::from_secs(60), 3);
+        let table = Originals::new(4, 3);
         for i in 0..10u32 {
             let stan = format!("{i:06}");
             let key = OriginalKey::new(b"T1", stan.as_bytes(), b"").expect("key");
             table.insert(key, original(Instant::now()));
         }
         assert_eq!(table.len(), 3);
+    }
+
+    #[test]
+    fn entries_live_through_all_generations_then_go() {
+        let table = Originals::new(3, 100);
+        let key = OriginalKey::new(b"T1", b"000001", b"1123184100").expect("key");
+        table.insert(key, original(Instant::now()));
+        table.rotate();
+        table.rotate();
+        assert_eq!(table.len(), 1);
+        table.rotate();
+        assert_eq!(table.len(), 0);
+        assert!(table.take(&key).is_none());
+    }
+
+    #[test]
+    fn a_full_table_frees_room_on_rotation() {
+        let table = Originals::new(2, 2);
+        let key = |stan: &[u8]| OriginalKey::new(b"T1", stan, b"").expect("key");
+        table.insert(key(b"000001"), original(Instant::now()));
+        table.insert(key(b"000002"), original(Instant::now()));
+        assert!(table.nearly_full());
+        table.rotate();
+        table.rotate();
+        table.insert(key(b"000003"), original(Instant::now()));
+        assert!(table.take(&key(b"000003")).is_some());
     }
 }

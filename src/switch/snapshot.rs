@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SwitchError;
 use crate::config::{Config, IssuerConfig};
+use crate::risk::{RiskRules, RiskState};
 use crate::route::BinTable;
 use crate::simulator::Simulator;
 use crate::upstream::Issuer;
@@ -44,6 +45,9 @@ pub struct Snapshot {
     pub routes: BinTable<usize>,
     pub route_list: Vec<Route>,
     pub issuers: Vec<IssuerEntry>,
+    /// Compiled risk rules; their velocity and duplicate state is shared with
+    /// the previous snapshot's, so a reload keeps unchanged rules' counts.
+    pub risk: Arc<RiskRules>,
     pub generation: u64,
 }
 
@@ -60,6 +64,9 @@ impl Snapshot {
     ) -> Result<(Snapshot, Vec<CancellationToken>), SwitchError> {
         let routes = config
             .route_table()
+            .map_err(|e| SwitchError::Config(e.to_string()))?;
+        let risk_state = previous.map_or_else(RiskState::new, |p| p.risk.state().clone());
+        let risk = RiskRules::compile(&config.risk, &risk_state)
             .map_err(|e| SwitchError::Config(e.to_string()))?;
         let mut issuers = Vec::with_capacity(config.issuers.len());
         let mut kept = Vec::new();
@@ -133,6 +140,7 @@ impl Snapshot {
                 routes,
                 route_list,
                 issuers,
+                risk: Arc::new(risk),
                 generation,
             },
             retired,
