@@ -82,6 +82,9 @@ pub struct Config {
     /// Absent unless some issuer uses the `"sim"` endpoint or `isoswitch issuer-sim` runs.
     #[serde(default)]
     pub simulator: Option<SimulatorConfig>,
+    /// Risk rules run before routing (`[[risk.rule]]`); see `config/risk-example.toml`.
+    #[serde(default)]
+    pub risk: crate::risk::RiskConfig,
 }
 
 /// Where terminals (or acquiring hosts) connect to the switch.
@@ -673,6 +676,14 @@ impl Config {
         if let Some(simulator) = &self.simulator {
             validate_simulator(simulator)?;
         }
+        self.risk
+            .validate(self.listeners.iter().map(|l| l.name.as_str()))
+            .map_err(|e| {
+                problem(
+                    format!("risk rule {:?}", e.rule),
+                    format!("{}: {}", e.key, e.problem),
+                )
+            })?;
         Ok(())
     }
 

@@ -1,12 +1,14 @@
 //! isoswitch: an ISO 8583 card-authorization switch. `iso8583` is the codec (no
 //! tokio); `frame` wraps messages on a stream; `config` and `route` say where
-//! authorizations go; `switch` is the hot path, `server` the terminal listeners,
+//! authorizations go; `risk` declines what is plainly wrong before routing;
+//! `switch` is the hot path, `server` the terminal listeners,
 //! `upstream` the issuer links and `simulator` the issuer simulator.
 
 pub mod config;
 pub mod frame;
 pub mod iso8583;
 pub mod metrics_http;
+pub mod risk;
 pub mod route;
 pub mod server;
 pub mod simulator;

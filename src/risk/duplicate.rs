@@ -1,0 +1,78 @@
+//! Duplicate transmission: the same terminal (41), STAN (11) and transmission
+//! time (7) again within the window gives 94. The first is recorded when it is
+//! evaluated, not when it is answered, so a repeat sent while the original is
+//! still at the issuer is caught too; repeat MTIs (0101, 0201) match their
+//! originals because the MTI is not part of the key.
+
+use std::sync::Arc;
+
+use super::state::{keyed_hash, mix, DuplicateStore, Seen};
+use super::{Facts, Mark, Reserved};
+use crate::iso8583::ResponseCode;
+
+/// One duplicate rule.
+pub(crate) struct Duplicate {
+    pub window_s: u64,
+    pub store: Arc<DuplicateStore>,
+}
+
+impl std::fmt::Debug for Duplicate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Duplicate")
+            .field("window_s", &self.window_s)
+            .finish()
+    }
+}
+
+/// Up to `max` ASCII digits as a number.
+fn digits(v: &[u8], max: usize) -> Option<u64> {
+    if v.is_empty() || v.len() > max {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+impl Duplicate {
+    fn key(facts: &Facts<'_>) -> Option<u64> {
+        let stan = facts.msg.get(11)?;
+        // Without field 7 a STAN alone could repeat legitimately after wrapping.
+        let time = facts.msg.get(7)?;
+        let terminal = facts.terminal_key()?;
+        match (digits(stan, 6), digits(time, 10)) {
+            // The usual case: the terminal's keyed key mixed with STAN and
+            // time packed into one number.
+            (Some(stan), Some(time)) => Some(mix(terminal ^ mix(stan * 10_000_000_000 + time))),
+            _ => Some(keyed_hash(&[b"dup", facts.terminal?, stan, time])),
+        }
+    }
+
+    pub fn reserve(&self, facts: &Facts<'_>, cap: usize) -> Reserved {
+        let Some(key) = Self::key(facts) else {
+            return Reserved::default();
+        };
+        match self.store.check_and_record(key, facts.now, cap) {
+            Seen::First { stamp } => Reserved {
+                mark: Mark::Stamp(stamp),
+                ..Reserved::default()
+            },
+            Seen::Again => Reserved {
+                code: Some(ResponseCode::DUPLICATE_TRANSMISSION),
+                ..Reserved::default()
+            },
+            Seen::Untracked => Reserved {
+                untracked: true,
+                ..Reserved::default()
+            },
+        }
+    }
+
+    /// Forgets the record [`reserve`](Self::reserve) made: a later rule
+    /// declined, and the terminal's repeat should meet that rule again, not 94.
+    pub fn undo(&self, facts: &Facts<'_>, mark: Mark) {
+        if let (Mark::Stamp(stamp), Some(key)) = (mark, Self::key(facts)) {
+            self.store.undo(key, stamp);
+        }
+    }
+}

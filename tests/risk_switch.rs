@@ -1,0 +1,217 @@
+//! Risk in the running switch: rules from the config snapshot run between the
+//! channel check and routing, the switch records issuer approvals for the
+//! recurring rule, a repeat of a transaction still at the issuer gets 94, and
+//! a reload swaps the rules while unchanged ones keep their counts.
+
+use std::sync::Arc;
+
+use isoswitch::config::{Channel, Config};
+use isoswitch::iso8583::Message;
+use isoswitch::switch::{Inbound, Switch};
+use tokio_util::sync::CancellationToken;
+
+const BASE: &str = r#"
+[[listener]]
+name = "pos"
+bind = "127.0.0.1:0"
+[[listener]]
+name = "ecom"
+bind = "127.0.0.1:0"
+channel = "virtual-terminal"
+
+[[issuer]]
+name = "sim"
+endpoints = ["sim"]
+
+# Only Visa routes: other cards get 15 unless a risk rule declines them first.
+[[route]]
+name = "visa"
+bins = ["4"]
+issuer = "sim"
+
+[metrics]
+bind = "127.0.0.1:0"
+
+[simulator]
+bind = "127.0.0.1:0"
+default_response = "00"
+
+# Amounts 777.00–777.99 are answered after 400 ms: "in flight" long enough.
+[[simulator.rule]]
+amount_min = 77700
+amount_max = 77799
+respond = "00"
+delay_ms = 400
+"#;
+
+/// A switch with `risk` rules whose issuer link is up, so the first request
+/// does not race it.
+async fn start(risk: &str) -> Arc<Switch> {
+    let config = Config::from_toml_str(&format!("{BASE}\n{risk}"), "test.toml")
+        .unwrap_or_else(|e| panic!("valid config: {e}"));
+    let switch = Switch::start(config, CancellationToken::new()).expect("switch starts");
+    for _ in 0..500 {
+        if switch
+            .snapshot()
+            .issuers
+            .iter()
+            .all(|e| e.issuer.is_available())
+        {
+            return switch;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the simulator link did not come up within 5 s");
+}
+
+fn inbound(listener: &str, channel: Channel) -> Inbound {
+    Inbound::new(listener, channel)
+}
+
+fn pos() -> Inbound {
+    inbound("pos", Channel::Pos)
+}
+
+fn ecom() -> Inbound {
+    inbound("ecom", Channel::VirtualTerminal)
+}
+
+fn request(mti: &str, changes: &[(u8, &str)]) -> Message {
+    let mut m = Message::new(mti.parse().expect("mti"));
+    for (n, v) in [
+        (2, "4111111111111111"),
+        (3, "000000"),
+        (4, "000000001000"),
+        (7, "1123184100"),
+        (11, "000001"),
+        (14, "3012"),
+        (22, "010"),
+        (25, "00"),
+        (41, "TERM0001"),
+        (42, "MERCHANT0000001"),
+        (49, "840"),
+    ] {
+        m.set(n, v).expect("field");
+    }
+    for &(n, v) in changes {
+        m.set(n, v).expect("field");
+    }
+    m
+}
+
+async fn code(switch: &Switch, from: &Inbound, msg: Message) -> String {
+    let response = switch.handle(from, msg).await.expect("an answer");
+    response.get_str(39).expect("field 39").to_owned()
+}
+
+#[tokio::test]
+async fn risk_runs_before_routing() {
+    let switch = start("[[risk.rule]]\nname = \"pan\"\nkind = \"card-number\"\n").await;
+    let bad_check_digit = request("0200", &[(2, "5555555555554445")]);
+    assert_eq!(code(&switch, &pos(), bad_check_digit).await, "14");
+    let no_route = request("0200", &[(2, "5555555555554444")]);
+    assert_eq!(code(&switch, &pos(), no_route).await, "15");
+    assert_eq!(code(&switch, &pos(), request("0200", &[])).await, "00");
+}
+
+#[tokio::test]
+async fn a_risk_decline_echoes_the_request() {
+    let switch = start("[[risk.rule]]\nname = \"exp\"\nkind = \"expiry\"\n").await;
+    let response = switch
+        .handle(&pos(), request("0100", &[(14, "2001")]))
+        .await
+        .expect("an answer");
+    assert_eq!(response.mti().to_string(), "0110");
+    assert_eq!(response.get_str(39), Some("54"));
+    assert_eq!(response.get_str(11), Some("000001"));
+    assert_eq!(response.get_str(41), Some("TERM0001"));
+}
+
+#[tokio::test]
+async fn the_switch_records_approvals_for_the_recurring_rule() {
+    let switch = start(
+        "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\napplies_to = { channels = [\"virtual-terminal\"] }\n",
+    ).await;
+    let mit = |stan: &str| request("0200", &[(25, "08"), (11, stan)]);
+    assert_eq!(code(&switch, &ecom(), mit("000001")).await, "57");
+    // The cardholder buys once; the issuer approves and the switch remembers.
+    assert_eq!(
+        code(&switch, &ecom(), request("0200", &[(11, "000002")])).await,
+        "00"
+    );
+    assert_eq!(code(&switch, &ecom(), mit("000003")).await, "00");
+    let elsewhere = request(
+        "0200",
+        &[(25, "08"), (11, "000004"), (42, "OTHERSHOP000001")],
+    );
+    assert_eq!(code(&switch, &ecom(), elsewhere).await, "57");
+}
+
+#[tokio::test]
+async fn a_repeat_of_a_transaction_still_at_the_issuer_gets_94() {
+    let switch = start("[[risk.rule]]\nname = \"dup\"\nkind = \"duplicate\"\n").await;
+    let original = request("0200", &[(4, "000000077700")]);
+    let repeat = request("0201", &[(4, "000000077700")]);
+    let from = pos();
+    let first = code(&switch, &from, original);
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        code(&switch, &from, repeat).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!((first.as_str(), second.as_str()), ("00", "94"));
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_counts_of_an_unchanged_rule() {
+    let per_minute = "[[risk.rule]]\nname = \"per-minute\"\nkind = \"velocity\"\nper = \"card\"\nwindow_s = 60\nmax_count = 2\n";
+    let switch = start(per_minute).await;
+    for stan in ["000001", "000002"] {
+        assert_eq!(
+            code(&switch, &pos(), request("0200", &[(11, stan)])).await,
+            "00"
+        );
+    }
+    let same = Config::from_toml_str(&format!("{BASE}\n{per_minute}"), "test.toml").expect("valid");
+    switch.reload(same).await.expect("reloads");
+    assert_eq!(
+        code(&switch, &pos(), request("0200", &[(11, "000003")])).await,
+        "65"
+    );
+    let wider = Config::from_toml_str(
+        &format!(
+            "{BASE}\n{}",
+            per_minute.replace("window_s = 60", "window_s = 61")
+        ),
+        "test.toml",
+    )
+    .expect("valid");
+    switch.reload(wider).await.expect("reloads");
+    assert_eq!(
+        code(&switch, &pos(), request("0200", &[(11, "000004")])).await,
+        "00"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_with_a_broken_hotlist_is_refused_and_the_old_rules_stay() {
+    let switch = start("[[risk.rule]]\nname = \"pan\"\nkind = \"card-number\"\n").await;
+    let broken = Config::from_toml_str(
+        &format!(
+            "{BASE}\n[[risk.rule]]\nname = \"hot\"\nkind = \"hotlist\"\nfile = \"/nonexistent/hotlist.txt\"\n"
+        ),
+        "test.toml",
+    )
+    .expect("valid config: the file is read when rules compile");
+    let error = switch
+        .reload(broken)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("risk rule \"hot\": file: cannot read /nonexistent/hotlist.txt"),
+        "{error}"
+    );
+    let bad = request("0200", &[(2, "4111111111111112")]);
+    assert_eq!(code(&switch, &pos(), bad).await, "14");
+}
