@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use super::events::{TransactionDone, UnsolicitedResponse};
 use super::originals::{Original, OriginalKey};
 use super::{Inbound, Switch};
@@ -57,6 +59,22 @@ pub fn decline(request: &Message, code: ResponseCode) -> Message {
 }
 
 pub(super) async fn handle(sw: &Switch, from: &Inbound, request: Message) -> Option<Message> {
+    // One span per transaction: every line logged inside (issuer link warnings,
+    // risk decisions) carries the listener, route and RRN. Fields are filled in
+    // as the stages learn them; nothing here holds card data.
+    let span = tracing::info_span!(
+        "transaction",
+        listener = %from.listener,
+        route = tracing::field::Empty,
+        rrn = tracing::field::Empty,
+    );
+    if let Some(rrn) = request.get_str(37) {
+        span.record("rrn", rrn);
+    }
+    handle_in_span(sw, from, request).instrument(span).await
+}
+
+async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option<Message> {
     let started = Instant::now();
     let kind = classify(request.mti());
     let (response, route) = match kind {
@@ -202,12 +220,16 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     };
     let issuer = route.issuer.clone();
     let route_name = route.name.clone();
+    tracing::Span::current().record("route", route_name.as_ref());
     drop(snapshot);
 
     let mut outbound = request.clone();
     let generated_rrn = (!outbound.has(37)).then(|| sw.rrn.next());
     if let Some(rrn) = generated_rrn {
         let _ = outbound.set(37, rrn);
+        if let Ok(text) = std::str::from_utf8(&rrn) {
+            tracing::Span::current().record("rrn", text);
+        }
     }
     // Switch-built answers echo the RRN the issuer saw, generated or not.
     let answer = |code: ResponseCode| {
