@@ -19,7 +19,7 @@ pub struct IssuerSimArgs {
 }
 
 pub fn run(args: IssuerSimArgs) -> Result<()> {
-    super::init_logging(args.log_format);
+    let _flush_logs_on_exit = super::init_logging(args.log_format);
     let config = super::serve::load_config(args.config.as_ref())?;
     let mut sim = config
         .simulator

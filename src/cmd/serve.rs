@@ -36,7 +36,7 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    super::init_logging(args.log_format);
+    let _flush_logs_on_exit = super::init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
