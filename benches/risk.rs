@@ -252,6 +252,100 @@ fn risk(c: &mut Criterion) {
             black_box(decision.is_declined())
         })
     });
+    // TEMP diagnosis
+    {
+        let text = fifty_rules(&hotlist);
+        let parts: Vec<&str> = text.split("[[risk.rule]]").collect();
+        let stateless: String = parts
+            .iter()
+            .filter(|p| !p.contains("velocity") && !p.contains("\"duplicate\""))
+            .map(|p| {
+                if p.trim().is_empty() {
+                    p.to_string()
+                } else {
+                    format!("[[risk.rule]]{p}")
+                }
+            })
+            .collect();
+        let stateful: String = parts
+            .iter()
+            .filter(|p| p.contains("velocity") || p.contains("kind = \"duplicate\""))
+            .map(|p| format!("[[risk.rule]]{p}"))
+            .collect();
+        let without_minute: String = parts
+            .iter()
+            .filter(|p| !p.contains("card-per-minute"))
+            .map(|p| {
+                if p.trim().is_empty() {
+                    p.to_string()
+                } else {
+                    format!("[[risk.rule]]{p}")
+                }
+            })
+            .collect();
+        for (label, text) in [
+            ("stateless_only", stateless),
+            ("stateful_only", stateful),
+            ("without_minute", without_minute),
+        ] {
+            let config = Config::from_toml_str(&text, "bench").expect("valid config");
+            let st = RiskState::new();
+            let rules = RiskRules::compile(&config.risk, &st).expect("rules compile");
+            eprintln!("{label}: {} rules", rules.summaries().len());
+            for (i, request) in requests.iter().enumerate() {
+                rules.evaluate(&ctx, request, start.plus_ms(i as u64));
+            }
+            let mut j = CARDS as u64;
+            let one = &requests[5];
+            let mut k = CARDS as u64;
+            group.bench_function(format!("{label}_one_request"), |b| {
+                b.iter(|| {
+                    k += 1000;
+                    black_box(
+                        rules
+                            .evaluate(black_box(&ctx), black_box(one), start.plus_ms(k))
+                            .is_declined(),
+                    )
+                })
+            });
+            group.bench_function(label, |b| {
+                b.iter(|| {
+                    j += 1;
+                    let request = &requests[(j % CARDS as u64) as usize];
+                    black_box(
+                        rules
+                            .evaluate(black_box(&ctx), black_box(request), start.plus_ms(j))
+                            .is_declined(),
+                    )
+                })
+            });
+        }
+        let mut j = 10_000_000u64;
+        group.bench_function("hot_1000_cards", |b| {
+            b.iter(|| {
+                j += 1;
+                let request = &requests[(j % 1000) as usize];
+                black_box(
+                    rules
+                        .evaluate(black_box(&ctx), black_box(request), start.plus_ms(j * 100))
+                        .is_declined(),
+                )
+            })
+        });
+        group.bench_function("message_fields_only", |b| {
+            let mut j = 0u64;
+            b.iter(|| {
+                j += 1;
+                let request = &requests[(j % CARDS as u64) as usize];
+                black_box((
+                    request.get(2),
+                    request.get(4),
+                    request.get(42),
+                    request.get(11),
+                ))
+            })
+        });
+    }
     let default = Config::embedded_default().expect("default config");
     let card_checks = RiskRules::compile(&default.risk, &RiskState::new()).expect("compiles");
     group.bench_function("evaluate_default_card_checks", |b| {

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
+use super::bin_leads::LeadFiltered;
 use super::config::EntryModeCode;
 use super::state::{mix, CitLedger};
 use super::Facts;
 use crate::iso8583::{Message, ResponseCode};
-use crate::route::BinTable;
 
 /// PAN entry modes (field 22, first two digits) refused, as bits 0–99.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ impl EntryModes {
 /// Card brands (BIN patterns) refused.
 #[derive(Debug)]
 pub(crate) struct CardBrands {
-    pub table: BinTable<&'static str>,
+    pub table: LeadFiltered<&'static str>,
 }
 
 impl CardBrands {
@@ -184,7 +184,9 @@ mod tests {
             bins: vec![],
         };
         let rule = CardBrands {
-            table: crate::risk::config::brand_table(&check).expect("brand table"),
+            table: LeadFiltered::new(
+                crate::risk::config::brand_table(&check).expect("brand table"),
+            ),
         };
         let run_pan = |pan: &str| run(|f: &Facts<'_>| rule.check(f), &message(&[(2, pan)]), 0);
         assert_eq!(

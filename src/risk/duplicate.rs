@@ -34,22 +34,30 @@ fn digits(v: &[u8], max: usize) -> Option<u64> {
     })
 }
 
+/// A transmission's key (terminal, STAN, field 7); see [`Facts::transmission_key`].
+pub(crate) fn transmission_key(facts: &Facts<'_>) -> Option<u64> {
+    let stan = facts.msg.get(11)?;
+    // Without field 7 a STAN alone could repeat legitimately after wrapping.
+    let time = facts.msg.get(7)?;
+    let terminal = facts.terminal_key()?;
+    match (digits(stan, 6), digits(time, 10)) {
+        // The usual case: the terminal's keyed key mixed with STAN and
+        // time packed into one number.
+        (Some(stan), Some(time)) => Some(mix(terminal ^ mix(stan * 10_000_000_000 + time))),
+        _ => Some(keyed_hash(&[b"dup", facts.terminal?, stan, time])),
+    }
+}
+
 impl Duplicate {
-    fn key(facts: &Facts<'_>) -> Option<u64> {
-        let stan = facts.msg.get(11)?;
-        // Without field 7 a STAN alone could repeat legitimately after wrapping.
-        let time = facts.msg.get(7)?;
-        let terminal = facts.terminal_key()?;
-        match (digits(stan, 6), digits(time, 10)) {
-            // The usual case: the terminal's keyed key mixed with STAN and
-            // time packed into one number.
-            (Some(stan), Some(time)) => Some(mix(terminal ^ mix(stan * 10_000_000_000 + time))),
-            _ => Some(keyed_hash(&[b"dup", facts.terminal?, stan, time])),
+    /// Starts loading the record [`reserve`](Self::reserve) will check.
+    pub fn prefetch(&self, facts: &Facts<'_>) {
+        if let Some(key) = facts.transmission_key() {
+            self.store.prefetch(key);
         }
     }
 
     pub fn reserve(&self, facts: &Facts<'_>, cap: usize) -> Reserved {
-        let Some(key) = Self::key(facts) else {
+        let Some(key) = facts.transmission_key() else {
             return Reserved::default();
         };
         match self.store.check_and_record(key, facts.now, cap) {
@@ -71,7 +79,7 @@ impl Duplicate {
     /// Forgets the record [`reserve`](Self::reserve) made: a later rule
     /// declined, and the terminal's repeat should meet that rule again, not 94.
     pub fn undo(&self, facts: &Facts<'_>, mark: Mark) {
-        if let (Mark::Stamp(stamp), Some(key)) = (mark, Self::key(facts)) {
+        if let (Mark::Stamp(stamp), Some(key)) = (mark, facts.transmission_key()) {
             self.store.undo(key, stamp);
         }
     }

@@ -15,6 +15,7 @@
 
 use std::path::Path;
 
+use super::bin_leads::LeadFiltered;
 use super::state::{card_key, KeySet};
 use super::{Facts, RiskError};
 use crate::iso8583::fields::mask_pan;
@@ -62,7 +63,7 @@ fn shown(entry: &str) -> String {
 pub(crate) struct Hotlist {
     /// Keyed hash of the PAN → response code.
     pans: KeySet<ResponseCode>,
-    bins: BinTable<ResponseCode>,
+    bins: LeadFiltered<ResponseCode>,
 }
 
 impl Hotlist {
@@ -170,7 +171,7 @@ impl Hotlist {
         })?;
         Ok(Hotlist {
             pans: pans.into_iter().map(|(k, (code, _))| (k, code)).collect(),
-            bins,
+            bins: LeadFiltered::new(bins),
         })
     }
 

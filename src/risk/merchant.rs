@@ -160,7 +160,7 @@ impl Currencies {
     }
 
     pub fn check(&self, facts: &Facts<'_>) -> Option<ResponseCode> {
-        let accepted = facts.msg.currency().ok().is_some_and(|c| {
+        let accepted = facts.currency().is_some_and(|c| {
             self.bits
                 .get(usize::from(c / 64))
                 .is_some_and(|word| word & (1 << (c % 64)) != 0)

@@ -18,18 +18,20 @@
 //! rule takes the count back, so counts stay exact under parallel load.
 
 pub(crate) mod amount;
+mod bin_leads;
 pub(crate) mod card;
 pub(crate) mod channel;
 pub mod config;
 pub(crate) mod duplicate;
 pub(crate) mod hotlist;
+mod key_table;
 pub(crate) mod merchant;
 pub(crate) mod scope;
 pub(crate) mod state;
 mod timestamp;
 pub(crate) mod velocity;
 
-use std::cell::OnceCell;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -42,7 +44,7 @@ use crate::iso8583::fields::{mask_pan, ProcessingCode};
 use crate::iso8583::{Message, ResponseCode};
 use config::MAX_STATEFUL_RULES;
 use merchant::trim_id;
-use scope::Applies;
+use scope::{Applies, ScopeIndex};
 use state::{card_key, id_key, CountStore, Limits, SumStore};
 
 /// Where a request came in: the listener's channel kind and name.
@@ -119,6 +121,27 @@ pub enum RiskError {
     },
 }
 
+/// A value computed on first use and kept for the rest of an evaluation.
+/// (`OnceCell` would do, but its first use is an out-of-line call, and in an
+/// evaluation every use is either the first or a cheap second.)
+struct Lazy<T>(Cell<Option<T>>);
+
+impl<T: Copy> Lazy<T> {
+    const fn new() -> Lazy<T> {
+        Lazy(Cell::new(None))
+    }
+
+    #[inline]
+    fn get(&self, compute: impl FnOnce() -> T) -> T {
+        if let Some(value) = self.0.get() {
+            return value;
+        }
+        let value = compute();
+        self.0.set(Some(value));
+        value
+    }
+}
+
 /// The request's fields the rules read, parsed once per evaluation; the keyed
 /// hashes are computed on first use and shared by every rule.
 pub(crate) struct Facts<'a> {
@@ -134,9 +157,11 @@ pub(crate) struct Facts<'a> {
     pub merchant: Option<&'a [u8]>,
     /// Field 41 without trailing spaces.
     pub terminal: Option<&'a [u8]>,
-    card_key: OnceCell<Option<u64>>,
-    terminal_key: OnceCell<Option<u64>>,
-    merchant_key: OnceCell<Option<u64>>,
+    card_key: Lazy<Option<u64>>,
+    terminal_key: Lazy<Option<u64>>,
+    merchant_key: Lazy<Option<u64>>,
+    transmission_key: Lazy<Option<u64>>,
+    currency: Lazy<Option<u16>>,
 }
 
 impl<'a> Facts<'a> {
@@ -152,22 +177,35 @@ impl<'a> Facts<'a> {
             mcc: msg.mcc().ok(),
             merchant: msg.get(42).map(trim_id),
             terminal: msg.get(41).map(trim_id),
-            card_key: OnceCell::new(),
-            terminal_key: OnceCell::new(),
-            merchant_key: OnceCell::new(),
+            card_key: Lazy::new(),
+            terminal_key: Lazy::new(),
+            merchant_key: Lazy::new(),
+            transmission_key: Lazy::new(),
+            currency: Lazy::new(),
         }
     }
 
     pub fn card_key(&self) -> Option<u64> {
-        *self.card_key.get_or_init(|| self.pan.map(card_key))
+        self.card_key.get(|| self.pan.map(card_key))
     }
 
     pub fn terminal_key(&self) -> Option<u64> {
-        *self.terminal_key.get_or_init(|| self.terminal.map(id_key))
+        self.terminal_key.get(|| self.terminal.map(id_key))
     }
 
     pub fn merchant_key(&self) -> Option<u64> {
-        *self.merchant_key.get_or_init(|| self.merchant.map(id_key))
+        self.merchant_key.get(|| self.merchant.map(id_key))
+    }
+
+    /// The duplicate rules' key: terminal, STAN and transmission time.
+    pub fn transmission_key(&self) -> Option<u64> {
+        self.transmission_key
+            .get(|| duplicate::transmission_key(self))
+    }
+
+    /// Field 49, if it is a currency code.
+    pub fn currency(&self) -> Option<u16> {
+        self.currency.get(|| self.msg.currency().ok())
     }
 
     /// Account verification (0100 purchase of zero) or balance inquiry: the
@@ -282,6 +320,15 @@ impl Rule {
         reserved
     }
 
+    /// Starts loading the record [`reserve`](Self::reserve) will read.
+    fn prefetch(&self, facts: &Facts<'_>) {
+        match &self.check {
+            Compiled::Velocity(v) => v.prefetch(facts),
+            Compiled::Duplicate(d) => d.prefetch(facts),
+            _ => {}
+        }
+    }
+
     fn undo(&self, facts: &Facts<'_>, mark: Mark) {
         match &self.check {
             Compiled::Velocity(v) => v.undo(facts, mark),
@@ -341,6 +388,8 @@ impl fmt::Display for MaskedPan<'_> {
 /// The compiled rules of one config snapshot.
 pub struct RiskRules {
     stateless: Vec<Rule>,
+    /// Where the stateless rules apply, so evaluation visits only those that do.
+    scopes: ScopeIndex,
     /// Duplicate rules first, then velocity, each in config order.
     stateful: Vec<Rule>,
     summaries: Vec<RuleSummary>,
@@ -408,8 +457,10 @@ impl RiskRules {
         summaries.extend(stateful_summaries.1);
         duplicates.extend(velocities);
         debug_assert!(duplicates.len() <= MAX_STATEFUL_RULES);
+        let scopes = ScopeIndex::new(&stateless.iter().map(|r| &r.applies).collect::<Vec<_>>());
         Ok(RiskRules {
             stateless,
+            scopes,
             stateful: duplicates,
             summaries,
             records_approvals,
@@ -446,11 +497,29 @@ impl RiskRules {
             return decision;
         }
         let facts = Facts::new(ctx, msg, now);
-        for rule in &self.stateless {
-            if !rule.applies.matches(&facts) {
-                continue;
+        // The stateful rules' records are most likely not in cache (one per
+        // card among millions): ask for them now, and run the stateless rules
+        // while they arrive.
+        let mut applies = [false; MAX_STATEFUL_RULES];
+        for (rule, applies) in self.stateful.iter().zip(&mut applies) {
+            *applies = rule.applies.matches(&facts);
+            if *applies {
+                rule.prefetch(&facts);
             }
-            if let Some(code) = rule.check(&facts) {
+        }
+        for (word, mut bits, check_scope) in self.scopes.candidates(&facts).words() {
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let Some(rule) = self.stateless.get(word * 64 + bit) else {
+                    break;
+                };
+                if check_scope >> bit & 1 != 0 && !rule.applies.matches(&facts) {
+                    continue;
+                }
+                let Some(code) = rule.check(&facts) else {
+                    continue;
+                };
                 rule.emit(code, &facts);
                 match rule.mode {
                     Mode::Enforce => {
@@ -465,8 +534,8 @@ impl RiskRules {
             return decision;
         }
         let mut marks = [Mark::None; MAX_STATEFUL_RULES];
-        for (index, rule) in self.stateful.iter().enumerate() {
-            if !rule.applies.matches(&facts) {
+        for (index, (rule, applies)) in self.stateful.iter().zip(applies).enumerate() {
+            if !applies {
                 continue;
             }
             let reserved = rule.reserve(&facts, self.cap);
@@ -657,7 +726,9 @@ fn compile_rule(rc: &RuleConfig, state: &Arc<RiskState>) -> Result<(Rule, RuleSu
             let mut refused: Vec<String> = brands.iter().map(|b| b.as_str().to_owned()).collect();
             refused.extend(bins.iter().map(ToString::to_string));
             (
-                Compiled::CardBrand(channel::CardBrands { table }),
+                Compiled::CardBrand(channel::CardBrands {
+                    table: bin_leads::LeadFiltered::new(table),
+                }),
                 vec![ResponseCode::NOT_PERMITTED_TO_CARDHOLDER],
                 format!("refuse {}", refused.join(",")),
             )

@@ -11,9 +11,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
-
+use super::key_table::{Entry, KeyTable};
 use super::Timestamp;
 
 /// A keyed (SipHash, per-process random key) hash of some byte strings. Card,
@@ -44,37 +42,79 @@ pub(crate) fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A card's key. A PAN of up to 19 digits is read as a number and put through
-/// two keyed bijections, a few nanoseconds where SipHash takes tens; being a
-/// bijection per PAN length, no two cards of one length share a key.
+/// A card's key. A PAN of up to 19 digits is read as a number (up to 16 as
+/// one nibble a digit, eight digits at a time) and put through two keyed
+/// bijections, a few nanoseconds where SipHash takes tens; being a bijection
+/// per PAN length, no two cards of one length share a key.
 pub(crate) fn card_key(pan: &[u8]) -> u64 {
-    if !pan.is_empty() && pan.len() <= 19 {
-        let value = pan.iter().try_fold(0u64, |n, &b| {
-            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-        });
-        if let Some(value) = value {
-            let [k0, k1] = mix_keys();
-            return mix(mix(value ^ k0) ^ pan.len() as u64 ^ k1);
+    let value = match pan.len() {
+        1..=16 => {
+            let (high, low) = pan.split_at(pan.len().saturating_sub(8));
+            digit_nibbles(high)
+                .zip(digit_nibbles(low))
+                .map(|(h, l)| h << 32 | l)
         }
+        17..=19 => pan.iter().try_fold(0u64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+        }),
+        _ => None,
+    };
+    match value {
+        Some(value) => {
+            let [k0, k1] = mix_keys();
+            mix(mix(value ^ k0) ^ pan.len() as u64 ^ k1)
+        }
+        None => keyed_hash(&[b"card", pan]),
     }
-    keyed_hash(&[b"card", pan])
+}
+
+/// Up to 8 ASCII digits as nibbles in the low 32 bits, all in a few word
+/// operations; None if any byte is not a digit.
+fn digit_nibbles(digits: &[u8]) -> Option<u64> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let present = match digits.len() {
+        8 => u64::MAX,
+        n => (1u64 << (8 * n)) - 1,
+    };
+    let word = le_word(digits);
+    // A digit byte is 0x30..=0x39: high nibble 3, and still 3 after adding 6.
+    let high = (0xf0 * ONES) & present;
+    let is_digits = word & high == (0x30 * ONES) & present
+        && word.wrapping_add((0x06 * ONES) & present) & high == (0x30 * ONES) & present;
+    if !is_digits {
+        return None;
+    }
+    let mut n = word & (0x0f * ONES);
+    n = (n | n >> 4) & 0x00ff_00ff_00ff_00ff;
+    n = (n | n >> 8) & 0x0000_ffff_0000_ffff;
+    Some((n | n >> 16) & 0xffff_ffff)
 }
 
 /// A terminal or merchant id's key: up to 16 bytes read as two words and
 /// mixed with the keys, longer ids through SipHash.
 pub(crate) fn id_key(id: &[u8]) -> u64 {
+    let [k0, k1] = mix_keys();
+    if id.len() <= 8 {
+        // One word: one mix fewer (the length keeps this apart from longer ids).
+        return mix(mix(le_word(id) ^ k0) ^ id.len() as u64 ^ k1);
+    }
     if id.len() <= 16 {
-        let mut bytes = [0u8; 16];
-        bytes[..id.len()].copy_from_slice(id);
-        let [w0, w1] = [0, 8].map(|at| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(word)
-        });
-        let [k0, k1] = mix_keys();
-        return mix(mix(mix(w0 ^ k0) ^ w1 ^ k1) ^ id.len() as u64);
+        let (first, second) = id.split_at(8);
+        return mix(mix(mix(le_word(first) ^ k0) ^ le_word(second) ^ k1) ^ id.len() as u64);
     }
     keyed_hash(&[b"id", id])
+}
+
+/// Up to 8 bytes as a little-endian word, zero-padded; a whole word without
+/// a call to `memcpy`.
+fn le_word(bytes: &[u8]) -> u64 {
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(word) => u64::from_le_bytes(word),
+        Err(_) => bytes
+            .iter()
+            .rev()
+            .fold(0, |word, &b| word << 8 | u64::from(b)),
+    }
 }
 
 /// Maps whose keys are already keyed hashes need no second hash.
@@ -98,12 +138,7 @@ impl Hasher for KeyHasher {
     }
 }
 
-pub(crate) type KeyMap<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 pub(crate) type KeySet<V> = std::collections::HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
-
-fn key_map<V>() -> KeyMap<V> {
-    DashMap::with_hasher(BuildHasherDefault::default())
-}
 
 // ---------------------------------------------------------------- velocity
 
@@ -115,13 +150,19 @@ pub(crate) const SLOTS: usize = 8;
 /// Count and amount of one key over the ring of slots. `A` is `SLOTS` for
 /// rules that limit amounts and 0 for those that only count, so a count-only
 /// window is 40 bytes, not 104.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Window<const A: usize> {
     /// Slot index (time / slot length) of the newest slot written.
     newest: u64,
     counts: [u32; SLOTS],
     /// Minor units.
     amounts: [u64; A],
+}
+
+impl<const A: usize> Default for Window<A> {
+    fn default() -> Self {
+        Window::new(0)
+    }
 }
 
 impl<const A: usize> Window<A> {
@@ -138,7 +179,12 @@ impl<const A: usize> Window<A> {
         if now_slot <= self.newest {
             return;
         }
-        let gone = (now_slot - self.newest).min(SLOTS as u64);
+        let gone = now_slot - self.newest;
+        if gone >= SLOTS as u64 {
+            // Idle for a whole window (the usual case for a card): all gone.
+            *self = Window::new(now_slot);
+            return;
+        }
         for step in 1..=gone {
             let slot = ((self.newest + step) % SLOTS as u64) as usize;
             self.counts[slot] = 0;
@@ -209,8 +255,7 @@ pub(crate) struct Limits {
 
 /// One velocity rule's windows, by card or terminal key.
 pub(crate) struct VelocityStore<const A: usize> {
-    map: KeyMap<Window<A>>,
-    len: AtomicUsize,
+    map: KeyTable<Window<A>>,
     slot_ms: u64,
 }
 
@@ -222,8 +267,7 @@ pub(crate) type SumStore = VelocityStore<SLOTS>;
 impl<const A: usize> VelocityStore<A> {
     pub(crate) fn new(window_ms: u64) -> Self {
         VelocityStore {
-            map: key_map(),
-            len: AtomicUsize::new(0),
+            map: KeyTable::default(),
             // Ceiling, so SLOTS - 1 slots always cover the whole window.
             slot_ms: window_ms.div_ceil(SLOTS as u64 - 1).max(1),
         }
@@ -261,9 +305,8 @@ impl<const A: usize> VelocityStore<A> {
                 None
             }
         };
-        match self.map.entry(key) {
-            Entry::Occupied(mut entry) => {
-                let window = entry.get_mut();
+        self.map.entry(key, |entry| match entry {
+            Entry::Occupied(window) => {
                 window.advance(now_slot);
                 let (count, sum) = window.totals();
                 match over(count, sum) {
@@ -284,13 +327,12 @@ impl<const A: usize> VelocityStore<A> {
                         counted_slot: None,
                     };
                 }
-                if self.len.load(Ordering::Relaxed) >= cap {
+                if self.map.len() >= cap {
                     return Tally::Untracked;
                 }
                 let mut window = Window::<A>::new(now_slot);
                 let slot = window.add(now_slot, amount);
                 entry.insert(window);
-                self.len.fetch_add(1, Ordering::Relaxed);
                 match verdict {
                     None => Tally::Counted { slot },
                     Some(count_exceeded) => Tally::Over {
@@ -299,21 +341,27 @@ impl<const A: usize> VelocityStore<A> {
                     },
                 }
             }
-        }
+        })
+    }
+
+    /// Starts loading `key`'s window into the cache for a coming [`tally`](Self::tally).
+    pub(crate) fn prefetch(&self, key: u64) {
+        self.map.prefetch(key);
     }
 
     /// Undoes a count from [`tally`](Self::tally) (a later rule declined).
     pub(crate) fn undo(&self, key: u64, slot: u64, amount: u64) {
-        if let Some(mut window) = self.map.get_mut(&key) {
-            window.remove(slot, amount);
-        }
+        self.map.entry(key, |entry| {
+            if let Entry::Occupied(window) = entry {
+                window.remove(slot, amount);
+            }
+        });
     }
 
     /// The count and amount `key` has in its window at `now`, without counting.
     pub(crate) fn peek(&self, key: u64, now: Timestamp) -> (u64, u64) {
         let now_slot = self.slot_of(now);
-        self.map.get(&key).map_or((0, 0), |window| {
-            let mut window = window.clone();
+        self.map.get(key).map_or((0, 0), |mut window| {
             window.advance(now_slot);
             window.totals()
         })
@@ -321,17 +369,11 @@ impl<const A: usize> VelocityStore<A> {
 
     fn expire(&self, now: Timestamp) {
         let now_slot = self.slot_of(now);
-        let mut removed = 0usize;
-        self.map.retain(|_, window| {
-            let keep = !window.is_idle(now_slot);
-            removed += usize::from(!keep);
-            keep
-        });
-        self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.map.retain(|window| !window.is_idle(now_slot));
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.map.len()
     }
 }
 
@@ -351,16 +393,14 @@ pub(crate) enum Seen {
 /// Transmissions (terminal, STAN, field 7) seen within one rule's window.
 pub(crate) struct DuplicateStore {
     /// Key → when first seen, Unix ms.
-    map: KeyMap<u64>,
-    len: AtomicUsize,
+    map: KeyTable<u64>,
     window_ms: u64,
 }
 
 impl DuplicateStore {
     pub(crate) fn new(window_ms: u64) -> DuplicateStore {
         DuplicateStore {
-            map: key_map(),
-            len: AtomicUsize::new(0),
+            map: KeyTable::default(),
             window_ms,
         }
     }
@@ -369,46 +409,43 @@ impl DuplicateStore {
     /// so a repeat finds its original even while that is still at the issuer.
     pub(crate) fn check_and_record(&self, key: u64, now: Timestamp, cap: usize) -> Seen {
         let now = now.unix_ms();
-        match self.map.entry(key) {
-            Entry::Occupied(mut entry) => {
-                if now.saturating_sub(*entry.get()) < self.window_ms {
+        self.map.entry(key, |entry| match entry {
+            Entry::Occupied(seen) => {
+                if now.saturating_sub(*seen) < self.window_ms {
                     Seen::Again
                 } else {
-                    *entry.get_mut() = now;
+                    *seen = now;
                     Seen::First { stamp: now }
                 }
             }
             Entry::Vacant(entry) => {
-                if self.len.load(Ordering::Relaxed) >= cap {
+                if self.map.len() >= cap {
                     return Seen::Untracked;
                 }
                 entry.insert(now);
-                self.len.fetch_add(1, Ordering::Relaxed);
                 Seen::First { stamp: now }
             }
-        }
+        })
+    }
+
+    /// Starts loading `key`'s record into the cache for a coming check.
+    pub(crate) fn prefetch(&self, key: u64) {
+        self.map.prefetch(key);
     }
 
     /// Forgets a record from [`check_and_record`](Self::check_and_record).
     pub(crate) fn undo(&self, key: u64, stamp: u64) {
-        if self.map.remove_if(&key, |_, seen| *seen == stamp).is_some() {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.map.remove_if(key, |&seen| seen == stamp);
     }
 
     fn expire(&self, now: Timestamp) {
         let now = now.unix_ms();
-        let mut removed = 0usize;
-        self.map.retain(|_, seen| {
-            let keep = now.saturating_sub(*seen) < self.window_ms;
-            removed += usize::from(!keep);
-            keep
-        });
-        self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.map
+            .retain(|&seen| now.saturating_sub(seen) < self.window_ms);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.map.len()
     }
 }
 
@@ -417,8 +454,7 @@ impl DuplicateStore {
 /// When each (card, merchant) last had an approved cardholder-initiated
 /// transaction, for the `recurring` rule.
 pub(crate) struct CitLedger {
-    map: KeyMap<u64>,
-    len: AtomicUsize,
+    map: KeyTable<u64>,
     /// Longest validity any current recurring rule asks for; older entries go.
     keep_ms: AtomicU64,
     cap: AtomicUsize,
@@ -428,8 +464,7 @@ impl CitLedger {
     /// An empty ledger that records nothing until [`configure`](Self::configure)d.
     pub(crate) fn new() -> CitLedger {
         CitLedger {
-            map: key_map(),
-            len: AtomicUsize::new(0),
+            map: KeyTable::default(),
             keep_ms: AtomicU64::new(0),
             cap: AtomicUsize::new(0),
         }
@@ -442,37 +477,30 @@ impl CitLedger {
 
     /// Returns false when the ledger is full and `key` is new.
     pub(crate) fn record(&self, key: u64, now: Timestamp) -> bool {
-        match self.map.entry(key) {
-            Entry::Occupied(mut entry) => {
-                *entry.get_mut() = now.unix_ms();
+        self.map.entry(key, |entry| match entry {
+            Entry::Occupied(at) => {
+                *at = now.unix_ms();
                 true
             }
             Entry::Vacant(entry) => {
-                if self.len.load(Ordering::Relaxed) >= self.cap.load(Ordering::Relaxed) {
+                if self.map.len() >= self.cap.load(Ordering::Relaxed) {
                     return false;
                 }
                 entry.insert(now.unix_ms());
-                self.len.fetch_add(1, Ordering::Relaxed);
                 true
             }
-        }
+        })
     }
 
     /// When `key` last had an approval, Unix ms.
     pub(crate) fn last(&self, key: u64) -> Option<u64> {
-        self.map.get(&key).map(|v| *v)
+        self.map.get(key)
     }
 
     fn expire(&self, now: Timestamp) {
         let now = now.unix_ms();
         let keep = self.keep_ms.load(Ordering::Relaxed);
-        let mut removed = 0usize;
-        self.map.retain(|_, at| {
-            let kept = now.saturating_sub(*at) <= keep;
-            removed += usize::from(!kept);
-            kept
-        });
-        self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.map.retain(|&at| now.saturating_sub(at) <= keep);
     }
 }
 
@@ -637,7 +665,7 @@ impl RiskState {
     /// Keys held across every store (velocity, duplicate, CIT ledger).
     pub fn tracked_keys(&self) -> usize {
         let stores: usize = self.registry().iter().map(|(_, h)| h.len()).sum();
-        stores + self.cit.len.load(Ordering::Relaxed)
+        stores + self.cit.map.len()
     }
 }
 
@@ -668,6 +696,21 @@ mod tests {
             card_key(b"4111111111111111111")
         );
         assert_ne!(card_key(b"4111x"), card_key(b"4111"));
+    }
+
+    #[test]
+    fn digits_pack_as_nibbles_and_anything_else_is_refused() {
+        assert_eq!(digit_nibbles(b"12345678"), Some(0x8765_4321));
+        assert_eq!(digit_nibbles(b"905"), Some(0x509));
+        assert_eq!(digit_nibbles(b""), Some(0));
+        for bad in [&b"1234567:"[..], b"/", b"12a4", b"9\xb9", b"12 4"] {
+            assert_eq!(digit_nibbles(bad), None, "{bad:?}");
+        }
+        // Every card of one length has its own key.
+        let keys: std::collections::HashSet<u64> = (0..10_000u64)
+            .map(|n| card_key(format!("4000{n:012}").as_bytes()))
+            .collect();
+        assert_eq!(keys.len(), 10_000);
     }
 
     #[test]

@@ -51,6 +51,16 @@ impl Velocity {
         }
     }
 
+    /// Starts loading the window [`reserve`](Self::reserve) will check.
+    pub fn prefetch(&self, facts: &Facts<'_>) {
+        if let Some(key) = self.key(facts) {
+            match &self.store {
+                Store::Count(s) => s.prefetch(key),
+                Store::Sum(s) => s.prefetch(key),
+            }
+        }
+    }
+
     /// Checks the window with this transaction in it, and counts it if it fits
     /// (or `force`, for shadow rules: the transaction goes on either way).
     pub fn reserve(&self, facts: &Facts<'_>, force: bool, cap: usize) -> Reserved {
