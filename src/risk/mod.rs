@@ -837,3 +837,97 @@ fn compile_rule(rc: &RuleConfig, state: &Arc<RiskState>) -> Result<(Rule, RuleSu
     };
     Ok((rule, summary))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iso8583::Mti;
+
+    fn rules(text: &str) -> RiskRules {
+        let config = crate::config::Config::from_toml_str(text, "test.toml").expect("config");
+        RiskRules::compile(&config.risk, &RiskState::new()).expect("rules")
+    }
+
+    fn purchase(stan: &str) -> Message {
+        let mut m = Message::new(Mti::from_static("0200"));
+        for (n, v) in [
+            (2, "4111111111111111"),
+            (3, "000000"),
+            (4, "000000001000"),
+            (7, "1123184105"),
+            (11, stan),
+            (41, "TERM0001"),
+        ] {
+            m.set(n, v).expect("field");
+        }
+        m
+    }
+
+    #[test]
+    fn a_decline_by_a_later_velocity_rule_takes_back_the_earlier_counts() {
+        let rules = rules(
+            r#"
+[[risk.rule]]
+name = "card-minute"
+kind = "velocity"
+per = "card"
+window_s = 60
+max_count = 5
+[[risk.rule]]
+name = "terminal"
+kind = "velocity"
+per = "terminal"
+window_s = 60
+max_count = 1
+[[risk.rule]]
+name = "card-day"
+kind = "velocity"
+per = "card"
+window_s = 86400
+max_count = 100
+"#,
+        );
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let ctx = RiskContext::pos();
+        assert!(!rules.evaluate(&ctx, &purchase("000001"), now).is_declined());
+        let second = rules.evaluate(&ctx, &purchase("000002"), now);
+        assert_eq!(second.decline.map(|h| h.rule), Some("terminal"));
+        let count = |rule: &str| rules.velocity_of(rule, &ctx, &purchase("000003"), now);
+        assert_eq!(count("card-minute"), Some((1, 0)));
+        assert_eq!(count("terminal"), Some((1, 0)));
+        assert_eq!(count("card-day"), Some((1, 0)), "not reached");
+    }
+
+    #[test]
+    fn a_reload_changing_one_velocity_rule_keeps_the_others_counts() {
+        let config = |day_window: u64| {
+            format!(
+                "[[risk.rule]]\nname = \"minute\"\nkind = \"velocity\"\nper = \"card\"\nwindow_s = 60\nmax_count = 5\n\
+                 [[risk.rule]]\nname = \"day\"\nkind = \"velocity\"\nper = \"card\"\nwindow_s = {day_window}\nmax_count = 100\n"
+            )
+        };
+        let state = RiskState::new();
+        let compile = |text: &str| {
+            let config = crate::config::Config::from_toml_str(text, "test.toml").expect("config");
+            RiskRules::compile(&config.risk, &state).expect("rules")
+        };
+        let before = compile(&config(86_400));
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let ctx = RiskContext::pos();
+        for stan in ["000001", "000002", "000003"] {
+            before.evaluate(&ctx, &purchase(stan), now);
+        }
+        let after = compile(&config(3_600));
+        let count =
+            |rules: &RiskRules, rule: &str| rules.velocity_of(rule, &ctx, &purchase("000009"), now);
+        assert_eq!(count(&after, "minute"), Some((3, 0)));
+        assert_eq!(count(&after, "day"), Some((0, 0)));
+        after.evaluate(&ctx, &purchase("000004"), now);
+        assert_eq!(
+            count(&before, "minute"),
+            Some((4, 0)),
+            "one window for both snapshots"
+        );
+        assert_eq!(count(&before, "day"), Some((3, 0)));
+    }
+}
