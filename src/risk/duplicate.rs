@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::state::{keyed_hash, mix, DuplicateStore, Seen};
+use super::state::{digits_as_nibbles, keyed_hash, mix, DuplicateStore, Seen};
 use super::{Facts, Mark, Reserved};
 use crate::iso8583::ResponseCode;
 
@@ -24,26 +24,17 @@ impl std::fmt::Debug for Duplicate {
     }
 }
 
-/// Up to `max` ASCII digits as a number.
-fn digits(v: &[u8], max: usize) -> Option<u64> {
-    if v.is_empty() || v.len() > max {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
-
 /// A transmission's key (terminal, STAN, field 7); see [`Facts::transmission_key`].
 pub(crate) fn transmission_key(facts: &Facts<'_>) -> Option<u64> {
     let stan = facts.msg.get(11)?;
     // Without field 7 a STAN alone could repeat legitimately after wrapping.
     let time = facts.msg.get(7)?;
     let terminal = facts.terminal_key()?;
-    match (digits(stan, 6), digits(time, 10)) {
-        // The usual case: the terminal's keyed key mixed with STAN and
-        // time packed into one number.
-        (Some(stan), Some(time)) => Some(mix(terminal ^ mix(stan * 10_000_000_000 + time))),
+    let nibbles = |v: &[u8], max: usize| (v.len() == max).then(|| digits_as_nibbles(v))?;
+    match (nibbles(stan, 6), nibbles(time, 10)) {
+        // The usual case (6-digit STAN, MMDDhhmmss): the terminal's keyed key
+        // mixed with STAN and time packed as nibbles into one word.
+        (Some(stan), Some(time)) => Some(mix(terminal ^ mix(stan << 40 | time))),
         _ => Some(keyed_hash(&[b"dup", facts.terminal?, stan, time])),
     }
 }

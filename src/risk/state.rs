@@ -48,12 +48,7 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 /// per PAN length, no two cards of one length share a key.
 pub(crate) fn card_key(pan: &[u8]) -> u64 {
     let value = match pan.len() {
-        1..=16 => {
-            let (high, low) = pan.split_at(pan.len().saturating_sub(8));
-            digit_nibbles(high)
-                .zip(digit_nibbles(low))
-                .map(|(h, l)| h << 32 | l)
-        }
+        1..=16 => digits_as_nibbles(pan),
         17..=19 => pan.iter().try_fold(0u64, |n, &b| {
             b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
         }),
@@ -66,6 +61,18 @@ pub(crate) fn card_key(pan: &[u8]) -> u64 {
         }
         None => keyed_hash(&[b"card", pan]),
     }
+}
+
+/// 1 to 16 ASCII digits as nibbles, one word in all; None if empty,
+/// longer, or any byte is not a digit. Injective for a given length.
+pub(crate) fn digits_as_nibbles(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let (high, low) = digits.split_at(digits.len().saturating_sub(8));
+    digit_nibbles(high)
+        .zip(digit_nibbles(low))
+        .map(|(h, l)| h << 32 | l)
 }
 
 /// Up to 8 ASCII digits as nibbles in the low 32 bits, all in a few word
