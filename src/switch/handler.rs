@@ -246,7 +246,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 key,
                 Original {
                     mti: request.mti().original(),
-                    issuer: Arc::from(issuer.name()),
+                    issuer: issuer.shared_name(),
                     issuer_stan,
                     reversed,
                     at: Instant::now(),

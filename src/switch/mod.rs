@@ -153,8 +153,11 @@ impl Switch {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => match sweeper.upgrade() {
                         Some(sw) if last.elapsed() >= period || sw.originals.nearly_full() => {
-                            sw.originals.rotate();
+                            let retired = sw.originals.rotate();
                             last = Instant::now();
+                            drop(sw);
+                            // Hundreds of thousands of entries: freed on a blocking thread.
+                            tokio::task::spawn_blocking(move || drop(retired));
                         }
                         Some(_) => {}
                         None => break,

@@ -74,11 +74,14 @@ pub struct Original {
     pub at: Instant,
 }
 
+/// One generation of the table.
+pub type Generation = DashMap<OriginalKey, Original>;
+
 /// The recent-authorizations table: a few generations of sharded maps. Inserts
 /// go to the newest; [`Originals::rotate`] (run by a timer) drops the oldest
 /// whole, so expiry never scans entries and never stalls the hot path.
 pub struct Originals {
-    generations: ArcSwap<Vec<Arc<DashMap<OriginalKey, Original>>>>,
+    generations: ArcSwap<Vec<Arc<Generation>>>,
     /// Entries in all generations (kept beside them: `DashMap::len` locks
     /// every shard, too dear per insert).
     count: AtomicUsize,
@@ -125,16 +128,23 @@ impl Originals {
         taken
     }
 
-    /// Starts a fresh newest generation and drops the oldest.
-    pub fn rotate(&self) {
+    /// Starts a fresh newest generation and retires the oldest, which it
+    /// returns: freeing a generation of a busy minute takes milliseconds, so the
+    /// caller drops it off the hot path. The new generation is sized like the
+    /// last one, so it does not rehash (stalling its shard) as it fills.
+    pub fn rotate(&self) -> Arc<Generation> {
         let current = self.generations.load_full();
+        let expected = current.first().map_or(0, |g| g.len()).min(self.max);
         let mut next = Vec::with_capacity(current.len());
-        next.push(Arc::new(DashMap::new()));
+        next.push(Arc::new(DashMap::with_capacity(expected)));
         next.extend(current[..current.len() - 1].iter().cloned());
         self.generations.store(Arc::new(next));
-        if let Some(oldest) = current.last() {
-            self.count.fetch_sub(oldest.len(), Ordering::Relaxed);
-        }
+        let oldest = current
+            .last()
+            .cloned()
+            .expect("Originals::new keeps at least two generations");
+        self.count.fetch_sub(oldest.len(), Ordering::Relaxed);
+        oldest
     }
 
     /// Whether the table is close enough to full that the timer should rotate

@@ -28,7 +28,7 @@ pub struct Issuer {
 }
 
 struct Inner {
-    name: String,
+    name: Arc<str>,
     timeout: Duration,
     links: Arc<Links>,
     saf: SafQueue,
@@ -139,7 +139,7 @@ impl Issuer {
         ));
         Issuer {
             inner: Arc::new(Inner {
-                name: name.to_string(),
+                name: Arc::from(name),
                 timeout,
                 links,
                 saf: saf_queue,
@@ -150,6 +150,12 @@ impl Issuer {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The name as a shared string, for records that outlive this call (no
+    /// allocation per transaction).
+    pub fn shared_name(&self) -> Arc<str> {
+        self.inner.name.clone()
     }
 
     /// Forwards an authorization or financial request and returns the issuer's
@@ -189,7 +195,7 @@ impl Issuer {
     pub fn status(&self) -> IssuerStatus {
         let telemetry = &self.inner.telemetry;
         IssuerStatus {
-            name: self.inner.name.clone(),
+            name: self.inner.name.to_string(),
             endpoints: self
                 .inner
                 .links
