@@ -217,6 +217,28 @@ async fn hundred_pipelining_connections_each_get_their_own_answers() {
     assert_eq!(answered, CONNECTIONS * PER_CONNECTION);
 }
 
+#[tokio::test]
+async fn a_slow_answer_does_not_hold_back_later_ones_on_the_same_connection() {
+    // The simulator holds this terminal's answers for a second: far longer
+    // than the fast request takes, so the order is not a race.
+    let slow = format!(
+        "[[listener]]\nname = \"pos\"\nbind = \"127.0.0.1:0\"\n\n{SIM}\n\
+         [[simulator.rule]]\nfields = {{ 41 = \"SLOW0001\" }}\nrespond = \"00\"\ndelay_ms = 1000\n"
+    );
+    let switch = TestSwitch::start(&slow).await;
+    let mut terminal = switch.terminal("pos").await;
+    let held = with(purchase(CARD, 100), 41, "SLOW0001");
+    let quick = with(purchase(CARD, 200), 41, "FAST0001");
+    terminal.feed(&held).await;
+    terminal.feed(&quick).await;
+    terminal.flush().await;
+    let first = terminal.recv().await;
+    assert_eq!(first.get(11), quick.get(11), "the quick answer comes first");
+    let second = terminal.recv().await;
+    assert_eq!(second.get(11), held.get(11));
+    assert_eq!((code(&first), code(&second)), ("00", "00"));
+}
+
 fn tls_config(files: &TlsFiles) -> String {
     config(&format!(
         "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\ntls = {}\n\n\

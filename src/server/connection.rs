@@ -1,23 +1,36 @@
-//! One terminal connection: read frames, answer each message in its own task
-//! (several may be outstanding), and write responses as they complete through
-//! one writer that feeds every ready frame and flushes once.
+//! One terminal connection, one task: read frames, answer each message as an
+//! in-flight future (several may be outstanding), and write responses in the
+//! order they complete, coalesced into one write per batch.
+//!
+//! Everything runs in the connection's own task: no spawn per message and no
+//! hand-off to a writer task, so a burst of responses from the issuer link costs
+//! one wake-up and one write syscall, not one of each per message.
 
+use std::future::poll_fn;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio::time::Instant;
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::ListenerContext;
-use crate::frame::{Frame, FrameCodec};
+use crate::frame::{Frame, FrameCodec, FrameError};
 use crate::iso8583::{Message, ResponseCode};
 use crate::switch::{decline, Switch};
 
-/// Responses waiting for the writer; beyond this a slow reader applies
-/// backpressure to its own connection only.
-const WRITE_QUEUE: usize = 4096;
+/// Messages being answered at once on one connection; beyond this the
+/// connection stops reading, so a flooding terminal slows only itself.
+const MAX_IN_FLIGHT: usize = 4096;
+/// Encoded responses waiting to be written: above this the connection takes no
+/// new requests and no more answers until the socket has taken them, so a
+/// reader that stops reading backpressures its own connection only, and a busy
+/// connection still writes at least every this many bytes.
+const WRITE_HIGH_WATER: usize = 32 * 1024;
+/// Frames taken from the read buffer in one go before answers get a turn.
+const READ_BATCH: usize = 64;
 
 pub(super) async fn serve<S>(
     stream: S,
@@ -30,66 +43,111 @@ pub(super) async fn serve<S>(
     let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read_half, FrameCodec::new(context.frame));
     let mut writer = FramedWrite::new(write_half, FrameCodec::new(context.frame));
-    let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let mut encoder = FrameCodec::new(context.frame);
     let listener = context.inbound.listener.clone();
-
-    let write_task = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if writer.feed(frame).await.is_err() {
-                return;
-            }
-            while let Ok(frame) = rx.try_recv() {
-                if writer.feed(frame).await.is_err() {
-                    return;
-                }
-            }
-            if SinkExt::<Frame>::flush(&mut writer).await.is_err() {
-                return;
-            }
-        }
-    });
+    let mut in_flight = FuturesUnordered::new();
+    let mut reading = true;
+    // The idle timer is re-armed only when it fires, not per frame: resetting a
+    // timer on every message costs more than the rest of the loop turn.
+    let mut last_frame = Instant::now();
+    let idle = tokio::time::sleep_until(last_frame + context.idle_timeout);
+    tokio::pin!(idle);
 
     loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            next = tokio::time::timeout(context.idle_timeout, reader.next()) => next,
-        };
-        let frame = match next {
-            Err(_) => {
-                tracing::debug!(listener = %listener, "idle timeout, closing");
-                break;
+        let buffered = writer.write_buffer().len();
+        let room = buffered < WRITE_HIGH_WATER;
+        if !reading && in_flight.is_empty() && buffered == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if reading => reading = false,
+            Some(response) = in_flight.next(), if room && !in_flight.is_empty() => {
+                let mut next = Some(response);
+                while let Some(response) = next {
+                    if let Some(frame) = response {
+                        queue(&mut encoder, &mut writer, &frame, &listener);
+                    }
+                    if writer.write_buffer().len() >= WRITE_HIGH_WATER {
+                        break;
+                    }
+                    next = in_flight.next().now_or_never().flatten();
+                }
             }
-            Ok(None) => break,
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => {
-                // The stream cannot be resynchronised after a framing error.
-                metrics::counter!(
-                    "isoswitch_framing_errors_total",
-                    "listener" => listener.to_string(),
-                    "reason" => e.reason(),
-                )
-                .increment(1);
-                tracing::warn!(listener = %listener, error = %e, "framing error, closing connection");
-                break;
+            next = reader.next(), if reading && room && in_flight.len() < MAX_IN_FLIGHT => {
+                let mut next = next;
+                let mut taken = 0;
+                loop {
+                    match next {
+                        None => {
+                            reading = false;
+                            break;
+                        }
+                        Some(Ok(frame)) => {
+                            last_frame = Instant::now();
+                            in_flight.push(answer(&context, &switch, frame));
+                        }
+                        Some(Err(e)) => {
+                            // The stream cannot be resynchronised after a framing error.
+                            framing_error(&listener, &e);
+                            reading = false;
+                            break;
+                        }
+                    }
+                    taken += 1;
+                    if taken >= READ_BATCH || in_flight.len() >= MAX_IN_FLIGHT {
+                        break;
+                    }
+                    match reader.next().now_or_never() {
+                        Some(more) => next = more,
+                        None => break,
+                    }
+                }
             }
-        };
-        let tx = tx.clone();
-        let context = context.clone();
-        let switch = switch.clone();
-        tokio::spawn(async move {
-            if let Some(response) = answer(&context, &switch, &frame).await {
-                let _ = tx.send(response).await;
+            () = &mut idle, if reading => {
+                let due = last_frame + context.idle_timeout;
+                if Instant::now() >= due {
+                    tracing::debug!(listener = %listener, "idle timeout, closing");
+                    reading = false;
+                } else {
+                    idle.as_mut().reset(due);
+                }
             }
-        });
+            flushed = poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx)), if buffered > 0 => {
+                if flushed.is_err() {
+                    // The terminal is gone: its answers have nowhere to go.
+                    break;
+                }
+            }
+        }
     }
-    // In-flight answers hold sender clones: the writer ends after the last one.
-    drop(tx);
-    let _ = write_task.await;
+}
+
+/// Appends one response to the write buffer.
+fn queue<W>(
+    encoder: &mut FrameCodec,
+    writer: &mut FramedWrite<W, FrameCodec>,
+    frame: &Frame,
+    listener: &str,
+) {
+    if let Err(e) = encoder.encode(frame, writer.write_buffer_mut()) {
+        tracing::error!(listener = %listener, error = %e, "response does not fit the framing; not sent");
+    }
+}
+
+fn framing_error(listener: &str, e: &FrameError) {
+    metrics::counter!(
+        "isoswitch_framing_errors_total",
+        "listener" => listener.to_string(),
+        "reason" => e.reason(),
+    )
+    .increment(1);
+    tracing::warn!(listener = %listener, error = %e, "framing error, closing connection");
 }
 
 /// Decodes, hands to the switch, encodes. A message that does not decode gets
 /// 30 when its MTI can be read, and no answer when not even that.
-async fn answer(context: &ListenerContext, switch: &Switch, frame: &Frame) -> Option<Frame> {
+async fn answer(context: &ListenerContext, switch: &Switch, frame: Frame) -> Option<Frame> {
     let spec = &context.spec;
     let response = match Message::decode(spec, frame.payload.clone()) {
         Ok(request) => switch.handle(&context.inbound, request).await?,
