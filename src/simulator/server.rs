@@ -1,17 +1,17 @@
 //! The simulator on a socket: one task per connection answers every framed request
 //! as [`Simulator::decide`] says, several in flight at once, delayed answers on
-//! their own timers, and one writer that coalesces responses into few writes.
+//! their own timers, and answers coalesced into few writes.
 
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::{Decision, Simulator, SimulatorError};
@@ -19,15 +19,18 @@ use crate::config::SimulatorConfig;
 use crate::frame::{Frame, FrameCodec, FrameConfig};
 use crate::iso8583::{Message, Spec};
 
-/// Responses waiting for a connection's writer; a peer that stops reading
-/// backpressures its own connection only.
+/// Delayed answers waiting for their connection.
 const WRITE_QUEUE: usize = 4096;
+/// Encoded answers waiting to be written: above this the connection reads no
+/// more requests until the socket has taken them, so a peer that stops
+/// reading backpressures its own connection only.
+const WRITE_HIGH_WATER: usize = 32 * 1024;
+/// Requests answered in one go before the write gets a turn.
+const READ_BATCH: usize = 64;
 
 /// Pause after a failed accept (out of file descriptors, say) so the loop does
 /// not spin while connections drain.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
-
-type Sink = SplitSink<Framed<TcpStream, FrameCodec>, Frame>;
 
 /// Accepts connections on `listener` until `shutdown`, then closes them all and
 /// returns once their tasks have ended.
@@ -107,9 +110,13 @@ pub async fn bind_and_serve_with(
     ))
 }
 
-/// One connection. `closing` ends it at once: shutdown, a `close` decision, a
-/// framing error or a failed write. A peer that stops sending still gets the
-/// answers already due, delayed ones included.
+/// One connection, one task: decide each request as it is read, append the
+/// answer to the write buffer, and write once when nothing more is ready, so
+/// a burst of requests costs one write, not a wake-up of a writer task and a
+/// write per answer. Delayed answers wait on their own timers and come back
+/// through a channel. `closing` ends the connection at once: shutdown, a
+/// `close` decision, a framing error or a failed write. A peer that stops
+/// sending still gets the answers already due, delayed ones included.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -122,84 +129,141 @@ async fn connection(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "simulator: cannot set TCP_NODELAY");
     }
-    let (sink, mut frames) = Framed::new(stream, FrameCodec::new(frame)).split();
-    let (tx, rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
-    let writer = tokio::spawn(write_responses(sink, rx, peer, closing.clone()));
+    let (read_half, write_half) = stream.into_split();
+    let mut frames = FramedRead::new(read_half, FrameCodec::new(frame));
+    let mut writer = FramedWrite::new(write_half, FrameCodec::new(frame));
+    let mut encoder = FrameCodec::new(frame);
+    let (delayed_tx, mut delayed_rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    // Dropped when reading ends, so the channel closes after the last delayed answer.
+    let mut delayed_tx = Some(delayed_tx);
+    let mut delayed_open = true;
 
-    loop {
-        let next = tokio::select! {
+    'connection: loop {
+        let buffered = writer.write_buffer().len();
+        let room = buffered < WRITE_HIGH_WATER;
+        if delayed_tx.is_none() && !delayed_open && buffered == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
             _ = closing.cancelled() => break,
-            next = frames.next() => next,
-        };
-        let request_frame = match next {
-            None => break,
-            Some(Ok(request_frame)) => request_frame,
-            Some(Err(error)) if error.is_fatal() => {
-                // No way to find where the next frame starts.
-                tracing::warn!(%peer, %error, "simulator: framing error, closing connection");
-                closing.cancel();
-                break;
-            }
-            Some(Err(error)) => {
-                tracing::warn!(%peer, %error, "simulator: frame refused");
-                continue;
-            }
-        };
-        let request = match Message::decode(&spec, request_frame.payload.clone()) {
-            Ok(request) => request,
-            Err(error) => {
-                // The framing is intact, so the next frame can still be served.
-                // Part, offset and kind only: the bytes may hold card data.
-                sim.count_undecodable();
-                tracing::warn!(
-                    %peer,
-                    part = %error.part(),
-                    offset = error.offset(),
-                    kind = %error.kind(),
-                    "simulator: message does not decode; ignored"
-                );
-                continue;
-            }
-        };
-        match sim.decide(&request) {
-            Decision::Respond { response, delay } => {
-                let Some(out) = encode(&spec, &request_frame, &response) else {
-                    continue;
-                };
-                match delay {
-                    None => {
-                        if tx.send(out).await.is_err() {
+            next = frames.next(), if room && delayed_tx.is_some() => {
+                let mut next = next;
+                let mut taken = 0;
+                loop {
+                    let request_frame = match next {
+                        None => {
+                            delayed_tx = None;
                             break;
                         }
-                    }
-                    Some(delay) => {
-                        // Its own timer, so later requests are answered meanwhile.
-                        let (tx, closing) = (tx.clone(), closing.clone());
-                        tokio::spawn(async move {
-                            tokio::select! {
-                                _ = closing.cancelled() => {}
-                                _ = tokio::time::sleep(delay) => {
-                                    let _ = tx.send(out).await;
-                                }
+                        Some(Ok(request_frame)) => request_frame,
+                        Some(Err(error)) if error.is_fatal() => {
+                            // No way to find where the next frame starts.
+                            tracing::warn!(%peer, %error, "simulator: framing error, closing connection");
+                            closing.cancel();
+                            break 'connection;
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(%peer, %error, "simulator: frame refused");
+                            match frames.next().now_or_never() {
+                                Some(more) => { next = more; continue; }
+                                None => break,
                             }
-                        });
+                        }
+                    };
+                    let Some(tx) = delayed_tx.as_ref() else { break };
+                    match answer(&sim, &spec, &request_frame, peer) {
+                        Answer::Now(out) => {
+                            if let Err(error) = encoder.encode(out, writer.write_buffer_mut()) {
+                                tracing::error!(%peer, %error, "simulator: response not framed; not sent");
+                            }
+                        }
+                        Answer::Later(out, delay) => {
+                            // Its own timer, so later requests are answered meanwhile.
+                            let (tx, closing) = (tx.clone(), closing.clone());
+                            tokio::spawn(async move {
+                                tokio::select! {
+                                    _ = closing.cancelled() => {}
+                                    _ = tokio::time::sleep(delay) => {
+                                        let _ = tx.send(out).await;
+                                    }
+                                }
+                            });
+                        }
+                        Answer::None => {}
+                        Answer::Close => {
+                            closing.cancel();
+                            break 'connection;
+                        }
+                    }
+                    taken += 1;
+                    if taken >= READ_BATCH || writer.write_buffer().len() >= WRITE_HIGH_WATER {
+                        break;
+                    }
+                    match frames.next().now_or_never() {
+                        Some(more) => next = more,
+                        None => break,
                     }
                 }
             }
-            Decision::Drop => {}
-            Decision::Close => {
-                tracing::debug!(%peer, mti = %request.mti(), "simulator: closing connection by rule");
-                closing.cancel();
-                break;
+            out = delayed_rx.recv(), if room && delayed_open => match out {
+                Some(out) => {
+                    if let Err(error) = encoder.encode(out, writer.write_buffer_mut()) {
+                        tracing::error!(%peer, %error, "simulator: response not framed; not sent");
+                    }
+                }
+                None => delayed_open = false,
+            },
+            flushed = poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx)), if buffered > 0 => {
+                if let Err(error) = flushed {
+                    tracing::debug!(%peer, %error, "simulator: write failed, closing connection");
+                    closing.cancel();
+                    break;
+                }
             }
         }
     }
-    // The writer ends when cancelled or when every sender (delayed ones too) is gone;
-    // the socket closes when both halves are dropped.
-    drop(tx);
-    drop(frames);
-    if writer.await.is_err() {
-        tracing::error!(%peer, "simulator: writer task failed");
+}
+
+/// What to do with one request.
+enum Answer {
+    Now(Frame),
+    Later(Frame, std::time::Duration),
+    None,
+    Close,
+}
+
+/// Decodes and decides one request. An undecodable one is counted and skipped:
+/// the framing is intact, so the next frame can still be served.
+fn answer(sim: &Simulator, spec: &Spec, request_frame: &Frame, peer: SocketAddr) -> Answer {
+    let request = match Message::decode(spec, request_frame.payload.clone()) {
+        Ok(request) => request,
+        Err(error) => {
+            // Part, offset and kind only: the bytes may hold card data.
+            sim.count_undecodable();
+            tracing::warn!(
+                %peer,
+                part = %error.part(),
+                offset = error.offset(),
+                kind = %error.kind(),
+                "simulator: message does not decode; ignored"
+            );
+            return Answer::None;
+        }
+    };
+    match sim.decide(&request) {
+        Decision::Respond { response, delay } => match encode(spec, request_frame, &response) {
+            None => Answer::None,
+            Some(out) => match delay {
+                None => Answer::Now(out),
+                Some(delay) => Answer::Later(out, delay),
+            },
+        },
+        Decision::Drop => Answer::None,
+        Decision::Close => {
+            tracing::debug!(%peer, mti = %request.mti(), "simulator: closing connection by rule");
+            Answer::Close
+        }
     }
 }
 
@@ -218,48 +282,13 @@ fn encode(spec: &Spec, request_frame: &Frame, response: &Message) -> Option<Fram
     }
 }
 
-/// Feeds every response already queued, then flushes once.
-async fn write_responses(
-    mut sink: Sink,
-    mut rx: mpsc::Receiver<Frame>,
-    peer: SocketAddr,
-    closing: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = closing.cancelled() => return,
-            first = rx.recv() => match first {
-                Some(first) => first,
-                None => return,
-            },
-        };
-        let mut next = Some(first);
-        while let Some(out) = next {
-            if let Err(error) = sink.feed(out).await {
-                if error.is_fatal() {
-                    tracing::debug!(%peer, %error, "simulator: write failed, closing connection");
-                    closing.cancel();
-                    return;
-                }
-                tracing::error!(%peer, %error, "simulator: response not framed; not sent");
-            }
-            next = rx.try_recv().ok();
-        }
-        if let Err(error) = sink.flush().await {
-            tracing::debug!(%peer, %error, "simulator: flush failed, closing connection");
-            closing.cancel();
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use bytes::Bytes;
     use tokio::net::TcpStream;
+    use tokio_util::codec::Framed;
 
     use super::*;
     use crate::iso8583::Mti;
