@@ -16,10 +16,15 @@ pub struct IssuerSimArgs {
     pub bind: Option<SocketAddr>,
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: super::LogFormat,
+    /// Runtime worker threads; 1 runs the simulator on one thread. 0 (the
+    /// default): one per core, or one on a machine with two cores or fewer.
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 pub fn run(args: IssuerSimArgs) -> Result<()> {
     let _flush_logs_on_exit = super::init_logging(args.log_format);
+    super::prefer_small_pages();
     let config = super::serve::load_config(args.config.as_ref())?;
     let mut sim = config
         .simulator
@@ -27,10 +32,7 @@ pub fn run(args: IssuerSimArgs) -> Result<()> {
     if let Some(bind) = args.bind {
         sim.bind = bind;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime(args.worker_threads)?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let (addr, task) = isoswitch::simulator::bind_and_serve(&sim, shutdown.clone()).await?;

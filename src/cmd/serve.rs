@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Log lines for people (text) or machines (json); level from RUST_LOG.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: super::LogFormat,
+    /// Runtime worker threads; 1 runs the switch on one thread. 0 (the
+    /// default): one per core, or one on a machine with two cores or fewer.
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 /// How long shutdown waits for in-flight transactions.
@@ -37,10 +41,8 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let _flush_logs_on_exit = super::init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    super::prefer_small_pages();
+    let runtime = super::runtime(args.worker_threads)?;
     runtime.block_on(serve(args))
 }
 
@@ -48,6 +50,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let config = load_config(args.config.as_ref())?;
     isoswitch::metrics_http::recorder();
     let shutdown = CancellationToken::new();
+    tokio::spawn(metrics_upkeep(shutdown.clone()));
     let metrics = TcpListener::bind(config.metrics.bind)
         .await
         .with_context(|| format!("metrics: cannot bind {}", config.metrics.bind))?;
@@ -99,6 +102,26 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("in-flight transactions still running after {DRAIN:?}; exiting");
     }
     Ok(())
+}
+
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(1);
+
+/// The Prometheus recorder keeps every histogram sample (two per
+/// transaction) until an upkeep folds them into buckets; without it memory
+/// grows with traffic between scrapes, and without scrapes for ever. Runs on a
+/// blocking thread: a second of samples at full load takes a moment to fold.
+async fn metrics_upkeep(shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let _ = tokio::task::spawn_blocking(|| isoswitch::metrics_http::recorder().run_upkeep()).await;
+            }
+        }
+    }
 }
 
 /// Until SIGTERM or Ctrl-C; SIGHUP reloads the config file.
