@@ -9,7 +9,8 @@
 #
 # Settings (environment): DURATION (30s), WARMUP (2s), CONNECTIONS (8),
 # WINDOW (32), RATE (20000), OUT (target/bench: logs and JSON reports),
-# PROFILE (release; debug only to check the script).
+# PROFILE (release; debug only to check the script), SIM_THREADS, SWITCH_THREADS,
+# LOADGEN_THREADS (runtime workers per process; see load/lib-bench.sh).
 # Exit status is non-zero if either run counted an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,7 @@ run() {
     shift 2
     echo "== ${label}" >&2
     local code=0
-    "${BIN}/loadgen" --to "$SWITCH_ADDR" --scenario load/scenarios/bench.toml \
+    "${BIN}/loadgen" --to "$SWITCH_ADDR" --scenario load/scenarios/bench.toml --threads "$LOADGEN_THREADS" \
         --duration "$DURATION" --warmup "$WARMUP" --json "$report" "$@" || code=$?
     if [ "$code" -ne 0 ]; then
         status=1

@@ -1,6 +1,13 @@
 # Shared by bench.sh and soak.sh (sourced, not run): start the issuer simulator
 # and the switch from load/bench-config.toml, wait until they accept traffic, and
 # stop them on exit. Expects BIN, CONFIG and OUT to be set.
+#
+# Runtime worker threads per process (SIM_THREADS, SWITCH_THREADS,
+# LOADGEN_THREADS): 0 = each command's default (one per core, but one on two
+# cores or fewer; loadgen: one).
+SIM_THREADS=${SIM_THREADS:-0}
+SWITCH_THREADS=${SWITCH_THREADS:-0}
+LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 
 SWITCH_PORT=18583
 SIM_PORT=19100
@@ -49,11 +56,11 @@ refuse_busy_port() {
 start_switch_and_simulator() {
     refuse_busy_port "$SIM_PORT"
     refuse_busy_port "$SWITCH_PORT"
-    RUST_LOG=${RUST_LOG:-warn} "${BIN}/isoswitch" issuer-sim --config "$CONFIG" >"${OUT}/issuer-sim.log" 2>&1 &
+    RUST_LOG=${RUST_LOG:-warn} "${BIN}/isoswitch" issuer-sim --config "$CONFIG" --worker-threads "${SIM_THREADS}" >"${OUT}/issuer-sim.log" 2>&1 &
     SIM_PID=$!
     PIDS+=("$SIM_PID")
     wait_for_port "$SIM_PORT" issuer-sim "$SIM_PID"
-    RUST_LOG=${RUST_LOG:-warn} "${BIN}/isoswitch" serve --config "$CONFIG" >"${OUT}/switch.log" 2>&1 &
+    RUST_LOG=${RUST_LOG:-warn} "${BIN}/isoswitch" serve --config "$CONFIG" --worker-threads "${SWITCH_THREADS}" >"${OUT}/switch.log" 2>&1 &
     SWITCH_PID=$!
     PIDS+=("$SWITCH_PID")
     wait_for_port "$SWITCH_PORT" switch "$SWITCH_PID"

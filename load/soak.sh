@@ -9,7 +9,8 @@
 #
 # Settings (environment): RATE (5000), DURATION (10m), CONNECTIONS (8),
 # SAMPLE_S (10), OUT (target/soak: logs, rss.csv, report.json),
-# PROFILE (release; debug only to check the script).
+# PROFILE (release; debug only to check the script), SIM_THREADS, SWITCH_THREADS,
+# LOADGEN_THREADS (runtime workers per process; see load/lib-bench.sh).
 # Exit status is loadgen's: non-zero if any error was counted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ source load/lib-bench.sh
 
 start_switch_and_simulator
 
-"${BIN}/loadgen" --to "$SWITCH_ADDR" --scenario load/scenarios/bench.toml \
+"${BIN}/loadgen" --to "$SWITCH_ADDR" --scenario load/scenarios/bench.toml --threads "$LOADGEN_THREADS" \
     --connections "$CONNECTIONS" --rate "$RATE" --duration "$DURATION" --warmup 5s \
     --json "${OUT}/report.json" >"${OUT}/loadgen.txt" 2>"${OUT}/loadgen.log" &
 LOADGEN_PID=$!

@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::pacer::Pacer;
 use crate::report::{self, micros_between, ModeReport, Report, Tally};
 use crate::scenario::{Scenario, WireTime};
 
@@ -466,8 +467,15 @@ impl Connection {
         let mut reader = FramedRead::new(read, FrameCodec::new(self.frame));
         let mut writer = FramedWrite::new(write, FrameCodec::new(self.frame));
         let deadline_timer = tokio::time::sleep_until(self.start.into());
-        let schedule_timer = tokio::time::sleep_until(self.start.into());
-        tokio::pin!(deadline_timer, schedule_timer);
+        tokio::pin!(deadline_timer);
+        // The schedule needs sub-millisecond timing; the 10 s deadlines do not.
+        let mut pacer = match Pacer::new() {
+            Ok(pacer) => pacer,
+            Err(e) => {
+                self.fail(&format!("creating the open-loop timer: {e}"));
+                return;
+            }
+        };
         // Timers are re-armed only when their instant changes: resetting a tokio
         // timer on every loop turn costs more than the rest of the turn.
         let mut armed_deadline: Option<Instant> = None;
@@ -492,7 +500,10 @@ impl Connection {
             }
             if next_intended != armed_intended {
                 if let Some(at) = next_intended {
-                    schedule_timer.as_mut().reset(at.into());
+                    if let Err(e) = pacer.arm(at) {
+                        self.fail(&format!("arming the open-loop timer: {e}"));
+                        return;
+                    }
                 }
                 armed_intended = next_intended;
             }
@@ -546,8 +557,12 @@ impl Connection {
                         return;
                     }
                 }
-                _ = &mut schedule_timer, if next_intended.is_some() => {
+                expired = pacer.expired(), if next_intended.is_some() => {
                     armed_intended = None;
+                    if let Err(e) = expired {
+                        self.fail(&format!("open-loop timer: {e}"));
+                        return;
+                    }
                     if let Err(e) = self.send_due(Instant::now()) {
                         self.fail(&format!("{e:#}"));
                         return;

@@ -1,8 +1,9 @@
 //! `loadgen`: drives ISO 8583 traffic at an isoswitch listener and measures
 //! sustained authorizations per second and their latency. `scenario` says what to
-//! send, `driver` sends it and matches the responses, `report` says what happened.
+//! send, `driver` sends it and matches the responses (on `pacer`'s clock in open loop), `report` says what happened.
 
 pub mod driver;
+pub mod pacer;
 pub mod report;
 pub mod scenario;
 pub mod tls;
