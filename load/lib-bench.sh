@@ -1,6 +1,7 @@
-# Shared by bench.sh and soak.sh (sourced, not run): start the issuer simulator
-# and the switch from load/bench-config.toml, wait until they accept traffic, and
-# stop them on exit. Expects BIN, CONFIG and OUT to be set.
+# Shared by bench.sh and soak.sh (sourced, not run): build the binaries, start
+# the issuer simulator and the switch from load/bench-config.toml, wait until
+# they accept traffic, and stop them on exit. Expects BIN, CONFIG, OUT and
+# PROFILE to be set.
 #
 # Runtime worker threads per process (SIM_THREADS, SWITCH_THREADS,
 # LOADGEN_THREADS): 0 = each command's default (one per core, but one on two
@@ -90,4 +91,14 @@ rss_mib() {
 # A number from loadgen's JSON report: json_number FILE KEY (keys used here are unique).
 json_number() {
     grep -o "\"$2\": [0-9.]*" "$1" | head -n 1 | awk '{ print $2 }'
+}
+
+# Builds isoswitch and loadgen: release for measurements, PROFILE=debug only to
+# check a script quickly.
+build_binaries() {
+    if [ "$PROFILE" = release ]; then
+        cargo build --release -p isoswitch -p loadgen --bins
+    else
+        cargo build -p isoswitch -p loadgen --bins
+    fi
 }

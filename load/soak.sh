@@ -25,14 +25,9 @@ PROFILE=${PROFILE:-release}
 BIN=target/${PROFILE}
 mkdir -p "$OUT"
 
-if [ "$PROFILE" = release ]; then
-    cargo build --release -p isoswitch -p loadgen --bins
-else
-    # PROFILE=debug: a quick check of the script itself, not a measurement.
-    cargo build -p isoswitch -p loadgen --bins
-fi
 # shellcheck source=load/lib-bench.sh
 source load/lib-bench.sh
+build_binaries
 
 start_switch_and_simulator
 
