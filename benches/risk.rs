@@ -9,11 +9,13 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use isoswitch::config::{Channel, Config};
 use isoswitch::iso8583::{Message, Mti};
-use isoswitch::risk::{RiskContext, RiskRules, RiskState, Timestamp};
+use isoswitch::risk::{Decision, RiskContext, RiskRules, RiskState, Timestamp};
 
 const CARDS: usize = 100_000;
 const TERMINALS: usize = 1_000;
@@ -256,33 +258,86 @@ fn risk(c: &mut Criterion) {
     assert!(state.tracked_keys() >= 3 * CARDS);
 
     let mut group = c.benchmark_group("risk");
-    // A millisecond per transaction: each card comes back every 100 s, after
-    // its duplicate record and minute window have passed, as in real traffic.
-    let mut i = CARDS as u64;
+    // One clock, in ms after `start`, for every case on this shared state, so
+    // no card's time ever goes back. A millisecond per transaction: each card
+    // comes back every 100 s, after its duplicate record and minute window
+    // have passed, as in real traffic.
+    let mut clock = CARDS as u64;
+    // A decline returns early and skips rules, which would flatter the
+    // figures: count them, and fail the run if any was measured.
+    let declined = AtomicU64::new(0);
+    let first_decline = OnceLock::new();
+    let tally = |case: &str, decision: &Decision<'_>| {
+        if let Some(hit) = decision.decline {
+            declined.fetch_add(1, Ordering::Relaxed);
+            let _ = first_decline.set(format!("{case}: {} ({})", hit.rule, hit.response_code));
+        }
+        decision.is_declined()
+    };
     group.bench_function("evaluate_50_rules_100k_cards", |b| {
         b.iter(|| {
-            i += 1;
-            let request = &requests[(i % CARDS as u64) as usize];
-            let decision = rules.evaluate(black_box(&ctx), black_box(request), start.plus_ms(i));
-            black_box(decision.is_declined())
+            clock += 1;
+            let request = &requests[(clock % CARDS as u64) as usize];
+            let decision =
+                rules.evaluate(black_box(&ctx), black_box(request), start.plus_ms(clock));
+            black_box(tally("100k cards", &decision))
+        })
+    });
+    // The same with both cores evaluating at once, as the switch runs on a
+    // 2-core machine: one shared state, each thread its own half of the cards
+    // and terminals (even and odd), so each card's time still only moves on.
+    // The figure is wall time over transactions, the machine's cost per
+    // transaction; criterion's slope leaves out the threads' start.
+    group.bench_function("evaluate_50_rules_100k_cards_two_threads", |b| {
+        b.iter_custom(|iters| {
+            let base = clock;
+            let began = std::time::Instant::now();
+            std::thread::scope(|scope| {
+                for parity in 0..2 {
+                    let (rules, ctx, requests, tally) = (&rules, &ctx, &requests, &tally);
+                    // Thread 0 takes base + 1, base + 3, ...; thread 1 the rest.
+                    let count = (iters + 1 - parity) / 2;
+                    scope.spawn(move || {
+                        for n in 0..count {
+                            let at = base + 2 * n + parity + 1;
+                            let request = &requests[(at % CARDS as u64) as usize];
+                            let decision = rules.evaluate(
+                                black_box(ctx),
+                                black_box(request),
+                                start.plus_ms(at),
+                            );
+                            black_box(tally("100k cards", &decision));
+                        }
+                    });
+                }
+            });
+            let elapsed = began.elapsed();
+            clock = base + iters;
+            elapsed
         })
     });
     // Where the time goes: the same rules over 1 000 cards (state in cache),
-    // and the stateless and stateful rules apart over all 100 000.
-    let mut j = 0u64;
+    // and the stateless and stateful rules apart over all 100 000. These
+    // cards were last seen up to 100 s ago in the order above: let 100 s go
+    // by, or the first of them would come back as duplicates.
+    clock += 100_000;
     group.bench_function("evaluate_50_rules_1k_cards", |b| {
         b.iter(|| {
-            j += 1;
-            let request = &requests[(j % 1_000) as usize];
             // 100 ms apart, so each card comes back every 100 s here too.
-            let now = start.plus_ms(100 * (CARDS as u64 + j));
-            black_box(
-                rules
-                    .evaluate(black_box(&ctx), black_box(request), now)
-                    .is_declined(),
-            )
+            clock += 100;
+            let request = &requests[(clock / 100 % 1_000) as usize];
+            let decision =
+                rules.evaluate(black_box(&ctx), black_box(request), start.plus_ms(clock));
+            black_box(tally("1k cards", &decision))
         })
     });
+    let declined = declined.into_inner();
+    assert_eq!(
+        declined,
+        0,
+        "{declined} measured evaluations declined, the first in {}",
+        first_decline.get().map_or("?", String::as_str)
+    );
     let text = fifty_rules(&hotlist);
     for (name, part) in [
         (
@@ -312,6 +367,7 @@ fn risk(c: &mut Criterion) {
         });
     }
     let default = Config::embedded_default().expect("default config");
+    let mut i = 0u64;
     let card_checks = RiskRules::compile(&default.risk, &RiskState::new()).expect("compiles");
     group.bench_function("evaluate_default_card_checks", |b| {
         b.iter(|| {
