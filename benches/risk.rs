@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use criterion::{criterion_group, criterion_main, Criterion};
 use isoswitch::config::{Channel, Config};
 use isoswitch::iso8583::{Message, Mti};
-use isoswitch::risk::{Decision, RiskContext, RiskRules, RiskState, Timestamp};
+use isoswitch::risk::{RiskContext, RiskRules, RiskState, Timestamp};
 
 const CARDS: usize = 100_000;
 const TERMINALS: usize = 1_000;
@@ -258,30 +258,31 @@ fn risk(c: &mut Criterion) {
     }
     assert!(state.tracked_keys() >= 3 * CARDS);
 
+    // A decline returns early and skips rules, which would flatter the
+    // figures: every case counts them, and the run fails if any was measured.
+    let declined = AtomicU64::new(0);
+    let first_decline = OnceLock::new();
+    // One measured evaluation: `rules` on the `index`th request at `at` ms.
+    let measure = |case: &str, rules: &RiskRules, index: u64, at: u64| {
+        let request = &requests[(index % CARDS as u64) as usize];
+        let decision = rules.evaluate(black_box(&ctx), black_box(request), start.plus_ms(at));
+        if let Some(hit) = decision.decline {
+            declined.fetch_add(1, Ordering::Relaxed);
+            let _ = first_decline.set(format!("{case}: {} ({})", hit.rule, hit.response_code));
+        }
+        black_box(decision.is_declined())
+    };
+
     let mut group = c.benchmark_group("risk");
     // One clock, in ms after `start`, for every case on this shared state, so
     // no card's time ever goes back. A millisecond per transaction: each card
     // comes back every 100 s, after its duplicate record and minute window
     // have passed, as in real traffic.
     let mut clock = CARDS as u64;
-    // A decline returns early and skips rules, which would flatter the
-    // figures: count them, and fail the run if any was measured.
-    let declined = AtomicU64::new(0);
-    let first_decline = OnceLock::new();
-    let tally = |case: &str, decision: &Decision<'_>| {
-        if let Some(hit) = decision.decline {
-            declined.fetch_add(1, Ordering::Relaxed);
-            let _ = first_decline.set(format!("{case}: {} ({})", hit.rule, hit.response_code));
-        }
-        decision.is_declined()
-    };
     group.bench_function("evaluate_50_rules_100k_cards", |b| {
         b.iter(|| {
             clock += 1;
-            let request = &requests[(clock % CARDS as u64) as usize];
-            let decision =
-                rules.evaluate(black_box(&ctx), black_box(request), start.plus_ms(clock));
-            black_box(tally("100k cards", &decision))
+            measure("100k cards", &rules, clock, clock)
         })
     });
     // The same with both cores evaluating at once, as the switch runs on a
@@ -295,19 +296,13 @@ fn risk(c: &mut Criterion) {
             let began = std::time::Instant::now();
             std::thread::scope(|scope| {
                 for parity in 0..2 {
-                    let (rules, ctx, requests, tally) = (&rules, &ctx, &requests, &tally);
+                    let (rules, measure) = (&rules, &measure);
                     // Thread 0 takes base + 1, base + 3, ...; thread 1 the rest.
                     let count = (iters + 1 - parity) / 2;
                     scope.spawn(move || {
                         for n in 0..count {
                             let at = base + 2 * n + parity + 1;
-                            let request = &requests[(at % CARDS as u64) as usize];
-                            let decision = rules.evaluate(
-                                black_box(ctx),
-                                black_box(request),
-                                start.plus_ms(at),
-                            );
-                            black_box(tally("two threads", &decision));
+                            measure("two threads", rules, at, at);
                         }
                     });
                 }
@@ -326,19 +321,9 @@ fn risk(c: &mut Criterion) {
         b.iter(|| {
             // 100 ms apart, so each card comes back every 100 s here too.
             clock += 100;
-            let request = &requests[(clock / 100 % 1_000) as usize];
-            let decision =
-                rules.evaluate(black_box(&ctx), black_box(request), start.plus_ms(clock));
-            black_box(tally("1k cards", &decision))
+            measure("1k cards", &rules, clock / 100 % 1_000, clock)
         })
     });
-    let declined = declined.into_inner();
-    assert_eq!(
-        declined,
-        0,
-        "{declined} measured evaluations declined, the first in {}",
-        first_decline.get().map_or("?", String::as_str)
-    );
     let text = fifty_rules(&hotlist);
     for (name, part) in [
         (
@@ -359,27 +344,28 @@ fn risk(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 j += 1;
-                let request = &requests[(j % CARDS as u64) as usize];
-                black_box(
-                    part.evaluate(black_box(&ctx), black_box(request), start.plus_ms(j))
-                        .is_declined(),
-                )
+                measure(name, &part, j, j)
             })
         });
     }
     let default = Config::embedded_default().expect("default config");
-    let mut i = 0u64;
     let card_checks = RiskRules::compile(&default.risk, &RiskState::new()).expect("compiles");
+    let mut i = 0u64;
     group.bench_function("evaluate_default_card_checks", |b| {
         b.iter(|| {
             i += 1;
-            let request = &requests[(i % CARDS as u64) as usize];
-            black_box(card_checks.evaluate(black_box(&ctx), black_box(request), start.plus_ms(i)))
-                .is_declined()
+            measure("default card checks", &card_checks, i, i)
         })
     });
     group.finish();
     let _ = std::fs::remove_file(hotlist);
+    let declined = declined.into_inner();
+    assert_eq!(
+        declined,
+        0,
+        "{declined} measured evaluations declined, the first in {}",
+        first_decline.get().map_or("?", String::as_str)
+    );
 }
 
 criterion_group!(benches, risk);
