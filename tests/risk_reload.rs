@@ -117,6 +117,25 @@ fn a_changed_window_or_name_starts_afresh() {
 }
 
 #[test]
+fn a_reload_changing_one_velocity_rule_keeps_the_others_counts() {
+    let config = |day_window: u64| {
+        format!(
+            "{PER_MINUTE_5}[[risk.rule]]\nname = \"day\"\nkind = \"velocity\"\nper = \"card\"\nwindow_s = {day_window}\nmax_count = 100\n"
+        )
+    };
+    let state = RiskState::new();
+    let before = compile(&config(86_400), &state);
+    pay(&before, 3);
+    let after = compile(&config(3_600), &state);
+    let day = |rules: &RiskRules| rules.velocity_of("day", &POS, &purchase("000099"), now());
+    assert_eq!(count(&after), 3);
+    assert_eq!(day(&after), Some((0, 0)));
+    after.evaluate(&POS, &purchase("000098"), now());
+    assert_eq!(count(&before), 4, "one window for both snapshots");
+    assert_eq!(day(&before), Some((3, 0)));
+}
+
+#[test]
 fn a_removed_rule_frees_its_state_with_the_last_snapshot_using_it() {
     let state = RiskState::new();
     let before = compile(PER_MINUTE_5, &state);

@@ -483,6 +483,42 @@ max_count = 100
 }
 
 #[test]
+fn a_decline_by_a_later_velocity_rule_takes_back_the_earlier_counts() {
+    let rules = rules(
+        r#"
+[[risk.rule]]
+name = "card-minute"
+kind = "velocity"
+per = "card"
+window_s = 60
+max_count = 5
+[[risk.rule]]
+name = "terminal"
+kind = "velocity"
+per = "terminal"
+window_s = 60
+max_count = 1
+[[risk.rule]]
+name = "card-day"
+kind = "velocity"
+per = "card"
+window_s = 86400
+max_count = 100
+"#,
+    );
+    let stan = |stan| purchase(&[(11, stan)]);
+    assert_eq!(decide(&rules, POS, &stan("000001")), None);
+    assert_eq!(
+        decide(&rules, POS, &stan("000002")),
+        declined("65", "terminal")
+    );
+    let count = |rule: &str| rules.velocity_of(rule, &POS, &stan("000003"), now());
+    assert_eq!(count("card-minute"), Some((1, 0)));
+    assert_eq!(count("terminal"), Some((1, 0)));
+    assert_eq!(count("card-day"), Some((1, 0)), "not reached");
+}
+
+#[test]
 fn terminal_velocity_counts_every_card_at_the_terminal() {
     let rules = rules(
         "[[risk.rule]]\nname = \"term\"\nkind = \"velocity\"\nper = \"terminal\"\nwindow_s = 60\nmax_count = 3\n",
