@@ -14,7 +14,7 @@ pub(crate) struct Amounts {
 
 impl Amounts {
     pub fn check(&self, facts: &Facts<'_>) -> Option<ResponseCode> {
-        let Some(amount) = facts.amount else {
+        let Some(amount) = facts.amount() else {
             return Some(ResponseCode::INVALID_AMOUNT);
         };
         if amount == 0 {

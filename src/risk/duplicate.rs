@@ -35,7 +35,7 @@ pub(crate) fn transmission_key(facts: &Facts<'_>) -> Option<u64> {
         // The usual case (6-digit STAN, MMDDhhmmss): the terminal's keyed key
         // mixed with STAN and time packed as nibbles into one word.
         (Some(stan), Some(time)) => Some(mix(terminal ^ mix(stan << 40 | time))),
-        _ => Some(keyed_hash(&[b"dup", facts.terminal?, stan, time])),
+        _ => Some(keyed_hash(&[b"dup", facts.terminal()?, stan, time])),
     }
 }
 

@@ -132,7 +132,7 @@ impl Mccs {
     }
 
     pub fn check(&self, facts: &Facts<'_>) -> Option<ResponseCode> {
-        let refused = match facts.mcc {
+        let refused = match facts.mcc() {
             Some(mcc) => self.set.contains(mcc) != self.allow,
             // An allowlist cannot admit a category it was not told.
             None => self.allow,

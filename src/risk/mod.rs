@@ -142,21 +142,21 @@ impl<T: Copy> Lazy<T> {
     }
 }
 
-/// The request's fields the rules read, parsed once per evaluation; the keyed
-/// hashes are computed on first use and shared by every rule.
+/// The request's fields the rules read. Each is parsed on first use and kept
+/// for the rest of the evaluation, as are the keyed hashes: a rule set that
+/// never reads an amount or a category (the embedded card checks) never
+/// parses one.
 pub(crate) struct Facts<'a> {
     pub msg: &'a Message,
     pub channel: Channel,
     pub listener: &'a str,
     pub now: Timestamp,
     pub pan: Option<&'a [u8]>,
-    pub amount: Option<u64>,
-    pub transaction_type: Option<u8>,
-    pub mcc: Option<u16>,
-    /// Field 42 without trailing spaces.
-    pub merchant: Option<&'a [u8]>,
-    /// Field 41 without trailing spaces.
-    pub terminal: Option<&'a [u8]>,
+    amount: Lazy<Option<u64>>,
+    transaction_type: Lazy<Option<u8>>,
+    mcc: Lazy<Option<u16>>,
+    merchant: Lazy<Option<&'a [u8]>>,
+    terminal: Lazy<Option<&'a [u8]>>,
     card_key: Lazy<Option<u64>>,
     terminal_key: Lazy<Option<u64>>,
     merchant_key: Lazy<Option<u64>>,
@@ -172,11 +172,11 @@ impl<'a> Facts<'a> {
             listener: ctx.listener,
             now,
             pan: msg.get(2),
-            amount: msg.amount().ok().map(|a| a.0),
-            transaction_type: msg.processing_code().ok().map(|p| p.transaction_type),
-            mcc: msg.mcc().ok(),
-            merchant: msg.get(42).map(trim_id),
-            terminal: msg.get(41).map(trim_id),
+            amount: Lazy::new(),
+            transaction_type: Lazy::new(),
+            mcc: Lazy::new(),
+            merchant: Lazy::new(),
+            terminal: Lazy::new(),
             card_key: Lazy::new(),
             terminal_key: Lazy::new(),
             merchant_key: Lazy::new(),
@@ -185,16 +185,42 @@ impl<'a> Facts<'a> {
         }
     }
 
+    /// Field 4 in minor units, if it is an amount.
+    pub fn amount(&self) -> Option<u64> {
+        self.amount.get(|| self.msg.amount().ok().map(|a| a.0))
+    }
+
+    /// The transaction type of field 3, if it is a processing code.
+    pub fn transaction_type(&self) -> Option<u8> {
+        self.transaction_type
+            .get(|| self.msg.processing_code().ok().map(|p| p.transaction_type))
+    }
+
+    /// Field 18, if it is a merchant category code.
+    pub fn mcc(&self) -> Option<u16> {
+        self.mcc.get(|| self.msg.mcc().ok())
+    }
+
+    /// Field 42 without trailing spaces.
+    pub fn merchant(&self) -> Option<&'a [u8]> {
+        self.merchant.get(|| self.msg.get(42).map(trim_id))
+    }
+
+    /// Field 41 without trailing spaces.
+    pub fn terminal(&self) -> Option<&'a [u8]> {
+        self.terminal.get(|| self.msg.get(41).map(trim_id))
+    }
+
     pub fn card_key(&self) -> Option<u64> {
         self.card_key.get(|| self.pan.map(card_key))
     }
 
     pub fn terminal_key(&self) -> Option<u64> {
-        self.terminal_key.get(|| self.terminal.map(id_key))
+        self.terminal_key.get(|| self.terminal().map(id_key))
     }
 
     pub fn merchant_key(&self) -> Option<u64> {
-        self.merchant_key.get(|| self.merchant.map(id_key))
+        self.merchant_key.get(|| self.merchant().map(id_key))
     }
 
     /// The duplicate rules' key: terminal, STAN and transmission time.
@@ -211,9 +237,11 @@ impl<'a> Facts<'a> {
     /// Account verification (0100 purchase of zero) or balance inquiry: the
     /// requests that may carry a zero amount.
     pub fn is_verification(&self) -> bool {
-        match self.transaction_type {
+        match self.transaction_type() {
             Some(30 | ProcessingCode::BALANCE_INQUIRY) => true,
-            Some(ProcessingCode::PURCHASE) => self.msg.mti().class() == 1 && self.amount == Some(0),
+            Some(ProcessingCode::PURCHASE) => {
+                self.msg.mti().class() == 1 && self.amount() == Some(0)
+            }
             _ => false,
         }
     }

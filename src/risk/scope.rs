@@ -87,7 +87,7 @@ impl Applies {
             }
         }
         if let Some(mccs) = &self.mccs {
-            if !facts.mcc.is_some_and(|m| mccs.contains(m)) {
+            if !facts.mcc().is_some_and(|m| mccs.contains(m)) {
                 return false;
             }
         }
@@ -232,10 +232,15 @@ impl ScopeIndex {
                 .merchant_key()
                 .and_then(|key| self.by_merchant.get(&key))
         };
-        let mcc = facts
-            .mcc
-            .and_then(|mcc| self.mcc_class.get(usize::from(mcc)))
-            .and_then(|&class| self.mcc_sets.get(usize::from(class)));
+        // Read field 18 only if some rule is scoped by category.
+        let mcc = if self.mcc_sets.is_empty() {
+            None
+        } else {
+            facts
+                .mcc()
+                .and_then(|mcc| self.mcc_class.get(usize::from(mcc)))
+                .and_then(|&class| self.mcc_sets.get(usize::from(class)))
+        };
         Candidates {
             index: self,
             channel: &self.by_channel[channel],

@@ -45,9 +45,9 @@ impl Velocity {
 
     /// What this transaction adds to the cumulative amount.
     fn amount(facts: &Facts<'_>) -> u64 {
-        match facts.transaction_type {
+        match facts.transaction_type() {
             Some(ProcessingCode::REFUND) => 0,
-            _ => facts.amount.unwrap_or(0),
+            _ => facts.amount().unwrap_or(0),
         }
     }
 
