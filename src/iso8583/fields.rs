@@ -85,25 +85,30 @@ impl<'a> Pan<'a> {
 }
 
 /// Luhn check over ASCII digits; false for anything that is not all digits.
+/// Two digits a step from the right, the doubled one through a table: the
+/// textbook "double, and take 9 off if over 9" branches on the digit, which a
+/// processor cannot predict for card numbers.
 pub fn luhn_valid(digits: &[u8]) -> bool {
-    if digits.is_empty() {
-        return false;
-    }
+    /// A digit doubled, with 9 taken off if that is over 9.
+    const DOUBLED: [u32; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
+    let digit = |b: u8| {
+        let d = b.wrapping_sub(b'0');
+        (d <= 9).then_some(usize::from(d))
+    };
     let mut sum = 0u32;
-    for (i, &b) in digits.iter().rev().enumerate() {
-        if !b.is_ascii_digit() {
+    let mut rest = digits;
+    while let [head @ .., doubled, plain] = rest {
+        let (Some(doubled), Some(plain)) = (digit(*doubled), digit(*plain)) else {
             return false;
-        }
-        let mut d = u32::from(b - b'0');
-        if i % 2 == 1 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
+        };
+        sum += DOUBLED[doubled] + plain as u32;
+        rest = head;
     }
-    sum % 10 == 0
+    // The loop leaves the first digit of an odd-length number, or nothing.
+    match rest {
+        [first] => digit(*first).is_some_and(|d| (sum + d as u32) % 10 == 0),
+        _ => !digits.is_empty() && sum % 10 == 0,
+    }
 }
 
 /// Masks a PAN-like digit string to first 6 / last 4; short ones are hidden whole.
@@ -413,6 +418,49 @@ mod tests {
         assert!(luhn_valid(b"4111111111111111"));
         assert!(!luhn_valid(b"4111111111111112"));
         assert!(!luhn_valid(b"41111111a1111111"));
+        assert!(luhn_valid(b"79927398713"), "odd length");
+        assert!(!luhn_valid(b"79927398710"));
+        assert!(luhn_valid(b"0"));
+        assert!(!luhn_valid(b""));
+        assert!(!luhn_valid(b"/"), "the byte before '0'");
+        assert!(!luhn_valid(b"4111111111111111:"), "the byte after '9'");
+    }
+
+    /// The rule as ISO/IEC 7812 states it, digit by digit.
+    fn luhn_textbook(digits: &[u8]) -> bool {
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        let sum: u32 = digits
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, &b)| {
+                let d = u32::from(b - b'0');
+                match (i % 2, d * 2) {
+                    (0, _) => d,
+                    (_, twice) if twice > 9 => twice - 9,
+                    (_, twice) => twice,
+                }
+            })
+            .sum();
+        sum % 10 == 0
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn luhn_agrees_with_the_textbook_rule(
+            digits in "[0-9]{0,19}",
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
+            at in 0usize..20,
+        ) {
+            proptest::prop_assert_eq!(luhn_valid(digits.as_bytes()), luhn_textbook(digits.as_bytes()));
+            // Any byte at all somewhere among the digits.
+            let mut mixed = digits.into_bytes();
+            mixed.insert(at.min(mixed.len()), noise.first().copied().unwrap_or(b'x'));
+            mixed.extend(&noise);
+            proptest::prop_assert_eq!(luhn_valid(&mixed), luhn_textbook(&mixed));
+        }
     }
 
     #[test]
