@@ -2,7 +2,8 @@
 //! tokio); `frame` wraps messages on a stream; `config` and `route` say where
 //! authorizations go; `risk` declines what is plainly wrong before routing;
 //! `switch` is the hot path, `server` the terminal listeners,
-//! `upstream` the issuer links and `simulator` the issuer simulator.
+//! `upstream` the issuer links and `simulator` the issuer simulator;
+//! `runtime` builds the async runtime they run on.
 
 pub mod config;
 pub mod frame;
@@ -10,6 +11,7 @@ pub mod iso8583;
 pub mod metrics_http;
 pub mod risk;
 pub mod route;
+pub mod runtime;
 pub mod server;
 pub mod simulator;
 pub mod specs;

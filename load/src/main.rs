@@ -117,19 +117,7 @@ fn main() -> ExitCode {
 }
 
 fn start(cli: Cli) -> Result<Report> {
-    let mut builder = match cli.threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
-            builder
-        }
-    };
-    let runtime = builder
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = isoswitch::runtime::build(cli.threads).context("starting the async runtime")?;
     runtime.block_on(run(cli))
 }
 

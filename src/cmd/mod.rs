@@ -22,26 +22,14 @@ pub fn prefer_small_pages() {
 }
 
 /// The async runtime for a long-running command, with `worker_threads`
-/// workers (0: [`default_worker_threads`]). One worker runs every task on the
-/// calling thread (tokio's current-thread scheduler): no wake-ups between
-/// threads.
+/// workers (0: [`default_worker_threads`]).
 pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context;
-    let threads = match worker_threads {
+    let workers = match worker_threads {
         0 => default_worker_threads(),
         n => n,
     };
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    builder
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    isoswitch::runtime::build(workers).context("starting the async runtime")
 }
 
 /// One worker per core, but only one on a machine with two cores or fewer:
