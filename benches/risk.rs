@@ -4,9 +4,10 @@
 //! velocity rules) with 100 000 distinct cards already in the velocity maps.
 //! Target: 300 ns a transaction on two cores. Run by hand:
 //! `cargo bench --bench risk -- --warm-up-time 1 --measurement-time 3`.
-//! The other cases split that figure: the same rules over 1 000 cards (the
-//! state in cache), and the stateless and stateful rules apart; and one
-//! runs it on both cores at once, for the machine's cost per transaction.
+//! The other cases split that figure: the same rules over 1 000 cards (their
+//! lines in cache, though not all their pages in the TLB), and the stateless
+//! and stateful rules apart; and one runs it on both cores at once, for the
+//! machine's cost per transaction.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -312,7 +313,7 @@ fn risk(c: &mut Criterion) {
             elapsed
         })
     });
-    // Where the time goes: the same rules over 1 000 cards (state in cache),
+    // Where the time goes: the same rules over 1 000 cards (their lines in cache),
     // and the stateless and stateful rules apart over all 100 000. These
     // cards were last seen up to 100 s ago in the order above: let 100 s go
     // by, or the first of them would come back as duplicates.
