@@ -3,23 +3,19 @@
 //! give; whatever a rule table says, compiling it succeeds or says what is
 //! wrong. Neither ever panics.
 
-use std::path::Path;
+mod risk_common;
 
 use isoswitch::config::{Channel, Config};
 use isoswitch::iso8583::Message;
 use isoswitch::risk::{Hit, Mode, RiskContext, RiskRules, RiskState, RuleSummary, Timestamp};
 use proptest::prelude::*;
+use risk_common::{example_config_text, PURCHASE};
 
 /// The example config (one rule of every kind) with two shadow rules added,
 /// its hotlist path made absolute.
 fn example_rules() -> RiskRules {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let text = std::fs::read_to_string(Path::new(root).join("config/risk-example.toml"))
-        .expect("example config");
-    let text = text.replace(
-        "tests/fixtures/risk/hotlist.txt",
-        &format!("{root}/tests/fixtures/risk/hotlist.txt"),
-    ) + r#"
+    let text = example_config_text()
+        + r#"
 [[risk.rule]]
 name = "watch-amount"
 kind = "amount"
@@ -36,22 +32,6 @@ max_count = 2
     let config = Config::from_toml_str(&text, "example").expect("example config is valid");
     RiskRules::compile(&config.risk, &RiskState::new()).expect("example rules compile")
 }
-
-/// A purchase that passes the example rules.
-const PURCHASE: [(u8, &str); 12] = [
-    (2, "4111111111111111"),
-    (3, "000000"),
-    (4, "000000001000"),
-    (7, "1123184105"),
-    (11, "000001"),
-    (14, "2812"),
-    (18, "5411"),
-    (22, "010"),
-    (25, "00"),
-    (41, "TERM0001"),
-    (42, "MERCHANT0000001"),
-    (49, "840"),
-];
 
 /// What one field of a request becomes: removed, digits of any length, or
 /// any bytes at all.

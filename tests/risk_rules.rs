@@ -1,11 +1,12 @@
 //! Every risk rule and every code it gives, through the public API: a
 //! `[risk]` config compiled with fresh state, requests evaluated at a fixed time.
 
-use std::path::Path;
+mod risk_common;
 
 use isoswitch::config::{Channel, Config};
 use isoswitch::iso8583::{Message, ResponseCode};
 use isoswitch::risk::{RiskContext, RiskRules, RiskState, Timestamp};
+use risk_common::{example_config_text, purchase};
 
 const POS: RiskContext<'static> = RiskContext {
     channel: Channel::Pos,
@@ -31,37 +32,6 @@ fn now() -> Timestamp {
     at("2026-11-23T18:41:05Z")
 }
 
-/// A purchase that passes every rule below, with `changes` applied (an empty
-/// value removes the field).
-fn purchase(changes: &[(u8, &str)]) -> Message {
-    let mut m = Message::new("0200".parse().expect("mti"));
-    let base: [(u8, &str); 12] = [
-        (2, "4111111111111111"),
-        (3, "000000"),
-        (4, "000000001000"),
-        (7, "1123184105"),
-        (11, "000001"),
-        (14, "2812"),
-        (18, "5411"),
-        (22, "010"),
-        (25, "00"),
-        (41, "TERM0001"),
-        (42, "MERCHANT0000001"),
-        (49, "840"),
-    ];
-    for (n, v) in base {
-        m.set(n, v).expect("field");
-    }
-    for &(n, v) in changes {
-        if v.is_empty() {
-            m.remove(n);
-        } else {
-            m.set(n, v).expect("field");
-        }
-    }
-    m
-}
-
 /// The code and the rule that declined, or None.
 fn decide(rules: &RiskRules, ctx: RiskContext<'_>, msg: &Message) -> Option<(String, String)> {
     let decision = rules.evaluate(&ctx, msg, now());
@@ -76,17 +46,7 @@ fn declined(code: &str, rule: &str) -> Option<(String, String)> {
 
 #[test]
 fn a_clean_purchase_passes_every_rule_of_the_example_config() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/risk-example.toml");
-    let text = std::fs::read_to_string(&path).expect("example readable");
-    // The example names its hotlist relative to the repository root.
-    let text = text.replace(
-        "tests/fixtures/risk/hotlist.txt",
-        &format!(
-            "{}/tests/fixtures/risk/hotlist.txt",
-            env!("CARGO_MANIFEST_DIR")
-        ),
-    );
-    let rules = rules(&text);
+    let rules = rules(&example_config_text());
     assert_eq!(rules.summaries().len(), 17);
     assert_eq!(decide(&rules, POS, &purchase(&[])), None);
     assert_eq!(decide(&rules, ECOM, &purchase(&[(11, "000002")])), None);
@@ -649,18 +609,7 @@ applies_to = { listeners = ["ecom"] }
 
 #[test]
 fn garbage_requests_never_panic() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/risk-example.toml"),
-    )
-    .expect("example");
-    let text = text.replace(
-        "tests/fixtures/risk/hotlist.txt",
-        &format!(
-            "{}/tests/fixtures/risk/hotlist.txt",
-            env!("CARGO_MANIFEST_DIR")
-        ),
-    );
-    let rules = rules(&text);
+    let rules = rules(&example_config_text());
     let values = [
         "",
         "x",
