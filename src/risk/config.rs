@@ -57,7 +57,7 @@ pub struct RuleConfig {
     pub applies_to: Scope,
     /// `kind = "..."` and the keys of that kind. Unknown keys are refused here,
     /// which is why this struct itself cannot say `deny_unknown_fields`.
-    #[serde(flatten)]
+    #[serde(flatten, deserialize_with = "Check::from_keys")]
     pub check: Check,
 }
 
@@ -115,8 +115,11 @@ impl Scope {
 }
 
 /// What a rule checks, by `kind`. Each variant lists the keys that kind takes.
+/// Read through [`Check::from_keys`], not as serde's internally tagged enum:
+/// that buffers the keys first, and its errors then name neither the key nor
+/// where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Check {
     /// Field 2 is all digits, `min_length..=max_length` long, with a right Luhn
     /// check digit; else 14.
@@ -214,6 +217,30 @@ pub enum Check {
 }
 
 impl Check {
+    /// A rule's `kind` and that kind's keys (what is left of the rule's table
+    /// after `name`, `mode` and `applies_to`). The keys are read as a table,
+    /// so an error names the key it is about: "window_s: invalid type: string
+    /// \"x\", expected u64" rather than the bare message.
+    fn from_keys<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Check, D::Error> {
+        use serde::de::Error;
+        let mut keys = toml::Table::deserialize(deserializer)?;
+        let kind = match keys.remove("kind") {
+            Some(toml::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "kind: expected a string such as \"velocity\", found {}",
+                    other.type_str()
+                )))
+            }
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        // Serde's externally tagged form: { kind = { its keys } }.
+        let tagged = toml::Table::from_iter([(kind, toml::Value::Table(keys))]);
+        toml::Value::Table(tagged)
+            .try_into()
+            .map_err(|e: toml::de::Error| D::Error::custom(key_first(&e.to_string())))
+    }
+
     /// The `kind` spelling.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -235,6 +262,15 @@ impl Check {
     /// Velocity and duplicate rules keep state and run after all the others.
     pub fn is_stateful(&self) -> bool {
         matches!(self, Check::Velocity { .. } | Check::Duplicate { .. })
+    }
+}
+
+/// toml's "message\nin `key`\n" as one line, "key: message".
+fn key_first(error: &str) -> String {
+    let error = error.trim_end();
+    match error.rsplit_once("\nin `") {
+        Some((message, key)) => format!("{}: {}", key.trim_end_matches('`'), message.trim()),
+        None => error.replace('\n', " "),
     }
 }
 
@@ -884,6 +920,24 @@ max_count = 5
                 "kind = \"expiry\"\napplies_to = { channel = [\"pos\"] }",
                 "unknown field `channel`",
             ),
+            // A kind's own keys are named in their errors, on one line.
+            (
+                "kind = \"velocity\"\nper = \"card\"\nwindow_s = \"x\"\nmax_count = 1",
+                "window_s: invalid type: string \"x\", expected u64",
+            ),
+            (
+                "kind = \"velocity\"\nper = \"card\"\nwindow_s = 60\nmax_count = -1",
+                "max_count: invalid value: integer `-1`, expected u32",
+            ),
+            (
+                "kind = \"card-brand\"\nbrands = [\"maestro\", \"amex\"]",
+                "brands: unknown variant `amex`",
+            ),
+            (
+                "kind = 3",
+                "kind: expected a string such as \"velocity\", found integer",
+            ),
+            ("mode = \"shadow\"", "missing field `kind`"),
         ] {
             let text = format!("[risk]\n[[risk.rule]]\nname = \"x\"\n{body}\n");
             let error = parse(&text).expect_err(body);
