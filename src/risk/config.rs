@@ -62,8 +62,7 @@ pub struct RuleConfig {
 }
 
 /// Whether a rule that fires declines, or only says it would.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Mode {
     #[default]
     Enforce,
@@ -86,6 +85,44 @@ impl fmt::Display for Mode {
         f.write_str(self.as_str())
     }
 }
+
+impl Spelled for Mode {
+    const ALL: &'static [Mode] = &[Mode::Enforce, Mode::Shadow];
+    const NAMES: &'static [&'static str] = &["enforce", "shadow"];
+    fn as_str(self) -> &'static str {
+        Mode::as_str(self)
+    }
+}
+
+/// A config value that is one of a few words. Read as a string, so a number
+/// or a table in its place is "expected a string", not serde's enum wording
+/// ("wanted string or table"); a wrong word lists the right ones.
+trait Spelled: Copy + 'static {
+    const ALL: &'static [Self];
+    const NAMES: &'static [&'static str];
+    fn as_str(self) -> &'static str;
+}
+
+fn spelled<'de, D: serde::Deserializer<'de>, T: Spelled>(deserializer: D) -> Result<T, D::Error> {
+    let word = String::deserialize(deserializer)?;
+    T::ALL
+        .iter()
+        .copied()
+        .find(|value| value.as_str() == word)
+        .ok_or_else(|| serde::de::Error::unknown_variant(&word, T::NAMES))
+}
+
+macro_rules! deserialize_spelled {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                spelled(deserializer)
+            }
+        }
+    )*};
+}
+
+deserialize_spelled!(Mode, Per, Brand);
 
 /// Where a rule applies; every list given must match, an empty list matches all.
 /// A rule scoped by merchant or MCC does not apply to a request without that field.
@@ -275,8 +312,7 @@ fn key_first(error: &str) -> String {
 }
 
 /// What a velocity rule counts per.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Per {
     Card,
     Terminal,
@@ -291,9 +327,16 @@ impl Per {
     }
 }
 
+impl Spelled for Per {
+    const ALL: &'static [Per] = &[Per::Card, Per::Terminal];
+    const NAMES: &'static [&'static str] = &["card", "terminal"];
+    fn as_str(self) -> &'static str {
+        Per::as_str(self)
+    }
+}
+
 /// Card brands whose BIN ranges the switch knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Brand {
     Unionpay,
     Maestro,
@@ -316,6 +359,14 @@ impl Brand {
                 "5018", "5020", "5038", "5893", "6304", "6759", "6761", "6762", "6763",
             ],
         }
+    }
+}
+
+impl Spelled for Brand {
+    const ALL: &'static [Brand] = &[Brand::Unionpay, Brand::Maestro];
+    const NAMES: &'static [&'static str] = &["unionpay", "maestro"];
+    fn as_str(self) -> &'static str {
+        Brand::as_str(self)
     }
 }
 
@@ -938,11 +989,30 @@ max_count = 5
                 "kind: expected a string such as \"velocity\", found integer",
             ),
             ("mode = \"shadow\"", "missing field `kind`"),
+            // A word-valued key given something else says a string is wanted.
+            (
+                "kind = \"expiry\"\nmode = 1.5",
+                "invalid type: floating point `1.5`, expected a string",
+            ),
+            (
+                "kind = \"velocity\"\nper = 3\nwindow_s = 1\nmax_count = 1",
+                "per: invalid type: integer `3`, expected a string",
+            ),
         ] {
             let text = format!("[risk]\n[[risk.rule]]\nname = \"x\"\n{body}\n");
             let error = parse(&text).expect_err(body);
             assert!(error.contains(expected), "{body}: {error}");
         }
+    }
+
+    #[test]
+    fn each_word_valued_key_lists_the_words_it_reads() {
+        fn names<T: Spelled>() -> Vec<&'static str> {
+            T::ALL.iter().map(|v| v.as_str()).collect()
+        }
+        assert_eq!(names::<Mode>(), Mode::NAMES);
+        assert_eq!(names::<Per>(), Per::NAMES);
+        assert_eq!(names::<Brand>(), Brand::NAMES);
     }
 
     #[test]
