@@ -5,17 +5,22 @@
 
 mod risk_common;
 
+use std::sync::OnceLock;
+
 use isoswitch::config::{Channel, Config};
 use isoswitch::iso8583::Message;
 use isoswitch::risk::{Hit, Mode, RiskContext, RiskRules, RiskState, RuleSummary, Timestamp};
 use proptest::prelude::*;
-use risk_common::{example_config_text, PURCHASE};
+use risk_common::{example_config_text, purchase, PURCHASE};
 
 /// The example config (one rule of every kind) with two shadow rules added,
-/// its hotlist path made absolute.
+/// its hotlist path made absolute, compiled with fresh state. The config is
+/// read and parsed once; each case compiles its own rules.
 fn example_rules() -> RiskRules {
-    let text = example_config_text()
-        + r#"
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let text = example_config_text()
+            + r#"
 [[risk.rule]]
 name = "watch-amount"
 kind = "amount"
@@ -29,7 +34,8 @@ per = "terminal"
 window_s = 60
 max_count = 2
 "#;
-    let config = Config::from_toml_str(&text, "example").expect("example config is valid");
+        Config::from_toml_str(&text, "example").expect("example config is valid")
+    });
     RiskRules::compile(&config.risk, &RiskState::new()).expect("example rules compile")
 }
 
@@ -86,10 +92,8 @@ fn request() -> impl Strategy<Value = Message> {
         proptest::collection::vec(change, 0..6),
     )
         .prop_map(|(mti, changes)| {
-            let mut msg = Message::new(mti.parse().expect("mti"));
-            for (n, v) in PURCHASE {
-                msg.set(n, v).expect("field");
-            }
+            let mut msg = purchase(&[]);
+            msg.set_mti(mti.parse().expect("mti"));
             for (n, value) in changes {
                 match value {
                     Some(v) => {
