@@ -99,22 +99,35 @@ impl Hotlist {
                 .filter(|p| !p.is_empty());
             let (Some(entry), Some(reason), None) = (parts.next(), parts.next(), parts.next())
             else {
-                let found: Vec<String> = content.split_whitespace().map(shown).collect();
+                // The line is not echoed: it may hold a PAN in groups of digits.
+                let columns = content
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|p| !p.is_empty())
+                    .count();
                 return Err(bad_line(
                     number,
                     format!(
-                        "expected \"<PAN or BIN pattern> <lost|stolen|restricted>\", found {:?}",
-                        found.join(" ")
+                        "expected two columns, \"<PAN or BIN pattern> <lost|stolen|restricted>\", \
+                         found {columns}{}",
+                        if columns > 2 {
+                            " (write a PAN without spaces)"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             };
             let code = Reason::parse(reason)
                 .ok_or_else(|| {
+                    // Anything with a digit in it is not shown: it may be a PAN.
+                    let found = if reason.bytes().any(|b| b.is_ascii_digit()) {
+                        "digits".to_owned()
+                    } else {
+                        format!("{reason:?}")
+                    };
                     bad_line(
                         number,
-                        format!(
-                            "expected a reason of lost, stolen or restricted, found {reason:?}"
-                        ),
+                        format!("expected a reason of lost, stolen or restricted, found {found}"),
                     )
                 })?
                 .code();
@@ -257,14 +270,22 @@ mod tests {
     #[test]
     fn bad_lines_are_named_by_file_and_line_without_the_pan() {
         let cases = [
-            ("4000000000000010\n", "list.txt:1: expected \"<PAN or BIN pattern>"),
+            ("4000000000000010\n", "list.txt:1: expected two columns, \"<PAN or BIN pattern> <lost|stolen|restricted>\", found 1"),
+            (
+                "4000 0000 0000 0010 stolen\n",
+                "list.txt:1: expected two columns, \"<PAN or BIN pattern> <lost|stolen|restricted>\", found 5 (write a PAN without spaces)",
+            ),
+            (
+                "4000000000000028 4000000000000010\n",
+                "list.txt:1: expected a reason of lost, stolen or restricted, found digits",
+            ),
             ("\n4000000000000010 missing\n", "list.txt:2: expected a reason of lost, stolen or restricted, found \"missing\""),
             ("41x3 lost\n", "list.txt:1: expected a PAN of 12–19 digits or a BIN pattern: bin \"41x3\""),
             (
                 "40000000000000101234 lost\n",
                 "list.txt:1: expected a PAN of 12–19 digits or a BIN pattern: found \"400000**********1234\"",
             ),
-            ("4 lost stolen\n", "list.txt:1: expected \"<PAN or BIN pattern>"),
+            ("4 lost stolen\n", "list.txt:1: expected two columns, \"<PAN or BIN pattern> <lost|stolen|restricted>\", found 3"),
             (
                 "4000000000000010 lost\n4000000000000010 stolen\n",
                 "list.txt:2: the card is also listed on line 1 with another reason",
@@ -280,7 +301,9 @@ mod tests {
                 .to_string();
             assert!(error.contains(expected), "{text:?}: {error}");
             assert!(error.starts_with("risk rule \"hot\": file: "), "{error}");
-            assert!(!error.contains("4000000000000010"), "PAN in {error}");
+            for pan in ["4000000000000010", "0000 0010", "4000000000000028"] {
+                assert!(!error.contains(pan), "PAN in {error}");
+            }
         }
     }
 
