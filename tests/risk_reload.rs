@@ -184,6 +184,55 @@ fn cardholder_initiated_approvals_survive_any_reload() {
 }
 
 #[test]
+fn rules_compiled_but_never_installed_cut_nothing_the_running_rules_keep() {
+    let state = RiskState::new();
+    let mut cit = purchase("000001");
+    cit.set(42, "SHOP1").expect("field");
+    let mut mit = cit.clone();
+    mit.set(25, "08").expect("field");
+    let running = compile(
+        "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\n",
+        &state,
+    );
+    running.record_approval(&cit, now());
+    // A reload is refused after its rules compiled (an issuer's TLS file is
+    // missing, say): one without a recurring rule, one keeping approvals a day.
+    for refused in [
+        "[[risk.rule]]\nname = \"exp\"\nkind = \"expiry\"\n",
+        "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\ncit_valid_days = 1\n",
+    ] {
+        drop(compile(refused, &state));
+    }
+    // The sweeps of the next days keep the 400-day approval.
+    let three_days_on = now().plus_ms(3 * 86_400_000);
+    state.expire(three_days_on);
+    assert_eq!(state.tracked_keys(), 1);
+    assert!(!running.evaluate(&POS, &mit, three_days_on).is_declined());
+}
+
+#[test]
+fn approvals_go_once_no_live_rules_have_a_recurring_rule() {
+    let state = RiskState::new();
+    let mut cit = purchase("000001");
+    cit.set(42, "SHOP1").expect("field");
+    let before = compile(
+        "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\n",
+        &state,
+    );
+    before.record_approval(&cit, now());
+    let _after = compile("[[risk.rule]]\nname = \"exp\"\nkind = \"expiry\"\n", &state);
+    state.expire(now().plus_ms(1_000));
+    assert_eq!(
+        state.tracked_keys(),
+        1,
+        "the old snapshot may still be serving"
+    );
+    drop(before);
+    state.expire(now().plus_ms(2_000));
+    assert_eq!(state.tracked_keys(), 0);
+}
+
+#[test]
 fn a_reload_reads_the_hotlist_file_again() {
     let dir = std::env::temp_dir().join(format!("isoswitch-risk-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn a_merchant_initiated_charge_needs_a_prior_approval_for_card_and_merchant() {
         let ledger = Arc::new(CitLedger::new());
-        ledger.configure(u64::MAX, 100);
+        let _policy = ledger.register(u64::MAX, 100);
         let rule = Recurring::new(
             25,
             &["08".to_owned()],

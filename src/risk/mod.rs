@@ -424,6 +424,8 @@ pub struct RiskRules {
     records_approvals: bool,
     cap: usize,
     state: Arc<RiskState>,
+    /// What these rules ask the shared CIT ledger to keep, while they live.
+    _cit_policy: Option<Arc<state::CitPolicy>>,
 }
 
 impl fmt::Debug for RiskRules {
@@ -480,7 +482,9 @@ impl RiskRules {
         let records_approvals = stateless
             .iter()
             .any(|r| matches!(r.check, Compiled::Recurring(_)));
-        state.cit_ledger().configure(cit_keep_ms, cap);
+        // Registered, not set: until these rules are installed (or if they
+        // never are), the running rules' needs still hold too.
+        let cit_policy = records_approvals.then(|| state.cit_ledger().register(cit_keep_ms, cap));
         summaries.extend(stateful_summaries.0);
         summaries.extend(stateful_summaries.1);
         duplicates.extend(velocities);
@@ -494,6 +498,7 @@ impl RiskRules {
             records_approvals,
             cap,
             state: state.clone(),
+            _cit_policy: cit_policy,
         })
     }
 

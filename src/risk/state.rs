@@ -458,26 +458,58 @@ impl DuplicateStore {
 
 // ------------------------------------------------ cardholder-initiated approvals
 
+/// What one compiled rule set asks of the [`CitLedger`]: how long an
+/// approval must be kept, and how many the ledger may hold.
+#[derive(Debug)]
+pub(crate) struct CitPolicy {
+    keep_ms: u64,
+    cap: usize,
+}
+
 /// When each (card, merchant) last had an approved cardholder-initiated
 /// transaction, for the `recurring` rule.
 pub(crate) struct CitLedger {
     map: KeyTable<u64>,
-    /// Longest validity any current recurring rule asks for; older entries go.
+    /// The policies of rule sets still alive. A rule set that is compiled but
+    /// never installed (a refused reload) is dropped and stops counting here,
+    /// so it can never cut what the running rules keep.
+    policies: Mutex<Vec<Weak<CitPolicy>>>,
+    /// The longest validity and the largest cap any live policy asks for,
+    /// kept here so a record reads no lock but its shard's.
     keep_ms: AtomicU64,
     cap: AtomicUsize,
 }
 
 impl CitLedger {
-    /// An empty ledger that records nothing until [`configure`](Self::configure)d.
+    /// An empty ledger that records nothing until a policy is [`register`](Self::register)ed.
     pub(crate) fn new() -> CitLedger {
         CitLedger {
             map: KeyTable::default(),
+            policies: Mutex::new(Vec::new()),
             keep_ms: AtomicU64::new(0),
             cap: AtomicUsize::new(0),
         }
     }
 
-    pub(crate) fn configure(&self, keep_ms: u64, cap: usize) {
+    /// Keeps approvals for `keep_ms`, up to `cap` of them, for as long as the
+    /// returned policy lives (and longer if another live policy asks for more).
+    pub(crate) fn register(&self, keep_ms: u64, cap: usize) -> Arc<CitPolicy> {
+        let policy = Arc::new(CitPolicy { keep_ms, cap });
+        let mut policies = self.policies.lock().unwrap_or_else(|p| p.into_inner());
+        policies.push(Arc::downgrade(&policy));
+        self.settle(&mut policies);
+        policy
+    }
+
+    /// Forgets dropped policies and takes the most any live one asks for.
+    fn settle(&self, policies: &mut Vec<Weak<CitPolicy>>) {
+        policies.retain(|p| p.strong_count() > 0);
+        let (keep_ms, cap) = policies
+            .iter()
+            .filter_map(Weak::upgrade)
+            .fold((0, 0), |(keep, cap), p| {
+                (keep.max(p.keep_ms), cap.max(p.cap))
+            });
         self.keep_ms.store(keep_ms, Ordering::Relaxed);
         self.cap.store(cap, Ordering::Relaxed);
     }
@@ -504,7 +536,10 @@ impl CitLedger {
         self.map.get(key)
     }
 
+    /// Drops approvals older than every live policy keeps; all of them once
+    /// no live rule set has a `recurring` rule.
     fn expire(&self, now: Timestamp) {
+        self.settle(&mut self.policies.lock().unwrap_or_else(|p| p.into_inner()));
         let now = now.unix_ms();
         let keep = self.keep_ms.load(Ordering::Relaxed);
         self.map.retain(|&at| now.saturating_sub(at) <= keep);
