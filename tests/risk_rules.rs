@@ -323,6 +323,22 @@ fn an_approved_merchant_initiated_charge_is_not_a_mandate() {
 }
 
 #[test]
+fn only_an_approved_purchase_is_a_mandate() {
+    let rules = rules("[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\n");
+    let mit = purchase(&[(25, "08")]);
+    // A refund the merchant pushes to the card, a balance inquiry: no consent.
+    for (code, amount) in [("200000", "000000000001"), ("310000", "000000000000")] {
+        rules.record_approval(&purchase(&[(3, code), (4, amount)]), now());
+        assert_eq!(decide(&rules, ECOM, &mit), declined("57", "mit"), "{code}");
+    }
+    // An account verification (a purchase of zero) is one.
+    let mut verification = purchase(&[(4, "000000000000")]);
+    verification.set_mti("0100".parse().expect("mti"));
+    rules.record_approval(&verification, now());
+    assert_eq!(decide(&rules, ECOM, &mit), None);
+}
+
+#[test]
 fn the_recurring_marker_field_and_values_are_configurable() {
     let rules = rules(
         "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\nmit_field = 60\nmit_values = [\"R\", \"I\"]\n",

@@ -600,7 +600,7 @@ impl RiskRules {
     }
 
     /// Tells the rules the issuer approved `msg`: a cardholder-initiated
-    /// approval lets later merchant-initiated charges of that card at that
+    /// purchase lets later merchant-initiated charges of that card at that
     /// merchant through. Call it after every approval; it is a no-op unless a
     /// `recurring` rule is configured.
     pub fn record_approval(&self, msg: &Message, now: Timestamp) {
@@ -615,7 +615,12 @@ impl RiskRules {
         for rule in recurring {
             is_mit |= rule.is_mit(msg);
         }
-        if is_mit {
+        // Only a purchase (an account verification is one of zero) shows the
+        // cardholder's consent; a refund the merchant pushes does not.
+        let is_purchase = msg
+            .processing_code()
+            .is_ok_and(|p| p.transaction_type == ProcessingCode::PURCHASE);
+        if is_mit || !is_purchase {
             return;
         }
         let (Some(pan), Some(merchant)) = (msg.get(2), msg.get(42).map(trim_id)) else {
