@@ -459,6 +459,64 @@ max_count = 100
 }
 
 #[test]
+fn a_request_not_approved_in_the_end_gives_its_counts_back() {
+    let rules = rules(
+        "[[risk.rule]]\nname = \"dup\"\nkind = \"duplicate\"\n\
+         [[risk.rule]]\nname = \"day\"\nkind = \"velocity\"\nper = \"card\"\nwindow_s = 86400\nmax_count = 2\nmax_amount = 100000\n\
+         [[risk.rule]]\nname = \"watch\"\nkind = \"velocity\"\nmode = \"shadow\"\nper = \"terminal\"\nwindow_s = 60\nmax_count = 1\n",
+    );
+    let held_by = |stan: &str| {
+        let request = purchase(&[(11, stan)]);
+        let decision = rules.evaluate(&POS, &request, now());
+        assert_eq!(decision.decline, None, "{stan}");
+        assert!(decision.held.counts_anything());
+        (request, decision.held)
+    };
+    let velocity = |rule: &str| {
+        rules
+            .velocity_of(rule, &POS, &purchase(&[]), now())
+            .expect("a velocity rule")
+    };
+    let (declined_by_issuer, held) = held_by("000001");
+    assert_eq!(velocity("day"), (1, 1000));
+    assert_eq!(velocity("watch"), (1, 0));
+    rules.release(&POS, &declined_by_issuer, &held);
+    assert_eq!(velocity("day"), (0, 0));
+    assert_eq!(velocity("watch"), (0, 0), "shadow counts go back too");
+    // The transmission is still known: a repeat of it is a duplicate.
+    assert_eq!(
+        decide(&rules, POS, &declined_by_issuer),
+        declined("94", "dup")
+    );
+    // Two more fit in the day's count, as if the first had never been.
+    held_by("000002");
+    held_by("000003");
+    assert_eq!(velocity("day"), (2, 2000));
+    assert_eq!(
+        decide(&rules, POS, &purchase(&[(11, "000004")])),
+        declined("65", "day")
+    );
+}
+
+#[test]
+fn a_declined_request_holds_nothing() {
+    let rules = rules(
+        "[[risk.rule]]\nname = \"day\"\nkind = \"velocity\"\nper = \"card\"\nwindow_s = 86400\nmax_count = 5\n\
+         [[risk.rule]]\nname = \"tiny\"\nkind = \"velocity\"\nper = \"terminal\"\nwindow_s = 60\nmax_amount = 1\n",
+    );
+    let decision = rules.evaluate(&POS, &purchase(&[]), now());
+    assert_eq!(
+        decision.response_code().map(|c| c.to_string()),
+        Some("61".into())
+    );
+    assert!(!decision.held.counts_anything());
+    // Releasing it anyway takes nothing that is not there.
+    rules.release(&POS, &purchase(&[]), &decision.held);
+    let counted = rules.velocity_of("day", &POS, &purchase(&[]), now());
+    assert_eq!(counted, Some((0, 0)));
+}
+
+#[test]
 fn a_decline_by_a_later_velocity_rule_takes_back_the_earlier_counts() {
     let rules = rules(
         r#"

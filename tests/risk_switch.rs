@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use isoswitch::config::{Channel, Config};
 use isoswitch::iso8583::Message;
+use isoswitch::risk::Timestamp;
 use isoswitch::switch::{Inbound, Switch};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +36,12 @@ bind = "127.0.0.1:0"
 [simulator]
 bind = "127.0.0.1:0"
 default_response = "00"
+
+# Amounts 555.00–555.99 the issuer declines.
+[[simulator.rule]]
+amount_min = 55500
+amount_max = 55599
+respond = "05"
 
 # Amounts 777.00–777.99 are answered after 400 ms: "in flight" long enough.
 [[simulator.rule]]
@@ -145,6 +152,53 @@ async fn the_switch_records_approvals_for_the_recurring_rule() {
         &[(25, "08"), (11, "000004"), (42, "OTHERSHOP000001")],
     );
     assert_eq!(code(&switch, &ecom(), elsewhere).await, "57");
+}
+
+#[tokio::test]
+async fn a_refused_reload_keeps_the_running_rules_mandates() {
+    let recurring = "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\n";
+    let switch = start(recurring).await;
+    assert_eq!(
+        code(&switch, &ecom(), request("0200", &[(11, "000001")])).await,
+        "00"
+    );
+    // Its risk rules compile (it has none), then the issuer's CA is missing.
+    let refused = Config::from_toml_str(
+        &format!(
+            "{BASE}\n[[issuer]]\nname = \"tls-bank\"\nendpoints = [\"127.0.0.1:9\"]\ntls = {{ ca = \"/nonexistent/ca.pem\" }}\n"
+        ),
+        "test.toml",
+    )
+    .expect("valid config: the CA is read when the issuer starts");
+    switch.reload(refused).await.expect_err("refused");
+    // The next sweep, as the switch runs every few seconds.
+    switch
+        .snapshot()
+        .risk
+        .state()
+        .expire(Timestamp::now().plus_ms(1_000));
+    let mit = request("0200", &[(25, "08"), (11, "000002")]);
+    assert_eq!(code(&switch, &ecom(), mit).await, "00");
+}
+
+#[tokio::test]
+async fn what_the_issuer_declines_does_not_count_towards_velocity() {
+    let switch = start(
+        "[[risk.rule]]\nname = \"per-day\"\nkind = \"velocity\"\nper = \"card\"\nwindow_s = 86400\nmax_count = 2\nmax_amount = 100000\n",
+    )
+    .await;
+    // Two tries the issuer turns down (55 500 each would pass the amount
+    // once, not twice, were they counted).
+    for stan in ["000001", "000002"] {
+        let declined = request("0200", &[(11, stan), (4, "000000055500")]);
+        assert_eq!(code(&switch, &pos(), declined).await, "05");
+    }
+    for stan in ["000003", "000004"] {
+        let good = request("0200", &[(11, stan)]);
+        assert_eq!(code(&switch, &pos(), good).await, "00", "{stan}");
+    }
+    let third = request("0200", &[(11, "000005")]);
+    assert_eq!(code(&switch, &pos(), third).await, "65");
 }
 
 #[tokio::test]

@@ -15,7 +15,9 @@
 //! rule: a declined attempt spent nothing, and counting it would let a
 //! fraudster's rejected tries lock the real cardholder out. The check and the
 //! count are one step under the card's shard lock, and a decline by a later
-//! rule takes the count back, so counts stay exact under parallel load.
+//! rule takes the count back, so counts stay exact under parallel load. For
+//! the same reason the switch gives a request's counts back
+//! ([`RiskRules::release`]) when it is not approved in the end.
 
 pub(crate) mod amount;
 mod bin_leads;
@@ -34,6 +36,8 @@ pub(crate) mod velocity;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 pub use config::{Check, InvalidRule, Mode, RiskConfig, RuleConfig, Scope};
 pub use state::RiskState;
@@ -87,6 +91,41 @@ pub struct Decision<'r> {
     pub decline: Option<Hit<'r>>,
     /// Shadow rules that would have declined, in evaluation order.
     pub shadow: Vec<Hit<'r>>,
+    /// What the stateful rules recorded for a request that passed, for
+    /// [`RiskRules::release`] if it is not approved after all.
+    pub held: Held,
+}
+
+/// The velocity counts one evaluation made. Empty for a declined request: a
+/// decline takes its own counts back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Bit `i`: stateful rule `i` counted the request (at most
+    /// [`MAX_STATEFUL_RULES`], 32).
+    rules: u32,
+    /// The slot each counted in, in rule order; inline for up to four.
+    slots: SmallVec<[u64; 4]>,
+}
+
+// `Held::rules` has a bit for each stateful rule.
+const _: () = assert!(MAX_STATEFUL_RULES <= u32::BITS as usize);
+
+impl Held {
+    fn push(&mut self, rule: usize, slot: u64) {
+        self.rules |= 1 << rule;
+        self.slots.push(slot);
+    }
+
+    /// (stateful rule, slot) of each count, in rule order.
+    fn counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let rules = (0..MAX_STATEFUL_RULES).filter(|i| self.rules >> i & 1 != 0);
+        rules.zip(self.slots.iter().copied())
+    }
+
+    /// Whether any velocity rule counted the request.
+    pub fn counts_anything(&self) -> bool {
+        self.rules != 0
+    }
 }
 
 impl Decision<'_> {
@@ -590,7 +629,27 @@ impl RiskRules {
                 Mode::Shadow => decision.shadow.push(rule.hit(code)),
             }
         }
+        for (index, (rule, mark)) in self.stateful.iter().zip(marks).enumerate() {
+            if let (Compiled::Velocity(_), Mark::Slot(slot)) = (&rule.check, mark) {
+                decision.held.push(index, slot);
+            }
+        }
         decision
+    }
+
+    /// Takes back the velocity counts `held` (from this request's
+    /// [`evaluate`](Self::evaluate) with the same `ctx`) when the request was
+    /// not approved in the end: an issuer decline, no route, no answer. It
+    /// spent nothing, as with a risk decline. Duplicate records stay: a repeat
+    /// of that transmission is a duplicate whatever became of the original.
+    pub fn release(&self, ctx: &RiskContext<'_>, msg: &Message, held: &Held) {
+        // Taking a count back reads the request's keys and amount, no clock.
+        let facts = Facts::new(ctx, msg, Timestamp::from_unix_ms(0));
+        for (index, slot) in held.counts() {
+            if let Some(Compiled::Velocity(v)) = self.stateful.get(index).map(|r| &r.check) {
+                v.undo(&facts, Mark::Slot(slot));
+            }
+        }
     }
 
     /// Whether [`record_approval`](Self::record_approval) does anything (a

@@ -13,7 +13,7 @@ use super::{Inbound, Switch};
 use crate::config::Channel;
 use crate::iso8583::fields::ProcessingCode;
 use crate::iso8583::{Message, Mti, ResponseCode};
-use crate::risk::{RiskContext, RiskRules, Timestamp};
+use crate::risk::{Held, RiskContext, RiskRules, Timestamp};
 use crate::upstream::UpstreamError;
 
 /// Fields a switch-built response echoes from the request.
@@ -185,17 +185,37 @@ fn check_channel(channel: Channel, request: &Message) -> Result<(), ResponseCode
     Ok(())
 }
 
-/// The acquirer's risk rules: the first enforcing rule that fires declines
-/// with its code (the rule logs and counts itself, shadow rules included).
-fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<(), ResponseCode> {
-    let ctx = RiskContext {
+fn risk_context(from: &Inbound) -> RiskContext<'_> {
+    RiskContext {
         channel: from.channel,
         listener: &from.listener,
-    };
-    let decision = rules.evaluate(&ctx, request, Timestamp::now());
+    }
+}
+
+/// The acquirer's risk rules: the first enforcing rule that fires declines
+/// with its code (the rule logs and counts itself, shadow rules included).
+/// A request that passes comes back with the velocity counts it holds.
+fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<Held, ResponseCode> {
+    let decision = rules.evaluate(&risk_context(from), request, Timestamp::now());
     match decision.response_code() {
         Some(code) => Err(code),
-        None => Ok(()),
+        None => Ok(decision.held),
+    }
+}
+
+/// Tells the rules how a request they passed ended: an approval may be a
+/// cardholder's mandate, anything else gives its velocity counts back.
+fn settle_risk(
+    risk: Option<&RiskRules>,
+    from: &Inbound,
+    request: &Message,
+    held: &Held,
+    approved: bool,
+) {
+    match risk {
+        Some(risk) if approved => risk.record_approval(request, Timestamp::now()),
+        Some(risk) => risk.release(&risk_context(from), request, held),
+        None => {}
     }
 }
 
@@ -209,13 +229,16 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         return (decline(request, code), None);
     }
     let snapshot = sw.snapshot.load();
-    if let Err(code) = check_risk(&snapshot.risk, from, request) {
-        return (decline(request, code), None);
-    }
-    // Held past the snapshot only when a recurring rule must hear of approvals.
+    let held = match check_risk(&snapshot.risk, from, request) {
+        Ok(held) => held,
+        Err(code) => return (decline(request, code), None),
+    };
+    // Held past the snapshot only when the outcome matters to the rules: a
+    // recurring rule hears of approvals, counts are given back otherwise.
     let risk = &snapshot.risk;
-    let approvals = risk.records_approvals().then(|| risk.clone());
+    let risk = (risk.records_approvals() || held.counts_anything()).then(|| risk.clone());
     let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
+        settle_risk(risk.as_deref(), from, request, &held, false);
         return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
     };
     let issuer = route.issuer.clone();
@@ -266,10 +289,6 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 let _ = response.set(39, ResponseCode::SYSTEM_MALFUNCTION.as_bytes());
             }
             remember(issuer_stan.0, false);
-            let approved = response.response_code().is_ok_and(|c| c.is_approval());
-            if let Some(risk) = approvals.filter(|_| approved) {
-                risk.record_approval(request, Timestamp::now());
-            }
             response
         }
         Err(
@@ -285,6 +304,8 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
             answer(ResponseCode::SYSTEM_MALFUNCTION)
         }
     };
+    let approved = response.response_code().is_ok_and(|c| c.is_approval());
+    settle_risk(risk.as_deref(), from, request, &held, approved);
     (response, Some(route_name))
 }
 
