@@ -1,6 +1,7 @@
 //! Whole-switch behaviour of single transactions: approvals, the issuer's
 //! declines passed through, the switch's own refusals (12, 13, 15, 30), echo,
-//! and a terminal reversal releasing the issuer's hold.
+//! and a terminal reversal releasing the issuer's hold, sent to it once
+//! however often the terminal repeats it.
 
 mod common;
 
@@ -261,4 +262,58 @@ async fn terminal_reversal_is_acknowledged_and_releases_the_hold_at_the_issuer()
     assert_eq!(reversals.len(), 1, "{reversals:?}");
     assert_eq!(reversals[0].outcome, ReversalOutcome::Released);
     assert_eq!(reversals[0].amount, Some(2_500));
+}
+
+/// Sends `reversal` and then its repeat (0401), each acknowledged with 00.
+async fn reverse_twice(terminal: &mut common::Terminal, reversal: Message) {
+    let mut repeat = reversal.clone();
+    repeat.set_mti(mti("0401"));
+    for message in [&reversal, &repeat] {
+        let acknowledged = terminal.exchange(message).await;
+        assert_eq!(acknowledged.mti(), mti("0410"));
+        assert_eq!(code(&acknowledged), "00");
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_terminal_reversal_reaches_the_issuer_once() {
+    let switch = TestSwitch::start(CONFIG).await;
+    let sim = switch.simulator();
+    let mut terminal = switch.terminal("pos").await;
+    let reversal_of = |original: &Message, amount: u64| {
+        let stan = original.get_str(11).expect("STAN");
+        let field90 = format!("0100{stan}{TRANSMISSION_TIME}{}", "0".repeat(22));
+        with(request("0400", RICH_CARD, amount), 90, &field90)
+    };
+    // One the switch forwarded, and one it never saw (routed by its PAN).
+    let original = authorization(RICH_CARD, 2_500);
+    assert_eq!(code(&terminal.exchange(&original).await), "00");
+    reverse_twice(&mut terminal, reversal_of(&original, 2_500)).await;
+    let never_seen = authorization(RICH_CARD, 700);
+    reverse_twice(&mut terminal, reversal_of(&never_seen, 700)).await;
+    // The issuer's queue is first in, first out: once a last reversal is
+    // there, any repeat sent before it would be too.
+    let last = authorization(RICH_CARD, 1_000);
+    assert_eq!(code(&terminal.exchange(&last).await), "00");
+    let mut last_reversal = reversal_of(&last, 1_000);
+    last_reversal.set(11, "777777").expect("field");
+    let acknowledged = terminal.exchange(&last_reversal).await;
+    assert_eq!(code(&acknowledged), "00");
+    common::eventually("the last reversal reached the issuer", || {
+        sim.reversals().iter().any(|r| r.amount == Some(1_000))
+    })
+    .await;
+    let outcomes: Vec<_> = sim
+        .reversals()
+        .iter()
+        .map(|r| (r.amount, r.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Some(2_500), ReversalOutcome::Released),
+            (Some(700), ReversalOutcome::Unmatched),
+            (Some(1_000), ReversalOutcome::Released),
+        ]
+    );
 }

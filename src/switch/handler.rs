@@ -328,14 +328,16 @@ fn advice(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
 }
 
 /// 0400/0420: find what the issuer saw, point field 90 at it, store and
-/// forward, and acknowledge. A transaction the switch already reversed itself
-/// (timeout, lost link) is acknowledged without a second reversal.
+/// forward, and acknowledge. A transaction already reversed (by the switch
+/// itself on a timeout or lost link, or by an earlier copy of this reversal)
+/// is acknowledged without a second reversal.
 fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
     if request.stan().is_err() || request.terminal_id().is_err() {
         return (decline(request, ResponseCode::FORMAT_ERROR), None);
     }
     let snapshot = sw.snapshot.load();
-    let original = OriginalKey::of_reversal(request).and_then(|k| sw.originals.take(&k));
+    let key = OriginalKey::of_reversal(request);
+    let original = key.and_then(|k| sw.originals.reverse(&k));
     let mut outbound = request.clone();
     outbound.set_mti(request.mti().original());
     let target = match &original {
@@ -362,6 +364,20 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
         Some((issuer, label)) => {
             if original.is_none() {
                 metrics::counter!("isoswitch_reversals_unmatched_total").increment(1);
+                // Remembered as reversed, so its repeats are not sent again
+                // (only `reversed` is read of a record made here).
+                if let Some(key) = key {
+                    sw.originals.insert(
+                        key,
+                        Original {
+                            mti: request.mti().original(),
+                            issuer: issuer.shared_name(),
+                            issuer_stan: 0,
+                            reversed: true,
+                            at: Instant::now(),
+                        },
+                    );
+                }
             }
             issuer.store_and_forward(outbound);
             (decline(request, ResponseCode::APPROVED), Some(label))

@@ -69,7 +69,8 @@ pub struct Original {
     pub issuer: Arc<str>,
     /// The STAN the issuer saw.
     pub issuer_stan: u32,
-    /// Whether the switch already sent a reversal of its own (timeout, lost link).
+    /// Whether a reversal of it is already on its way to the issuer: the
+    /// switch's own (timeout, lost link) or a terminal's.
     pub reversed: bool,
     pub at: Instant,
 }
@@ -115,17 +116,17 @@ impl Originals {
         }
     }
 
-    /// Takes the record, so a repeated reversal finds nothing to reverse twice.
-    pub fn take(&self, key: &OriginalKey) -> Option<Original> {
+    /// The record as it was, now marked reversed: a repeat of the reversal
+    /// (0401, 0421) finds it so and is not sent to the issuer twice.
+    pub fn reverse(&self, key: &OriginalKey) -> Option<Original> {
         let generations = self.generations.load();
-        let taken = generations
-            .iter()
-            .find_map(|g| g.remove(key))
-            .map(|(_, v)| v);
-        if taken.is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
-        taken
+        generations.iter().find_map(|g| {
+            g.get_mut(key).map(|mut original| {
+                let before = original.clone();
+                original.reversed = true;
+                before
+            })
+        })
     }
 
     /// Starts a fresh newest generation and retires the oldest, which it
@@ -195,12 +196,15 @@ mod tests {
     }
 
     #[test]
-    fn take_removes_so_a_repeat_finds_nothing() {
+    fn a_repeated_reversal_finds_the_original_reversed() {
         let table = Originals::new(4, 10);
         let key = OriginalKey::new(b"T1", b"000001", b"1123184100").expect("key");
+        assert!(table.reverse(&key).is_none());
         table.insert(key, original(Instant::now()));
-        assert!(table.take(&key).is_some());
-        assert!(table.take(&key).is_none());
+        table.rotate();
+        assert!(table.reverse(&key).is_some_and(|o| !o.reversed));
+        assert!(table.reverse(&key).is_some_and(|o| o.reversed));
+        assert_eq!(table.len(), 1);
     }
 
     #[test]
@@ -224,7 +228,7 @@ mod tests {
         assert_eq!(table.len(), 1);
         table.rotate();
         assert_eq!(table.len(), 0);
-        assert!(table.take(&key).is_none());
+        assert!(table.reverse(&key).is_none());
     }
 
     #[test]
@@ -237,6 +241,6 @@ mod tests {
         table.rotate();
         table.rotate();
         table.insert(key(b"000003"), original(Instant::now()));
-        assert!(table.take(&key(b"000003")).is_some());
+        assert!(table.reverse(&key(b"000003")).is_some());
     }
 }
