@@ -480,7 +480,7 @@ fn a_request_not_approved_in_the_end_gives_its_counts_back() {
     let (declined_by_issuer, held) = held_by("000001");
     assert_eq!(velocity("day"), (1, 1000));
     assert_eq!(velocity("watch"), (1, 0));
-    rules.release(&POS, &declined_by_issuer, &held);
+    rules.release(&held);
     assert_eq!(velocity("day"), (0, 0));
     assert_eq!(velocity("watch"), (0, 0), "shadow counts go back too");
     // The transmission is still known: a repeat of it is a duplicate.
@@ -511,7 +511,7 @@ fn a_declined_request_holds_nothing() {
     );
     assert!(!decision.held.counts_anything());
     // Releasing it anyway takes nothing that is not there.
-    rules.release(&POS, &purchase(&[]), &decision.held);
+    rules.release(&decision.held);
     let counted = rules.velocity_of("day", &POS, &purchase(&[]), now());
     assert_eq!(counted, Some((0, 0)));
 }

@@ -1,6 +1,7 @@
 //! Risk in the running switch: rules from the config snapshot run between the
 //! channel check and routing, the switch records issuer approvals for the
-//! recurring rule, a repeat of a transaction still at the issuer gets 94, and
+//! recurring rule and gives velocity counts back for what is declined or
+//! reversed, a repeat of a transaction still at the issuer gets 94, and
 //! a reload swaps the rules while unchanged ones keep their counts.
 
 use std::sync::Arc;
@@ -199,6 +200,29 @@ async fn what_the_issuer_declines_does_not_count_towards_velocity() {
     }
     let third = request("0200", &[(11, "000005")]);
     assert_eq!(code(&switch, &pos(), third).await, "65");
+}
+
+#[tokio::test]
+async fn a_reversed_purchase_gives_its_velocity_counts_back_once() {
+    let switch = start(
+        "[[risk.rule]]\nname = \"per-day\"\nkind = \"velocity\"\nper = \"card\"\nwindow_s = 86400\nmax_count = 2\n",
+    )
+    .await;
+    for stan in ["000001", "000002"] {
+        let good = request("0200", &[(11, stan)]);
+        assert_eq!(code(&switch, &pos(), good).await, "00", "{stan}");
+    }
+    // The terminal reverses the first, and repeats the reversal.
+    let field90 = format!("0200000001{}{}", "1123184100", "0".repeat(22));
+    for (mti, stan) in [("0400", "000003"), ("0401", "000003")] {
+        let reversal = request(mti, &[(11, stan), (90, &field90)]);
+        assert_eq!(code(&switch, &pos(), reversal).await, "00", "{mti}");
+    }
+    // One place is free again, not two.
+    let again = request("0200", &[(11, "000004")]);
+    assert_eq!(code(&switch, &pos(), again).await, "00");
+    let over = request("0200", &[(11, "000005")]);
+    assert_eq!(code(&switch, &pos(), over).await, "65");
 }
 
 #[tokio::test]

@@ -96,30 +96,36 @@ pub struct Decision<'r> {
     pub held: Held,
 }
 
-/// The velocity counts one evaluation made. Empty for a declined request: a
-/// decline takes its own counts back.
+/// The velocity counts one evaluation made, with what it takes to give them
+/// back later without the request. Empty for a declined request: a decline
+/// takes its own counts back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Held {
     /// Bit `i`: stateful rule `i` counted the request (at most
     /// [`MAX_STATEFUL_RULES`], 32).
     rules: u32,
-    /// The slot each counted in, in rule order; inline for up to four.
-    slots: SmallVec<[u64; 4]>,
+    /// (slot, key) of each count, in rule order; inline for up to four.
+    counts: SmallVec<[(u64, u64); 4]>,
+    /// What the request added to the windows' amounts (minor units).
+    amount: u64,
 }
 
 // `Held::rules` has a bit for each stateful rule.
 const _: () = assert!(MAX_STATEFUL_RULES <= u32::BITS as usize);
 
 impl Held {
-    fn push(&mut self, rule: usize, slot: u64) {
+    fn push(&mut self, rule: usize, slot: u64, key: u64, amount: u64) {
         self.rules |= 1 << rule;
-        self.slots.push(slot);
+        self.counts.push((slot, key));
+        self.amount = amount;
     }
 
-    /// (stateful rule, slot) of each count, in rule order.
-    fn counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+    /// (stateful rule, slot, key) of each count, in rule order.
+    fn counts(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
         let rules = (0..MAX_STATEFUL_RULES).filter(|i| self.rules >> i & 1 != 0);
-        rules.zip(self.slots.iter().copied())
+        rules
+            .zip(&self.counts)
+            .map(|(rule, &(slot, key))| (rule, slot, key))
     }
 
     /// Whether any velocity rule counted the request.
@@ -630,24 +636,26 @@ impl RiskRules {
             }
         }
         for (index, (rule, mark)) in self.stateful.iter().zip(marks).enumerate() {
-            if let (Compiled::Velocity(_), Mark::Slot(slot)) = (&rule.check, mark) {
-                decision.held.push(index, slot);
+            if let (Compiled::Velocity(v), Mark::Slot(slot)) = (&rule.check, mark) {
+                // A count was made, so the rule's key is there.
+                if let Some(key) = v.key(&facts) {
+                    decision.held.push(index, slot, key, v.amount(&facts));
+                }
             }
         }
         decision
     }
 
-    /// Takes back the velocity counts `held` (from this request's
-    /// [`evaluate`](Self::evaluate) with the same `ctx`) when the request was
-    /// not approved in the end: an issuer decline, no route, no answer. It
-    /// spent nothing, as with a risk decline. Duplicate records stay: a repeat
-    /// of that transmission is a duplicate whatever became of the original.
-    pub fn release(&self, ctx: &RiskContext<'_>, msg: &Message, held: &Held) {
-        // Taking a count back reads the request's keys and amount, no clock.
-        let facts = Facts::new(ctx, msg, Timestamp::from_unix_ms(0));
-        for (index, slot) in held.counts() {
+    /// Takes back the velocity counts `held` (from one of these rules'
+    /// [`evaluate`](Self::evaluate)s) when its request was not approved in
+    /// the end, or was reversed: an issuer decline, no route, no answer, a
+    /// terminal's reversal. It spent nothing, as with a risk decline.
+    /// Duplicate records stay: a repeat of that transmission is a duplicate
+    /// whatever became of the original.
+    pub fn release(&self, held: &Held) {
+        for (index, slot, key) in held.counts() {
             if let Some(Compiled::Velocity(v)) = self.stateful.get(index).map(|r| &r.check) {
-                v.undo(&facts, Mark::Slot(slot));
+                v.undo_keyed(key, slot, held.amount);
             }
         }
     }

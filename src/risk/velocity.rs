@@ -36,7 +36,7 @@ impl std::fmt::Debug for Velocity {
 }
 
 impl Velocity {
-    fn key(&self, facts: &Facts<'_>) -> Option<u64> {
+    pub fn key(&self, facts: &Facts<'_>) -> Option<u64> {
         match self.per {
             Per::Card => facts.card_key(),
             Per::Terminal => facts.terminal_key(),
@@ -44,7 +44,7 @@ impl Velocity {
     }
 
     /// What this transaction adds to the cumulative amount.
-    fn amount(facts: &Facts<'_>) -> u64 {
+    pub fn amount(&self, facts: &Facts<'_>) -> u64 {
         match facts.transaction_type() {
             Some(ProcessingCode::REFUND) => 0,
             _ => facts.amount().unwrap_or(0),
@@ -68,7 +68,7 @@ impl Velocity {
         let Some(key) = self.key(facts) else {
             return Reserved::default();
         };
-        let amount = Self::amount(facts);
+        let amount = self.amount(facts);
         let tally = match &self.store {
             Store::Count(s) => s.tally(key, facts.now, amount, self.limits, force, cap),
             Store::Sum(s) => s.tally(key, facts.now, amount, self.limits, force, cap),
@@ -99,10 +99,13 @@ impl Velocity {
 
     /// Takes back a count made by [`reserve`](Self::reserve).
     pub fn undo(&self, facts: &Facts<'_>, mark: Mark) {
-        let (Mark::Slot(slot), Some(key)) = (mark, self.key(facts)) else {
-            return;
-        };
-        let amount = Self::amount(facts);
+        if let (Mark::Slot(slot), Some(key)) = (mark, self.key(facts)) {
+            self.undo_keyed(key, slot, self.amount(facts));
+        }
+    }
+
+    /// Takes back a count of `amount` made in `slot` for `key`.
+    pub fn undo_keyed(&self, key: u64, slot: u64, amount: u64) {
         match &self.store {
             Store::Count(s) => s.undo(key, slot, amount),
             Store::Sum(s) => s.undo(key, slot, amount),

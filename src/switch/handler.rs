@@ -8,7 +8,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::events::{TransactionDone, UnsolicitedResponse};
-use super::originals::{Original, OriginalKey};
+use super::originals::{Original, OriginalKey, RiskHold};
 use super::{Inbound, Switch};
 use crate::config::Channel;
 use crate::iso8583::fields::ProcessingCode;
@@ -185,18 +185,15 @@ fn check_channel(channel: Channel, request: &Message) -> Result<(), ResponseCode
     Ok(())
 }
 
-fn risk_context(from: &Inbound) -> RiskContext<'_> {
-    RiskContext {
-        channel: from.channel,
-        listener: &from.listener,
-    }
-}
-
 /// The acquirer's risk rules: the first enforcing rule that fires declines
 /// with its code (the rule logs and counts itself, shadow rules included).
 /// A request that passes comes back with the velocity counts it holds.
 fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<Held, ResponseCode> {
-    let decision = rules.evaluate(&risk_context(from), request, Timestamp::now());
+    let ctx = RiskContext {
+        channel: from.channel,
+        listener: &from.listener,
+    };
+    let decision = rules.evaluate(&ctx, request, Timestamp::now());
     match decision.response_code() {
         Some(code) => Err(code),
         None => Ok(decision.held),
@@ -205,16 +202,10 @@ fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<He
 
 /// Tells the rules how a request they passed ended: an approval may be a
 /// cardholder's mandate, anything else gives its velocity counts back.
-fn settle_risk(
-    risk: Option<&RiskRules>,
-    from: &Inbound,
-    request: &Message,
-    held: &Held,
-    approved: bool,
-) {
+fn settle_risk(risk: Option<&RiskRules>, request: &Message, held: &Held, approved: bool) {
     match risk {
         Some(risk) if approved => risk.record_approval(request, Timestamp::now()),
-        Some(risk) => risk.release(&risk_context(from), request, held),
+        Some(risk) => risk.release(held),
         None => {}
     }
 }
@@ -238,7 +229,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     let risk = &snapshot.risk;
     let risk = (risk.records_approvals() || held.counts_anything()).then(|| risk.clone());
     let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
-        settle_risk(risk.as_deref(), from, request, &held, false);
+        settle_risk(risk.as_deref(), request, &held, false);
         return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
     };
     let issuer = route.issuer.clone();
@@ -263,7 +254,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         response
     };
     let key = OriginalKey::of_request(request);
-    let remember = |issuer_stan: u32, reversed: bool| {
+    let remember = |issuer_stan: u32, reversed: bool, risk: Option<RiskHold>| {
         if let Some(key) = key {
             sw.originals.insert(
                 key,
@@ -273,6 +264,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                     issuer_stan,
                     reversed,
                     at: Instant::now(),
+                    risk,
                 },
             );
         }
@@ -288,14 +280,20 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 );
                 let _ = response.set(39, ResponseCode::SYSTEM_MALFUNCTION.as_bytes());
             }
-            remember(issuer_stan.0, false);
+            // An approval keeps its counts until a reversal gives them back.
+            let approved = response.response_code().is_ok_and(|c| c.is_approval());
+            let hold = risk
+                .as_ref()
+                .filter(|_| approved && held.counts_anything())
+                .map(|risk| Box::new((risk.clone(), held.clone())));
+            remember(issuer_stan.0, false, hold);
             response
         }
         Err(
             UpstreamError::Timeout { issuer_stan } | UpstreamError::ConnectionLost { issuer_stan },
         ) => {
             // The issuer may have approved: upstream has queued a reversal already.
-            remember(issuer_stan.0, true);
+            remember(issuer_stan.0, true, None);
             answer(ResponseCode::ISSUER_INOPERATIVE)
         }
         Err(e) if e.is_upstream_fault() => answer(ResponseCode::ISSUER_INOPERATIVE),
@@ -305,7 +303,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         }
     };
     let approved = response.response_code().is_ok_and(|c| c.is_approval());
-    settle_risk(risk.as_deref(), from, request, &held, approved);
+    settle_risk(risk.as_deref(), request, &held, approved);
     (response, Some(route_name))
 }
 
@@ -340,6 +338,10 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
     let original = key.and_then(|k| sw.originals.reverse(&k));
     let mut outbound = request.clone();
     outbound.set_mti(request.mti().original());
+    if let Some((rules, held)) = original.as_ref().and_then(|o| o.risk.as_deref()) {
+        // Reversed, the approval spent nothing after all.
+        rules.release(held);
+    }
     let target = match &original {
         Some(o) if o.reversed => {
             metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
@@ -375,6 +377,7 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
                             issuer_stan: 0,
                             reversed: true,
                             at: Instant::now(),
+                            risk: None,
                         },
                     );
                 }

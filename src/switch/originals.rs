@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use crate::iso8583::{Message, Mti};
+use crate::risk::{Held, RiskRules};
 
 /// How a terminal names a transaction: terminal id, its STAN and field 7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,7 +74,12 @@ pub struct Original {
     /// switch's own (timeout, lost link) or a terminal's.
     pub reversed: bool,
     pub at: Instant,
+    /// The velocity counts an approval holds, given back if it is reversed.
+    pub risk: Option<RiskHold>,
 }
+
+/// Velocity counts and the rules that made them (boxed: most records have none).
+pub type RiskHold = Box<(Arc<RiskRules>, Held)>;
 
 /// One generation of the table.
 pub type Generation = DashMap<OriginalKey, Original>;
@@ -122,7 +128,12 @@ impl Originals {
         let generations = self.generations.load();
         generations.iter().find_map(|g| {
             g.get_mut(key).map(|mut original| {
-                let before = original.clone();
+                // The counts go with the first reversal, and only once.
+                let risk = original.risk.take();
+                let before = Original {
+                    risk,
+                    ..original.clone()
+                };
                 original.reversed = true;
                 before
             })
@@ -174,6 +185,7 @@ mod tests {
             issuer_stan: 7,
             reversed: false,
             at,
+            risk: None,
         }
     }
 
