@@ -136,6 +136,17 @@ async fn a_risk_decline_echoes_the_request() {
 }
 
 #[tokio::test]
+async fn a_malformed_expiry_date_is_a_format_error_before_any_rule() {
+    let switch = start("[[risk.rule]]\nname = \"exp\"\nkind = \"expiry\"\n").await;
+    for expiry in ["2913", "2900"] {
+        let malformed = request("0200", &[(14, expiry)]);
+        assert_eq!(code(&switch, &pos(), malformed).await, "30", "{expiry}");
+    }
+    let expired = request("0200", &[(14, "2001")]);
+    assert_eq!(code(&switch, &pos(), expired).await, "54");
+}
+
+#[tokio::test]
 async fn the_switch_records_approvals_for_the_recurring_rule() {
     let switch = start(
         "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\napplies_to = { channels = [\"virtual-terminal\"] }\n",

@@ -147,6 +147,10 @@ fn check_format(request: &Message) -> Result<(), crate::iso8583::FieldError> {
     if request.has(7) {
         request.transmission_time()?;
     }
+    // Optional (card-not-present traffic often omits it), but never malformed.
+    if request.has(14) {
+        request.expiry()?;
+    }
     Ok(())
 }
 
