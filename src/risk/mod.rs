@@ -635,7 +635,7 @@ impl RiskRules {
                 Mode::Shadow => decision.shadow.push(rule.hit(code)),
             }
         }
-        for (index, (rule, mark)) in self.stateful.iter().zip(marks).enumerate() {
+        for (index, (rule, &mark)) in self.stateful.iter().zip(&marks).enumerate() {
             if let (Compiled::Velocity(v), Mark::Slot(slot)) = (&rule.check, mark) {
                 // A count was made, so the rule's key is there.
                 if let Some(key) = v.key(&facts) {
