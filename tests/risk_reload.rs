@@ -164,17 +164,22 @@ fn duplicate_records_survive_a_reload() {
         .is_declined());
 }
 
-#[test]
-fn cardholder_initiated_approvals_survive_any_reload() {
-    let state = RiskState::new();
+const RECURRING: &str = "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\n";
+
+/// A cardholder's purchase at a shop and a merchant-initiated charge there.
+fn cit_and_mit() -> (Message, Message) {
     let mut cit = purchase("000001");
     cit.set(42, "SHOP1").expect("field");
     let mut mit = cit.clone();
     mit.set(25, "08").expect("field");
-    let before = compile(
-        "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\n",
-        &state,
-    );
+    (cit, mit)
+}
+
+#[test]
+fn cardholder_initiated_approvals_survive_any_reload() {
+    let state = RiskState::new();
+    let (cit, mit) = cit_and_mit();
+    let before = compile(RECURRING, &state);
     before.record_approval(&cit, now());
     let after = compile(
         "[[risk.rule]]\nname = \"mit-renamed\"\nkind = \"recurring\"\ncit_valid_days = 30\n",
@@ -186,14 +191,8 @@ fn cardholder_initiated_approvals_survive_any_reload() {
 #[test]
 fn rules_compiled_but_never_installed_cut_nothing_the_running_rules_keep() {
     let state = RiskState::new();
-    let mut cit = purchase("000001");
-    cit.set(42, "SHOP1").expect("field");
-    let mut mit = cit.clone();
-    mit.set(25, "08").expect("field");
-    let running = compile(
-        "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\n",
-        &state,
-    );
+    let (cit, mit) = cit_and_mit();
+    let running = compile(RECURRING, &state);
     running.record_approval(&cit, now());
     // A reload is refused after its rules compiled (an issuer's TLS file is
     // missing, say): one without a recurring rule, one keeping approvals a day.
@@ -213,12 +212,8 @@ fn rules_compiled_but_never_installed_cut_nothing_the_running_rules_keep() {
 #[test]
 fn approvals_go_once_no_live_rules_have_a_recurring_rule() {
     let state = RiskState::new();
-    let mut cit = purchase("000001");
-    cit.set(42, "SHOP1").expect("field");
-    let before = compile(
-        "[[risk.rule]]\nname = \"mit\"\nkind = \"recurring\"\n",
-        &state,
-    );
+    let (cit, _) = cit_and_mit();
+    let before = compile(RECURRING, &state);
     before.record_approval(&cit, now());
     let _after = compile("[[risk.rule]]\nname = \"exp\"\nkind = \"expiry\"\n", &state);
     state.expire(now().plus_ms(1_000));

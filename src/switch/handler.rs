@@ -260,17 +260,9 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     let key = OriginalKey::of_request(request);
     let remember = |issuer_stan: u32, reversed: bool, risk: Option<RiskHold>| {
         if let Some(key) = key {
-            sw.originals.insert(
-                key,
-                Original {
-                    mti: request.mti().original(),
-                    issuer: issuer.shared_name(),
-                    issuer_stan,
-                    reversed,
-                    at: Instant::now(),
-                    risk,
-                },
-            );
+            let mti = request.mti().original();
+            let original = Original::new(mti, issuer.shared_name(), issuer_stan, reversed, risk);
+            sw.originals.insert(key, original);
         }
     };
     let response_mti = request.mti().response().unwrap_or(request.mti());
@@ -373,17 +365,9 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
                 // Remembered as reversed, so its repeats are not sent again
                 // (only `reversed` is read of a record made here).
                 if let Some(key) = key {
-                    sw.originals.insert(
-                        key,
-                        Original {
-                            mti: request.mti().original(),
-                            issuer: issuer.shared_name(),
-                            issuer_stan: 0,
-                            reversed: true,
-                            at: Instant::now(),
-                            risk: None,
-                        },
-                    );
+                    let mti = request.mti().original();
+                    let original = Original::new(mti, issuer.shared_name(), 0, true, None);
+                    sw.originals.insert(key, original);
                 }
             }
             issuer.store_and_forward(outbound);

@@ -78,6 +78,26 @@ pub struct Original {
     pub risk: Option<RiskHold>,
 }
 
+impl Original {
+    /// A record made now.
+    pub fn new(
+        mti: Mti,
+        issuer: Arc<str>,
+        issuer_stan: u32,
+        reversed: bool,
+        risk: Option<RiskHold>,
+    ) -> Original {
+        Original {
+            mti,
+            issuer,
+            issuer_stan,
+            reversed,
+            at: Instant::now(),
+            risk,
+        }
+    }
+}
+
 /// Velocity counts and the rules that made them (boxed: most records have none).
 pub type RiskHold = Box<(Arc<RiskRules>, Held)>;
 
