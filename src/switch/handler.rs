@@ -266,7 +266,8 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         }
     };
     let response_mti = request.mti().response().unwrap_or(request.mti());
-    let response = match issuer.request_traced(outbound).await {
+    // Only an issuer's answer can approve; the switch's own never do.
+    let (response, approved) = match issuer.request_traced(outbound).await {
         Ok((mut response, issuer_stan)) => {
             response.set_mti(response_mti);
             if response.response_code().is_err() {
@@ -283,22 +284,21 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 .filter(|_| approved && held.counts_anything())
                 .map(|risk| Box::new((risk.clone(), held.clone())));
             remember(issuer_stan.0, false, hold);
-            response
+            (response, approved)
         }
         Err(
             UpstreamError::Timeout { issuer_stan } | UpstreamError::ConnectionLost { issuer_stan },
         ) => {
             // The issuer may have approved: upstream has queued a reversal already.
             remember(issuer_stan.0, true, None);
-            answer(ResponseCode::ISSUER_INOPERATIVE)
+            (answer(ResponseCode::ISSUER_INOPERATIVE), false)
         }
-        Err(e) if e.is_upstream_fault() => answer(ResponseCode::ISSUER_INOPERATIVE),
+        Err(e) if e.is_upstream_fault() => (answer(ResponseCode::ISSUER_INOPERATIVE), false),
         Err(e) => {
             tracing::error!(issuer = issuer.name(), error = %e, "forwarding failed");
-            answer(ResponseCode::SYSTEM_MALFUNCTION)
+            (answer(ResponseCode::SYSTEM_MALFUNCTION), false)
         }
     };
-    let approved = response.response_code().is_ok_and(|c| c.is_approval());
     settle_risk(risk.as_deref(), request, &held, approved);
     (response, Some(route_name))
 }
