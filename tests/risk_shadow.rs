@@ -4,8 +4,9 @@
 //! `isoswitch_risk_decisions_total{rule, response_code, mode}` and named in
 //! a log line that never holds a full PAN.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Once;
 
 use isoswitch::config::{Channel, Config};
 use isoswitch::iso8583::{Message, ResponseCode};
@@ -21,6 +22,7 @@ fn now() -> Timestamp {
 }
 
 fn rules(risk_toml: &str) -> RiskRules {
+    install_log_capture();
     // Metric handles are taken when rules compile: the recorder comes first.
     isoswitch::metrics_http::recorder();
     let config = Config::from_toml_str(risk_toml, "test.toml").expect("valid config");
@@ -58,27 +60,51 @@ fn decisions(rule: &str, code: &str, mode: &str) -> u64 {
         .sum()
 }
 
-/// Log lines written while `f` runs.
-fn logs_of(f: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("buffer").extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+thread_local! {
+    /// Where this thread's log lines go while `logs_of` runs on it.
+    static CAPTURE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+struct ThreadBuffer;
+
+impl Write for ThreadBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with_borrow_mut(|buffer| {
+            if let Some(buffer) = buffer {
+                buffer.extend_from_slice(data);
+            }
+        });
+        Ok(data.len())
     }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = buffer.0.lock().expect("buffer").clone();
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One subscriber, the process-wide default, writing into a buffer owned by
+/// the thread that emitted the event. A thread-scoped subscriber
+/// (`with_default`) would race: tracing caches each callsite's interest
+/// process-wide, and a parallel test reaching the same `info!` first, with
+/// no subscriber on its thread, would cache "never" and silence it here.
+/// Every test calls this (through `rules`) before it evaluates anything, and
+/// `Once` holds the others back until it is in, so no callsite is ever
+/// registered without it.
+fn install_log_capture() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_writer(|| ThreadBuffer)
+            .with_ansi(false)
+            .init();
+    });
+}
+
+/// Log lines written on this thread while `f` runs.
+fn logs_of(f: impl FnOnce()) -> String {
+    install_log_capture();
+    CAPTURE.set(Some(Vec::new()));
+    f();
+    let bytes = CAPTURE.take().expect("capture buffer set above");
     String::from_utf8(bytes).expect("utf-8 logs")
 }
 
