@@ -1,7 +1,7 @@
 //! Card checks: the card number (length and Luhn check digit, 14) and the
 //! expiry date (54). Both look at the request alone.
 
-use super::Facts;
+use super::{Facts, Timestamp};
 use crate::iso8583::fields::luhn_valid;
 use crate::iso8583::ResponseCode;
 
@@ -22,9 +22,17 @@ impl CardNumber {
 }
 
 /// Field 14 (YYMM) must not be before the transaction's month: a card is
-/// valid through the last day of its expiry month.
+/// valid through the last day of its expiry month, in the terminal's local
+/// time. The switch does not know that time zone, so it judges the month
+/// where the date is latest to change, UTC-12: a card is declined only once
+/// its month has ended everywhere. Near a month's end a terminal east of
+/// that may send a card its own date has just expired; the issuer, which
+/// holds the card, has the last word on those.
 #[derive(Debug, Clone)]
 pub(crate) struct Expiry;
+
+/// How far behind UTC the westernmost time zone (UTC-12) is.
+const WESTERNMOST_OFFSET_MS: u64 = 12 * 3_600_000;
 
 impl Expiry {
     pub fn check(&self, facts: &Facts<'_>) -> Option<ResponseCode> {
@@ -36,7 +44,8 @@ impl Expiry {
             // Present but not a date: it cannot be shown to be valid.
             return Some(ResponseCode::EXPIRED_CARD);
         };
-        let (year, month) = facts.now.year_month();
+        let local = facts.now.unix_ms().saturating_sub(WESTERNMOST_OFFSET_MS);
+        let (year, month) = Timestamp::from_unix_ms(local).year_month();
         let expiry_year = full_year(expiry.year, year);
         ((expiry_year, expiry.month) < (year, month)).then_some(ResponseCode::EXPIRED_CARD)
     }
@@ -60,7 +69,7 @@ fn full_year(yy: u8, now_year: i32) -> i32 {
 mod tests {
     use super::*;
     use crate::iso8583::{Message, Mti};
-    use crate::risk::{RiskContext, Timestamp};
+    use crate::risk::RiskContext;
 
     fn message(fields: &[(u8, &str)]) -> Message {
         let mut m = Message::new(Mti::from_static("0100"));
@@ -85,12 +94,16 @@ mod tests {
     }
 
     fn check_expiry(yymm: Option<&str>) -> Option<ResponseCode> {
+        check_expiry_at(yymm, in_november_2026())
+    }
+
+    fn check_expiry_at(yymm: Option<&str>, now: Timestamp) -> Option<ResponseCode> {
         let mut fields = vec![(2, "4111111111111111")];
         if let Some(v) = yymm {
             fields.push((14, v));
         }
         let msg = message(&fields);
-        Expiry.check(&Facts::new(&RiskContext::pos(), &msg, in_november_2026()))
+        Expiry.check(&Facts::new(&RiskContext::pos(), &msg, now))
     }
 
     #[test]
@@ -139,6 +152,35 @@ mod tests {
     fn a_card_expired_before_this_month_gives_54() {
         assert_eq!(check_expiry(Some("2610")), Some(ResponseCode::EXPIRED_CARD));
         assert_eq!(check_expiry(Some("1912")), Some(ResponseCode::EXPIRED_CARD));
+    }
+
+    #[test]
+    fn a_card_is_declined_only_once_its_month_has_ended_everywhere() {
+        let at = |utc| Timestamp::parse_utc(utc).expect("valid time");
+        // 05:00 UTC on 1 December is still 30 November in the Americas.
+        assert_eq!(
+            check_expiry_at(Some("2611"), at("2026-12-01T05:00:00Z")),
+            None
+        );
+        assert_eq!(
+            check_expiry_at(Some("2611"), at("2026-12-01T11:59:59Z")),
+            None
+        );
+        // Midnight at UTC-12, the last time zone to leave November.
+        let expired = Some(ResponseCode::EXPIRED_CARD);
+        assert_eq!(
+            check_expiry_at(Some("2611"), at("2026-12-01T12:00:00Z")),
+            expired
+        );
+        // Across a year end, the same.
+        assert_eq!(
+            check_expiry_at(Some("2612"), at("2027-01-01T11:00:00Z")),
+            None
+        );
+        assert_eq!(
+            check_expiry_at(Some("2612"), at("2027-01-01T12:00:00Z")),
+            expired
+        );
     }
 
     #[test]
