@@ -127,49 +127,71 @@ fn parse_expiry(text: &str) -> Option<Expiry> {
     (1..=12).contains(&month).then_some(Expiry { year, month })
 }
 
+/// Longest terminal id keyed exactly; ISO 8583 field 41 has 8.
+const TERMINAL_ID_MAX: usize = 16;
+
+/// A terminal id (field 41) as part of a key; empty when the request has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TerminalId {
+    bytes: [u8; TERMINAL_ID_MAX],
+    len: u8,
+}
+
+impl TerminalId {
+    /// None if over 16 bytes.
+    fn new(terminal: &[u8]) -> Option<TerminalId> {
+        let mut id = TerminalId {
+            bytes: [0; TERMINAL_ID_MAX],
+            len: u8::try_from(terminal.len()).ok()?,
+        };
+        id.bytes
+            .get_mut(..terminal.len())?
+            .copy_from_slice(terminal);
+        Some(id)
+    }
+}
+
 /// Finds a hold by the original's STAN and transmission time (field 7), as a
-/// reversal's field 90 names them.
+/// reversal's field 90 names them, and the terminal that sent both: STAN
+/// counters are per terminal, so two terminals may send the same STAN in the
+/// same second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct TransmissionKey {
     stan: u32,
     /// MMDDhhmmss as a number.
     time: u64,
+    terminal: TerminalId,
 }
 
 impl TransmissionKey {
-    /// From six STAN digits and ten MMDDhhmmss digits; None if either is malformed.
-    pub(crate) fn new(stan: &[u8], time: &[u8]) -> Option<TransmissionKey> {
+    /// From six STAN digits, ten MMDDhhmmss digits and a terminal id of at most
+    /// 16 bytes (empty for host traffic without field 41); None if malformed.
+    pub(crate) fn new(stan: &[u8], time: &[u8], terminal: &[u8]) -> Option<TransmissionKey> {
         Some(TransmissionKey {
             stan: u32::try_from(digits(stan, 6)?).ok()?,
             time: digits(time, 10)?,
+            terminal: TerminalId::new(terminal)?,
         })
     }
 }
-
-/// Longest terminal id keyed exactly; ISO 8583 field 41 has 8.
-const TERMINAL_ID_MAX: usize = 16;
 
 /// Finds a hold by STAN and terminal id (field 41), for reversals without field 90.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct TerminalKey {
     stan: u32,
-    terminal: [u8; TERMINAL_ID_MAX],
-    len: u8,
+    terminal: TerminalId,
 }
 
 impl TerminalKey {
     /// None if the STAN is malformed or the terminal id empty or over 16 bytes.
     pub(crate) fn new(stan: &[u8], terminal: &[u8]) -> Option<TerminalKey> {
-        if terminal.is_empty() || terminal.len() > TERMINAL_ID_MAX {
+        if terminal.is_empty() {
             return None;
         }
-        let mut key = TerminalKey {
+        Some(TerminalKey {
             stan: u32::try_from(digits(stan, 6)?).ok()?,
-            terminal: [0; TERMINAL_ID_MAX],
-            len: terminal.len() as u8,
-        };
-        key.terminal[..terminal.len()].copy_from_slice(terminal);
-        Some(key)
+            terminal: TerminalId::new(terminal)?,
+        })
     }
 }
 
@@ -282,19 +304,36 @@ impl Holds {
         }
     }
 
+    /// The hold `keys` name. When they give the original's time, only a hold
+    /// placed with that time matches, or one whose request carried none: a
+    /// terminal that reused a STAN (a daily reset, a wrap past 999999) must
+    /// not have an older purchase released by a reversal of a newer one.
     fn find(&self, keys: &HoldKeys) -> Option<u64> {
-        let by_transmission = keys
-            .transmission
-            .and_then(|key| self.by_transmission.get(&key).map(|id| *id));
-        by_transmission.or_else(|| {
+        let by_terminal = || {
             keys.terminal
                 .and_then(|key| self.by_terminal.get(&key).map(|id| *id))
+        };
+        let Some(key) = keys.transmission else {
+            return by_terminal();
+        };
+        self.by_transmission.get(&key).map(|id| *id).or_else(|| {
+            by_terminal().filter(|id| {
+                self.entries
+                    .get(id)
+                    .is_some_and(|hold| hold.keys.transmission.is_none())
+            })
         })
     }
 
     /// Whether a live (unreleased) hold answers to `keys`: a repeated request.
+    /// A repeat keeps its STAN but may carry a new transmission time, so here
+    /// the terminal's last hold under that STAN also counts.
     pub(crate) fn is_live(&self, keys: &HoldKeys) -> bool {
         self.find(keys)
+            .or_else(|| {
+                keys.terminal
+                    .and_then(|key| self.by_terminal.get(&key).map(|id| *id))
+            })
             .and_then(|id| self.entries.get(&id).map(|hold| !hold.released))
             .unwrap_or(false)
     }
@@ -345,7 +384,11 @@ mod tests {
 
     fn keys(stan: &str, time: &str, terminal: &str) -> HoldKeys {
         HoldKeys {
-            transmission: TransmissionKey::new(stan.as_bytes(), time.as_bytes()),
+            transmission: TransmissionKey::new(
+                stan.as_bytes(),
+                time.as_bytes(),
+                terminal.as_bytes(),
+            ),
             terminal: TerminalKey::new(stan.as_bytes(), terminal.as_bytes()),
         }
     }
@@ -393,7 +436,7 @@ mod tests {
             }
         );
         let by_time = HoldKeys {
-            transmission: TransmissionKey::new(b"000001", b"0102030405"),
+            transmission: TransmissionKey::new(b"000001", b"0102030405", b"TERM0001"),
             terminal: None,
         };
         assert_eq!(
@@ -429,8 +472,10 @@ mod tests {
 
     #[test]
     fn keys_refuse_malformed_stans_times_and_terminals() {
-        assert!(TransmissionKey::new(b"00001", b"0102030405").is_none());
-        assert!(TransmissionKey::new(b"000001", b"01020304x5").is_none());
+        assert!(TransmissionKey::new(b"00001", b"0102030405", b"T1").is_none());
+        assert!(TransmissionKey::new(b"000001", b"01020304x5", b"T1").is_none());
+        assert!(TransmissionKey::new(b"000001", b"0102030405", &[b'T'; 17]).is_none());
+        assert!(TransmissionKey::new(b"000001", b"0102030405", b"").is_some());
         assert!(TerminalKey::new(b"000001", b"").is_none());
         assert!(TerminalKey::new(b"000001", &[b'T'; 17]).is_none());
         assert!(HoldKeys::default().is_empty());

@@ -263,16 +263,22 @@ impl Simulator {
         if account.status == AccountStatus::Blocked {
             return self.answer(request, ResponseCode::RESTRICTED_CARD);
         }
-        let expiry = if request.has(14) {
+        // The card on file decides; a field 14 already past is expired too,
+        // whatever the file says. (A field 14 that merely differs from the
+        // file is not checked: QA requests often carry any future date.)
+        let claimed = if request.has(14) {
             match request.expiry() {
-                Ok(expiry) => expiry,
+                Ok(expiry) => Some(expiry),
                 Err(e) => return self.format_error(request, &e),
             }
         } else {
-            account.expiry
+            None
         };
         let (yy, mm) = current_yymm();
-        if expiry.is_expired_at(yy, mm) {
+        if std::iter::once(account.expiry)
+            .chain(claimed)
+            .any(|expiry| expiry.is_expired_at(yy, mm))
+        {
             return self.answer(request, ResponseCode::EXPIRED_CARD);
         }
 
@@ -300,8 +306,11 @@ impl Simulator {
                 }
                 decision
             }
-            // Account verification: approve, hold nothing.
-            ProcessingCode::PURCHASE if amount == 0 => self.answer(request, ResponseCode::APPROVED),
+            // Account verification (an 0100 of zero): approve, hold nothing.
+            // A financial 0200 of zero falls through to 13 below.
+            ProcessingCode::PURCHASE if amount == 0 && request.mti().class() == 1 => {
+                self.answer(request, ResponseCode::APPROVED)
+            }
             ProcessingCode::PURCHASE | ProcessingCode::CASH | 9 => {
                 if amount == 0 {
                     return self.answer(request, ResponseCode::INVALID_AMOUNT);
@@ -349,6 +358,7 @@ impl Simulator {
                     transmission: TransmissionKey::new(
                         &stan,
                         original.transmission_time.as_bytes(),
+                        terminal,
                     ),
                     terminal: TerminalKey::new(&stan, terminal),
                 }
@@ -473,13 +483,12 @@ const fn respond(code: ResponseCode) -> Action {
 /// The keys a later reversal may use to find this request's hold.
 fn hold_keys(request: &Message) -> HoldKeys {
     let stan = request.get(11).unwrap_or_default();
+    let terminal = request.get(41).unwrap_or_default();
     HoldKeys {
         transmission: request
             .get(7)
-            .and_then(|time| TransmissionKey::new(stan, time)),
-        terminal: request
-            .get(41)
-            .and_then(|terminal| TerminalKey::new(stan, terminal)),
+            .and_then(|time| TransmissionKey::new(stan, time, terminal)),
+        terminal: TerminalKey::new(stan, terminal),
     }
 }
 

@@ -27,6 +27,9 @@ const WRITE_QUEUE: usize = 4096;
 const WRITE_HIGH_WATER: usize = 32 * 1024;
 /// Requests answered in one go before the write gets a turn.
 const READ_BATCH: usize = 64;
+/// How long a connection that ends itself waits to write the answers it had
+/// already decided.
+const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Pause after a failed accept (out of file descriptors, say) so the loop does
 /// not spin while connections drain.
@@ -114,9 +117,11 @@ pub async fn bind_and_serve_with(
 /// answer to the write buffer, and write once when nothing more is ready, so
 /// a burst of requests costs one write, not a wake-up of a writer task and a
 /// write per answer. Delayed answers wait on their own timers and come back
-/// through a channel. `closing` ends the connection at once: shutdown, a
-/// `close` decision, a framing error or a failed write. A peer that stops
-/// sending still gets the answers already due, delayed ones included.
+/// through a channel. `closing` ends the connection: shutdown, a `close`
+/// decision, a framing error or a failed write. A `close` or a framing error
+/// still writes the answers decided before it; delayed ones are dropped. A
+/// peer that stops sending still gets the answers already due, delayed ones
+/// included.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -137,6 +142,8 @@ async fn connection(
     // Dropped when reading ends, so the channel closes after the last delayed answer.
     let mut delayed_tx = Some(delayed_tx);
     let mut delayed_open = true;
+    // Set when this connection ends itself (a framing error, a `close` rule).
+    let mut flush_before_close = false;
 
     'connection: loop {
         let buffered = writer.write_buffer().len();
@@ -161,6 +168,7 @@ async fn connection(
                             // No way to find where the next frame starts.
                             tracing::warn!(%peer, %error, "simulator: framing error, closing connection");
                             closing.cancel();
+                            flush_before_close = true;
                             break 'connection;
                         }
                         Some(Err(error)) => {
@@ -193,6 +201,7 @@ async fn connection(
                         Answer::None => {}
                         Answer::Close => {
                             closing.cancel();
+                            flush_before_close = true;
                             break 'connection;
                         }
                     }
@@ -220,6 +229,20 @@ async fn connection(
                     closing.cancel();
                     break;
                 }
+            }
+        }
+    }
+    // Answers already decided moved money (a debit, a hold): they go out
+    // before the close, or the acquirer times out on an approval it paid for.
+    if flush_before_close && !writer.write_buffer().is_empty() {
+        let flush = poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx));
+        match tokio::time::timeout(CLOSE_FLUSH_LIMIT, flush).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "simulator: answers before close not written")
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "simulator: peer not reading; answers before close dropped")
             }
         }
     }
