@@ -499,20 +499,37 @@ fn header_kind<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::
 
 /// `Ok` if `text` is `min..=max` ASCII digits; otherwise says what `what` should be.
 fn check_digit_run(text: &str, what: &str, min: usize, max: usize) -> Result<(), String> {
+    check_digits(text, what, min, max, Some(text))
+}
+
+/// As `check_digit_run` for card numbers: the error never repeats the value,
+/// which may be a whole PAN (PCI DSS), only what is wrong with it.
+fn check_pan_digits(text: &str, what: &str, min: usize, max: usize) -> Result<(), String> {
+    check_digits(text, what, min, max, None)
+}
+
+fn check_digits(
+    text: &str,
+    what: &str,
+    min: usize,
+    max: usize,
+    shown: Option<&str>,
+) -> Result<(), String> {
     let length = if min == max {
         format!("{min}")
     } else {
         format!("{min}–{max}")
     };
-    if let Some((index, found)) = text.chars().enumerate().find(|(_, c)| !c.is_ascii_digit()) {
+    let found = shown.map_or_else(String::new, |text| format!("{text:?} "));
+    if let Some((index, bad)) = text.chars().enumerate().find(|(_, c)| !c.is_ascii_digit()) {
         return Err(format!(
-            "expected {what} of {length} digits, found {text:?} ({found:?} at position {})",
+            "expected {what} of {length} digits, found {found}({bad:?} at position {})",
             index + 1
         ));
     }
     if text.len() < min || text.len() > max {
         return Err(format!(
-            "expected {what} of {length} digits, found {text:?} ({} digits)",
+            "expected {what} of {length} digits, found {found}({} digits)",
             text.len()
         ));
     }
@@ -527,7 +544,7 @@ fn optional_pan_prefix<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     checked(deserializer, |text| {
-        check_digit_run(text, "a PAN prefix", 1, 19)
+        check_pan_digits(text, "a PAN prefix", 1, 19)
     })
     .map(Some)
 }
@@ -542,7 +559,7 @@ fn optional_processing_code<'de, D: Deserializer<'de>>(
 }
 
 fn account_pan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    checked(deserializer, |text| check_digit_run(text, "a PAN", 12, 19))
+    checked(deserializer, |text| check_pan_digits(text, "a PAN", 12, 19))
 }
 
 fn currency_code<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -1069,6 +1086,22 @@ bind = "127.0.0.1:0"
         assert_eq!(line_and_column("ab\ncé\nx", 3), (2, 1));
         assert_eq!(line_and_column("ab\ncé\nx", 7), (3, 1));
         assert_eq!(line_and_column("ab", 99), (1, 3));
+    }
+
+    /// A card number in a config error is described, never repeated: the value
+    /// may be a whole PAN, written with spaces or one digit short.
+    #[test]
+    fn a_malformed_account_pan_is_not_repeated_in_its_error() {
+        for pan in ["4111 1111 1111 1111", "41111111111", "41111111111111111111"] {
+            let text = format!(
+                "[simulator]\n[[simulator.account]]\npan = \"{pan}\"\nbalance = 1\nexpiry = \"2812\"\n"
+            );
+            let error = Config::from_toml_str(&text, "pans.toml")
+                .expect_err("malformed PAN")
+                .to_string();
+            assert!(error.contains("expected a PAN of 12–19 digits"), "{error}");
+            assert!(!error.contains("1111"), "PAN digits in {error}");
+        }
     }
 
     /// Every file in tests/fixtures/config/invalid starts with `# expect: <text>` and
