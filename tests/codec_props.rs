@@ -212,8 +212,21 @@ fn one_changed_byte_never_panics_decode_or_reencode(name: &str) {
         let mut wire = msg.encode(&spec).expect("a generated message encodes");
         let i = at.index(wire.len());
         wire[i] ^= flip;
-        if let Ok(decoded) = Message::decode_slice(&spec, &wire) {
-            reencodes(&spec, &decoded)?;
+        let decoded = Message::decode_slice(&spec, &wire);
+        if let Ok(decoded) = &decoded {
+            reencodes(&spec, decoded)?;
+        }
+        // What a refusal echoes: all of a message that decodes, else the
+        // fields before the bad one, which must encode again too.
+        match (decoded, Message::decode_readable_part(&spec, wire.into())) {
+            (Ok(decoded), Some(readable)) => same(&spec, &readable, &decoded)?,
+            (Ok(_), None) => {
+                return Err(TestCaseError::fail(
+                    "a message that decodes has no readable part",
+                ))
+            }
+            (Err(_), Some(readable)) => reencodes(&spec, &readable)?,
+            (Err(_), None) => {}
         }
         Ok(())
     });

@@ -90,29 +90,52 @@ impl Message {
     /// Decodes one message that fills `input` exactly. Values on an ASCII or
     /// binary wire are not copied: the message keeps `input` and points into it.
     pub fn decode(spec: &Spec, input: Bytes) -> Result<Message, CodecError> {
+        Message::decode_or_salvage(spec, input, false).map_err(|(e, _)| e)
+    }
+
+    /// For answering a message that does not decode: its MTI and the fields
+    /// before the first that fails (a refusal then echoes the STAN and
+    /// terminal id it could read). None if not even the MTI and the bitmaps
+    /// can be read.
+    pub fn decode_readable_part(spec: &Spec, input: Bytes) -> Option<Message> {
+        match Message::decode_or_salvage(spec, input, true) {
+            Ok(msg) | Err((_, Some(msg))) => Some(msg),
+            Err((_, None)) => None,
+        }
+    }
+
+    /// Decodes `input`; with `salvage`, an error in a field (or after the
+    /// last) comes with the message of the fields decoded before it.
+    #[inline(always)]
+    fn decode_or_salvage(
+        spec: &Spec,
+        input: Bytes,
+        salvage: bool,
+    ) -> Result<Message, (CodecError, Option<Message>)> {
         let mut d = Decoder {
             spec,
             input: &input,
             pos: 0,
         };
-        let mti = d.mti()?;
+        let alone = |e: CodecError| (e, None);
+        let mti = d.mti().map_err(alone)?;
         let mut wire = Bitmap::default();
         let mut bitmap_at = [0usize; 3];
         bitmap_at[0] = d.pos;
-        wire.0[0] = d.bitmap(1)?;
+        wire.0[0] = d.bitmap(1).map_err(alone)?;
         if wire.0[0] & Bitmap::bit(1) != 0 {
             bitmap_at[1] = d.pos;
-            wire.0[1] = d.bitmap(2)?;
+            wire.0[1] = d.bitmap(2).map_err(alone)?;
             if wire.0[1] & Bitmap::bit(65) != 0 {
                 if !spec.has_tertiary_bitmap() {
-                    return Err(d.error(
+                    return Err(alone(d.error(
                         Part::Bitmap(2),
                         bitmap_at[1],
                         ErrorKind::NoTertiaryBitmap,
-                    ));
+                    )));
                 }
                 bitmap_at[2] = d.pos;
-                wire.0[2] = d.bitmap(3)?;
+                wire.0[2] = d.bitmap(3).map_err(alone)?;
             }
         }
         let mut present = wire;
@@ -125,18 +148,34 @@ impl Message {
             raw: Bytes::new(),
             owned: Vec::new(),
         };
+        // What was read before an error, as a message of its own.
+        let salvaged = |mut msg: Message, input: &Bytes| {
+            salvage.then(|| {
+                let mut read = Bitmap::default();
+                for slot in &msg.slots {
+                    read.insert(slot.field);
+                }
+                msg.present = read;
+                msg.raw = input.clone();
+                msg
+            })
+        };
         for n in present.iter() {
             let Some(field) = spec.field(n) else {
                 let word = usize::from(n - 1) / 64;
                 let at = bitmap_at[word] + (usize::from(n - 1) % 64) / 8 * spec.bitmap_len() / 8;
-                return Err(d.error(Part::Field(n), at, ErrorKind::UndefinedField));
+                let e = d.error(Part::Field(n), at, ErrorKind::UndefinedField);
+                return Err((e, salvaged(msg, &input)));
             };
-            let slot = d.field(field, &mut msg.owned)?;
-            msg.slots.push(slot);
+            match d.field(field, &mut msg.owned) {
+                Ok(slot) => msg.slots.push(slot),
+                Err(e) => return Err((e, salvaged(msg, &input))),
+            }
         }
         if d.pos != input.len() {
             let count = input.len() - d.pos;
-            return Err(d.error(Part::Message, d.pos, ErrorKind::TrailingBytes { count }));
+            let e = d.error(Part::Message, d.pos, ErrorKind::TrailingBytes { count });
+            return Err((e, salvaged(msg, &input)));
         }
         msg.raw = input;
         Ok(msg)

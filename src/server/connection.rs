@@ -48,7 +48,9 @@ pub(super) async fn serve<S>(
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;
     // The idle timer is re-armed only when it fires, not per frame: resetting a
-    // timer on every message costs more than the rest of the loop turn.
+    // timer on every message costs more than the rest of the loop turn. A
+    // connection is idle when it has neither sent a frame nor been answered
+    // for the idle timeout, and has no request outstanding.
     let mut last_frame = Instant::now();
     let idle = tokio::time::sleep_until(last_frame + context.idle_timeout);
     tokio::pin!(idle);
@@ -63,6 +65,8 @@ pub(super) async fn serve<S>(
             biased;
             _ = shutdown.cancelled(), if reading => reading = false,
             Some(response) = in_flight.next(), if room && !in_flight.is_empty() => {
+                // An answer is activity too: idleness counts from the last one.
+                last_frame = Instant::now();
                 let mut next = Some(response);
                 while let Some(response) = next {
                     if let Some(frame) = response {
@@ -106,7 +110,10 @@ pub(super) async fn serve<S>(
             }
             () = &mut idle, if reading => {
                 let due = last_frame + context.idle_timeout;
-                if Instant::now() >= due {
+                if !in_flight.is_empty() {
+                    // Waiting on its own answers is not idle.
+                    idle.as_mut().reset(Instant::now() + context.idle_timeout);
+                } else if Instant::now() >= due {
                     tracing::debug!(listener = %listener, "idle timeout, closing");
                     reading = false;
                 } else {
@@ -145,8 +152,10 @@ fn framing_error(listener: &str, e: &FrameError) {
     tracing::warn!(listener = %listener, error = %e, "framing error, closing connection");
 }
 
-/// Decodes, hands to the switch, encodes. A message that does not decode gets
-/// 30 when its MTI can be read, and no answer when not even that.
+/// Decodes, hands to the switch, encodes. A request that does not decode gets
+/// 30, echoing what could be read of it (STAN, terminal id) so the terminal
+/// can tell which request was refused; a response, or a message whose MTI
+/// cannot be read, gets no answer.
 async fn answer(context: &ListenerContext, switch: &Switch, frame: Frame) -> Option<Frame> {
     let spec = &context.spec;
     let response = match Message::decode(spec, frame.payload.clone()) {
@@ -166,8 +175,13 @@ async fn answer(context: &ListenerContext, switch: &Switch, frame: Frame) -> Opt
                 kind = %e.kind(),
                 "message does not decode"
             );
-            let mti = Message::peek_mti(spec, &frame.payload)?;
-            decline(&Message::new(mti), ResponseCode::FORMAT_ERROR)
+            let readable = Message::decode_readable_part(spec, frame.payload.clone())
+                .or_else(|| Message::peek_mti(spec, &frame.payload).map(Message::new))?;
+            if !readable.mti().is_request() {
+                // Answering a response could pass for the answer to a request.
+                return None;
+            }
+            decline(&readable, ResponseCode::FORMAT_ERROR)
         }
     };
     let payload = match response.encode(spec) {
