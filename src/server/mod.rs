@@ -145,14 +145,26 @@ impl Listener {
                 metrics::counter!("isoswitch_connections_accepted_total", "listener" => label.clone()).increment(1);
                 metrics::gauge!("isoswitch_connections_open", "listener" => label.clone()).increment(1.0);
                 match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls_stream) => connection::serve(tls_stream, context, switch, shutdown).await,
-                        Err(e) => {
+                    Some(acceptor) => {
+                        // A peer that never finishes its handshake would hold
+                        // a connection slot for good: it gets the idle timeout.
+                        let handshake = tokio::time::timeout(context.idle_timeout, acceptor.accept(stream));
+                        let handshake = tokio::select! {
+                            _ = shutdown.cancelled() => None,
+                            done = handshake => Some(done),
+                        };
+                        let failed = |reason: &dyn std::fmt::Display| {
                             metrics::counter!("isoswitch_tls_handshake_failures_total", "listener" => label.clone())
                                 .increment(1);
-                            tracing::warn!(listener = %label, %peer, error = %e, "TLS handshake failed");
+                            tracing::warn!(listener = %label, %peer, error = %reason, "TLS handshake failed");
+                        };
+                        match handshake {
+                            Some(Ok(Ok(tls_stream))) => connection::serve(tls_stream, context, switch, shutdown).await,
+                            Some(Ok(Err(e))) => failed(&e),
+                            Some(Err(_)) => failed(&"not completed within the idle timeout"),
+                            None => {}
                         }
-                    },
+                    }
                     None => connection::serve(stream, context, switch, shutdown).await,
                 }
                 metrics::gauge!("isoswitch_connections_open", "listener" => label).decrement(1.0);

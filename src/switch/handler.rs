@@ -132,16 +132,29 @@ fn mti_label(mti: Mti) -> &'static str {
 fn network(request: &Message) -> Message {
     match request.get(70) {
         Some(b"001" | b"002" | b"301") => decline(request, ResponseCode::APPROVED),
-        _ => decline(request, ResponseCode::INVALID_TRANSACTION),
+        Some(_) => decline(request, ResponseCode::INVALID_TRANSACTION),
+        // The one field that says what to do is missing.
+        None => decline(request, ResponseCode::FORMAT_ERROR),
     }
 }
 
 /// Checks the fields every authorization and financial request needs; the
-/// error is logged and answered with 30.
+/// error is logged and answered with 30. A card number of the wrong length
+/// (14) and a missing amount (13) are not format errors; `check_channel`
+/// answers them.
 fn check_format(request: &Message) -> Result<(), crate::iso8583::FieldError> {
-    request.pan()?;
+    use crate::iso8583::FieldError;
+    let pan = request.get(2).ok_or(FieldError::Missing(2))?;
+    if pan.is_empty() || !pan.iter().all(u8::is_ascii_digit) {
+        return Err(FieldError::Malformed {
+            field: 2,
+            expected: "digits",
+        });
+    }
     request.processing_code()?;
-    request.amount()?;
+    if request.has(4) {
+        request.amount()?;
+    }
     request.stan()?;
     request.terminal_id()?;
     if request.has(7) {
@@ -154,12 +167,21 @@ fn check_format(request: &Message) -> Result<(), crate::iso8583::FieldError> {
     Ok(())
 }
 
-/// Whether this channel may carry this MTI, processing code and amount.
+/// Whether this channel may carry this MTI, processing code and amount, for
+/// a card number of a length cards have.
 fn check_channel(channel: Channel, request: &Message) -> Result<(), ResponseCode> {
+    if request.pan().is_err() {
+        // Digits (check_format saw to that), but not 12 to 19 of them.
+        return Err(ResponseCode::INVALID_CARD_NUMBER);
+    }
     let pc = request
         .processing_code()
         .map_err(|_| ResponseCode::FORMAT_ERROR)?;
-    let amount = request.amount().map_err(|_| ResponseCode::FORMAT_ERROR)?;
+    let amount = match request.amount() {
+        Ok(amount) => amount,
+        Err(crate::iso8583::FieldError::Missing(_)) => return Err(ResponseCode::INVALID_AMOUNT),
+        Err(_) => return Err(ResponseCode::FORMAT_ERROR),
+    };
     let class = request.mti().class();
     let allowed = matches!(
         (class, pc.transaction_type),
