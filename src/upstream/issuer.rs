@@ -187,8 +187,17 @@ impl Issuer {
 
     /// Queues an advice or reversal (0120/0220/0400/0420) for store-and-forward: it
     /// is sent, repeated as 0121/0221/0401/0421 until the issuer answers, and
-    /// survives link flaps. Returns once queued.
-    pub fn store_and_forward(&self, message: Message) {
+    /// survives link flaps. Returns once queued. Sensitive authentication data
+    /// a terminal left in it (track data, PIN block; and chip data in a
+    /// reversal, as in the switch's own) is removed first: it is neither
+    /// needed after the authorization nor to be kept (PCI DSS 3.2).
+    pub fn store_and_forward(&self, mut message: Message) {
+        for field in saf::SENSITIVE_FIELDS {
+            message.remove(field);
+        }
+        if message.mti().class() == 4 {
+            message.remove(55);
+        }
         self.inner.saf.push(message);
     }
 

@@ -17,6 +17,9 @@ use super::link::{masked_pan, Backoff};
 use super::UpstreamError;
 use crate::iso8583::{Message, Mti};
 
+/// Sensitive authentication data: track 2, track 3, track 1, PIN block.
+pub(crate) const SENSITIVE_FIELDS: [u8; 4] = [35, 36, 45, 52];
+
 /// Fields of the original request a reversal carries (never track data, PIN or chip data).
 const REVERSAL_FIELDS: [u8; 14] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 32, 37, 41, 42, 49];
 const RETRY_FIRST: Duration = Duration::from_millis(500);
