@@ -208,6 +208,79 @@ async fn tls_listener_closes_a_connection_that_never_starts_its_handshake() {
     );
 }
 
+// --------------------------------------------------------------- reversals
+
+/// A terminal's reversal that arrives while its original is still at the
+/// issuer (the usual case: the terminal's own timer fired) is acknowledged at
+/// once, and once the issuer approves, the reversal it receives names the
+/// STAN the issuer saw. (It was once forwarded at once with the terminal's
+/// field 90, naming a STAN the issuer never saw, so the approval stood.)
+#[tokio::test]
+async fn reversal_sent_while_the_original_is_at_the_issuer_names_the_stan_the_issuer_saw() {
+    // The issuer holds this one purchase for 3 s: the reversal is sent and
+    // handled long before it answers.
+    let sim = TcpSimulator::start(
+        r#"
+        [[rule]]
+        mti = "0200"
+        amount_min = 77700
+        amount_max = 77700
+        respond = "00"
+        delay_ms = 3000
+        "#,
+    )
+    .await;
+    let tap = IssuerTap::start(sim.addr).await;
+    let switch = TestSwitch::start(&bank_config(&tap.endpoint(), 10_000)).await;
+    let mut terminal = switch.terminal("pos").await;
+
+    let original = purchase(CARD, 77_700);
+    terminal.send(&original).await;
+    let amount = format!("{:012}", 77_700);
+    eventually("the purchase is at the issuer", || {
+        tap.sent_to_issuer()
+            .iter()
+            .any(|m| m.mti() == mti("0200") && m.get_str(4) == Some(amount.as_str()))
+    })
+    .await;
+    let issuer_stan = tap
+        .sent_to_issuer()
+        .iter()
+        .find(|m| m.mti() == mti("0200") && m.get_str(4) == Some(amount.as_str()))
+        .and_then(|m| m.get_str(11).map(str::to_string))
+        .expect("issuer-side STAN");
+
+    let terminal_stan = original.get_str(11).expect("STAN");
+    let reversal = with(
+        request("0400", CARD, 77_700),
+        90,
+        &field90("0200", terminal_stan),
+    );
+    terminal.send(&reversal).await;
+    // Both answers: the 0410 (at once) and the 0210 (after the delay).
+    let mut answers = [terminal.recv().await, terminal.recv().await];
+    answers.sort_by_key(|m| m.mti());
+    assert_eq!(answers[0].mti(), mti("0210"));
+    assert_eq!(answers[1].mti(), mti("0410"));
+
+    eventually("a reversal reached the issuer", || {
+        tap.sent_to_issuer().iter().any(|m| m.mti().class() == 4)
+    })
+    .await;
+    let sent = tap.sent_to_issuer();
+    let forwarded = sent
+        .iter()
+        .find(|m| m.mti().class() == 4)
+        .expect("a reversal");
+    let f90 = forwarded.get_str(90).expect("field 90");
+    assert_eq!(
+        &f90[4..10],
+        issuer_stan,
+        "field 90 must name the STAN the issuer saw ({issuer_stan}), not the terminal's \
+         ({terminal_stan}); the issuer cannot match this reversal"
+    );
+}
+
 /// A terminal's reversal is forwarded without the track 2 (35) and PIN block
 /// (52) it carried: sensitive authentication data is not sent again nor kept
 /// in the store-and-forward queue (PCI DSS 3.2), as the switch's own

@@ -279,13 +279,26 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         }
         response
     };
+    // Remembered before it is forwarded, so a terminal's reversal arriving
+    // while it is at the issuer finds it; completed with the issuer's STAN.
     let key = OriginalKey::of_request(request);
+    let original_mti = request.mti().original();
+    if let Some(key) = key {
+        let in_flight = Original::new(original_mti, issuer.shared_name(), None, false, None);
+        sw.originals.insert(key, in_flight);
+    }
+    // Whether a terminal reversed it meanwhile.
     let remember = |issuer_stan: u32, reversed: bool, risk: Option<RiskHold>| {
-        if let Some(key) = key {
-            let mti = request.mti().original();
-            let original = Original::new(mti, issuer.shared_name(), issuer_stan, reversed, risk);
-            sw.originals.insert(key, original);
-        }
+        key.is_some_and(|key| {
+            let original = Original::new(
+                original_mti,
+                issuer.shared_name(),
+                Some(issuer_stan),
+                reversed,
+                risk,
+            );
+            sw.originals.complete(key, original)
+        })
     };
     let response_mti = request.mti().response().unwrap_or(request.mti());
     // Only an issuer's answer can approve; the switch's own never do.
@@ -305,14 +318,29 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 .as_ref()
                 .filter(|_| approved && held.counts_anything())
                 .map(|risk| Box::new((risk.clone(), held.clone())));
-            remember(issuer_stan.0, false, hold);
-            (response, approved)
+            if remember(issuer_stan.0, false, hold) {
+                // The terminal reversed it while it was at the issuer: the
+                // reversal goes now, naming the STAN the issuer saw, and the
+                // approval spent nothing.
+                if approved {
+                    let mut sent = request.clone();
+                    sent.set_mti(original_mti);
+                    let _ = sent.set(11, issuer_stan.to_digits());
+                    if let Some(rrn) = generated_rrn {
+                        let _ = sent.set(37, rrn);
+                    }
+                    issuer.reverse(&sent);
+                }
+                (response, false)
+            } else {
+                (response, approved)
+            }
         }
         Err(
             UpstreamError::Timeout { issuer_stan } | UpstreamError::ConnectionLost { issuer_stan },
         ) => {
             // The issuer may have approved: upstream has queued a reversal already.
-            remember(issuer_stan.0, true, None);
+            let _ = remember(issuer_stan.0, true, None);
             (answer(ResponseCode::ISSUER_INOPERATIVE), false)
         }
         Err(e) if e.is_upstream_fault() => (answer(ResponseCode::ISSUER_INOPERATIVE), false),
@@ -365,6 +393,12 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
             metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
             return (decline(request, ResponseCode::APPROVED), None);
         }
+        Some(o) if o.issuer_stan.is_none() => {
+            // At the issuer still (or it never got there): its answer decides.
+            // An approval is reversed then, naming the STAN the issuer saw.
+            metrics::counter!("isoswitch_reversals_of_in_flight_total").increment(1);
+            return (decline(request, ResponseCode::APPROVED), None);
+        }
         Some(o) => {
             let field90 = original_data_for_issuer(request, o);
             let _ = outbound.set(90, field90);
@@ -388,7 +422,7 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
                 // (only `reversed` is read of a record made here).
                 if let Some(key) = key {
                     let mti = request.mti().original();
-                    let original = Original::new(mti, issuer.shared_name(), 0, true, None);
+                    let original = Original::new(mti, issuer.shared_name(), None, true, None);
                     sw.originals.insert(key, original);
                 }
             }
@@ -405,7 +439,8 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
 fn original_data_for_issuer(request: &Message, original: &Original) -> Vec<u8> {
     let mut out = Vec::with_capacity(42);
     out.extend_from_slice(original.mti.as_bytes());
-    out.extend_from_slice(&crate::iso8583::Stan(original.issuer_stan).to_digits());
+    let stan = original.issuer_stan.unwrap_or_default();
+    out.extend_from_slice(&crate::iso8583::Stan(stan).to_digits());
     match request.get(90) {
         Some(v) if v.len() == 42 => out.extend_from_slice(&v[10..]),
         _ => {

@@ -68,8 +68,9 @@ fn digits(v: &[u8]) -> Option<u64> {
 pub struct Original {
     pub mti: Mti,
     pub issuer: Arc<str>,
-    /// The STAN the issuer saw.
-    pub issuer_stan: u32,
+    /// The STAN the issuer saw; None while the original is still at the
+    /// issuer (the link assigns it), or if it never reached the issuer.
+    pub issuer_stan: Option<u32>,
     /// Whether a reversal of it is already on its way to the issuer: the
     /// switch's own (timeout, lost link) or a terminal's.
     pub reversed: bool,
@@ -83,7 +84,7 @@ impl Original {
     pub fn new(
         mti: Mti,
         issuer: Arc<str>,
-        issuer_stan: u32,
+        issuer_stan: Option<u32>,
         reversed: bool,
         risk: Option<RiskHold>,
     ) -> Original {
@@ -139,6 +140,35 @@ impl Originals {
         let generations = self.generations.load();
         if generations[0].insert(key, original).is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Completes the record made when the original was forwarded with what
+    /// the issuer's answer (or its absence) taught: the STAN the issuer saw,
+    /// whether a reversal is on its way, the counts an approval holds.
+    /// Returns true if a terminal reversed the original while it was at the
+    /// issuer: the caller must reverse it now, if it was approved, since
+    /// only now does it know the STAN to name. A record no longer in the
+    /// table (rotated out, or never in: the table was full) is inserted.
+    pub fn complete(&self, key: OriginalKey, mut done: Original) -> bool {
+        let generations = self.generations.load();
+        let found = generations.iter().find_map(|g| {
+            g.get_mut(&key).map(|mut record| {
+                let reversed_meanwhile = record.reversed && record.issuer_stan.is_none();
+                record.issuer_stan = done.issuer_stan;
+                record.reversed |= done.reversed;
+                if !reversed_meanwhile {
+                    record.risk = done.risk.take();
+                }
+                reversed_meanwhile
+            })
+        });
+        match found {
+            Some(reversed_meanwhile) => reversed_meanwhile,
+            None => {
+                self.insert(key, done);
+                false
+            }
         }
     }
 
@@ -202,7 +232,7 @@ mod tests {
         Original {
             mti: Mti::from_static("0100"),
             issuer: Arc::from("sim"),
-            issuer_stan: 7,
+            issuer_stan: Some(7),
             reversed: false,
             at,
             risk: None,
@@ -237,6 +267,29 @@ mod tests {
         assert!(table.reverse(&key).is_some_and(|o| !o.reversed));
         assert!(table.reverse(&key).is_some_and(|o| o.reversed));
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_reversal_while_the_original_is_at_the_issuer_is_reported_on_completion() {
+        let table = Originals::new(4, 10);
+        let key = OriginalKey::new(b"T1", b"000001", b"1123184100").expect("key");
+        let in_flight = Original {
+            issuer_stan: None,
+            ..original(Instant::now())
+        };
+        table.insert(key, in_flight.clone());
+        let seen = table.reverse(&key).expect("in flight");
+        assert!(!seen.reversed && seen.issuer_stan.is_none());
+        assert!(table.complete(key, original(Instant::now())));
+        // Completed: a repeat of the reversal finds it reversed, with its STAN.
+        let repeat = table.reverse(&key).expect("completed");
+        assert!(repeat.reversed);
+        assert_eq!(repeat.issuer_stan, Some(7));
+        // Not reversed while in flight: nothing to report.
+        let other = OriginalKey::new(b"T1", b"000002", b"1123184100").expect("key");
+        table.insert(other, in_flight);
+        assert!(!table.complete(other, original(Instant::now())));
+        assert!(table.reverse(&other).is_some_and(|o| !o.reversed));
     }
 
     #[test]

@@ -201,6 +201,13 @@ impl Issuer {
         self.inner.saf.push(message);
     }
 
+    /// Queues the reversal of `original`, as the issuer saw it (its STAN,
+    /// its RRN), for store-and-forward: for an approval a terminal reversed
+    /// while it was at the issuer.
+    pub fn reverse(&self, original: &Message) {
+        self.store_and_forward(saf::reversal_for(original));
+    }
+
     pub fn status(&self) -> IssuerStatus {
         let telemetry = &self.inner.telemetry;
         IssuerStatus {
