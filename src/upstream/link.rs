@@ -41,6 +41,9 @@ const COMMAND_QUEUE: usize = 1024;
 const MAX_BATCH: usize = 256;
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// A session that lasted this long was healthy: the next reconnect starts
+/// the backoff afresh. One that ended sooner continues it.
+const STABLE_SESSION: Duration = Duration::from_secs(5);
 
 const NETWORK_REQUEST: Mti = Mti::from_static("0800");
 const NETWORK_RESPONSE: Mti = Mti::from_static("0810");
@@ -230,11 +233,14 @@ impl Link {
             match connected {
                 Ok(transport) => {
                     let in_process = transport.is_in_process();
+                    let started = Instant::now();
                     let (end, was_up) = Session::new(&mut self, transport).run(&mut commands).await;
                     if matches!(end, SessionEnd::Shutdown) {
                         break;
                     }
-                    if was_up {
+                    // An issuer that accepts (or signs on) and drops at once
+                    // is redialled with growing delays, not in a tight loop.
+                    if was_up && started.elapsed() >= STABLE_SESSION {
                         backoff.reset();
                     }
                     if in_process {
