@@ -213,6 +213,18 @@ impl Switch {
                 "new issuer has no live link yet; swapping anyway"
             );
         }
+        // A replaced issuer's queued reversals and advices go on through its
+        // replacement once it is retired.
+        for old in &current.issuers {
+            let replaced = !next.issuers.iter().any(|e| e.config == old.config);
+            let replacement = next
+                .issuers
+                .iter()
+                .find(|e| e.config.name == old.config.name);
+            if let (true, Some(new)) = (replaced, replacement) {
+                old.issuer.hand_over_queue_to(&new.issuer);
+            }
+        }
         let generation = next.generation;
         self.snapshot.store(Arc::new(next));
         if !retired.is_empty() {

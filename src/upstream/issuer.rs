@@ -201,6 +201,13 @@ impl Issuer {
         self.inner.saf.push(message);
     }
 
+    /// Hands this issuer's store-and-forward queue over to `successor`, the
+    /// issuer of the same name a reload started in its place: once this one
+    /// is retired, its undelivered reversals and advices go out there.
+    pub fn hand_over_queue_to(&self, successor: &Issuer) {
+        self.inner.saf.hand_over_to(&successor.inner.saf);
+    }
+
     /// Queues the reversal of `original`, as the issuer saw it (its STAN,
     /// its RRN), for store-and-forward: for an approval a terminal reversed
     /// while it was at the issuer.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use metrics::{counter, gauge, Counter, Gauge};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -95,6 +96,9 @@ struct SafShared {
     reversals_acknowledged: Counter,
     advices_sent: Counter,
     advices_acknowledged: Counter,
+    /// The queue of the issuer that replaced this one in a reload: what is
+    /// left here when this one stops goes there.
+    successor: ArcSwapOption<SafQueue>,
 }
 
 impl SafShared {
@@ -126,6 +130,7 @@ impl SafQueue {
             ),
             advices_sent: counter!("isoswitch_advices_sent_total", "issuer" => label.clone()),
             advices_acknowledged: counter!("isoswitch_advices_acknowledged_total", "issuer" => label),
+            successor: ArcSwapOption::empty(),
         });
         (SafQueue { intake, shared }, SafIntake(receiver))
     }
@@ -137,6 +142,10 @@ impl SafQueue {
         self.shared.depth_changed(now);
         if let Err(refused) = self.intake.send(message) {
             self.shared.popped();
+            if let Some(successor) = self.shared.successor.load_full() {
+                successor.push(refused.0);
+                return;
+            }
             tracing::error!(
                 issuer = %self.shared.issuer,
                 mti = %refused.0.mti(),
@@ -148,6 +157,15 @@ impl SafQueue {
 
     pub(crate) fn depth(&self) -> usize {
         self.shared.depth.load(Ordering::Relaxed)
+    }
+
+    /// Once this queue stops, what it has not delivered (and anything pushed
+    /// to it later) goes to `successor`, in order: a reload that replaces an
+    /// issuer must not drop its reversals and advices.
+    pub(crate) fn hand_over_to(&self, successor: &SafQueue) {
+        self.shared
+            .successor
+            .store(Some(Arc::new(successor.clone())));
     }
 }
 
@@ -253,6 +271,24 @@ pub(crate) async fn run(
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
+        }
+    }
+    if let Some(successor) = shared.successor.load_full() {
+        intake.close();
+        while let Ok(message) = intake.try_recv() {
+            items.push_back(Item {
+                message,
+                attempts: 0,
+            });
+        }
+        for item in items.drain(..) {
+            let mut message = item.message;
+            // The issuer may have seen it: it goes on as a repeat.
+            if item.attempts > 0 {
+                message.set_mti(repeat_of(message.mti()));
+            }
+            shared.popped();
+            successor.push(message);
         }
     }
     let left = queue.depth();
