@@ -15,8 +15,8 @@ use isoswitch::frame::{Frame, FrameCodec, FrameConfig};
 use isoswitch::iso8583::{Message, Mti, Spec};
 use isoswitch::server::Listener;
 use isoswitch::switch::Switch;
-use isoswitch::upstream::Issuer;
-use tokio::net::{TcpListener, TcpStream};
+use isoswitch::upstream::{Issuer, UpstreamError};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
@@ -391,6 +391,88 @@ async fn terminal_reversal_racing_its_original_names_the_issuer_stan_at_the_issu
     assert!(
         found.is_ok(),
         "no reversal named issuer STAN {issuer_stan}; reversals named {named:?}"
+    );
+}
+
+/// An issuer that stops reading (a hung host, a full TCP window) must not
+/// hang the link task in a write: while it waits for the socket no timer
+/// fires and no command is answered. A write that does not finish within
+/// the issuer's timeout ends the session, so every request ends (timeout,
+/// lost connection or unavailable) and what was out is reversed.
+#[tokio::test]
+async fn requests_to_an_issuer_that_stops_reading_still_end_within_the_timeout() {
+    // A listener with a tiny receive buffer whose connection is never read.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    socket.bind(loopback()).expect("bind");
+    let listener = socket.listen(8).expect("listen");
+    let addr = listener.local_addr().expect("address");
+    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+    let stalled = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+            let _ = accepted_tx.send(());
+        }
+    });
+
+    let config = IssuerConfig {
+        name: "stalled".into(),
+        endpoints: vec![Endpoint::Address(addr)],
+        spec: "iso87ascii".into(),
+        header: "2b".into(),
+        header_includes_self: false,
+        connections: 1,
+        timeout_ms: 300,
+        echo_interval_s: 0,
+        sign_on: false,
+        tls: None,
+    };
+    let shutdown = CancellationToken::new();
+    let issuer = Issuer::start(&config, spec(), None, shutdown.clone()).expect("issuer starts");
+    timeout(WAIT, accepted.recv())
+        .await
+        .expect("the link connects")
+        .expect("accepted");
+    let deadline = Instant::now() + WAIT;
+    while !issuer.is_available() {
+        assert!(Instant::now() < deadline, "link never up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // About 7 KB a request: a few thousand fill any loopback buffer.
+    let filler = "X".repeat(999);
+    let mut requests = JoinSet::new();
+    for i in 0..2_000u32 {
+        let mut m = request("0200", &format!("{:06}", i + 1), 100);
+        for field in [46, 47, 48, 56, 57, 58, 59] {
+            m.set(field, &filler).expect("field");
+        }
+        let issuer = issuer.clone();
+        requests.spawn(async move { issuer.request(m).await });
+    }
+
+    let mut ended = 0usize;
+    let mut timed_out = 0usize;
+    let all_ended = timeout(Duration::from_secs(8), async {
+        while let Some(result) = requests.join_next().await {
+            ended += 1;
+            if matches!(
+                result.expect("request task"),
+                Err(UpstreamError::Timeout { .. })
+            ) {
+                timed_out += 1;
+            }
+        }
+    })
+    .await;
+    let still_waiting = requests.len();
+    shutdown.cancel();
+    stalled.abort();
+    assert!(
+        all_ended.is_ok(),
+        "{still_waiting} requests still waiting 8 s after a 300 ms timeout \
+         ({ended} ended, {timed_out} of them as timeouts)"
     );
 }
 

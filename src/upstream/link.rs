@@ -200,6 +200,8 @@ enum SessionEnd {
 enum Closed {
     #[error("the issuer closed the connection")]
     ByIssuer,
+    #[error("the issuer stopped reading: a write did not finish within the timeout")]
+    WriteStalled,
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("framing error: {0}")]
@@ -942,6 +944,10 @@ struct Wire {
     spec: Arc<Spec>,
     read: BytesMut,
     write: BytesMut,
+    /// How long one flush may wait for the socket. The link task does
+    /// nothing else meanwhile (no timer fires), so an issuer that stops
+    /// reading must end the session, failing (and reversing) what is out.
+    write_limit: Duration,
 }
 
 impl Wire {
@@ -952,6 +958,7 @@ impl Wire {
             spec: settings.spec.clone(),
             read: BytesMut::with_capacity(8 * 1024),
             write: BytesMut::with_capacity(8 * 1024),
+            write_limit: settings.timeout,
         }
     }
 
@@ -963,9 +970,15 @@ impl Wire {
     }
 
     async fn flush(&mut self) -> Result<(), Closed> {
-        self.stream.write_all(&self.write).await?;
+        let write = async {
+            self.stream.write_all(&self.write).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.write_limit, write).await {
+            Ok(written) => written?,
+            Err(_) => return Err(Closed::WriteStalled),
+        }
         self.write.clear();
-        self.stream.flush().await?;
         Ok(())
     }
 
