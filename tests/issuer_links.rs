@@ -5,16 +5,17 @@
 //! Everything runs on 127.0.0.1 with port 0. Fake issuers here are scripted in
 //! this file, so the tests depend only on the library's public API.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::{eventually, parse_config, spec, TestSwitch, TRANSMISSION_TIME, WAIT};
 use futures_util::{SinkExt, StreamExt};
-use isoswitch::config::{Config, Endpoint, IssuerConfig};
+use isoswitch::config::{Endpoint, IssuerConfig};
 use isoswitch::frame::{Frame, FrameCodec, FrameConfig};
-use isoswitch::iso8583::{Message, Mti, Spec};
-use isoswitch::server::Listener;
-use isoswitch::switch::Switch;
+use isoswitch::iso8583::{Message, Mti};
 use isoswitch::upstream::{Issuer, UpstreamError};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -23,22 +24,7 @@ use tokio::time::{timeout, Instant};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-/// Longest any single wait in these tests lasts.
-const WAIT: Duration = Duration::from_secs(10);
-const TRANSMISSION_TIME: &str = "0615120000";
 const CARD: &str = "4761739001010010";
-
-fn spec() -> Arc<Spec> {
-    static SPEC: OnceLock<Arc<Spec>> = OnceLock::new();
-    SPEC.get_or_init(|| {
-        Arc::new(
-            isoswitch::specs::builtin("iso87ascii")
-                .expect("shipped spec")
-                .expect("shipped spec compiles"),
-        )
-    })
-    .clone()
-}
 
 fn mti(text: &str) -> Mti {
     text.parse().expect("a valid MTI")
@@ -221,99 +207,6 @@ fn approve_everything() -> Script {
 
 // ------------------------------------------------------ the switch and a POS
 
-/// A switch with one POS listener, running until dropped.
-struct TestSwitch {
-    switch: Arc<Switch>,
-    pos: SocketAddr,
-    shutdown: CancellationToken,
-}
-
-fn parse_config(toml: &str) -> Config {
-    let mut config = Config::from_toml_str(toml, "review config").expect("valid config");
-    for listener in &mut config.listeners {
-        listener.bind = loopback();
-    }
-    config.metrics.bind = loopback();
-    config
-}
-
-impl TestSwitch {
-    async fn start(toml: &str) -> TestSwitch {
-        let config = parse_config(toml);
-        let shutdown = CancellationToken::new();
-        let listener = Listener::bind(&config.listeners[0])
-            .await
-            .expect("listener binds");
-        let pos = listener.local_addr().expect("address");
-        let switch = Switch::start(config, shutdown.clone()).expect("switch starts");
-        tokio::spawn(listener.run(switch.clone(), shutdown.clone()));
-        let running = TestSwitch {
-            switch,
-            pos,
-            shutdown,
-        };
-        running.wait_for_issuers().await;
-        running
-    }
-
-    async fn wait_for_issuers(&self) {
-        let snapshot = self.switch.snapshot();
-        let deadline = Instant::now() + WAIT;
-        while !snapshot.issuers.iter().all(|e| e.issuer.is_available()) {
-            assert!(Instant::now() < deadline, "issuer links never came up");
-            // Polling a status flag, not synchronising on time.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    fn issuer(&self, name: &str) -> Issuer {
-        self.switch
-            .snapshot()
-            .issuer(name)
-            .expect("issuer configured")
-            .clone()
-    }
-
-    async fn terminal(&self) -> Terminal {
-        let tcp = TcpStream::connect(self.pos)
-            .await
-            .expect("terminal connects");
-        Terminal {
-            framed: Framed::new(tcp, FrameCodec::new(FrameConfig::default())),
-        }
-    }
-}
-
-impl Drop for TestSwitch {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-struct Terminal {
-    framed: Framed<TcpStream, FrameCodec>,
-}
-
-impl Terminal {
-    async fn send(&mut self, message: &Message) {
-        let payload = message.encode(&spec()).expect("request encodes");
-        self.framed
-            .send(Frame::new(payload))
-            .await
-            .expect("request sent");
-    }
-
-    async fn recv(&mut self) -> Message {
-        match timeout(WAIT, self.framed.next()).await {
-            Ok(Some(Ok(frame))) => Message::decode(&spec(), frame.payload).expect("decodes"),
-            other => panic!(
-                "no response from the switch: {:?}",
-                other.map(|o| o.is_some())
-            ),
-        }
-    }
-}
-
 fn one_issuer_config(endpoints: &str, timeout_ms: u64) -> String {
     format!(
         r#"
@@ -353,7 +246,7 @@ async fn terminal_reversal_racing_its_original_names_the_issuer_stan_at_the_issu
     });
     let mut fake = FakeIssuer::start(script).await;
     let switch = TestSwitch::start(&one_issuer_config(&fake.endpoint(), 30_000)).await;
-    let mut terminal = switch.terminal().await;
+    let mut terminal = switch.terminal("pos").await;
 
     let original = request("0200", "777001", 4_200);
     terminal.send(&original).await;
@@ -434,11 +327,7 @@ async fn requests_to_an_issuer_that_stops_reading_still_end_within_the_timeout()
         .await
         .expect("the link connects")
         .expect("accepted");
-    let deadline = Instant::now() + WAIT;
-    while !issuer.is_available() {
-        assert!(Instant::now() < deadline, "link never up");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the link is up", || issuer.is_available()).await;
 
     // About 7 KB a request: a few thousand fill any loopback buffer.
     let filler = "X".repeat(999);
@@ -495,18 +384,14 @@ async fn reversals_queued_for_an_issuer_survive_a_reload_that_changes_it() {
     let mut second = FakeIssuer::start(approve_everything()).await;
     let switch = TestSwitch::start(&one_issuer_config(&first.endpoint(), 2_000)).await;
     let bank = switch.issuer("bank");
-    let mut terminal = switch.terminal().await;
+    let mut terminal = switch.terminal("pos").await;
 
     terminal.send(&request("0200", "555001", 3_300)).await;
     let (on_wire, _) = first.next_of_class(2).await;
     let issuer_stan = on_wire.get_str(11).expect("STAN").to_string();
     let lost = terminal.recv().await;
     assert_eq!(lost.get_str(39), Some("91"), "link lost before the answer");
-    let deadline = Instant::now() + WAIT;
-    while bank.status().saf_depth != 1 {
-        assert!(Instant::now() < deadline, "the reversal was never queued");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the reversal is queued", || bank.status().saf_depth == 1).await;
 
     // The operator adds a second endpoint (and so changes the issuer's config).
     let endpoints = format!("{}, {}", first.endpoint(), second.endpoint());
@@ -592,7 +477,7 @@ async fn an_issuer_that_drops_every_connection_at_once_is_redialled_with_growing
 async fn supporting_an_approval_goes_through_the_fake_issuer() {
     let mut fake = FakeIssuer::start(approve_everything()).await;
     let switch = TestSwitch::start(&one_issuer_config(&fake.endpoint(), 5_000)).await;
-    let mut terminal = switch.terminal().await;
+    let mut terminal = switch.terminal("pos").await;
     terminal.send(&request("0200", "123456", 100)).await;
     let response = terminal.recv().await;
     assert_eq!(response.get_str(39), Some("00"));

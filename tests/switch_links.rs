@@ -10,33 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    closed_port, code, eventually, parse_config, purchase, IssuerTap, TcpSimulator, Terminal,
-    TestSwitch, TRANSMISSION_TIME,
+    bank_config, closed_port, code, eventually, parse_config, purchase, IssuerTap, TcpSimulator,
+    Terminal, TestSwitch, TRANSMISSION_TIME,
 };
 use isoswitch::iso8583::{Message, Stan};
 use tokio::net::TcpListener;
-
-/// One POS listener and an issuer "bank" (at `{endpoints}`) for cards starting 4.
-fn bank_config(endpoints: &str, timeout_ms: u64) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "pos"
-bind = "127.0.0.1:0"
-
-[[issuer]]
-name = "bank"
-endpoints = [{endpoints}]
-timeout_ms = {timeout_ms}
-echo_interval_s = 0
-
-[[route]]
-name = "visa"
-bins = ["4"]
-issuer = "bank"
-"#
-    )
-}
 
 const UNKNOWN_CARD: &str = "4761739001010010";
 

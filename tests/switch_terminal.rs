@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    code, eventually, purchase, request, with, IssuerTap, TcpSimulator, TestSwitch, TlsFiles,
-    TRANSMISSION_TIME, WAIT,
+    bank_config, code, eventually, purchase, request, with, IssuerTap, TcpSimulator, TestSwitch,
+    TlsFiles, TRANSMISSION_TIME, WAIT,
 };
 use isoswitch::iso8583::{Message, Mti};
 use tokio::io::AsyncReadExt;
@@ -33,28 +33,6 @@ issuer = "sim"
 [simulator]
 default_response = "00"
 "#;
-
-/// One POS listener and an issuer "bank" at `endpoints` for cards starting 4.
-fn bank_config(endpoints: &str, timeout_ms: u64) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "pos"
-bind = "127.0.0.1:0"
-
-[[issuer]]
-name = "bank"
-endpoints = [{endpoints}]
-timeout_ms = {timeout_ms}
-echo_interval_s = 0
-
-[[route]]
-name = "visa"
-bins = ["4"]
-issuer = "bank"
-"#
-    )
-}
 
 fn mti(text: &str) -> Mti {
     text.parse().expect("a valid MTI")

@@ -78,6 +78,29 @@ pub fn parse_config(toml: &str) -> Config {
     config
 }
 
+/// One POS listener and an issuer "bank" (at `endpoints`, TOML strings) for
+/// cards starting 4, answering within `timeout_ms`, with no echoes.
+pub fn bank_config(endpoints: &str, timeout_ms: u64) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "pos"
+bind = "127.0.0.1:0"
+
+[[issuer]]
+name = "bank"
+endpoints = [{endpoints}]
+timeout_ms = {timeout_ms}
+echo_interval_s = 0
+
+[[route]]
+name = "visa"
+bins = ["4"]
+issuer = "bank"
+"#
+    )
+}
+
 /// Polls `condition` until it holds; fails the test after [`WAIT`].
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
