@@ -309,15 +309,11 @@ impl Holds {
     /// terminal that reused a STAN (a daily reset, a wrap past 999999) must
     /// not have an older purchase released by a reversal of a newer one.
     fn find(&self, keys: &HoldKeys) -> Option<u64> {
-        let by_terminal = || {
-            keys.terminal
-                .and_then(|key| self.by_terminal.get(&key).map(|id| *id))
-        };
         let Some(key) = keys.transmission else {
-            return by_terminal();
+            return self.last_of_terminal(keys);
         };
         self.by_transmission.get(&key).map(|id| *id).or_else(|| {
-            by_terminal().filter(|id| {
+            self.last_of_terminal(keys).filter(|id| {
                 self.entries
                     .get(id)
                     .is_some_and(|hold| hold.keys.transmission.is_none())
@@ -330,12 +326,15 @@ impl Holds {
     /// the terminal's last hold under that STAN also counts.
     pub(crate) fn is_live(&self, keys: &HoldKeys) -> bool {
         self.find(keys)
-            .or_else(|| {
-                keys.terminal
-                    .and_then(|key| self.by_terminal.get(&key).map(|id| *id))
-            })
+            .or_else(|| self.last_of_terminal(keys))
             .and_then(|id| self.entries.get(&id).map(|hold| !hold.released))
             .unwrap_or(false)
+    }
+
+    /// The terminal's last hold under the STAN `keys` name, whatever its time.
+    fn last_of_terminal(&self, keys: &HoldKeys) -> Option<u64> {
+        keys.terminal
+            .and_then(|key| self.by_terminal.get(&key).map(|id| *id))
     }
 
     /// Marks the hold `keys` find as released, exactly once however many

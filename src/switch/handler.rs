@@ -393,18 +393,23 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
             metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
             return (decline(request, ResponseCode::APPROVED), None);
         }
-        Some(o) if o.issuer_stan.is_none() => {
-            // At the issuer still (or it never got there): its answer decides.
-            // An approval is reversed then, naming the STAN the issuer saw.
-            metrics::counter!("isoswitch_reversals_of_in_flight_total").increment(1);
-            return (decline(request, ResponseCode::APPROVED), None);
-        }
-        Some(o) => {
-            let field90 = original_data_for_issuer(request, o);
+        Some(
+            o @ Original {
+                issuer_stan: Some(stan),
+                ..
+            },
+        ) => {
+            let field90 = original_data_for_issuer(request, o.mti, *stan);
             let _ = outbound.set(90, field90);
             snapshot
                 .issuer(&o.issuer)
                 .map(|i| (i.clone(), Arc::<str>::from(o.issuer.as_ref())))
+        }
+        Some(_) => {
+            // At the issuer still (or it never got there): its answer decides.
+            // An approval is reversed then, naming the STAN the issuer saw.
+            metrics::counter!("isoswitch_reversals_of_in_flight_total").increment(1);
+            return (decline(request, ResponseCode::APPROVED), None);
         }
         None => None,
     };
@@ -436,11 +441,10 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
 
 /// Field 90 as the issuer must see it: the original MTI, the STAN the switch
 /// sent, and the rest of the terminal's field 90 (time, institution ids).
-fn original_data_for_issuer(request: &Message, original: &Original) -> Vec<u8> {
+fn original_data_for_issuer(request: &Message, mti: Mti, issuer_stan: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(42);
-    out.extend_from_slice(original.mti.as_bytes());
-    let stan = original.issuer_stan.unwrap_or_default();
-    out.extend_from_slice(&crate::iso8583::Stan(stan).to_digits());
+    out.extend_from_slice(mti.as_bytes());
+    out.extend_from_slice(&crate::iso8583::Stan(issuer_stan).to_digits());
     match request.get(90) {
         Some(v) if v.len() == 42 => out.extend_from_slice(&v[10..]),
         _ => {

@@ -189,12 +189,7 @@ pub(crate) async fn run(
     let mut items: VecDeque<Item> = VecDeque::new();
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
-        while let Ok(message) = intake.try_recv() {
-            items.push_back(Item {
-                message,
-                attempts: 0,
-            });
-        }
+        take_queued(&mut intake, &mut items);
         let Some(head) = items.front_mut() else {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -275,12 +270,7 @@ pub(crate) async fn run(
     }
     if let Some(successor) = shared.successor.load_full() {
         intake.close();
-        while let Ok(message) = intake.try_recv() {
-            items.push_back(Item {
-                message,
-                attempts: 0,
-            });
-        }
+        take_queued(&mut intake, &mut items);
         for item in items.drain(..) {
             let mut message = item.message;
             // The issuer may have seen it: it goes on as a repeat.
@@ -298,6 +288,16 @@ pub(crate) async fn run(
             left,
             "store-and-forward stopped with undelivered items (the queue is in memory)"
         );
+    }
+}
+
+/// Moves what has been pushed so far behind `items`, none of it sent yet.
+fn take_queued(intake: &mut mpsc::UnboundedReceiver<Message>, items: &mut VecDeque<Item>) {
+    while let Ok(message) = intake.try_recv() {
+        items.push_back(Item {
+            message,
+            attempts: 0,
+        });
     }
 }
 
