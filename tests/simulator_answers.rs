@@ -216,6 +216,22 @@ impl Drop for Running {
     }
 }
 
+impl Running {
+    /// A new connection that has sent `bytes` in one write, so the server
+    /// reads them together.
+    async fn send_in_one_write(&self, bytes: &[u8]) -> TcpStream {
+        let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(self.addr))
+            .await
+            .expect("connects in time")
+            .expect("connects");
+        tokio::time::timeout(WAIT, stream.write_all(bytes))
+            .await
+            .expect("writes in time")
+            .expect("writes");
+        stream
+    }
+}
+
 async fn start() -> Running {
     let config = config();
     let sim = Arc::new(Simulator::new(&config).expect("simulator builds"));
@@ -273,14 +289,7 @@ async fn framing_error_still_delivers_the_answers_already_decided_on_that_connec
         &purchase(CARD_A, 1_000, "000001", "0102030405", "TERM0001"),
     );
     bytes.extend_from_slice(b"\xff\xffjunk");
-    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(running.addr))
-        .await
-        .expect("connects in time")
-        .expect("connects");
-    tokio::time::timeout(WAIT, stream.write_all(&bytes))
-        .await
-        .expect("writes in time")
-        .expect("writes");
+    let stream = running.send_in_one_write(&bytes).await;
 
     let answers = read_until_closed(stream, spec).await;
     assert_eq!(
@@ -312,14 +321,7 @@ async fn close_rule_does_not_swallow_the_answer_to_an_earlier_request_on_the_con
         spec,
         &purchase(CARD_B, 500, "000002", "0102030405", "CLOSE001"),
     ));
-    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(running.addr))
-        .await
-        .expect("connects in time")
-        .expect("connects");
-    tokio::time::timeout(WAIT, stream.write_all(&bytes))
-        .await
-        .expect("writes in time")
-        .expect("writes");
+    let stream = running.send_in_one_write(&bytes).await;
 
     let answers = read_until_closed(stream, spec).await;
     assert_eq!(running.sim.stats().closes, 1, "the close rule fired");
