@@ -104,6 +104,28 @@ struct FakeIssuer {
 }
 
 impl FakeIssuer {
+    /// Waits up to `within` for a reversal whose field 90 names `stan`; if
+    /// none comes, the STANs the reversals that did come named.
+    async fn reversal_naming(
+        &mut self,
+        stan: &str,
+        within: Duration,
+    ) -> Result<(), Vec<Option<String>>> {
+        let mut named = Vec::new();
+        let found = timeout(within, async {
+            loop {
+                let (reversal, _) = self.next_of_class(4).await;
+                let named_stan = field_90_stan(&reversal);
+                named.push(named_stan.clone());
+                if named_stan.as_deref() == Some(stan) {
+                    return;
+                }
+            }
+        })
+        .await;
+        found.map_err(|_| named)
+    }
+
     async fn start(script: Script) -> FakeIssuer {
         let listener = TcpListener::bind(loopback()).await.expect("fake binds");
         let addr = listener.local_addr().expect("address");
@@ -269,21 +291,12 @@ async fn terminal_reversal_racing_its_original_names_the_issuer_stan_at_the_issu
     assert_eq!(approved.mti(), mti("0210"));
 
     // Some reversal reaching the issuer must name the STAN it knows.
-    let mut named = Vec::new();
-    let found = timeout(Duration::from_secs(5), async {
-        loop {
-            let (reversal, _) = fake.next_of_class(4).await;
-            let stan = field_90_stan(&reversal);
-            named.push(stan.clone());
-            if stan.as_deref() == Some(issuer_stan.as_str()) {
-                return;
-            }
-        }
-    })
-    .await;
+    let found = fake
+        .reversal_naming(&issuer_stan, Duration::from_secs(5))
+        .await;
     assert!(
         found.is_ok(),
-        "no reversal named issuer STAN {issuer_stan}; reversals named {named:?}"
+        "no reversal named issuer STAN {issuer_stan}; reversals named {found:?}"
     );
 }
 
@@ -402,22 +415,13 @@ async fn reversals_queued_for_an_issuer_survive_a_reload_that_changes_it() {
         .expect("valid reload");
     assert!(generation > 1);
 
-    let mut named = Vec::new();
-    let delivered = timeout(Duration::from_secs(8), async {
-        loop {
-            let (reversal, _) = second.next_of_class(4).await;
-            let stan = field_90_stan(&reversal);
-            named.push(stan.clone());
-            if stan.as_deref() == Some(issuer_stan.as_str()) {
-                return;
-            }
-        }
-    })
-    .await;
+    let delivered = second
+        .reversal_naming(&issuer_stan, Duration::from_secs(8))
+        .await;
     assert!(
         delivered.is_ok(),
         "the reversal of issuer STAN {issuer_stan} never reached the issuer after \
-         the reload (reversals seen: {named:?}; old queue depth now {})",
+         the reload (reversals seen: {delivered:?}; old queue depth now {})",
         bank.status().saf_depth
     );
 }
