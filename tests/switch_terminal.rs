@@ -57,6 +57,17 @@ fn with_broken_field_48(message: &Message) -> Vec<u8> {
     wire
 }
 
+/// The first reversal the issuer behind `tap` received, once one has.
+async fn first_reversal_at(tap: &IssuerTap) -> Message {
+    let first = || {
+        tap.sent_to_issuer()
+            .into_iter()
+            .find(|m| m.mti().class() == 4)
+    };
+    eventually("a reversal reached the issuer", || first().is_some()).await;
+    first().expect("a reversal")
+}
+
 /// Field 90 naming an original by MTI, STAN and the common field 7.
 fn field90(original_mti: &str, stan: &str) -> String {
     format!("{original_mti}{stan}{TRANSMISSION_TIME}{}", "0".repeat(22))
@@ -241,15 +252,7 @@ async fn reversal_sent_while_the_original_is_at_the_issuer_names_the_stan_the_is
     assert_eq!(answers[0].mti(), mti("0210"));
     assert_eq!(answers[1].mti(), mti("0410"));
 
-    eventually("a reversal reached the issuer", || {
-        tap.sent_to_issuer().iter().any(|m| m.mti().class() == 4)
-    })
-    .await;
-    let sent = tap.sent_to_issuer();
-    let forwarded = sent
-        .iter()
-        .find(|m| m.mti().class() == 4)
-        .expect("a reversal");
+    let forwarded = first_reversal_at(&tap).await;
     let f90 = forwarded.get_str(90).expect("field 90");
     assert_eq!(
         &f90[4..10],
@@ -284,15 +287,7 @@ async fn forwarded_terminal_reversal_carries_no_track_data_or_pin_block() {
     let ack = terminal.exchange(&reversal).await;
     assert_eq!((ack.mti(), code(&ack)), (mti("0410"), "00"));
 
-    eventually("the reversal reached the issuer", || {
-        tap.sent_to_issuer().iter().any(|m| m.mti().class() == 4)
-    })
-    .await;
-    let sent = tap.sent_to_issuer();
-    let forwarded = sent
-        .iter()
-        .find(|m| m.mti().class() == 4)
-        .expect("a reversal");
+    let forwarded = first_reversal_at(&tap).await;
     let leaked: Vec<u8> = [35u8, 45, 52, 55]
         .into_iter()
         .filter(|&n| forwarded.has(n))
