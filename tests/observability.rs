@@ -3,6 +3,8 @@
 //! metric names the switch really exports. Every switch binds 127.0.0.1:0 and
 //! uses its own listener name, so tests sharing the process recorder stay apart.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -291,14 +293,17 @@ async fn a_timeout_is_counted_and_reversed_once() {
     .await;
     assert_eq!(responses[0].get_str(39), Some("91"));
     let issuer = ("issuer", "obs-timeout-issuer");
-    let mut body = String::new();
-    for _ in 0..200 {
-        body = http(running.ops, "GET", "/metrics", None).await.1;
-        if value(&body, "isoswitch_reversals_acknowledged_total", &[issuer]) >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let ops = running.ops;
+    let body = common::poll_until(
+        "the issuer has acknowledged the reversal",
+        WAIT,
+        || async move {
+            let body = http(ops, "GET", "/metrics", None).await.1;
+            let acknowledged = value(&body, "isoswitch_reversals_acknowledged_total", &[issuer]);
+            (acknowledged >= 1.0).then_some(body)
+        },
+    )
+    .await;
     assert_eq!(
         value(&body, "isoswitch_issuer_timeouts_total", &[issuer]),
         1.0
@@ -354,28 +359,22 @@ async fn readiness_follows_the_only_issuer_going_down_and_back() {
             .expect("simulator binds");
     let running = start(&config("obs-ready", &format!("\"{sim_addr}\""), "")).await;
 
-    let wait_for = |want: u16| {
+    let readiness_is = |want: u16, what: &'static str| {
         let ops = running.ops;
-        async move {
-            for _ in 0..800 {
-                if http(ops, "GET", "/readyz", None).await.0 == want {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            false
-        }
+        common::poll_until(what, WAIT, move || async move {
+            (http(ops, "GET", "/readyz", None).await.0 == want).then_some(())
+        })
     };
-    assert!(wait_for(200).await, "ready once the link is up");
+    readiness_is(200, "ready once the link is up").await;
     sim_token.cancel();
-    assert!(wait_for(503).await, "not ready with the only issuer down");
+    readiness_is(503, "not ready with the only issuer down").await;
     let mut restarted = sim_config.clone();
     restarted.bind = sim_addr;
     let again = CancellationToken::new();
     let _second = isoswitch::simulator::bind_and_serve_with(sim, &restarted, again.clone())
         .await
         .expect("simulator binds its old port again");
-    assert!(wait_for(200).await, "ready again after reconnecting");
+    readiness_is(200, "ready again after reconnecting").await;
     again.cancel();
 }
 

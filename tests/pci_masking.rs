@@ -3,6 +3,8 @@
 //! full PAN, track 2 or ICC data appears in the logs (captured at TRACE) or in
 //! the metrics. One test in its own binary, because it owns the global logger.
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,6 +108,8 @@ async fn full_pans_track_data_and_icc_data_never_reach_logs_or_metrics() {
     let mut framed = Framed::new(stream, FrameCodec::new(FrameConfig::default()));
     let mut secrets = Vec::new();
     let cards = 300u64;
+    // Dropped requests that reached the issuer: each times out and is reversed.
+    let mut reversed = 0u64;
     for i in 0..cards {
         // Visa cards route; 5xxx cards get 15 (no route); every 7th has a bad check digit.
         let mut card = pan(411_111_000_000_000 + i * 7919);
@@ -140,6 +144,8 @@ async fn full_pans_track_data_and_icc_data_never_reach_logs_or_metrics() {
         m.set(55, &icc_bytes).expect("field");
         if i % 11 == 0 {
             m.remove(41); // format error: 30
+        } else if i % 10 == 1 && i % 3 != 0 {
+            reversed += 1;
         }
         let wire = m.encode(&spec).expect("encodes");
         framed.send(Frame::new(wire.clone())).await.expect("sends");
@@ -165,16 +171,24 @@ async fn full_pans_track_data_and_icc_data_never_reach_logs_or_metrics() {
             .expect("framing ok");
         assert!(!answer.payload.is_empty());
     }
-    // Let queued reversals reach the simulator and log.
-    for _ in 0..100 {
-        if metrics
-            .render()
-            .contains("isoswitch_reversals_acknowledged_total{issuer=\"sim\"} 10")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The queued reversals must reach the simulator, and log, before the logs
+    // are read: otherwise their log lines would go unchecked.
+    let acknowledged =
+        format!("isoswitch_reversals_acknowledged_total{{issuer=\"sim\"}} {reversed}");
+    common::poll_until(
+        &format!("the simulator has acknowledged {reversed} reversals"),
+        Duration::from_secs(20),
+        || {
+            std::future::ready(
+                metrics
+                    .render()
+                    .lines()
+                    .any(|l| l == acknowledged)
+                    .then_some(()),
+            )
+        },
+    )
+    .await;
     token.cancel();
 
     let logs =

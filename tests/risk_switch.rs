@@ -4,6 +4,8 @@
 //! reversed, a repeat of a transaction still at the issuer gets 94, and
 //! a reload swaps the rules while unchanged ones keep their counts.
 
+mod common;
+
 use std::sync::Arc;
 
 use isoswitch::config::{Channel, Config};
@@ -58,18 +60,12 @@ async fn start(risk: &str) -> Arc<Switch> {
     let config = Config::from_toml_str(&format!("{BASE}\n{risk}"), "test.toml")
         .unwrap_or_else(|e| panic!("valid config: {e}"));
     let switch = Switch::start(config, CancellationToken::new()).expect("switch starts");
-    for _ in 0..500 {
-        if switch
-            .snapshot()
-            .issuers
-            .iter()
-            .all(|e| e.issuer.is_available())
-        {
-            return switch;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the simulator link did not come up within 5 s");
+    let snapshot = switch.snapshot();
+    common::eventually("the simulator link is up", || {
+        snapshot.issuers.iter().all(|e| e.issuer.is_available())
+    })
+    .await;
+    switch
 }
 
 fn inbound(listener: &str, channel: Channel) -> Inbound {

@@ -2,6 +2,10 @@
 //! process from the embedded default config (every socket on 127.0.0.1:0), with
 //! `scenarios/smoke.toml`. Asserts answers and codes, never timings.
 
+// The switch's tests' one wait helper; it needs only tokio.
+#[path = "../../tests/common/wait.rs"]
+mod wait;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,13 +76,16 @@ async fn start_switch() -> RunningSwitch {
     tokio::spawn(listener.run(switch.clone(), shutdown.clone()));
 
     let snapshot = switch.snapshot();
-    tokio::time::timeout(LIMIT, async {
-        while !snapshot.issuers.iter().all(|e| e.issuer.is_available()) {
-            tokio::task::yield_now().await;
-        }
+    wait::poll_until("the simulator's link comes up", LIMIT, || {
+        std::future::ready(
+            snapshot
+                .issuers
+                .iter()
+                .all(|e| e.issuer.is_available())
+                .then_some(()),
+        )
     })
-    .await
-    .expect("the simulator's link comes up");
+    .await;
     RunningSwitch { addr, shutdown }
 }
 

@@ -6,6 +6,10 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+mod wait;
+
+pub use wait::poll_until;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -24,15 +28,12 @@ use isoswitch::switch::Switch;
 use isoswitch::upstream::Issuer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 use tokio_rustls::rustls;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 /// Longest a test waits for one response or one condition before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
-/// Pause between two looks at a polled condition.
-const POLL: Duration = Duration::from_millis(5);
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -103,11 +104,7 @@ issuer = "bank"
 
 /// Polls `condition` until it holds; fails the test after [`WAIT`].
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(POLL).await;
-    }
+    poll_until(what, WAIT, || std::future::ready(condition().then_some(()))).await
 }
 
 // ---------------------------------------------------------------- the switch
