@@ -6,12 +6,18 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::{SinkExt, StreamExt};
 use isoswitch::config::{Channel, Config};
+use isoswitch::frame::{FrameCodec, FrameConfig};
 use isoswitch::iso8583::Message;
 use isoswitch::risk::Timestamp;
 use isoswitch::switch::{Inbound, Switch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 const BASE: &str = r#"
@@ -45,20 +51,17 @@ default_response = "00"
 amount_min = 55500
 amount_max = 55599
 respond = "05"
-
-# Amounts 777.00–777.99 are answered after 400 ms: "in flight" long enough.
-[[simulator.rule]]
-amount_min = 77700
-amount_max = 77799
-respond = "00"
-delay_ms = 400
 "#;
 
 /// A switch with `risk` rules whose issuer link is up, so the first request
 /// does not race it.
 async fn start(risk: &str) -> Arc<Switch> {
-    let config = Config::from_toml_str(&format!("{BASE}\n{risk}"), "test.toml")
-        .unwrap_or_else(|e| panic!("valid config: {e}"));
+    start_config(&format!("{BASE}\n{risk}")).await
+}
+
+async fn start_config(text: &str) -> Arc<Switch> {
+    let config =
+        Config::from_toml_str(text, "test.toml").unwrap_or_else(|e| panic!("valid config: {e}"));
     let switch = Switch::start(config, CancellationToken::new()).expect("switch starts");
     let snapshot = switch.snapshot();
     common::eventually("the simulator link is up", || {
@@ -234,17 +237,90 @@ async fn a_reversed_purchase_gives_its_velocity_counts_back_once() {
 
 #[tokio::test]
 async fn a_repeat_of_a_transaction_still_at_the_issuer_gets_94() {
-    let switch = start("[[risk.rule]]\nname = \"dup\"\nkind = \"duplicate\"\n").await;
-    let original = request("0200", &[(4, "000000077700")]);
-    let repeat = request("0201", &[(4, "000000077700")]);
+    let mut issuer = HoldingIssuer::start().await;
+    let text = format!("{BASE}\n[[risk.rule]]\nname = \"dup\"\nkind = \"duplicate\"\n").replace(
+        "endpoints = [\"sim\"]",
+        &format!("endpoints = [\"{}\"]", issuer.addr),
+    );
+    let switch = start_config(&text).await;
+    let original = request("0200", &[]);
+    let repeat = request("0201", &[]);
     let from = pos();
     let first = code(&switch, &from, original);
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        code(&switch, &from, repeat).await
+        issuer.wait_for_a_request().await;
+        let second = code(&switch, &from, repeat).await;
+        issuer.release.notify_one();
+        second
     };
     let (first, second) = tokio::join!(first, second);
     assert_eq!((first.as_str(), second.as_str()), ("00", "94"));
+}
+
+/// An issuer on a socket that signals each request it receives and approves
+/// it only when the test releases it, so a transaction stays "at the issuer"
+/// exactly as long as the test needs. Network messages (0800) it answers at once.
+struct HoldingIssuer {
+    addr: SocketAddr,
+    arrived: mpsc::UnboundedReceiver<()>,
+    release: Arc<Notify>,
+}
+
+impl HoldingIssuer {
+    async fn start() -> HoldingIssuer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let (arrived, arrivals) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
+        let released = release.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(hold_and_approve(stream, arrived.clone(), released.clone()));
+            }
+        });
+        HoldingIssuer {
+            addr,
+            arrived: arrivals,
+            release,
+        }
+    }
+
+    async fn wait_for_a_request(&mut self) {
+        tokio::time::timeout(common::WAIT, self.arrived.recv())
+            .await
+            .expect("the issuer received a request in time")
+            .expect("the issuer is running");
+    }
+}
+
+async fn hold_and_approve(
+    stream: TcpStream,
+    arrived: mpsc::UnboundedSender<()>,
+    release: Arc<Notify>,
+) {
+    let spec = common::spec();
+    let mut framed = Framed::new(stream, FrameCodec::new(FrameConfig::default()));
+    while let Some(Ok(frame)) = framed.next().await {
+        let Ok(request) = Message::decode(&spec, frame.payload.clone()) else {
+            return;
+        };
+        let Some(mti) = request.mti().response() else {
+            continue;
+        };
+        if request.mti().class() != 8 {
+            let _ = arrived.send(());
+            release.notified().await;
+        }
+        let mut response = request;
+        response.set_mti(mti);
+        response.set(39, "00").expect("a data field");
+        let payload = response.encode(&spec).expect("response encodes");
+        if framed.send(frame.response(payload)).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[tokio::test]
