@@ -345,6 +345,8 @@ async fn admin_endpoints_need_the_bearer_token() {
     assert_eq!(http(running.ops, "GET", "/healthz", None).await.0, 200);
 }
 
+// The simulator's port is held for the whole test, so while it is down no
+// other process can take the port the switch keeps redialling.
 #[tokio::test]
 async fn readiness_follows_the_only_issuer_going_down_and_back() {
     let sim_config = Config::from_toml_str(&config("obs-ready-sim", "\"sim\"", ""), "sim")
@@ -352,12 +354,19 @@ async fn readiness_follows_the_only_issuer_going_down_and_back() {
         .simulator
         .expect("has a simulator");
     let sim = Arc::new(isoswitch::simulator::Simulator::new(&sim_config).expect("simulator"));
+    let port = common::HeldPort::new();
+    let serve_simulator = |shutdown: CancellationToken| {
+        tokio::spawn(isoswitch::simulator::serve(
+            sim.clone(),
+            port.listen(),
+            Arc::new(spec()),
+            FrameConfig::default(),
+            shutdown,
+        ))
+    };
     let sim_token = CancellationToken::new();
-    let (sim_addr, _task) =
-        isoswitch::simulator::bind_and_serve_with(sim.clone(), &sim_config, sim_token.clone())
-            .await
-            .expect("simulator binds");
-    let running = start(&config("obs-ready", &format!("\"{sim_addr}\""), "")).await;
+    serve_simulator(sim_token.clone());
+    let running = start(&config("obs-ready", &format!("\"{port}\""), "")).await;
 
     let readiness_is = |want: u16, what: &'static str| {
         let ops = running.ops;
@@ -368,12 +377,8 @@ async fn readiness_follows_the_only_issuer_going_down_and_back() {
     readiness_is(200, "ready once the link is up").await;
     sim_token.cancel();
     readiness_is(503, "not ready with the only issuer down").await;
-    let mut restarted = sim_config.clone();
-    restarted.bind = sim_addr;
     let again = CancellationToken::new();
-    let _second = isoswitch::simulator::bind_and_serve_with(sim, &restarted, again.clone())
-        .await
-        .expect("simulator binds its old port again");
+    serve_simulator(again.clone());
     readiness_is(200, "ready again after reconnecting").await;
     again.cancel();
 }

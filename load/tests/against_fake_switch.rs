@@ -3,6 +3,9 @@
 //! binary's exit status and JSON report.
 
 mod fake_switch;
+// The switch's tests' held ports; they need only tokio.
+#[path = "../../tests/common/ports.rs"]
+mod ports;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -172,10 +175,9 @@ async fn a_duration_bound_run_stops_by_itself() {
 #[tokio::test]
 async fn a_run_against_a_closed_port_fails_to_start() {
     let fake = fake_switch::start(declines_correctly()).await;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed = ports::HeldPort::new();
     let mut cfg = config(&fake, Mode::Closed { window: 1 }, 1, 1);
-    cfg.addr = listener.local_addr().expect("addr");
-    drop(listener);
+    cfg.addr = closed.addr();
     let e = driver::run(cfg, scenario(), CancellationToken::new())
         .await
         .expect_err("nothing listens");

@@ -6,8 +6,10 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+mod ports;
 mod wait;
 
+pub use ports::HeldPort;
 pub use wait::poll_until;
 
 use std::collections::HashMap;
@@ -232,10 +234,9 @@ impl Drop for TcpSimulator {
     }
 }
 
-/// An address nothing listens on: bound once, then released.
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind(loopback()).await.expect("binds");
-    listener.local_addr().expect("has an address")
+/// An address nothing listens on, held (refusing connections) until dropped.
+pub async fn closed_port() -> HeldPort {
+    HeldPort::new()
 }
 
 /// One message the tap saw, and which way it went.
