@@ -515,3 +515,94 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
         "not exported by the switch: {missing:?}"
     );
 }
+
+/// A YAML file of `dashboards/`.
+fn dashboards_yaml(name: &str) -> yaml_rust2::Yaml {
+    let path = format!("{}/dashboards/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut docs = yaml_rust2::YamlLoader::load_from_str(&text)
+        .unwrap_or_else(|e| panic!("{path} is not YAML: {e}"));
+    assert_eq!(docs.len(), 1, "{path} holds one document");
+    docs.remove(0)
+}
+
+#[test]
+fn every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not() {
+    let rules = dashboards_yaml("alerts.yml");
+    let alerts: BTreeSet<&str> = rules["groups"]
+        .as_vec()
+        .expect("a group list")
+        .iter()
+        .flat_map(|group| group["rules"].as_vec().expect("a rule list"))
+        .filter_map(|rule| rule["alert"].as_str())
+        .collect();
+    assert!(alerts.len() >= 5, "{alerts:?}");
+
+    let unit_tests = dashboards_yaml("alerts.test.yml");
+    let (mut fires, mut silent) = (BTreeSet::new(), BTreeSet::new());
+    for test in unit_tests["tests"].as_vec().expect("a test list") {
+        for case in test["alert_rule_test"].as_vec().into_iter().flatten() {
+            let name = case["alertname"].as_str().expect("a case names its alert");
+            let expected = case["exp_alerts"].as_vec().map_or(0, Vec::len);
+            if expected == 0 {
+                silent.insert(name);
+            } else {
+                fires.insert(name);
+            }
+        }
+    }
+    let never_fired: Vec<_> = alerts.difference(&fires).collect();
+    assert!(never_fired.is_empty(), "no case fires {never_fired:?}");
+    let never_silent: Vec<_> = alerts.difference(&silent).collect();
+    assert!(
+        never_silent.is_empty(),
+        "no healthy case for {never_silent:?}"
+    );
+    let unknown: Vec<_> = fires
+        .union(&silent)
+        .filter(|n| !alerts.contains(*n))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "cases for alerts that do not exist: {unknown:?}"
+    );
+}
+
+/// Prometheus's own checker and rule unit tests; skipped without promtool,
+/// except under CI=true, where a missing promtool fails.
+#[test]
+fn prometheus_accepts_the_alert_rules_and_passes_their_unit_tests() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let promtool = |args: &[&str]| {
+        std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(root)
+            .output()
+    };
+    match promtool(&["--version"]) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "promtool is missing under CI=true: install prometheus"
+            );
+            println!("skipped: install prometheus (promtool) to run");
+            return;
+        }
+        Err(e) => panic!("promtool --version: {e}"),
+    }
+    for args in [
+        ["check", "rules", "dashboards/alerts.yml"],
+        ["test", "rules", "dashboards/alerts.test.yml"],
+    ] {
+        let out = promtool(&args).unwrap_or_else(|e| panic!("promtool {}: {e}", args.join(" ")));
+        assert!(
+            out.status.success(),
+            "promtool {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
