@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::iso8583::Message;
 use isoswitch::risk::Timestamp;
 use isoswitch::switch::{Inbound, Switch};

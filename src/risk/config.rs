@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::config::Channel;
+use crate::channel::Channel;
 use crate::iso8583::ResponseCode;
 use crate::route::{BinPattern, BinTable};
 
