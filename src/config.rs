@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::channel::Channel;
 use crate::config_values::{
-    default_header, default_spec, header_kind, optional_socket_addr, socket_addr,
+    default_header, default_spec, header_kind, optional_socket_addr, socket_addr, ConfigDir,
 };
 use crate::risk::RiskConfig;
 use crate::route::{BinPattern, BinTable, BinTableError};
@@ -313,8 +313,27 @@ fn problem(item: impl Into<String>, problem: impl Into<String>) -> Problem {
 
 impl Config {
     /// Parses and validates `text`; `origin` (a path, or [`EMBEDDED_ORIGIN`]) is named in errors.
+    /// Relative paths in it stay relative to the working directory; [`Config::load`]
+    /// makes them relative to the file instead.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|error| {
+        Config::parse(text, origin, None)
+    }
+
+    /// Reads, parses and validates the file at `path`. Relative paths in it (specs,
+    /// certificates, hotlists) are taken from the file's directory, as users expect.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        Config::parse(&text, &origin, Some(ConfigDir(dir)))
+    }
+
+    fn parse(text: &str, origin: &str, dir: Option<ConfigDir<'_>>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|error| {
             let (line, column) = match error.span() {
                 Some(span) => {
                     let (line, column) = line_and_column(text, span.start);
@@ -330,6 +349,9 @@ impl Config {
                 message: error.message().trim().replace('\n', "; "),
             }
         })?;
+        if let Some(dir) = dir {
+            config.resolve_paths(dir);
+        }
         config
             .validate()
             .map_err(|Problem { item, problem }| ConfigError::Invalid {
@@ -340,15 +362,28 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads, parses and validates the file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
-        let path = path.as_ref();
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            origin: origin.clone(),
-            source,
-        })?;
-        Config::from_toml_str(&text, &origin)
+    /// Every path of every section, made relative to the config file's directory.
+    fn resolve_paths(&mut self, dir: ConfigDir<'_>) {
+        for listener in &mut self.listeners {
+            dir.resolve_spec(&mut listener.spec);
+            if let Some(tls) = &mut listener.tls {
+                dir.resolve(&mut tls.cert);
+                dir.resolve(&mut tls.key);
+                dir.resolve_optional(&mut tls.client_ca);
+            }
+        }
+        for issuer in &mut self.issuers {
+            dir.resolve_spec(&mut issuer.spec);
+            if let Some(tls) = &mut issuer.tls {
+                dir.resolve(&mut tls.ca);
+                dir.resolve_optional(&mut tls.cert);
+                dir.resolve_optional(&mut tls.key);
+            }
+        }
+        if let Some(simulator) = &mut self.simulator {
+            simulator.resolve_paths(dir);
+        }
+        self.risk.resolve_paths(dir);
     }
 
     /// The built-in configuration ([`DEFAULT_TOML`]): one POS listener routing every

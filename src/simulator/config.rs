@@ -11,7 +11,9 @@ use std::str::FromStr;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use crate::config_values::{checked, default_header, default_spec, header_kind, socket_addr};
+use crate::config_values::{
+    checked, default_header, default_spec, header_kind, socket_addr, ConfigDir,
+};
 
 /// The issuer simulator: answers by the first matching rule, else `default_response`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -154,6 +156,11 @@ fn invalid(item: impl Into<String>, problem: impl Into<String>) -> InvalidSimula
 }
 
 impl SimulatorConfig {
+    /// Makes the spec path relative to the config file's directory.
+    pub fn resolve_paths(&mut self, dir: ConfigDir<'_>) {
+        dir.resolve_spec(&mut self.spec);
+    }
+
     /// Checks what relates rules and accounts to each other; single values
     /// were checked as they were read.
     pub fn validate(&self) -> Result<(), InvalidSimulator> {
