@@ -662,6 +662,26 @@ issuer = "visa"
             .any(|issuer| issuer.endpoints.len() >= 2));
     }
 
+    /// The example shows the admin options commented out (a token in it would
+    /// turn the endpoints on for whoever copies it); uncommented they parse.
+    #[test]
+    fn example_admin_options_parse_when_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let text = std::fs::read_to_string(&path).expect("config/example.toml is readable");
+        let admin = Config::from_toml_str(&text, "example")
+            .expect("valid")
+            .admin;
+        assert_eq!(admin, AdminConfig::default());
+        let uncommented = text
+            .replace("\n# token = ", "\ntoken = ")
+            .replace("\n# bind = ", "\nbind = ");
+        let admin = Config::from_toml_str(&uncommented, "example")
+            .expect("the admin options are valid")
+            .admin;
+        assert_eq!(admin.token.as_deref(), Some("change-me"));
+        assert_eq!(admin.bind, Some("127.0.0.1:9584".parse().expect("literal")));
+    }
+
     #[test]
     fn omitted_options_take_their_documented_defaults() {
         let config = parse(MINIMAL).expect("minimal config is valid");
