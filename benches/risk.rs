@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::iso8583::{Message, Mti};
 use isoswitch::risk::{RiskContext, RiskRules, RiskState, Timestamp};
 

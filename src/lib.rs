@@ -1,11 +1,14 @@
 //! isoswitch: an ISO 8583 card-authorization switch. `iso8583` is the codec (no
-//! tokio); `frame` wraps messages on a stream; `config` and `route` say where
-//! authorizations go; `risk` declines what is plainly wrong before routing;
+//! tokio); `frame` wraps messages on a stream; `config` assembles the config
+//! sections (`config_values` holds what they share, `channel` the traffic kinds
+//! every layer names) and `route` says where authorizations go; `risk` declines what is plainly wrong before routing;
 //! `switch` is the hot path, `server` the terminal listeners,
 //! `upstream` the issuer links and `simulator` the issuer simulator;
 //! `runtime` builds the async runtime they run on.
 
+pub mod channel;
 pub mod config;
+pub mod config_values;
 pub mod frame;
 pub mod iso8583;
 pub mod metrics_http;

@@ -6,7 +6,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::iso8583::Message;
 use isoswitch::risk::{RiskContext, RiskRules, RiskState, Timestamp};
 

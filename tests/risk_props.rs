@@ -7,7 +7,8 @@ mod risk_common;
 
 use std::sync::OnceLock;
 
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::iso8583::Message;
 use isoswitch::risk::{Hit, Mode, RiskContext, RiskRules, RiskState, RuleSummary, Timestamp};
 use proptest::prelude::*;

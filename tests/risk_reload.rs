@@ -2,7 +2,8 @@
 //! a velocity or duplicate rule keeps its counts while it is unchanged (same
 //! name, kind, key, window, scope) and starts afresh when it changes.
 
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::iso8583::Message;
 use isoswitch::risk::{RiskContext, RiskRules, RiskState, Timestamp};
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 
 mod risk_common;
 
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::iso8583::{Message, ResponseCode};
 use isoswitch::risk::{RiskContext, RiskRules, RiskState, Timestamp};
 use risk_common::{example_config_text, purchase};

@@ -8,7 +8,8 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Once;
 
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::iso8583::{Message, ResponseCode};
 use isoswitch::risk::{Mode, RiskContext, RiskRules, RiskState, Timestamp};
 

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::frame::{FrameCodec, FrameConfig};
 use isoswitch::iso8583::Message;
 use isoswitch::risk::Timestamp;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use isoswitch::config::SimulatorConfig;
 use isoswitch::frame::{FrameCodec, FrameConfig};
 use isoswitch::iso8583::{Message, Mti, Spec};
+use isoswitch::simulator::SimulatorConfig;
 use isoswitch::simulator::{bind_and_serve_with, Decision, ReversalOutcome, Simulator};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

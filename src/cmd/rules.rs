@@ -8,7 +8,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use isoswitch::config::{Channel, Config};
+use isoswitch::channel::Channel;
+use isoswitch::config::Config;
 use isoswitch::iso8583::fields::mask_pan;
 use isoswitch::iso8583::json;
 use isoswitch::risk::{Decision, Hit, RiskContext, RiskRules, RiskState, Timestamp};

@@ -10,7 +10,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::config::Channel;
+use crate::channel::Channel;
+use crate::config_values::ConfigDir;
 use crate::iso8583::ResponseCode;
 use crate::route::{BinPattern, BinTable};
 
@@ -550,6 +551,15 @@ fn invalid(rule: &RuleConfig, key: &'static str, problem: impl Into<String>) -> 
 const MAX_WINDOW_S: u64 = 400 * 86_400;
 
 impl RiskConfig {
+    /// Makes hotlist files relative to the config file's directory.
+    pub fn resolve_paths(&mut self, dir: ConfigDir<'_>) {
+        for rule in &mut self.rules {
+            if let Check::Hotlist { file } = &mut rule.check {
+                dir.resolve(file);
+            }
+        }
+    }
+
     /// Checks every rule without reading files. `listeners` are the configured
     /// listener names that `applies_to.listeners` may refer to.
     pub fn validate<'a>(

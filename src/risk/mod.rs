@@ -43,7 +43,7 @@ pub use config::{Check, InvalidRule, Mode, RiskConfig, RuleConfig, Scope};
 pub use state::RiskState;
 pub use timestamp::Timestamp;
 
-use crate::config::Channel;
+use crate::channel::Channel;
 use crate::iso8583::fields::{mask_pan, ProcessingCode};
 use crate::iso8583::{Message, ResponseCode};
 use config::MAX_STATEFUL_RULES;

@@ -7,7 +7,7 @@ use super::config::Scope;
 use super::merchant::{trim_id, MccSet};
 use super::state::{id_key, KeySet};
 use super::Facts;
-use crate::config::Channel;
+use crate::channel::Channel;
 
 const CHANNELS: [Channel; 3] = [Channel::Pos, Channel::VirtualTerminal, Channel::Host];
 

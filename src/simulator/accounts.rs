@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-use crate::config::{AccountStatus, SimAccount};
+use super::config::{AccountStatus, SimAccount};
 use crate::iso8583::fields::{mask_pan, Expiry};
 
 use super::SimulatorError;

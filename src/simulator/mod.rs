@@ -3,9 +3,11 @@
 //! an issuer that approves, declines, goes silent and honours reversals.
 
 mod accounts;
+pub mod config;
 mod rules;
 mod server;
 
+pub use config::SimulatorConfig;
 pub use server::{bind_and_serve, bind_and_serve_with, serve};
 
 use std::collections::BTreeMap;
@@ -16,12 +18,12 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{AccountStatus, SimulatorConfig};
 use crate::frame::ParseLengthHeaderError;
 use crate::iso8583::fields::{mask_pan, FieldError, ProcessingCode};
 use crate::iso8583::{Message, Mti, ResponseCode, SpecError, Stan};
 
 use accounts::{Accounts, HoldKeys, Holds, Release, TerminalKey, TransmissionKey};
+use config::AccountStatus;
 use rules::{Action, Rules};
 
 /// Holds kept for reversals to find; placing one more evicts the oldest.
@@ -1194,7 +1196,7 @@ mod tests {
     #[test]
     fn invalid_default_response_is_refused() {
         let mut config: SimulatorConfig = toml::from_str("").expect("defaults");
-        config.default_response = crate::config::SimResponse::Code("0!".to_owned());
+        config.default_response = config::SimResponse::Code("0!".to_owned());
         let err = Simulator::new(&config).expect_err("not alphanumeric");
         assert!(err.to_string().contains("default_response"), "{err}");
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::{SimResponse, SimRule};
+use super::config::{SimResponse, SimRule};
 use crate::iso8583::message::is_data_field;
 use crate::iso8583::{Message, Mti, ResponseCode};
 

@@ -14,8 +14,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::config::SimulatorConfig;
 use super::{Decision, Simulator, SimulatorError};
-use crate::config::SimulatorConfig;
 use crate::frame::{Frame, FrameCodec, FrameConfig};
 use crate::iso8583::{Message, Spec};
 

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use metrics::{Counter, Histogram};
 
 use super::Inbound;
-use crate::config::Channel;
+use crate::channel::Channel;
 use crate::iso8583::fields::mask_pan;
 use crate::iso8583::Message;
 

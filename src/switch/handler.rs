@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::events::{TransactionDone, UnsolicitedResponse};
 use super::originals::{Original, OriginalKey, RiskHold};
 use super::{Inbound, Switch};
-use crate::config::Channel;
+use crate::channel::Channel;
 use crate::iso8583::fields::ProcessingCode;
 use crate::iso8583::{Message, Mti, ResponseCode};
 use crate::risk::{Held, RiskContext, RiskRules, Timestamp};

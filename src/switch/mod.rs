@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Channel, Config, Endpoint};
+use crate::channel::Channel;
+use crate::config::{Config, Endpoint};
 use crate::simulator::Simulator;
 pub use handler::decline;
 use originals::Originals;

@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use isoswitch::config::{Config, SimulatorConfig};
+use isoswitch::config::Config;
 use isoswitch::frame::{Frame, FrameCodec, Tpdu};
 use isoswitch::iso8583::{Message, Mti, Spec};
 use isoswitch::server::Listener;
 use isoswitch::simulator::Simulator;
+use isoswitch::simulator::SimulatorConfig;
 use isoswitch::switch::Switch;
 use isoswitch::upstream::Issuer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};

@@ -8,14 +8,14 @@ use std::path::Path;
 
 use isoswitch::iso8583::Message;
 
-/// `config/risk-example.toml`, its hotlist (named relative to the repository
-/// root) made absolute.
+/// `config/risk-example.toml`, its hotlist (named relative to the config
+/// file) made absolute.
 pub fn example_config_text() -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let text = std::fs::read_to_string(Path::new(root).join("config/risk-example.toml"))
         .expect("example config readable");
     text.replace(
-        "tests/fixtures/risk/hotlist.txt",
+        "../tests/fixtures/risk/hotlist.txt",
         &format!("{root}/tests/fixtures/risk/hotlist.txt"),
     )
 }
