@@ -44,8 +44,9 @@ fn classify(mti: Mti) -> Kind {
     }
 }
 
-/// The switch's own answer to `request` with response code `code`.
-pub fn decline(request: &Message, code: ResponseCode) -> Message {
+/// The switch's own answer to `request` with response code `code`: an
+/// approval (sign-on, advice and reversal acknowledgements) or a refusal.
+pub fn response_to(request: &Message, code: ResponseCode) -> Message {
     let mti = request.mti().response().unwrap_or(request.mti());
     let mut response = Message::new(mti);
     for n in ECHOED {
@@ -90,7 +91,10 @@ async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option
         Kind::Request => authorize(sw, from, &request).await,
         Kind::Advice => advice(sw, &request),
         Kind::Reversal => reverse(sw, &request),
-        Kind::Unsupported => (decline(&request, ResponseCode::INVALID_TRANSACTION), None),
+        Kind::Unsupported => (
+            response_to(&request, ResponseCode::INVALID_TRANSACTION),
+            None,
+        ),
     };
     TransactionDone {
         inbound: from,
@@ -131,10 +135,10 @@ fn mti_label(mti: Mti) -> &'static str {
 /// answered by the switch itself.
 fn network(request: &Message) -> Message {
     match request.get(70) {
-        Some(b"001" | b"002" | b"301") => decline(request, ResponseCode::APPROVED),
-        Some(_) => decline(request, ResponseCode::INVALID_TRANSACTION),
+        Some(b"001" | b"002" | b"301") => response_to(request, ResponseCode::APPROVED),
+        Some(_) => response_to(request, ResponseCode::INVALID_TRANSACTION),
         // The one field that says what to do is missing.
-        None => decline(request, ResponseCode::FORMAT_ERROR),
+        None => response_to(request, ResponseCode::FORMAT_ERROR),
     }
 }
 
@@ -240,15 +244,15 @@ fn settle_risk(risk: Option<&RiskRules>, request: &Message, held: &Held, approve
 async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, Option<Arc<str>>) {
     if let Err(e) = check_format(request) {
         tracing::debug!(listener = %from.listener, error = %e, "format error");
-        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+        return (response_to(request, ResponseCode::FORMAT_ERROR), None);
     }
     if let Err(code) = check_channel(from.channel, request) {
-        return (decline(request, code), None);
+        return (response_to(request, code), None);
     }
     let snapshot = sw.snapshot.load();
     let held = match check_risk(&snapshot.risk, from, request) {
         Ok(held) => held,
-        Err(code) => return (decline(request, code), None),
+        Err(code) => return (response_to(request, code), None),
     };
     // Held past the snapshot only when the outcome matters to the rules: a
     // recurring rule hears of approvals, counts are given back otherwise.
@@ -256,7 +260,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     let risk = (risk.records_approvals() || held.counts_anything()).then(|| risk.clone());
     let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
         settle_risk(risk.as_deref(), request, &held, false);
-        return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
+        return (response_to(request, ResponseCode::NO_SUCH_ISSUER), None);
     };
     let issuer = route.issuer.clone();
     let route_name = route.name.clone();
@@ -273,7 +277,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     }
     // Switch-built answers echo the RRN the issuer saw, generated or not.
     let answer = |code: ResponseCode| {
-        let mut response = decline(request, code);
+        let mut response = response_to(request, code);
         if let Some(rrn) = generated_rrn {
             let _ = response.set(37, rrn);
         }
@@ -356,17 +360,17 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
 /// 0120/0220: the switch takes responsibility for delivery and acknowledges.
 fn advice(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
     if request.pan().is_err() || request.stan().is_err() {
-        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+        return (response_to(request, ResponseCode::FORMAT_ERROR), None);
     }
     let snapshot = sw.snapshot.load();
     let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
-        return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
+        return (response_to(request, ResponseCode::NO_SUCH_ISSUER), None);
     };
     let mut outbound = request.clone();
     outbound.set_mti(request.mti().original());
     route.issuer.store_and_forward(outbound);
     (
-        decline(request, ResponseCode::APPROVED),
+        response_to(request, ResponseCode::APPROVED),
         Some(route.name.clone()),
     )
 }
@@ -377,7 +381,7 @@ fn advice(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
 /// is acknowledged without a second reversal.
 fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
     if request.stan().is_err() || request.terminal_id().is_err() {
-        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+        return (response_to(request, ResponseCode::FORMAT_ERROR), None);
     }
     let snapshot = sw.snapshot.load();
     let key = OriginalKey::of_reversal(request);
@@ -391,7 +395,7 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
     let target = match &original {
         Some(o) if o.reversed => {
             metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
-            return (decline(request, ResponseCode::APPROVED), None);
+            return (response_to(request, ResponseCode::APPROVED), None);
         }
         Some(
             o @ Original {
@@ -409,7 +413,7 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
             // At the issuer still (or it never got there): its answer decides.
             // An approval is reversed then, naming the STAN the issuer saw.
             metrics::counter!("isoswitch_reversals_of_in_flight_total").increment(1);
-            return (decline(request, ResponseCode::APPROVED), None);
+            return (response_to(request, ResponseCode::APPROVED), None);
         }
         None => None,
     };
@@ -432,10 +436,10 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
                 }
             }
             issuer.store_and_forward(outbound);
-            (decline(request, ResponseCode::APPROVED), Some(label))
+            (response_to(request, ResponseCode::APPROVED), Some(label))
         }
-        None if request.has(2) => (decline(request, ResponseCode::NO_SUCH_ISSUER), None),
-        None => (decline(request, ResponseCode::FORMAT_ERROR), None),
+        None if request.has(2) => (response_to(request, ResponseCode::NO_SUCH_ISSUER), None),
+        None => (response_to(request, ResponseCode::FORMAT_ERROR), None),
     }
 }
 
@@ -497,8 +501,8 @@ mod tests {
     }
 
     #[test]
-    fn decline_echoes_the_request_and_sets_the_code() {
-        let r = decline(
+    fn a_switch_response_echoes_the_request_and_sets_the_code() {
+        let r = response_to(
             &purchase("000000", "000000001000"),
             ResponseCode::NO_SUCH_ISSUER,
         );

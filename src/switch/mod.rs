@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Channel, Config, Endpoint};
 use crate::simulator::Simulator;
-pub use handler::decline;
+pub use handler::response_to;
 use originals::Originals;
 pub use snapshot::Snapshot;
 
