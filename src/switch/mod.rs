@@ -5,6 +5,7 @@
 pub mod events;
 mod handler;
 pub mod originals;
+pub mod outcome;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicU32, Ordering};
