@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-use super::message::{Message, Mti};
+use super::message::Message;
+use super::original_data::OriginalData;
 use super::response_code::ResponseCode;
 
 /// A field the switch needs is absent or not in the expected shape.
@@ -231,17 +232,6 @@ impl EntryMode {
     }
 }
 
-/// Field 90, original data elements of a reversal (42 digits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OriginalData<'a> {
-    pub mti: Mti,
-    pub stan: Stan,
-    /// MMDDhhmmss of the original.
-    pub transmission_time: &'a str,
-    pub acquirer_id: &'a str,
-    pub forwarding_id: &'a str,
-}
-
 impl Message {
     fn required(&self, n: u8) -> Result<&[u8], FieldError> {
         self.get(n).ok_or(FieldError::Missing(n))
@@ -372,27 +362,16 @@ impl Message {
     }
 
     /// Field 90.
-    pub fn original_data(&self) -> Result<OriginalData<'_>, FieldError> {
+    pub fn original_data(&self) -> Result<OriginalData, FieldError> {
         let expected = "42 digits: MTI, STAN, MMDDhhmmss, acquirer id, forwarding id";
-        let v = self.required_str(90, expected)?;
-        if v.len() != 42 || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(malformed(90, expected));
-        }
-        let mti = v[..4].parse::<Mti>().map_err(|_| malformed(90, expected))?;
-        let stan = Stan(digits_u64(&v.as_bytes()[4..10]).unwrap_or(0) as u32);
-        Ok(OriginalData {
-            mti,
-            stan,
-            transmission_time: &v[10..20],
-            acquirer_id: &v[20..31],
-            forwarding_id: &v[31..42],
-        })
+        OriginalData::parse(self.required(90)?).map_err(|_| malformed(90, expected))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iso8583::Mti;
 
     fn msg(fields: &[(u8, &str)]) -> Message {
         let mut m = Message::new(Mti::from_static("0100"));

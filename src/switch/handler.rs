@@ -13,7 +13,7 @@ use super::outcome::{ChannelRefusal, Outcome, Refusal};
 use super::{Inbound, Switch};
 use crate::config::Channel;
 use crate::iso8583::fields::ProcessingCode;
-use crate::iso8583::{FieldError, Message, Mti};
+use crate::iso8583::{FieldError, Message, Mti, OriginalData, Stan};
 use crate::risk::{Held, RiskContext, RiskRules, Timestamp};
 use crate::upstream::UpstreamError;
 
@@ -398,7 +398,7 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
             },
         ) => {
             let field90 = original_data_for_issuer(request, o.mti, *stan);
-            let _ = outbound.set(90, field90);
+            let _ = outbound.set(90, field90.to_field());
             snapshot
                 .issuer(&o.issuer)
                 .map(|i| (i.clone(), Arc::<str>::from(o.issuer.as_ref())))
@@ -441,23 +441,17 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
 }
 
 /// Field 90 as the issuer must see it: the original MTI, the STAN the switch
-/// sent, and the rest of the terminal's field 90 (time, institution ids).
-fn original_data_for_issuer(request: &Message, mti: Mti, issuer_stan: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(42);
-    out.extend_from_slice(mti.as_bytes());
-    out.extend_from_slice(&crate::iso8583::Stan(issuer_stan).to_digits());
-    match request.get(90) {
-        Some(v) if v.len() == 42 => out.extend_from_slice(&v[10..]),
-        _ => {
-            let time = request
-                .get(7)
-                .filter(|t| t.len() == 10)
-                .unwrap_or(b"0000000000");
-            out.extend_from_slice(time);
-            out.extend_from_slice(&[b'0'; 22]);
-        }
+/// sent, and the rest of the terminal's field 90 (time, institution ids), or
+/// of the reversal itself when its field 90 does not parse.
+fn original_data_for_issuer(request: &Message, mti: Mti, issuer_stan: u32) -> OriginalData {
+    let named = request
+        .original_data()
+        .unwrap_or_else(|_| OriginalData::from_request(request));
+    OriginalData {
+        mti,
+        stan: Stan(issuer_stan),
+        ..named
     }
-    out
 }
 
 #[cfg(test)]
@@ -558,5 +552,26 @@ mod tests {
         assert_eq!(network(&echo).mti(), Mti::from_static("0810"));
         let other = request("0800", &[(11, "000001"), (70, "999")]);
         assert_eq!(network(&other).get_str(39), Some("12"));
+    }
+
+    #[test]
+    fn the_issuer_field_90_names_its_stan_and_keeps_the_terminal_time_and_ids() {
+        let reversal = request(
+            "0400",
+            &[
+                (11, "000009"),
+                (41, "TERM0001"),
+                (90, "020000000511231841000000001234500000000000"),
+            ],
+        );
+        let field = original_data_for_issuer(&reversal, Mti::from_static("0200"), 777);
+        assert_eq!(
+            field.to_string(),
+            "020000077711231841000000001234500000000000"
+        );
+        // Without a usable field 90: the reversal's own time (field 7).
+        let bare = request("0400", &[(7, "1123184100"), (11, "000009")]);
+        let field = original_data_for_issuer(&bare, Mti::from_static("0100"), 1);
+        assert_eq!(&field.to_string()[..20], "01000000011123184100");
     }
 }
