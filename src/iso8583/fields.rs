@@ -121,6 +121,21 @@ pub fn mask_pan(pan: &str) -> String {
     format!("{}{}{}", &pan[..6], "*".repeat(n - 10), &pan[n - 4..])
 }
 
+/// Field 2 of a message as a log line may show it: masked by [`mask_pan`],
+/// formatted only if the line is written; `-` when the message has none.
+#[derive(Clone, Copy)]
+pub struct MaskedPan<'a>(Option<&'a [u8]>);
+
+impl fmt::Display for MaskedPan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.map(std::str::from_utf8) {
+            Some(Ok(pan)) => f.write_str(&mask_pan(pan)),
+            Some(Err(_)) => f.write_str("****"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 impl fmt::Display for Pan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&mask_pan(self.0))
@@ -245,6 +260,11 @@ impl Message {
     pub fn pan(&self) -> Result<Pan<'_>, FieldError> {
         let text = self.required_str(2, "12-19 digits")?;
         Pan::new(text).ok_or(malformed(2, "12-19 digits"))
+    }
+
+    /// Field 2 masked for logs, whatever its shape.
+    pub fn masked_pan(&self) -> MaskedPan<'_> {
+        MaskedPan(self.get(2))
     }
 
     /// Field 3.
@@ -390,6 +410,19 @@ mod tests {
         assert!(pan.luhn_valid());
         assert_eq!(pan.prefix(6), "411111");
         assert_eq!(mask_pan("1234"), "****");
+    }
+
+    #[test]
+    fn a_message_pan_is_masked_for_logs_whatever_its_shape() {
+        assert_eq!(
+            msg(&[(2, "4111111111111111")]).masked_pan().to_string(),
+            "411111******1111"
+        );
+        assert_eq!(msg(&[(2, "41111")]).masked_pan().to_string(), "*****");
+        assert_eq!(msg(&[]).masked_pan().to_string(), "-");
+        let mut binary = msg(&[]);
+        binary.set(2, [0xff, 0xfe]).expect("data field");
+        assert_eq!(binary.masked_pan().to_string(), "****");
     }
 
     #[test]
