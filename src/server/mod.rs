@@ -202,3 +202,48 @@ impl Listener {
         tracker.wait().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// Binds listener "pos" on `bind`, with `extra` lines in its table.
+    async fn bind_listener(bind: &str, extra: &str) -> Result<Listener, ServerError> {
+        let text = format!(
+            "[[listener]]\nname = \"pos\"\nbind = \"{bind}\"\n{extra}\n\
+             [[issuer]]\nname = \"sim\"\nendpoints = [\"sim\"]\n\
+             [[route]]\nname = \"cards\"\nbins = [\"4\"]\nissuer = \"sim\"\n\
+             [simulator]\ndefault_response = \"00\"\n"
+        );
+        let config = Config::from_toml_str(&text, "t.toml").expect("a valid config");
+        Listener::bind(&config.listeners[0]).await
+    }
+
+    #[tokio::test]
+    async fn a_spec_that_does_not_load_is_refused_with_the_spec_error() {
+        let error = bind_listener("127.0.0.1:0", "spec = \"/nonexistent/spec.toml\"")
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(error, ServerError::Spec { .. }), "{error:?}");
+        assert!(error.source().is_some_and(|s| s.is::<SpecError>()));
+        assert!(
+            error
+                .to_string()
+                .starts_with("listener \"pos\": /nonexistent/spec.toml"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_in_use_is_refused_with_the_os_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let address = taken.local_addr().expect("bound").to_string();
+        let error = bind_listener(&address, "").await.err().expect("refused");
+        assert!(matches!(error, ServerError::Bind { .. }), "{error:?}");
+        assert!(error.source().is_some_and(|s| s.is::<std::io::Error>()));
+    }
+}
