@@ -62,9 +62,53 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` joins the cause chain with ": " on one line.
-            eprintln!("isoswitch: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("isoswitch: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, joined with ": ". A cause whose text
+/// the line already holds is skipped: our errors print their source in their
+/// own message too, and an OS error should reach the user once.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot bind 127.0.0.1:1: {source}")]
+    struct Bind {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_os_error_is_printed_once() {
+        let os = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let e = anyhow::Error::new(Bind { source: os }).context("listener \"pos\"");
+        assert_eq!(
+            one_line(&e),
+            "listener \"pos\": cannot bind 127.0.0.1:1: address in use"
+        );
+    }
+
+    #[test]
+    fn causes_not_in_the_message_are_joined() {
+        let e = anyhow::anyhow!("no such file").context("reading\nconfig");
+        assert_eq!(one_line(&e), "reading config: no such file");
     }
 }

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-use super::message::{Message, Mti};
+use super::message::Message;
+use super::original_data::OriginalData;
 use super::response_code::ResponseCode;
 
 /// A field the switch needs is absent or not in the expected shape.
@@ -120,6 +121,21 @@ pub fn mask_pan(pan: &str) -> String {
     format!("{}{}{}", &pan[..6], "*".repeat(n - 10), &pan[n - 4..])
 }
 
+/// Field 2 of a message as a log line may show it: masked by [`mask_pan`],
+/// formatted only if the line is written; `-` when the message has none.
+#[derive(Clone, Copy)]
+pub struct MaskedPan<'a>(Option<&'a [u8]>);
+
+impl fmt::Display for MaskedPan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.map(std::str::from_utf8) {
+            Some(Ok(pan)) => f.write_str(&mask_pan(pan)),
+            Some(Err(_)) => f.write_str("****"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 impl fmt::Display for Pan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&mask_pan(self.0))
@@ -231,17 +247,6 @@ impl EntryMode {
     }
 }
 
-/// Field 90, original data elements of a reversal (42 digits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OriginalData<'a> {
-    pub mti: Mti,
-    pub stan: Stan,
-    /// MMDDhhmmss of the original.
-    pub transmission_time: &'a str,
-    pub acquirer_id: &'a str,
-    pub forwarding_id: &'a str,
-}
-
 impl Message {
     fn required(&self, n: u8) -> Result<&[u8], FieldError> {
         self.get(n).ok_or(FieldError::Missing(n))
@@ -255,6 +260,11 @@ impl Message {
     pub fn pan(&self) -> Result<Pan<'_>, FieldError> {
         let text = self.required_str(2, "12-19 digits")?;
         Pan::new(text).ok_or(malformed(2, "12-19 digits"))
+    }
+
+    /// Field 2 masked for logs, whatever its shape.
+    pub fn masked_pan(&self) -> MaskedPan<'_> {
+        MaskedPan(self.get(2))
     }
 
     /// Field 3.
@@ -372,27 +382,16 @@ impl Message {
     }
 
     /// Field 90.
-    pub fn original_data(&self) -> Result<OriginalData<'_>, FieldError> {
+    pub fn original_data(&self) -> Result<OriginalData, FieldError> {
         let expected = "42 digits: MTI, STAN, MMDDhhmmss, acquirer id, forwarding id";
-        let v = self.required_str(90, expected)?;
-        if v.len() != 42 || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(malformed(90, expected));
-        }
-        let mti = v[..4].parse::<Mti>().map_err(|_| malformed(90, expected))?;
-        let stan = Stan(digits_u64(&v.as_bytes()[4..10]).unwrap_or(0) as u32);
-        Ok(OriginalData {
-            mti,
-            stan,
-            transmission_time: &v[10..20],
-            acquirer_id: &v[20..31],
-            forwarding_id: &v[31..42],
-        })
+        OriginalData::parse(self.required(90)?).map_err(|_| malformed(90, expected))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iso8583::Mti;
 
     fn msg(fields: &[(u8, &str)]) -> Message {
         let mut m = Message::new(Mti::from_static("0100"));
@@ -411,6 +410,19 @@ mod tests {
         assert!(pan.luhn_valid());
         assert_eq!(pan.prefix(6), "411111");
         assert_eq!(mask_pan("1234"), "****");
+    }
+
+    #[test]
+    fn a_message_pan_is_masked_for_logs_whatever_its_shape() {
+        assert_eq!(
+            msg(&[(2, "4111111111111111")]).masked_pan().to_string(),
+            "411111******1111"
+        );
+        assert_eq!(msg(&[(2, "41111")]).masked_pan().to_string(), "*****");
+        assert_eq!(msg(&[]).masked_pan().to_string(), "-");
+        let mut binary = msg(&[]);
+        binary.set(2, [0xff, 0xfe]).expect("data field");
+        assert_eq!(binary.masked_pan().to_string(), "****");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod fields;
 pub mod import;
 pub mod json;
 pub mod message;
+pub mod original_data;
 pub mod response_code;
 pub mod spec;
 
@@ -19,5 +20,6 @@ pub use bitmap::Bitmap;
 pub use error::{CodecError, ErrorKind, Part};
 pub use fields::{FieldError, MinorUnits, Pan, Stan};
 pub use message::{Message, Mti};
+pub use original_data::{OriginalData, OriginalDataError};
 pub use response_code::ResponseCode;
 pub use spec::{Field, Spec, SpecError};

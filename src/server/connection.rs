@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::ListenerContext;
 use crate::frame::{Frame, FrameCodec, FrameError};
-use crate::iso8583::{Message, ResponseCode};
-use crate::switch::{decline, Switch};
+use crate::iso8583::Message;
+use crate::switch::outcome::Refusal;
+use crate::switch::{response_to, Switch};
 
 /// Messages being answered at once on one connection; beyond this the
 /// connection stops reading, so a flooding terminal slows only itself.
@@ -181,14 +182,14 @@ async fn answer(context: &ListenerContext, switch: &Switch, frame: Frame) -> Opt
                 // Answering a response could pass for the answer to a request.
                 return None;
             }
-            decline(&readable, ResponseCode::FORMAT_ERROR)
+            response_to(&readable, Refusal::Decode(e))
         }
     };
     let payload = match response.encode(spec) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(listener = %context.inbound.listener, part = %e.part(), kind = %e.kind(), "response does not encode");
-            let mut fallback = decline(&response, ResponseCode::SYSTEM_MALFUNCTION);
+            let mut fallback = response_to(&response, Refusal::Encode(e));
             fallback.remove(2);
             fallback.encode(spec).ok()?
         }

@@ -15,21 +15,39 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
-use crate::frame::{FrameConfig, LengthHeader};
-use crate::iso8583::Spec;
+use crate::frame::{FrameConfig, LengthHeader, ParseLengthHeaderError};
+use crate::iso8583::{Spec, SpecError};
 use crate::switch::{Inbound, Switch};
 
-/// Why a listener could not start.
+/// Why a listener could not start, keeping the error behind it. Messages
+/// stand alone; the command line skips a cause already in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("listener {listener:?}: cannot bind {bind}: {source}")]
     Bind {
         listener: String,
         bind: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
-    #[error("listener {listener:?}: {message}")]
-    Setup { listener: String, message: String },
+    #[error("listener {listener:?}: {source}")]
+    Spec {
+        listener: String,
+        #[source]
+        source: SpecError,
+    },
+    #[error("listener {listener:?}: {source}")]
+    Framing {
+        listener: String,
+        #[source]
+        source: ParseLengthHeaderError,
+    },
+    #[error("listener {listener:?}: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: tls::TlsError,
+    },
 }
 
 /// What every connection of one listener shares.
@@ -49,8 +67,12 @@ pub struct Listener {
 }
 
 /// The frame layout a listener or link config names.
-pub fn frame_config(header: &str, includes_self: bool, tpdu: bool) -> Result<FrameConfig, String> {
-    let header: LengthHeader = header.parse().map_err(|e| format!("{e}"))?;
+pub fn frame_config(
+    header: &str,
+    includes_self: bool,
+    tpdu: bool,
+) -> Result<FrameConfig, ParseLengthHeaderError> {
+    let header: LengthHeader = header.parse()?;
     Ok(FrameConfig {
         header,
         header_includes_self: includes_self,
@@ -62,15 +84,21 @@ pub fn frame_config(header: &str, includes_self: bool, tpdu: bool) -> Result<Fra
 impl Listener {
     /// Binds the configured address (port 0 picks a free one).
     pub async fn bind(config: &ListenerConfig) -> Result<Listener, ServerError> {
-        let setup = |message: String| ServerError::Setup {
-            listener: config.name.clone(),
-            message,
-        };
-        let spec = crate::specs::resolve(&config.spec).map_err(|e| setup(e.to_string()))?;
+        let listener = || config.name.clone();
+        let spec = crate::specs::resolve(&config.spec).map_err(|source| ServerError::Spec {
+            listener: listener(),
+            source,
+        })?;
         let frame = frame_config(config.header(), config.header_includes_self, config.tpdu)
-            .map_err(setup)?;
+            .map_err(|source| ServerError::Framing {
+                listener: listener(),
+                source,
+            })?;
         let tls = match &config.tls {
-            Some(t) => Some(tls::acceptor(t).map_err(|e| setup(e.to_string()))?),
+            Some(t) => Some(tls::acceptor(t).map_err(|source| ServerError::Tls {
+                listener: listener(),
+                source,
+            })?),
             None => None,
         };
         let tcp = TcpListener::bind(config.bind)
@@ -172,5 +200,50 @@ impl Listener {
         }
         tracker.close();
         tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// Binds listener "pos" on `bind`, with `extra` lines in its table.
+    async fn bind_listener(bind: &str, extra: &str) -> Result<Listener, ServerError> {
+        let text = format!(
+            "[[listener]]\nname = \"pos\"\nbind = \"{bind}\"\n{extra}\n\
+             [[issuer]]\nname = \"sim\"\nendpoints = [\"sim\"]\n\
+             [[route]]\nname = \"cards\"\nbins = [\"4\"]\nissuer = \"sim\"\n\
+             [simulator]\ndefault_response = \"00\"\n"
+        );
+        let config = Config::from_toml_str(&text, "t.toml").expect("a valid config");
+        Listener::bind(&config.listeners[0]).await
+    }
+
+    #[tokio::test]
+    async fn a_spec_that_does_not_load_is_refused_with_the_spec_error() {
+        let error = bind_listener("127.0.0.1:0", "spec = \"/nonexistent/spec.toml\"")
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(error, ServerError::Spec { .. }), "{error:?}");
+        assert!(error.source().is_some_and(|s| s.is::<SpecError>()));
+        assert!(
+            error
+                .to_string()
+                .starts_with("listener \"pos\": /nonexistent/spec.toml"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_in_use_is_refused_with_the_os_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let address = taken.local_addr().expect("bound").to_string();
+        let error = bind_listener(&address, "").await.err().expect("refused");
+        assert!(matches!(error, ServerError::Bind { .. }), "{error:?}");
+        assert!(error.source().is_some_and(|s| s.is::<std::io::Error>()));
     }
 }

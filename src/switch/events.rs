@@ -12,7 +12,6 @@ use metrics::{Counter, Histogram};
 
 use super::Inbound;
 use crate::channel::Channel;
-use crate::iso8583::fields::mask_pan;
 use crate::iso8583::Message;
 
 /// Route label for transactions that were answered before routing.
@@ -116,7 +115,7 @@ impl TransactionDone<'_> {
             mti = %self.request.mti(),
             route = self.route.map_or(NO_ROUTE, |r| r.as_ref()),
             rrn = self.response.get_str(37).unwrap_or(""),
-            pan = %self.request.get_str(2).map(mask_pan).unwrap_or_default(),
+            pan = %self.request.masked_pan(),
             response_code = %String::from_utf8_lossy(&code),
             micros = self.elapsed.as_micros() as u64,
             "transaction"

@@ -9,10 +9,11 @@ use tracing::Instrument;
 
 use super::events::{TransactionDone, UnsolicitedResponse};
 use super::originals::{Original, OriginalKey, RiskHold};
+use super::outcome::{ChannelRefusal, Outcome, Refusal};
 use super::{Inbound, Switch};
 use crate::channel::Channel;
 use crate::iso8583::fields::ProcessingCode;
-use crate::iso8583::{Message, Mti, ResponseCode};
+use crate::iso8583::{FieldError, Message, Mti, OriginalData, Stan};
 use crate::risk::{Held, RiskContext, RiskRules, Timestamp};
 use crate::upstream::UpstreamError;
 
@@ -44,8 +45,9 @@ fn classify(mti: Mti) -> Kind {
     }
 }
 
-/// The switch's own answer to `request` with response code `code`.
-pub fn decline(request: &Message, code: ResponseCode) -> Message {
+/// The switch's own answer to `request`: an approval (sign-on, advice and
+/// reversal acknowledgements) or a refusal, with the outcome's field 39.
+pub fn response_to(request: &Message, outcome: impl Into<Outcome>) -> Message {
     let mti = request.mti().response().unwrap_or(request.mti());
     let mut response = Message::new(mti);
     for n in ECHOED {
@@ -54,7 +56,7 @@ pub fn decline(request: &Message, code: ResponseCode) -> Message {
             let _ = response.set(n, v);
         }
     }
-    let _ = response.set(39, code.as_bytes());
+    let _ = response.set(39, outcome.into().response_code().as_bytes());
     response
 }
 
@@ -90,7 +92,7 @@ async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option
         Kind::Request => authorize(sw, from, &request).await,
         Kind::Advice => advice(sw, &request),
         Kind::Reversal => reverse(sw, &request),
-        Kind::Unsupported => (decline(&request, ResponseCode::INVALID_TRANSACTION), None),
+        Kind::Unsupported => (response_to(&request, Refusal::Unsupported), None),
     };
     TransactionDone {
         inbound: from,
@@ -131,10 +133,10 @@ fn mti_label(mti: Mti) -> &'static str {
 /// answered by the switch itself.
 fn network(request: &Message) -> Message {
     match request.get(70) {
-        Some(b"001" | b"002" | b"301") => decline(request, ResponseCode::APPROVED),
-        Some(_) => decline(request, ResponseCode::INVALID_TRANSACTION),
+        Some(b"001" | b"002" | b"301") => response_to(request, Outcome::Approved),
+        Some(_) => response_to(request, Refusal::Unsupported),
         // The one field that says what to do is missing.
-        None => decline(request, ResponseCode::FORMAT_ERROR),
+        None => response_to(request, Refusal::Format(FieldError::Missing(70))),
     }
 }
 
@@ -142,8 +144,7 @@ fn network(request: &Message) -> Message {
 /// error is logged and answered with 30. A card number of the wrong length
 /// (14) and a missing amount (13) are not format errors; `check_channel`
 /// answers them.
-fn check_format(request: &Message) -> Result<(), crate::iso8583::FieldError> {
-    use crate::iso8583::FieldError;
+fn check_format(request: &Message) -> Result<(), FieldError> {
     let pan = request.get(2).ok_or(FieldError::Missing(2))?;
     if pan.is_empty() || !pan.iter().all(u8::is_ascii_digit) {
         return Err(FieldError::Malformed {
@@ -169,18 +170,16 @@ fn check_format(request: &Message) -> Result<(), crate::iso8583::FieldError> {
 
 /// Whether this channel may carry this MTI, processing code and amount, for
 /// a card number of a length cards have.
-fn check_channel(channel: Channel, request: &Message) -> Result<(), ResponseCode> {
+fn check_channel(channel: Channel, request: &Message) -> Result<(), Refusal> {
     if request.pan().is_err() {
         // Digits (check_format saw to that), but not 12 to 19 of them.
-        return Err(ResponseCode::INVALID_CARD_NUMBER);
+        return Err(Refusal::Channel(ChannelRefusal::CardNumberLength));
     }
-    let pc = request
-        .processing_code()
-        .map_err(|_| ResponseCode::FORMAT_ERROR)?;
+    let pc = request.processing_code()?;
     let amount = match request.amount() {
         Ok(amount) => amount,
-        Err(crate::iso8583::FieldError::Missing(_)) => return Err(ResponseCode::INVALID_AMOUNT),
-        Err(_) => return Err(ResponseCode::FORMAT_ERROR),
+        Err(FieldError::Missing(_)) => return Err(Refusal::Channel(ChannelRefusal::Amount)),
+        Err(e) => return Err(Refusal::Format(e)),
     };
     let class = request.mti().class();
     let allowed = matches!(
@@ -196,17 +195,16 @@ fn check_channel(channel: Channel, request: &Message) -> Result<(), ResponseCode
                 | ProcessingCode::BALANCE_INQUIRY
         )
     );
-    if !allowed {
-        return Err(ResponseCode::INVALID_TRANSACTION);
-    }
-    if channel == Channel::VirtualTerminal && pc.transaction_type == ProcessingCode::CASH {
-        return Err(ResponseCode::INVALID_TRANSACTION);
+    let cash_on_vt =
+        channel == Channel::VirtualTerminal && pc.transaction_type == ProcessingCode::CASH;
+    if !allowed || cash_on_vt {
+        return Err(Refusal::Channel(ChannelRefusal::Transaction));
     }
     // Zero only for account verification (0100 purchase) and balance inquiries.
     let zero_ok = matches!(pc.transaction_type, 30 | ProcessingCode::BALANCE_INQUIRY)
         || (class == 1 && pc.transaction_type == ProcessingCode::PURCHASE);
     if amount.0 == 0 && !zero_ok {
-        return Err(ResponseCode::INVALID_AMOUNT);
+        return Err(Refusal::Channel(ChannelRefusal::Amount));
     }
     Ok(())
 }
@@ -214,14 +212,17 @@ fn check_channel(channel: Channel, request: &Message) -> Result<(), ResponseCode
 /// The acquirer's risk rules: the first enforcing rule that fires declines
 /// with its code (the rule logs and counts itself, shadow rules included).
 /// A request that passes comes back with the velocity counts it holds.
-fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<Held, ResponseCode> {
+fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<Held, Refusal> {
     let ctx = RiskContext {
         channel: from.channel,
         listener: &from.listener,
     };
     let decision = rules.evaluate(&ctx, request, Timestamp::now());
-    match decision.response_code() {
-        Some(code) => Err(code),
+    match decision.decline {
+        Some(hit) => Err(Refusal::Risk {
+            rule: hit.rule.to_string(),
+            code: hit.response_code,
+        }),
         None => Ok(decision.held),
     }
 }
@@ -240,15 +241,15 @@ fn settle_risk(risk: Option<&RiskRules>, request: &Message, held: &Held, approve
 async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, Option<Arc<str>>) {
     if let Err(e) = check_format(request) {
         tracing::debug!(listener = %from.listener, error = %e, "format error");
-        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+        return (response_to(request, Refusal::Format(e)), None);
     }
-    if let Err(code) = check_channel(from.channel, request) {
-        return (decline(request, code), None);
+    if let Err(refusal) = check_channel(from.channel, request) {
+        return (response_to(request, refusal), None);
     }
     let snapshot = sw.snapshot.load();
     let held = match check_risk(&snapshot.risk, from, request) {
         Ok(held) => held,
-        Err(code) => return (decline(request, code), None),
+        Err(refusal) => return (response_to(request, refusal), None),
     };
     // Held past the snapshot only when the outcome matters to the rules: a
     // recurring rule hears of approvals, counts are given back otherwise.
@@ -256,7 +257,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     let risk = (risk.records_approvals() || held.counts_anything()).then(|| risk.clone());
     let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
         settle_risk(risk.as_deref(), request, &held, false);
-        return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
+        return (response_to(request, Refusal::NoRoute), None);
     };
     let issuer = route.issuer.clone();
     let route_name = route.name.clone();
@@ -272,8 +273,8 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         }
     }
     // Switch-built answers echo the RRN the issuer saw, generated or not.
-    let answer = |code: ResponseCode| {
-        let mut response = decline(request, code);
+    let answer = |refusal: Refusal| {
+        let mut response = response_to(request, refusal);
         if let Some(rrn) = generated_rrn {
             let _ = response.set(37, rrn);
         }
@@ -306,11 +307,9 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         Ok((mut response, issuer_stan)) => {
             response.set_mti(response_mti);
             if response.response_code().is_err() {
-                tracing::warn!(
-                    issuer = issuer.name(),
-                    "issuer response without a valid field 39"
-                );
-                let _ = response.set(39, ResponseCode::SYSTEM_MALFUNCTION.as_bytes());
+                let refusal = Refusal::IssuerResponse;
+                tracing::warn!(issuer = issuer.name(), "{refusal}");
+                let _ = response.set(39, refusal.response_code().as_bytes());
             }
             // An approval keeps its counts until a reversal gives them back.
             let approved = response.response_code().is_ok_and(|c| c.is_approval());
@@ -336,17 +335,16 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 (response, approved)
             }
         }
-        Err(
-            UpstreamError::Timeout { issuer_stan } | UpstreamError::ConnectionLost { issuer_stan },
-        ) => {
-            // The issuer may have approved: upstream has queued a reversal already.
-            let _ = remember(issuer_stan.0, true, None);
-            (answer(ResponseCode::ISSUER_INOPERATIVE), false)
-        }
-        Err(e) if e.is_upstream_fault() => (answer(ResponseCode::ISSUER_INOPERATIVE), false),
         Err(e) => {
-            tracing::error!(issuer = issuer.name(), error = %e, "forwarding failed");
-            (answer(ResponseCode::SYSTEM_MALFUNCTION), false)
+            if let UpstreamError::Timeout { issuer_stan }
+            | UpstreamError::ConnectionLost { issuer_stan } = e
+            {
+                // The issuer may have approved: upstream has queued a reversal already.
+                let _ = remember(issuer_stan.0, true, None);
+            } else if !e.is_upstream_fault() {
+                tracing::error!(issuer = issuer.name(), error = %e, "forwarding failed");
+            }
+            (answer(Refusal::Upstream(e)), false)
         }
     };
     settle_risk(risk.as_deref(), request, &held, approved);
@@ -355,18 +353,18 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
 
 /// 0120/0220: the switch takes responsibility for delivery and acknowledges.
 fn advice(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
-    if request.pan().is_err() || request.stan().is_err() {
-        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+    if let Err(e) = request.pan().and_then(|_| request.stan()) {
+        return (response_to(request, Refusal::Format(e)), None);
     }
     let snapshot = sw.snapshot.load();
     let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
-        return (decline(request, ResponseCode::NO_SUCH_ISSUER), None);
+        return (response_to(request, Refusal::NoRoute), None);
     };
     let mut outbound = request.clone();
     outbound.set_mti(request.mti().original());
     route.issuer.store_and_forward(outbound);
     (
-        decline(request, ResponseCode::APPROVED),
+        response_to(request, Outcome::Approved),
         Some(route.name.clone()),
     )
 }
@@ -376,8 +374,8 @@ fn advice(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
 /// itself on a timeout or lost link, or by an earlier copy of this reversal)
 /// is acknowledged without a second reversal.
 fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
-    if request.stan().is_err() || request.terminal_id().is_err() {
-        return (decline(request, ResponseCode::FORMAT_ERROR), None);
+    if let Err(e) = request.stan().and_then(|_| request.terminal_id()) {
+        return (response_to(request, Refusal::Format(e)), None);
     }
     let snapshot = sw.snapshot.load();
     let key = OriginalKey::of_reversal(request);
@@ -391,7 +389,7 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
     let target = match &original {
         Some(o) if o.reversed => {
             metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
-            return (decline(request, ResponseCode::APPROVED), None);
+            return (response_to(request, Outcome::Approved), None);
         }
         Some(
             o @ Original {
@@ -400,7 +398,7 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
             },
         ) => {
             let field90 = original_data_for_issuer(request, o.mti, *stan);
-            let _ = outbound.set(90, field90);
+            let _ = outbound.set(90, field90.to_field());
             snapshot
                 .issuer(&o.issuer)
                 .map(|i| (i.clone(), Arc::<str>::from(o.issuer.as_ref())))
@@ -409,7 +407,7 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
             // At the issuer still (or it never got there): its answer decides.
             // An approval is reversed then, naming the STAN the issuer saw.
             metrics::counter!("isoswitch_reversals_of_in_flight_total").increment(1);
-            return (decline(request, ResponseCode::APPROVED), None);
+            return (response_to(request, Outcome::Approved), None);
         }
         None => None,
     };
@@ -432,31 +430,28 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
                 }
             }
             issuer.store_and_forward(outbound);
-            (decline(request, ResponseCode::APPROVED), Some(label))
+            (response_to(request, Outcome::Approved), Some(label))
         }
-        None if request.has(2) => (decline(request, ResponseCode::NO_SUCH_ISSUER), None),
-        None => (decline(request, ResponseCode::FORMAT_ERROR), None),
+        None if request.has(2) => (response_to(request, Refusal::NoRoute), None),
+        None => (
+            response_to(request, Refusal::Format(FieldError::Missing(2))),
+            None,
+        ),
     }
 }
 
 /// Field 90 as the issuer must see it: the original MTI, the STAN the switch
-/// sent, and the rest of the terminal's field 90 (time, institution ids).
-fn original_data_for_issuer(request: &Message, mti: Mti, issuer_stan: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(42);
-    out.extend_from_slice(mti.as_bytes());
-    out.extend_from_slice(&crate::iso8583::Stan(issuer_stan).to_digits());
-    match request.get(90) {
-        Some(v) if v.len() == 42 => out.extend_from_slice(&v[10..]),
-        _ => {
-            let time = request
-                .get(7)
-                .filter(|t| t.len() == 10)
-                .unwrap_or(b"0000000000");
-            out.extend_from_slice(time);
-            out.extend_from_slice(&[b'0'; 22]);
-        }
+/// sent, and the rest of the terminal's field 90 (time, institution ids), or
+/// of the reversal itself when its field 90 does not parse.
+fn original_data_for_issuer(request: &Message, mti: Mti, issuer_stan: u32) -> OriginalData {
+    let named = request
+        .original_data()
+        .unwrap_or_else(|_| OriginalData::from_request(request));
+    OriginalData {
+        mti,
+        stan: Stan(issuer_stan),
+        ..named
     }
-    out
 }
 
 #[cfg(test)]
@@ -497,11 +492,8 @@ mod tests {
     }
 
     #[test]
-    fn decline_echoes_the_request_and_sets_the_code() {
-        let r = decline(
-            &purchase("000000", "000000001000"),
-            ResponseCode::NO_SUCH_ISSUER,
-        );
+    fn a_switch_response_echoes_the_request_and_sets_the_code() {
+        let r = response_to(&purchase("000000", "000000001000"), Refusal::NoRoute);
         assert_eq!(r.mti(), Mti::from_static("0210"));
         assert_eq!(r.get_str(39), Some("15"));
         assert_eq!(r.get_str(11), Some("000001"));
@@ -509,6 +501,10 @@ mod tests {
 
     #[test]
     fn channel_rules_give_12_and_13() {
+        use crate::iso8583::ResponseCode;
+        let check_channel = |channel, request: &Message| {
+            check_channel(channel, request).map_err(|refusal| refusal.response_code())
+        };
         let pos = Channel::Pos;
         assert_eq!(
             check_channel(pos, &purchase("000000", "000000001000")),
@@ -556,5 +552,26 @@ mod tests {
         assert_eq!(network(&echo).mti(), Mti::from_static("0810"));
         let other = request("0800", &[(11, "000001"), (70, "999")]);
         assert_eq!(network(&other).get_str(39), Some("12"));
+    }
+
+    #[test]
+    fn the_issuer_field_90_names_its_stan_and_keeps_the_terminal_time_and_ids() {
+        let reversal = request(
+            "0400",
+            &[
+                (11, "000009"),
+                (41, "TERM0001"),
+                (90, "020000000511231841000000001234500000000000"),
+            ],
+        );
+        let field = original_data_for_issuer(&reversal, Mti::from_static("0200"), 777);
+        assert_eq!(
+            field.to_string(),
+            "020000077711231841000000001234500000000000"
+        );
+        // Without a usable field 90: the reversal's own time (field 7).
+        let bare = request("0400", &[(7, "1123184100"), (11, "000009")]);
+        let field = original_data_for_issuer(&bare, Mti::from_static("0100"), 1);
+        assert_eq!(&field.to_string()[..20], "01000000011123184100");
     }
 }

@@ -5,6 +5,7 @@
 pub mod events;
 mod handler;
 pub mod originals;
+pub mod outcome;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,19 +16,42 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::Channel;
-use crate::config::{Config, Endpoint};
-use crate::simulator::Simulator;
-pub use handler::decline;
+use crate::config::{Config, ConfigError, Endpoint};
+use crate::iso8583::SpecError;
+use crate::risk::RiskError;
+use crate::route::BinTableError;
+use crate::simulator::{Simulator, SimulatorError};
+use crate::upstream::UpstreamError;
+pub use handler::response_to;
 use originals::Originals;
 pub use snapshot::Snapshot;
 
-/// Why the switch could not start or reload.
+/// Why the switch could not start or reload, keeping the error behind it.
+/// Each message stands alone (logs and the admin API print only it); the
+/// command line skips a cause whose text the message already holds.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
-    #[error("{0}")]
-    Config(String),
-    #[error("issuer simulator: {0}")]
-    Simulator(String),
+    /// The config file does not load.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Two BIN patterns of the routes are equally specific.
+    #[error(transparent)]
+    Routes(#[from] BinTableError),
+    #[error(transparent)]
+    Risk(#[from] RiskError),
+    #[error("issuer {issuer:?}: {source}")]
+    IssuerSpec {
+        issuer: String,
+        #[source]
+        source: SpecError,
+    },
+    /// An issuer's links cannot start; the error names the issuer.
+    #[error(transparent)]
+    Issuer(#[from] UpstreamError),
+    #[error("route {route:?}: issuer {issuer:?} is not defined")]
+    UndefinedIssuer { route: String, issuer: String },
+    #[error(transparent)]
+    Simulator(#[from] SimulatorError),
 }
 
 /// Where a message came in: the listener's name and channel kind, both bounded
@@ -127,9 +151,7 @@ impl Switch {
             .iter()
             .any(|i| i.endpoints.iter().any(|e| matches!(e, Endpoint::Simulator)));
         let simulator = match (&config.simulator, wants_sim) {
-            (Some(sim), true) => Some(Arc::new(
-                Simulator::new(sim).map_err(|e| SwitchError::Simulator(e.to_string()))?,
-            )),
+            (Some(sim), true) => Some(Arc::new(Simulator::new(sim)?)),
             _ => None,
         };
         let (snapshot, _) = Snapshot::build(config, None, simulator.as_ref(), &shutdown)?;
@@ -262,7 +284,7 @@ impl Switch {
         };
         let result = match config {
             Ok(c) => self.reload(c).await,
-            Err(e) => Err(SwitchError::Config(e.to_string())),
+            Err(e) => Err(SwitchError::Config(e)),
         };
         match &result {
             Ok(generation) => {

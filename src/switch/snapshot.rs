@@ -62,12 +62,9 @@ impl Snapshot {
         simulator: Option<&Arc<Simulator>>,
         shutdown: &CancellationToken,
     ) -> Result<(Snapshot, Vec<CancellationToken>), SwitchError> {
-        let routes = config
-            .route_table()
-            .map_err(|e| SwitchError::Config(e.to_string()))?;
+        let routes = config.route_table()?;
         let risk_state = previous.map_or_else(RiskState::new, |p| p.risk.state().clone());
-        let risk = RiskRules::compile(&config.risk, &risk_state)
-            .map_err(|e| SwitchError::Config(e.to_string()))?;
+        let risk = RiskRules::compile(&config.risk, &risk_state)?;
         let mut issuers = Vec::with_capacity(config.issuers.len());
         let mut kept = Vec::new();
         let mut started = StartedIssuers(Vec::new());
@@ -88,15 +85,16 @@ impl Snapshot {
                     }
                 }
                 None => {
-                    let spec = crate::specs::resolve(&ic.spec)
-                        .map_err(|e| SwitchError::Config(format!("issuer {:?}: {e}", ic.name)))?;
+                    let spec = crate::specs::resolve(&ic.spec).map_err(|source| {
+                        SwitchError::IssuerSpec {
+                            issuer: ic.name.clone(),
+                            source,
+                        }
+                    })?;
                     let token = shutdown.child_token();
                     started.0.push(token.clone());
                     let issuer =
-                        Issuer::start(ic, Arc::new(spec), simulator.cloned(), token.clone())
-                            .map_err(|e| {
-                                SwitchError::Config(format!("issuer {:?}: {e}", ic.name))
-                            })?;
+                        Issuer::start(ic, Arc::new(spec), simulator.cloned(), token.clone())?;
                     IssuerEntry {
                         config: ic.clone(),
                         issuer,
@@ -111,11 +109,9 @@ impl Snapshot {
             let entry = issuers
                 .iter()
                 .find(|e| e.config.name == rc.issuer)
-                .ok_or_else(|| {
-                    SwitchError::Config(format!(
-                        "route {:?}: issuer {:?} is not defined",
-                        rc.name, rc.issuer
-                    ))
+                .ok_or_else(|| SwitchError::UndefinedIssuer {
+                    route: rc.name.clone(),
+                    issuer: rc.issuer.clone(),
                 })?;
             route_list.push(Route {
                 name: Arc::from(rc.name.as_str()),
