@@ -61,6 +61,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `isoswitch spec show … | head`: the reader has what it wanted.
+        Err(e) if cmd::stdout::reader_went_away(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` joins the cause chain with ": " on one line.
             eprintln!("isoswitch: {}", format!("{e:#}").replace('\n', " "));

@@ -6,6 +6,7 @@ pub mod rules;
 pub mod send;
 pub mod serve;
 pub mod spec;
+pub mod stdout;
 
 /// Turns transparent huge pages off for this process. mimalloc asks the kernel
 /// for 2 MiB pages, and it hands freed memory back to the OS: every first touch

@@ -1,0 +1,47 @@
+//! The codec and spec commands as a new user meets them: the real binary, its
+//! exit status and what it prints when output is cut short or input is wrong.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `isoswitch … | head`: the reader is gone before the command writes.
+fn run_with_reader_gone(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_isoswitch"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("isoswitch runs");
+    // Closing the read end now (the child is still starting) makes its
+    // first write to stdout fail with a broken pipe.
+    drop(child.stdout.take());
+    child.wait_with_output().expect("isoswitch finishes")
+}
+
+#[test]
+fn output_cut_short_by_the_reader_exits_quietly() {
+    for args in [
+        &["spec", "show", "--spec", "iso87ascii"][..],
+        &["spec", "export", "--spec", "iso87ascii"],
+        &["spec", "export", "--spec", "iso87bcd", "--format", "moov"],
+    ] {
+        let out = run_with_reader_gone(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
+}
