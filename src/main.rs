@@ -64,8 +64,8 @@ fn main() -> ExitCode {
         // `isoswitch spec show … | head`: the reader has what it wanted.
         Err(e) if cmd::stdout::reader_went_away(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` joins the cause chain with ": " on one line.
-            eprintln!("isoswitch: {}", format!("{e:#}").replace('\n', " "));
+            let error: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("isoswitch: {}", cmd::error_line(error));
             ExitCode::FAILURE
         }
     }

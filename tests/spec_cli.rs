@@ -8,6 +8,15 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+fn isoswitch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_isoswitch"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("isoswitch runs")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -44,4 +53,16 @@ fn output_cut_short_by_the_reader_exits_quietly() {
         );
         assert_eq!(text(&out.stderr), "", "{args:?}");
     }
+}
+
+#[test]
+fn a_missing_spec_file_names_the_os_error_once() {
+    let out = isoswitch(&["spec", "show", "--spec", "no-such-dir/my.toml"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("isoswitch: no-such-dir/my.toml: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 }
