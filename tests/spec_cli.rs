@@ -66,3 +66,34 @@ fn a_missing_spec_file_names_the_os_error_once() {
     );
     assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 }
+
+#[test]
+fn an_unsupported_jpos_class_is_named_and_the_list_is_in_help() {
+    let xml = std::fs::read_to_string(root().join("tests/fixtures/specs/jpos-iso87ascii.xml"))
+        .expect("fixture")
+        .replacen(
+            "org.jpos.iso.IFA_NUMERIC\"",
+            "org.jpos.iso.IFA_NUMERIC \"",
+            1,
+        );
+    let dir = std::env::temp_dir().join(format!("isoswitch-spec-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("packager.xml");
+    std::fs::write(&path, xml).expect("written");
+    let out = isoswitch(&["spec", "import", path.to_str().expect("UTF-8 temp path")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("jPOS class \"org.jpos.iso.IFA_NUMERIC \" is not supported"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("spec import --help"), "{stderr}");
+    assert!(stderr.len() < 250, "one short line: {stderr}");
+
+    let help = isoswitch(&["spec", "import", "--help"]);
+    let help = text(&help.stdout);
+    for class in ["IFA_NUMERIC", "IFB_LLHNUM", "IFE_LLLBINARY", "HexToASCII"] {
+        assert!(help.contains(class), "{class} in {help}");
+    }
+}

@@ -9,6 +9,7 @@ use isoswitch::iso8583::{import, Spec};
 #[derive(clap::Subcommand)]
 pub enum SpecCommand {
     /// Convert a jPOS GenericPackager XML or moov-io JSON spec to our TOML (stdout).
+    #[command(after_help = import::supported_help())]
     Import {
         /// The file to import; its format is told by extension or first character.
         file: PathBuf,

@@ -31,10 +31,11 @@ const FIELD_KEYS: &[&str] = &[
     "bcd_filler",
 ];
 
-const SUPPORTED_TYPES: &str = "supported: String, Numeric, Binary, Bitmap";
-const SUPPORTED_ENCODINGS: &str =
+pub(super) const SUPPORTED_TYPES: &str = "supported: String, Numeric, Binary, Bitmap";
+pub(super) const SUPPORTED_ENCODINGS: &str =
     "supported: ASCII, EBCDIC, BCD, LBCD, Binary, HexToASCII (also under its old name Hex)";
-const SUPPORTED_PREFIXES: &str = "supported: ASCII, EBCDIC or BCD with .Fixed, .LL, .LLL or \
+pub(super) const SUPPORTED_PREFIXES: &str =
+    "supported: ASCII, EBCDIC or BCD with .Fixed, .LL, .LLL or \
      .LLLL; Binary.Fixed, Binary.L, Binary.LL; Hex.Fixed";
 
 /// Imports a moov-io/iso8583 JSON spec; `origin` names it in errors.
