@@ -224,6 +224,74 @@ async fn admin_reload(State(state): State<Arc<OpsState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The admin router of the embedded default, with `token`, on a free port.
+    async fn admin_on_loopback(
+        token: Option<&str>,
+        shutdown: &CancellationToken,
+    ) -> std::net::SocketAddr {
+        let config = Config::embedded_default().expect("embedded default");
+        let switch = Switch::start(config, shutdown.clone()).expect("switch starts");
+        let state = OpsState::new(switch, None, token.map(str::to_owned));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback");
+        let addr = listener.local_addr().expect("bound");
+        tokio::spawn(serve(listener, admin_routes(state), shutdown.clone()));
+        addr
+    }
+
+    /// The status code of one plain HTTP/1.1 request.
+    async fn status(addr: std::net::SocketAddr, method: &str, path: &str, auth: &str) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("writes");
+        let mut raw = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut raw),
+        )
+        .await
+        .expect("answered in time")
+        .expect("reads");
+        let text = String::from_utf8_lossy(&raw);
+        text.split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("an HTTP status line: {text}"))
+    }
+
+    #[tokio::test]
+    async fn every_admin_route_is_behind_the_token() {
+        let shutdown = CancellationToken::new();
+        let addr = admin_on_loopback(Some("s3cret"), &shutdown).await;
+        for (method, path) in [
+            ("GET", "/admin/routes"),
+            ("GET", "/admin/issuers"),
+            ("POST", "/admin/reload"),
+        ] {
+            assert_eq!(status(addr, method, path, "").await, 401, "{path}");
+            let wrong = "Authorization: Bearer s3cre\r\n";
+            assert_eq!(status(addr, method, path, wrong).await, 401, "{path}");
+            let right = "Authorization: Bearer s3cret\r\n";
+            assert_eq!(status(addr, method, path, right).await, 200, "{path}");
+        }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_a_configured_token_the_admin_routes_are_off() {
+        let shutdown = CancellationToken::new();
+        let addr = admin_on_loopback(None, &shutdown).await;
+        let any = "Authorization: Bearer anything\r\n";
+        assert_eq!(status(addr, "GET", "/admin/routes", any).await, 403);
+        assert_eq!(status(addr, "POST", "/admin/reload", any).await, 403);
+        shutdown.cancel();
+    }
 
     #[test]
     fn token_comparison_needs_every_byte() {
