@@ -10,9 +10,29 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A config file in a directory of its own, removed when dropped.
+struct ScratchConfig {
+    path: PathBuf,
+}
+
+impl std::ops::Deref for ScratchConfig {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchConfig {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The shipped default config with its listener and metrics addresses (and
 /// the listener's spec) replaced, written where only this test looks.
-fn config(test: &str, listener: &str, metrics: &str, spec: &str) -> PathBuf {
+fn config(test: &str, listener: &str, metrics: &str, spec: &str) -> ScratchConfig {
     let text = std::fs::read_to_string(root().join("config/default.toml"))
         .expect("config/default.toml is in the repository")
         .replace("\"127.0.0.1:8583\"", &format!("{listener:?}"))
@@ -28,7 +48,7 @@ fn config(test: &str, listener: &str, metrics: &str, spec: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("switch.toml");
     std::fs::write(&path, text).expect("config written");
-    path
+    ScratchConfig { path }
 }
 
 /// Runs `serve` expecting it to give up at start-up; a switch that starts
@@ -52,11 +72,7 @@ fn serve_expecting_failure(config: &Path) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = child.wait_with_output().expect("output");
-    if let Some(dir) = config.parent() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    out
+    child.wait_with_output().expect("output")
 }
 
 fn held() -> (TcpListener, String) {
@@ -114,4 +130,16 @@ fn a_bad_listener_spec_is_reported_before_any_port_is_bound() {
         "{stderr}"
     );
     assert!(!stderr.contains("cannot bind"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_names_the_os_error_once() {
+    let out = serve_expecting_failure(Path::new("no-such-dir/switch.toml"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("isoswitch: no-such-dir/switch.toml: cannot read the config file"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 }
