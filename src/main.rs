@@ -61,29 +61,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `isoswitch spec show … | head`: the reader has what it wanted.
+        Err(e) if cmd::stdout::reader_went_away(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("isoswitch: {}", one_line(&e));
+            let error: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("isoswitch: {}", cmd::error_line(error));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, joined with ": ". A cause whose text
-/// the line already holds is skipped: our errors print their source in their
-/// own message too, and an OS error should reach the user once.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }
 
 #[cfg(test)]
@@ -101,7 +86,7 @@ mod tests {
         let os = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
         let e = anyhow::Error::new(Bind { source: os }).context("listener \"pos\"");
         assert_eq!(
-            one_line(&e),
+            cmd::error_line(e.as_ref()),
             "listener \"pos\": cannot bind 127.0.0.1:1: address in use"
         );
     }
@@ -109,6 +94,6 @@ mod tests {
     #[test]
     fn causes_not_in_the_message_are_joined() {
         let e = anyhow::anyhow!("no such file").context("reading\nconfig");
-        assert_eq!(one_line(&e), "reading config: no such file");
+        assert_eq!(cmd::error_line(e.as_ref()), "reading config: no such file");
     }
 }

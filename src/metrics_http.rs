@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -82,12 +84,16 @@ pub fn metrics_routes(state: Arc<OpsState>) -> Router {
         .with_state(state)
 }
 
-/// `/admin/*`.
+/// `/admin/*`, every route behind the admin token.
 pub fn admin_routes(state: Arc<OpsState>) -> Router {
     Router::new()
         .route("/admin/routes", get(admin_routes_json))
         .route("/admin/issuers", get(admin_issuers_json))
         .route("/admin/reload", post(admin_reload))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ))
         .with_state(state)
 }
 
@@ -129,13 +135,22 @@ async fn readyz(State(state): State<Arc<OpsState>>) -> Response {
     }
 }
 
-/// Compares without leaking the token's length or prefix through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xFF));
+/// Compares in constant time, so the response time does not tell how much of
+/// a guess was right. (A wrong length answers early; the length is not the secret.)
+fn token_matches(given: &[u8], token: &[u8]) -> bool {
+    given.ct_eq(token).into()
+}
+
+/// Lets a request through to the admin handlers only with the admin token.
+async fn require_admin_token(
+    State(state): State<Arc<OpsState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match refusal(&state, request.headers()) {
+        Some(denied) => denied,
+        None => next.run(request).await,
     }
-    diff == 0
 }
 
 /// The refusal for a request without the admin token; None lets it through.
@@ -156,7 +171,7 @@ fn refusal(state: &OpsState, headers: &HeaderMap) -> Option<Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
+        Some(g) if token_matches(g.as_bytes(), token.as_bytes()) => None,
         _ => Some(
             (
                 StatusCode::UNAUTHORIZED,
@@ -168,10 +183,7 @@ fn refusal(state: &OpsState, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-async fn admin_routes_json(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = refusal(&state, &headers) {
-        return denied;
-    }
+async fn admin_routes_json(State(state): State<Arc<OpsState>>) -> Response {
     let snapshot = state.switch.snapshot();
     let routes: Vec<_> = snapshot
         .config
@@ -190,19 +202,13 @@ async fn admin_routes_json(State(state): State<Arc<OpsState>>, headers: HeaderMa
     Json(json!({ "generation": snapshot.generation, "routes": routes })).into_response()
 }
 
-async fn admin_issuers_json(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = refusal(&state, &headers) {
-        return denied;
-    }
+async fn admin_issuers_json(State(state): State<Arc<OpsState>>) -> Response {
     let snapshot = state.switch.snapshot();
     let issuers: Vec<_> = snapshot.issuers.iter().map(|e| e.issuer.status()).collect();
     Json(json!({ "generation": snapshot.generation, "issuers": issuers })).into_response()
 }
 
-async fn admin_reload(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = refusal(&state, &headers) {
-        return denied;
-    }
+async fn admin_reload(State(state): State<Arc<OpsState>>) -> Response {
     match state.switch.reload_from(state.config_path.as_deref()).await {
         Ok(generation) => {
             Json(json!({ "reloaded": true, "generation": generation })).into_response()
@@ -218,12 +224,80 @@ async fn admin_reload(State(state): State<Arc<OpsState>>, headers: HeaderMap) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The admin router of the embedded default, with `token`, on a free port.
+    async fn admin_on_loopback(
+        token: Option<&str>,
+        shutdown: &CancellationToken,
+    ) -> std::net::SocketAddr {
+        let config = Config::embedded_default().expect("embedded default");
+        let switch = Switch::start(config, shutdown.clone()).expect("switch starts");
+        let state = OpsState::new(switch, None, token.map(str::to_owned));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback");
+        let addr = listener.local_addr().expect("bound");
+        tokio::spawn(serve(listener, admin_routes(state), shutdown.clone()));
+        addr
+    }
+
+    /// The status code of one plain HTTP/1.1 request.
+    async fn status(addr: std::net::SocketAddr, method: &str, path: &str, auth: &str) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("writes");
+        let mut raw = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut raw),
+        )
+        .await
+        .expect("answered in time")
+        .expect("reads");
+        let text = String::from_utf8_lossy(&raw);
+        text.split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("an HTTP status line: {text}"))
+    }
+
+    #[tokio::test]
+    async fn every_admin_route_is_behind_the_token() {
+        let shutdown = CancellationToken::new();
+        let addr = admin_on_loopback(Some("s3cret"), &shutdown).await;
+        for (method, path) in [
+            ("GET", "/admin/routes"),
+            ("GET", "/admin/issuers"),
+            ("POST", "/admin/reload"),
+        ] {
+            assert_eq!(status(addr, method, path, "").await, 401, "{path}");
+            let wrong = "Authorization: Bearer s3cre\r\n";
+            assert_eq!(status(addr, method, path, wrong).await, 401, "{path}");
+            let right = "Authorization: Bearer s3cret\r\n";
+            assert_eq!(status(addr, method, path, right).await, 200, "{path}");
+        }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_a_configured_token_the_admin_routes_are_off() {
+        let shutdown = CancellationToken::new();
+        let addr = admin_on_loopback(None, &shutdown).await;
+        let any = "Authorization: Bearer anything\r\n";
+        assert_eq!(status(addr, "GET", "/admin/routes", any).await, 403);
+        assert_eq!(status(addr, "POST", "/admin/reload", any).await, 403);
+        shutdown.cancel();
+    }
 
     #[test]
     fn token_comparison_needs_every_byte() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(!token_matches(b"secret", b"secreT"));
+        assert!(!token_matches(b"secret", b"secret2"));
+        assert!(!token_matches(b"", b"x"));
     }
 }

@@ -29,14 +29,31 @@ pub fn builtin(name: &str) -> Option<Result<Spec, SpecError>> {
         .map(|(n, text)| Spec::from_toml_str(text, &format!("built-in spec {n}")))
 }
 
-/// A spec file if `path` exists, else the shipped spec of that name.
+/// A spec file if `path` exists, else the shipped spec of that name. A bare
+/// name that is neither (`iso87asci`) is answered with the built-in names.
 pub fn resolve(path: &Path) -> Result<Spec, SpecError> {
     if !path.exists() {
         if let Some(spec) = path.to_str().and_then(builtin) {
             return spec;
         }
+        let bare_name = path.parent() == Some(Path::new("")) && path.extension().is_none();
+        if bare_name {
+            return Err(SpecError::Invalid {
+                origin: path.display().to_string(),
+                message: format!(
+                    "no such spec file, nor a built-in spec (built-in: {})",
+                    builtin_names()
+                ),
+            });
+        }
     }
     Spec::load(path)
+}
+
+/// The built-in spec names, comma-separated.
+pub fn builtin_names() -> String {
+    let names: Vec<&str> = BUILTIN.iter().map(|(name, _)| *name).collect();
+    names.join(", ")
 }
 
 #[cfg(test)]
@@ -57,5 +74,17 @@ mod tests {
         assert!(resolve(Path::new("specs/iso87ebcdic.toml")).is_ok());
         let err = resolve(Path::new("no-such-spec")).expect_err("unknown");
         assert!(err.to_string().contains("no-such-spec"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelled_builtin_name_is_answered_with_the_builtin_names() {
+        let err = resolve(Path::new("iso87asci")).expect_err("misspelled");
+        let text = err.to_string();
+        assert!(text.starts_with("iso87asci: "), "{text}");
+        for (name, _) in BUILTIN {
+            assert!(text.contains(name), "{name} in {text}");
+        }
+        let err = resolve(Path::new("no-such-dir/my.toml")).expect_err("a path");
+        assert!(matches!(err, SpecError::Read { .. }), "{err}");
     }
 }

@@ -193,6 +193,7 @@ fn rules_test_counts_velocity_across_the_requests_it_reads() {
         ],
         &input,
     );
+    let _ = std::fs::remove_file(&config);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let codes: Vec<String> = text(&out.stdout)
         .lines()

@@ -1,6 +1,6 @@
 //! `parse`, `build` and `explain`: one message between stdin and stdout.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -64,7 +64,7 @@ fn read_message(args: &CodecArgs, spec: &Spec) -> Result<Message> {
 pub fn parse(args: &CodecArgs) -> Result<()> {
     let spec = load_spec(args)?;
     let msg = read_message(args, &spec)?;
-    println!("{}", json::to_json(&spec, &msg));
+    super::stdout::println(json::to_json(&spec, &msg))?;
     Ok(())
 }
 
@@ -74,23 +74,17 @@ pub fn build(args: &CodecArgs) -> Result<()> {
     let text = std::str::from_utf8(&input).context("stdin: expected UTF-8 JSON")?;
     let msg = json::from_json_str(&spec, text)?;
     let wire = msg.encode(&spec)?;
-    let mut stdout = std::io::stdout().lock();
     if args.hex {
-        writeln!(
-            stdout,
-            "{}",
-            isoswitch::iso8583::encoding::hex::to_string(&wire)
-        )?;
+        super::stdout::println(isoswitch::iso8583::encoding::hex::to_string(&wire))?;
     } else {
-        stdout.write_all(&wire)?;
+        super::stdout::print(&wire)?;
     }
-    stdout.flush()?;
     Ok(())
 }
 
 pub fn explain(args: &CodecArgs) -> Result<()> {
     let spec = load_spec(args)?;
     let msg = read_message(args, &spec)?;
-    print!("{}", table::explain(&spec, &msg));
+    super::stdout::print(table::explain(&spec, &msg))?;
     Ok(())
 }

@@ -6,6 +6,26 @@ pub mod rules;
 pub mod send;
 pub mod serve;
 pub mod spec;
+pub mod stdout;
+
+/// An error and its causes on one line, joined by ": ", each cause once. Many
+/// error types already end their message with their cause's text (thiserror's
+/// `{source}`) and also return it as `source()`; that cause is not repeated.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line.replace('\n', " ")
+}
 
 /// Turns transparent huge pages off for this process. mimalloc asks the kernel
 /// for 2 MiB pages, and it hands freed memory back to the OS: every first touch
@@ -74,4 +94,24 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
         LogFormat::Json => builder.json().try_init(),
     };
     guard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading x.toml: {source}")]
+    struct Repeats {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_line_prints_a_cause_its_error_already_shows_once() {
+        let os = std::io::Error::from_raw_os_error(98);
+        let error = anyhow::Error::new(Repeats { source: os }).context("serve");
+        let line = error_line(error.as_ref());
+        assert_eq!(line.matches("os error 98").count(), 1, "{line}");
+        assert!(line.starts_with("serve: reading x.toml: "), "{line}");
+    }
 }

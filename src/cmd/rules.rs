@@ -98,8 +98,8 @@ fn check(path: Option<PathBuf>) -> Result<()> {
         .iter()
         .filter(|s| s.mode == isoswitch::risk::Mode::Shadow)
         .count();
-    println!(
-        "{origin}: {} rules ({} enforce, {shadow} shadow), in evaluation order:",
+    let mut out = format!(
+        "{origin}: {} rules ({} enforce, {shadow} shadow), in evaluation order:\n",
         summaries.len(),
         summaries.len() - shadow
     );
@@ -133,11 +133,18 @@ fn check(path: Option<PathBuf>) -> Result<()> {
             .collect();
         cells.join("  ").trim_end().to_owned()
     };
-    println!("{}", line(&header));
+    out.push_str(&line(&header));
+    out.push('\n');
     for (row, summary) in rows.iter().zip(summaries) {
-        println!("{}", line(row));
-        println!("{:indent$}{}", "", summary.detail, indent = widths[0] + 2);
+        out.push_str(&line(row));
+        out.push_str(&format!(
+            "\n{:indent$}{}\n",
+            "",
+            summary.detail,
+            indent = widths[0] + 2
+        ));
     }
+    super::stdout::print(out)?;
     Ok(())
 }
 
@@ -205,7 +212,7 @@ fn test(
             rules.record_approval(&message, now);
         }
         let pan = message.get_str(2).map(mask_pan);
-        println!("{}", report(number, &message, pan, now, &ctx, &decision));
+        super::stdout::println(report(number, &message, pan, now, &ctx, &decision))?;
         count += 1;
     }
     if count == 0 {

@@ -107,7 +107,7 @@ async fn send(args: SendArgs) -> Result<()> {
         None => exchange(Framed::new(tcp, codec), frame, limit).await?,
     };
     let message = Message::decode(&spec, response.payload)?;
-    println!("{}", json::to_json(&spec, &message));
+    super::stdout::println(json::to_json(&spec, &message))?;
     Ok(())
 }
 

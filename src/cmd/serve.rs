@@ -1,12 +1,13 @@
 //! `isoswitch serve`: the switch, its listeners and the metrics endpoint, with
 //! SIGHUP reload and a graceful SIGTERM/Ctrl-C shutdown.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use isoswitch::config::Config;
 use isoswitch::metrics_http::{self, OpsState};
 use isoswitch::server::Listener;
@@ -47,27 +48,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    // The whole config is checked before any port is taken, so a typo in a
+    // listener's spec is not reported as "address in use" by a second try.
     let config = load_config(args.config.as_ref())?;
+    check_listeners(&config)?;
     isoswitch::metrics_http::recorder();
     let shutdown = CancellationToken::new();
-    tokio::spawn(metrics_upkeep(shutdown.clone()));
-    let metrics = TcpListener::bind(config.metrics.bind)
-        .await
-        .with_context(|| format!("metrics: cannot bind {}", config.metrics.bind))?;
-    let admin = match config.admin.bind {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("admin: cannot bind {addr}"))?,
-        ),
-        None => None,
-    };
-    let mut listeners = Vec::new();
-    for lc in &config.listeners {
-        listeners.push(Listener::bind(lc).await?);
-    }
     let admin_token = config.admin.token.clone();
+    // Starting the switch builds routes, issuers and risk rules: the rest of
+    // the check. Its issuer links connecting out take no port of ours.
     let switch = Switch::start(config, shutdown.clone())?;
+    let Bound {
+        metrics,
+        admin,
+        listeners,
+    } = bind_all(&switch.snapshot().config).await?;
+    tokio::spawn(metrics_upkeep(shutdown.clone()));
     let ops = OpsState::new(switch.clone(), args.config.clone(), admin_token);
     ops.listeners_bound.store(true, Ordering::Release);
 
@@ -102,6 +98,67 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("in-flight transactions still running after {DRAIN:?}; exiting");
     }
     Ok(())
+}
+
+/// What every listener needs besides its port: spec, framing and TLS.
+fn check_listeners(config: &Config) -> Result<()> {
+    for lc in &config.listeners {
+        let name = &lc.name;
+        isoswitch::specs::resolve(&lc.spec).with_context(|| format!("listener {name:?}"))?;
+        isoswitch::server::frame_config(lc.header(), lc.header_includes_self, lc.tpdu)
+            .map_err(|e| anyhow!("listener {name:?}: {e}"))?;
+        if let Some(tls) = &lc.tls {
+            isoswitch::tls::acceptor(tls).with_context(|| format!("listener {name:?}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every socket `serve` listens on.
+struct Bound {
+    metrics: TcpListener,
+    admin: Option<TcpListener>,
+    listeners: Vec<Listener>,
+}
+
+/// Binds every configured address; when some fail, the error names each one.
+async fn bind_all(config: &Config) -> Result<Bound> {
+    let mut failed = Vec::new();
+    let mut bind = |role: &str, addr: SocketAddr, result: std::io::Result<TcpListener>| {
+        result
+            .map_err(|e| failed.push(format!("{role}: cannot bind {addr}: {e}")))
+            .ok()
+    };
+    let metrics_addr = config.metrics.bind;
+    let metrics = bind(
+        "metrics",
+        metrics_addr,
+        TcpListener::bind(metrics_addr).await,
+    );
+    let admin = match config.admin.bind {
+        Some(addr) => bind("admin", addr, TcpListener::bind(addr).await),
+        None => None,
+    };
+    let mut listeners = Vec::new();
+    for lc in &config.listeners {
+        match Listener::bind(lc).await {
+            Ok(listener) => listeners.push(listener),
+            Err(e) => failed.push(super::error_line(&e)),
+        }
+    }
+    match metrics {
+        Some(metrics) if failed.is_empty() => Ok(Bound {
+            metrics,
+            admin,
+            listeners,
+        }),
+        _ if failed.len() == 1 => bail!("{}", failed[0]),
+        _ => bail!(
+            "cannot bind {} addresses: {}",
+            failed.len(),
+            failed.join("; ")
+        ),
+    }
 }
 
 /// How often histogram samples are folded into their buckets.

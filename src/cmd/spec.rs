@@ -9,6 +9,7 @@ use isoswitch::iso8583::{import, Spec};
 #[derive(clap::Subcommand)]
 pub enum SpecCommand {
     /// Convert a jPOS GenericPackager XML or moov-io JSON spec to our TOML (stdout).
+    #[command(after_help = import::supported_help())]
     Import {
         /// The file to import; its format is told by extension or first character.
         file: PathBuf,
@@ -48,23 +49,26 @@ pub fn run(command: SpecCommand) -> Result<()> {
             } else {
                 import::from_moov_json(&text, &origin)?
             };
-            print!("{}", spec.to_toml());
+            super::stdout::print(spec.to_toml())?;
         }
         SpecCommand::Export { spec, format } => {
             let spec = isoswitch::specs::resolve(&spec)?;
             match format {
-                ExportFormat::Toml => print!("{}", spec.to_toml()),
-                ExportFormat::Moov => println!("{}", import::to_moov_json(&spec)),
+                ExportFormat::Toml => super::stdout::print(spec.to_toml())?,
+                ExportFormat::Moov => super::stdout::println(import::to_moov_json(&spec))?,
             }
         }
-        SpecCommand::Show { spec } => show(&isoswitch::specs::resolve(&spec)?),
+        SpecCommand::Show { spec } => {
+            super::stdout::print(show(&isoswitch::specs::resolve(&spec)?))?
+        }
     }
     Ok(())
 }
 
-fn show(spec: &Spec) {
-    println!(
-        "{}  (MTI {}, bitmap {})",
+/// The field table `spec show` prints.
+fn show(spec: &Spec) -> String {
+    let mut out = format!(
+        "{}  (MTI {}, bitmap {})\n",
         spec.name, spec.mti_encoding, spec.bitmap_encoding
     );
     for f in spec.fields() {
@@ -72,13 +76,14 @@ fn show(spec: &Spec) {
             isoswitch::iso8583::spec::LengthKind::Fixed => String::new(),
             _ => format!(" prefix {}", f.prefix),
         };
-        println!(
-            "{:>4}  {:<45} {:<14} {}{}",
+        out.push_str(&format!(
+            "{:>4}  {:<45} {:<14} {}{}\n",
             f.number,
             f.name,
             f.layout(),
             f.encoding,
             prefix
-        );
+        ));
     }
+    out
 }

@@ -303,8 +303,15 @@ pub enum SpecError {
         origin: String,
         source: std::io::Error,
     },
-    #[error("{origin}: {message}")]
-    Syntax { origin: String, message: String },
+    /// TOML syntax or a key or value the spec format does not have.
+    #[error("{origin}{}: {message}", position(line, column))]
+    Syntax {
+        origin: String,
+        /// 1-based, where toml located it.
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
     #[error("{origin}: field {field}: {message}")]
     Field {
         origin: String,
@@ -313,6 +320,15 @@ pub enum SpecError {
     },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
+}
+
+/// `:line:column` as config errors print it, or nothing when toml gave no place.
+fn position(line: &Option<usize>, column: &Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(":{line}:{column}"),
+        (Some(line), None) => format!(":{line}"),
+        _ => String::new(),
+    }
 }
 
 /// A compiled spec: the codec indexes `fields` by field number on every message.
@@ -342,9 +358,21 @@ impl Spec {
 
     /// Parses and checks TOML spec text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Spec, SpecError> {
-        let file: SpecFile = toml::from_str(text).map_err(|e| SpecError::Syntax {
-            origin: origin.to_string(),
-            message: e.to_string().trim_end().replace('\n', " "),
+        let file: SpecFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(span) => {
+                    let (line, column) = crate::config::line_and_column(text, span.start);
+                    (Some(line), Some(column))
+                }
+                None => (None, None),
+            };
+            SpecError::Syntax {
+                origin: origin.to_string(),
+                line,
+                column,
+                // toml's own messages may span lines; keep ours on one.
+                message: e.message().trim().replace('\n', "; "),
+            }
         })?;
         Spec::compile(file, origin)
     }
@@ -617,6 +645,17 @@ class = "n"
     fn refuses_unknown_keys_by_name() {
         let err = with_field("[fields.3]\nname=\"x\"\nmax=6\nclass=\"n\"\ncolour=1").unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn toml_errors_name_file_line_and_column_on_one_line() {
+        let lines_before = MINIMAL.lines().count() + 1;
+        let err = with_field("[fields.3]\nname = \"x\nmax = 6").unwrap_err();
+        let text = err.to_string();
+        let place = format!("t.toml:{}:", lines_before + 2);
+        assert!(text.starts_with(&place), "{place} in {text}");
+        assert!(!text.contains('\n'), "{text}");
+        assert!(!text.contains('^'), "no caret diagram: {text}");
     }
 
     #[test]

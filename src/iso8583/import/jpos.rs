@@ -68,6 +68,12 @@ const fn class(
 /// data as hex text for `IFA_BINARY`/`IFA_LLABINARY`, raw for `IFA_LL*BINARY`),
 /// `IFB_*` pack numbers and length prefixes as BCD (the `H` variants use a binary
 /// length byte or two), `IFE_*` write EBCDIC.
+/// The jPOS field classes the importer reads, for `spec import --help`.
+pub fn class_names() -> String {
+    let names: Vec<&str> = CLASSES.iter().map(|c| c.name).collect();
+    format!("{PACKAGE}{{{}}}", names.join(", "))
+}
+
 const CLASSES: &[Class] = &[
     class("IFA_NUMERIC", Numeric, Fixed, Ascii, Ascii),
     class("IFA_LLNUM", Numeric, LL, Ascii, Ascii),
@@ -346,7 +352,8 @@ impl<'a> IsoField<'a> {
         }
     }
 
-    /// The supported class this field names, or a refusal that lists them all.
+    /// The supported class this field names, or a refusal naming it (quoted,
+    /// so stray spaces show) and pointing to the list in `spec import --help`.
     fn class(&self, origin: &str) -> Result<&'static Class, ImportError> {
         let short = self.class.strip_prefix(PACKAGE);
         if let Some(found) = short.and_then(|s| CLASSES.iter().find(|c| c.name == s)) {
@@ -356,13 +363,12 @@ impl<'a> IsoField<'a> {
             "EBCDIC hex bitmaps are not supported; use IFB_BITMAP (binary) or IFA_BITMAP (ASCII hex)"
                 .to_string()
         } else {
-            let names: Vec<&str> = CLASSES.iter().map(|c| c.name).collect();
-            format!("supported: {} in {PACKAGE}*", names.join(", "))
+            "`isoswitch spec import --help` lists the supported classes".to_string()
         };
         Err(ImportError::Unsupported {
             origin: origin.to_string(),
             field: self.id.to_string(),
-            what: format!("jPOS class {}", self.class),
+            what: format!("jPOS class {:?}", self.class),
             why,
         })
     }
@@ -667,13 +673,35 @@ mod tests {
         );
         assert!(
             err.contains(
-                "t.xml:4: field 48: jPOS class org.jpos.iso.IFA_LLLSOMETHING is not supported"
+                "t.xml:4: field 48: jPOS class \"org.jpos.iso.IFA_LLLSOMETHING\" is not supported"
             ),
             "{err}"
         );
-        assert!(err.contains("supported: IFA_NUMERIC, IFA_LLNUM"), "{err}");
+        assert!(
+            err.contains("`isoswitch spec import --help` lists"),
+            "{err}"
+        );
+        assert!(err.len() < 200, "short: {err}");
         let err = refusal(r#"<isofield id="48" length="9" name="x" class="com.acme.IFX_MAGIC"/>"#);
-        assert!(err.contains("com.acme.IFX_MAGIC is not supported"), "{err}");
+        assert!(
+            err.contains("\"com.acme.IFX_MAGIC\" is not supported"),
+            "{err}"
+        );
+        let err =
+            refusal(r#"<isofield id="48" length="9" name="x" class="org.jpos.iso.IFA_NUMERIC "/>"#);
+        assert!(err.contains("\"org.jpos.iso.IFA_NUMERIC \""), "{err}");
+    }
+
+    #[test]
+    fn the_class_list_names_every_supported_class() {
+        let list = class_names();
+        assert!(
+            list.starts_with("org.jpos.iso.{IFA_NUMERIC, IFA_LLNUM"),
+            "{list}"
+        );
+        for class in CLASSES {
+            assert!(list.contains(class.name), "{}", class.name);
+        }
     }
 
     #[test]
@@ -687,7 +715,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("field 1: jPOS class org.jpos.iso.IFE_BITMAP"),
+            err.contains("field 1: jPOS class \"org.jpos.iso.IFE_BITMAP\""),
             "{err}"
         );
         assert!(err.contains("IFB_BITMAP"), "{err}");

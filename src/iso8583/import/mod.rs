@@ -13,6 +13,36 @@ use crate::iso8583::SpecError;
 pub use jpos::from_jpos_xml;
 pub use moov::{from_moov_json, to_moov_json};
 
+/// What `spec import` reads, for its `--help`.
+pub fn supported_help() -> String {
+    let supported = |list: &str| wrapped(list.trim_start_matches("supported: "));
+    format!(
+        "jPOS GenericPackager field classes:\n{}\n\nmoov-io JSON field types:\n{}\n\
+         moov-io encodings:\n{}\nmoov-io prefixes:\n{}",
+        wrapped(&jpos::class_names()),
+        supported(moov::SUPPORTED_TYPES),
+        supported(moov::SUPPORTED_ENCODINGS),
+        supported(moov::SUPPORTED_PREFIXES),
+    )
+}
+
+/// `text` indented by two spaces, broken between words before 78 columns.
+fn wrapped(text: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::from(" ");
+    for word in text.split(' ') {
+        if line.len() + 1 + word.len() > 78 {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(" ");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out
+}
+
 /// Why a foreign spec could not be imported: every variant names the origin (with a
 /// line for XML), the field, and what was expected against what was found.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,9 @@ use std::fmt;
 use std::path::Path;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Serialize;
+use serde_json::ser::PrettyFormatter;
+use serde_json::{json, Map, Value};
 
 use super::{compile, ImportError};
 use crate::iso8583::spec::{
@@ -28,10 +31,11 @@ const FIELD_KEYS: &[&str] = &[
     "bcd_filler",
 ];
 
-const SUPPORTED_TYPES: &str = "supported: String, Numeric, Binary, Bitmap";
-const SUPPORTED_ENCODINGS: &str =
+pub(super) const SUPPORTED_TYPES: &str = "supported: String, Numeric, Binary, Bitmap";
+pub(super) const SUPPORTED_ENCODINGS: &str =
     "supported: ASCII, EBCDIC, BCD, LBCD, Binary, HexToASCII (also under its old name Hex)";
-const SUPPORTED_PREFIXES: &str = "supported: ASCII, EBCDIC or BCD with .Fixed, .LL, .LLL or \
+pub(super) const SUPPORTED_PREFIXES: &str =
+    "supported: ASCII, EBCDIC or BCD with .Fixed, .LL, .LLL or \
      .LLLL; Binary.Fixed, Binary.L, Binary.LL; Hex.Fixed";
 
 /// Imports a moov-io/iso8583 JSON spec; `origin` names it in errors.
@@ -158,52 +162,46 @@ pub fn from_moov_json(text: &str, origin: &str) -> Result<Spec, ImportError> {
 /// only where moov's own names cannot say it). moov itself has no `x+n` packed
 /// as BCD and no `F` filler; for those fields it would read the digits only.
 pub fn to_moov_json(spec: &Spec) -> String {
-    let mut fields = vec![
-        ("0".to_string(), mti_entry(spec.mti_encoding)),
-        ("1".to_string(), bitmap_entry(spec.bitmap_encoding)),
-    ];
-    fields.extend(
-        spec.fields()
-            .map(|f| (f.number.to_string(), field_entry(f))),
-    );
-    let document = Out::Object(vec![
-        ("name", Out::Text(spec.name.clone())),
-        ("fields", Out::Keyed(fields)),
-    ]);
-    let mut out = String::new();
-    document.render(0, &mut out);
+    let mut fields = Map::new();
+    fields.insert("0".into(), mti_entry(spec.mti_encoding));
+    fields.insert("1".into(), bitmap_entry(spec.bitmap_encoding));
+    for f in spec.fields() {
+        fields.insert(f.number.to_string(), field_entry(f));
+    }
+    let document = json!({ "name": spec.name, "fields": fields });
+    // Tabs, as moov's own exporter indents.
+    let mut out = Vec::new();
+    let mut writer =
+        serde_json::Serializer::with_formatter(&mut out, PrettyFormatter::with_indent(b"\t"));
+    document
+        .serialize(&mut writer)
+        .expect("a JSON value serializes into memory");
+    let mut out = String::from_utf8(out).expect("serde_json writes UTF-8");
     out.push('\n');
     out
 }
 
-fn mti_entry(encoding: Encoding) -> Vec<(&'static str, Out)> {
-    let enc = moov_encoding(encoding, BcdFiller::Left);
-    vec![
-        ("type", Out::text("String")),
-        ("length", Out::Number(4)),
-        ("description", Out::text("Message Type Indicator")),
-        ("enc", Out::text(enc)),
-        (
-            "prefix",
-            Out::Text(format!("{}.Fixed", fixed_family(encoding))),
-        ),
-    ]
+fn mti_entry(encoding: Encoding) -> Value {
+    json!({
+        "type": "String",
+        "length": 4,
+        "description": "Message Type Indicator",
+        "enc": moov_encoding(encoding, BcdFiller::Left),
+        "prefix": format!("{}.Fixed", fixed_family(encoding)),
+    })
 }
 
-fn bitmap_entry(encoding: Encoding) -> Vec<(&'static str, Out)> {
-    vec![
-        ("type", Out::text("Bitmap")),
-        ("length", Out::Number(8)),
-        ("description", Out::text("Bitmap")),
-        ("enc", Out::text(moov_encoding(encoding, BcdFiller::Left))),
-        (
-            "prefix",
-            Out::Text(format!("{}.Fixed", fixed_family(encoding))),
-        ),
-    ]
+fn bitmap_entry(encoding: Encoding) -> Value {
+    json!({
+        "type": "Bitmap",
+        "length": 8,
+        "description": "Bitmap",
+        "enc": moov_encoding(encoding, BcdFiller::Left),
+        "prefix": format!("{}.Fixed", fixed_family(encoding)),
+    })
 }
 
-fn field_entry(f: &Field) -> Vec<(&'static str, Out)> {
+fn field_entry(f: &Field) -> Value {
     let kind = match f.class {
         ContentClass::N => "Numeric",
         ContentClass::B => "Binary",
@@ -219,34 +217,30 @@ fn field_entry(f: &Field) -> Vec<(&'static str, Out)> {
         (_, Encoding::Binary) => "Binary.LL".into(),
         (kind, prefix) => format!("{}.{kind}", fixed_family(prefix)),
     };
-    let mut entry = vec![
-        ("type", Out::text(kind)),
-        ("length", Out::Number(length)),
-        ("description", Out::Text(f.name.clone())),
-        ("enc", Out::text(moov_encoding(f.encoding, f.bcd_filler))),
-        ("prefix", Out::Text(prefix)),
-    ];
+    let mut entry = Map::new();
+    entry.insert("type".into(), kind.into());
+    entry.insert("length".into(), length.into());
+    entry.insert("description".into(), f.name.clone().into());
+    entry.insert("enc".into(), moov_encoding(f.encoding, f.bcd_filler).into());
+    entry.insert("prefix".into(), prefix.into());
     if f.length == LengthKind::Fixed && f.pad != PadSide::None {
         let side = if f.pad == PadSide::Left {
             "Left"
         } else {
             "Right"
         };
-        entry.push((
-            "padding",
-            Out::Object(vec![
-                ("type", Out::text(side)),
-                ("pad", Out::Text(char::from(f.pad_char).to_string())),
-            ]),
-        ));
+        entry.insert(
+            "padding".into(),
+            json!({ "type": side, "pad": char::from(f.pad_char).to_string() }),
+        );
     }
     if f.class != derived_class(kind, f.encoding) {
-        entry.push(("class", Out::text(f.class.as_str())));
+        entry.insert("class".into(), f.class.as_str().into());
     }
     if f.encoding == Encoding::Bcd && f.bcd_filler == BcdFiller::RightF {
-        entry.push(("bcd_filler", Out::text("right-f")));
+        entry.insert("bcd_filler".into(), "right-f".into());
     }
-    entry
+    Value::Object(entry)
 }
 
 /// The class [`from_moov_json`] gives a type and encoding without a `class` key.
@@ -278,58 +272,6 @@ fn fixed_family(encoding: Encoding) -> &'static str {
         Encoding::Bcd => "BCD",
         Encoding::Binary => "Binary",
     }
-}
-
-/// A JSON value for output, objects keeping the order they are built in.
-enum Out {
-    Text(String),
-    Number(usize),
-    Object(Vec<(&'static str, Out)>),
-    Keyed(Vec<(String, Vec<(&'static str, Out)>)>),
-}
-
-impl Out {
-    fn text(s: &str) -> Out {
-        Out::Text(s.to_string())
-    }
-
-    /// Pretty-prints with tabs, as moov's own exporter does.
-    fn render(&self, depth: usize, out: &mut String) {
-        match self {
-            Out::Text(s) => out.push_str(&serde_json::Value::String(s.clone()).to_string()),
-            Out::Number(n) => out.push_str(&n.to_string()),
-            Out::Object(entries) => {
-                let entries = entries.iter().map(|(k, v)| (k.to_string(), v));
-                render_object(entries, depth, out, |v, d, o| v.render(d, o));
-            }
-            Out::Keyed(entries) => {
-                let entries = entries.iter().map(|(k, v)| (k.clone(), v));
-                render_object(entries, depth, out, |v, d, o| {
-                    let inner = v.iter().map(|(k, x)| (k.to_string(), x));
-                    render_object(inner, d, o, |x, d2, o2| x.render(d2, o2));
-                });
-            }
-        }
-    }
-}
-
-fn render_object<'v, V: 'v>(
-    entries: impl ExactSizeIterator<Item = (String, &'v V)>,
-    depth: usize,
-    out: &mut String,
-    value: impl Fn(&V, usize, &mut String),
-) {
-    let count = entries.len();
-    out.push_str("{\n");
-    for (i, (key, v)) in entries.enumerate() {
-        out.push_str(&"\t".repeat(depth + 1));
-        out.push_str(&serde_json::Value::String(key).to_string());
-        out.push_str(": ");
-        value(v, depth + 1, out);
-        out.push_str(if i + 1 < count { ",\n" } else { "\n" });
-    }
-    out.push_str(&"\t".repeat(depth));
-    out.push('}');
 }
 
 /// A parsed JSON value whose objects keep every key, duplicates included, so
