@@ -336,7 +336,7 @@ impl Config {
         let mut config: Config = toml::from_str(text).map_err(|error| {
             let (line, column) = match error.span() {
                 Some(span) => {
-                    let (line, column) = line_and_column(text, span.start);
+                    let (line, column) = crate::iso8583::spec::line_and_column(text, span.start);
                     (Some(line), Some(column))
                 }
                 None => (None, None),
@@ -588,15 +588,6 @@ fn validate_listener(listener: &ListenerConfig) -> Result<(), Problem> {
     Ok(())
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,14 +772,6 @@ bind = "127.0.0.1:0"
         assert!(error
             .to_string()
             .starts_with("/nonexistent/isoswitch.toml: cannot read"));
-    }
-
-    #[test]
-    fn line_and_column_count_characters_from_one() {
-        assert_eq!(line_and_column("ab\ncé\nx", 0), (1, 1));
-        assert_eq!(line_and_column("ab\ncé\nx", 3), (2, 1));
-        assert_eq!(line_and_column("ab\ncé\nx", 7), (3, 1));
-        assert_eq!(line_and_column("ab", 99), (1, 3));
     }
 
     /// Every file in tests/fixtures/config/invalid starts with `# expect: <text>` and

@@ -361,7 +361,7 @@ impl Spec {
         let file: SpecFile = toml::from_str(text).map_err(|e| {
             let (line, column) = match e.span() {
                 Some(span) => {
-                    let (line, column) = crate::config::line_and_column(text, span.start);
+                    let (line, column) = line_and_column(text, span.start);
                     (Some(line), Some(column))
                 }
                 None => (None, None),
@@ -602,6 +602,15 @@ fn compile_field(number: u8, def: &FieldFile, d: &DefaultsFile) -> Result<Field,
     Ok(field)
 }
 
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,6 +654,14 @@ class = "n"
     fn refuses_unknown_keys_by_name() {
         let err = with_field("[fields.3]\nname=\"x\"\nmax=6\nclass=\"n\"\ncolour=1").unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn line_and_column_count_characters_from_one() {
+        assert_eq!(line_and_column("ab\ncé\nx", 0), (1, 1));
+        assert_eq!(line_and_column("ab\ncé\nx", 3), (2, 1));
+        assert_eq!(line_and_column("ab\ncé\nx", 7), (3, 1));
+        assert_eq!(line_and_column("ab", 99), (1, 3));
     }
 
     #[test]
