@@ -10,10 +10,12 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{
-    self, Connector, InProcessIssuer, LinkContext, LinkHandle, LinkSettings, Telemetry,
-};
+use super::in_process::InProcessIssuer;
+use super::link::{self, LinkContext, LinkHandle, LinkSettings};
 use super::saf::{self, is_reversible, SafQueue};
+use super::stan::first_stan;
+use super::telemetry::Telemetry;
+use super::transport::Connector;
 use super::{tls, UpstreamError};
 use crate::config::{Endpoint, IssuerConfig};
 use crate::frame::{FrameConfig, LengthHeader};
@@ -119,8 +121,8 @@ impl Issuer {
                     .into_iter()
                     .map(|connector| {
                         index += 1;
-                        let first_stan = link::first_stan(index - 1, total);
-                        link::spawn(connector, label.clone(), first_stan, context.clone())
+                        let first = first_stan(index - 1, total);
+                        link::spawn(connector, label.clone(), first, context.clone())
                     })
                     .collect(),
                 label,

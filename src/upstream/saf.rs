@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
 use super::issuer::Links;
-use super::link::{masked_pan, Backoff};
+use super::masked_pan;
 use super::UpstreamError;
 use crate::iso8583::{Message, Mti};
 
