@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
@@ -616,39 +616,19 @@ fn set_field(message: &mut Message, field: u8, value: impl AsRef<[u8]>) {
 
 /// Field 7 for messages the link originates: MMDDhhmmss, UTC.
 fn transmission_time_now() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    transmission_time(seconds)
+    transmission_time(OffsetDateTime::now_utc())
 }
 
-fn transmission_time(unix_seconds: u64) -> String {
-    let (days, of_day) = (unix_seconds / 86_400, unix_seconds % 86_400);
-    let (month, day) = month_and_day(days);
+fn transmission_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(UtcOffset::UTC);
     format!(
-        "{month:02}{day:02}{:02}{:02}{:02}",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
+        "{:02}{:02}{:02}{:02}{:02}",
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
     )
-}
-
-/// Month and day of the civil (proleptic Gregorian) date `days` after 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-fn month_and_day(days: u64) -> (u64, u64) {
-    let z = days + 719_468;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    (month, day)
 }
 
 #[cfg(test)]
@@ -657,10 +637,14 @@ mod tests {
 
     #[test]
     fn transmission_time_is_utc_mmddhhmmss() {
-        assert_eq!(transmission_time(0), "0101000000");
+        let at = |unix: i64| OffsetDateTime::from_unix_timestamp(unix).expect("in range");
+        assert_eq!(transmission_time(at(0)), "0101000000");
         // 2024-02-29 13:45:07 UTC
-        assert_eq!(transmission_time(1_709_214_307), "0229134507");
+        assert_eq!(transmission_time(at(1_709_214_307)), "0229134507");
         // 2023-12-31 23:59:59 UTC
-        assert_eq!(transmission_time(1_704_067_199), "1231235959");
+        assert_eq!(transmission_time(at(1_704_067_199)), "1231235959");
+        // The same instant seen from UTC+2 is still written in UTC.
+        let east = at(1_704_067_199).to_offset(UtcOffset::from_hms(2, 0, 0).expect("offset"));
+        assert_eq!(transmission_time(east), "1231235959");
     }
 }
