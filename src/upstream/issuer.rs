@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
+use super::deliver::{Deliver, Delivery};
 use super::in_process::InProcessIssuer;
 use super::link::{self, LinkContext, LinkHandle, LinkSettings};
 use super::saf::{self, is_reversible, SafQueue};
@@ -372,6 +373,16 @@ impl Links {
             Some(link) => link.send(request, deadline, reversible).await,
             None => Err(UpstreamError::Unavailable),
         }
+    }
+}
+
+impl Deliver for Links {
+    fn deliver(&self, message: Message, deadline: Instant) -> Delivery<'_> {
+        Box::pin(async move {
+            self.send(message, deadline, false)
+                .await
+                .map(|(response, _)| response)
+        })
     }
 }
 

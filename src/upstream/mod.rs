@@ -3,6 +3,7 @@
 //! store-and-forward queue for advices and reversals. [`Issuer`] is the entry point.
 
 mod backoff;
+mod deliver;
 mod in_process;
 mod issuer;
 mod link;
