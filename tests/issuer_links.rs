@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use isoswitch::config::{Endpoint, IssuerConfig};
 use isoswitch::frame::{Frame, FrameCodec, FrameConfig};
 use isoswitch::iso8583::{Message, Mti};
+use isoswitch::simulator::Simulator;
 use isoswitch::upstream::{Issuer, UpstreamError};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -488,4 +489,29 @@ async fn supporting_an_approval_goes_through_the_fake_issuer() {
     assert_eq!(response.get_str(11), Some("123456"));
     let (on_wire, _) = fake.next_of_class(2).await;
     assert_ne!(on_wire.get_str(11), Some("123456"));
+}
+
+/// `"sim"` endpoints are served by the real simulator in process when the
+/// caller hands it to the issuer: upstream knows only `InProcessIssuer`.
+#[tokio::test]
+async fn start_serves_sim_endpoints_with_the_real_simulator_in_process() {
+    let defaults = isoswitch::config::Config::embedded_default().expect("default config");
+    let simulator = defaults
+        .simulator
+        .as_ref()
+        .expect("default has a simulator");
+    let simulator = Arc::new(Simulator::new(simulator).expect("simulator builds"));
+    let issuer_config = defaults.issuer("sim").expect("default issuer");
+    let shutdown = CancellationToken::new();
+    let issuer =
+        Issuer::start(issuer_config, spec(), Some(simulator), shutdown.clone()).expect("starts");
+    eventually("simulator link up", || issuer.is_available()).await;
+    let response = timeout(WAIT, issuer.request(request("0100", "123456", 100)))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(response.mti(), mti("0110"));
+    assert_eq!(response.get_str(11), Some("123456"));
+    assert!(response.has(39));
+    shutdown.cancel();
 }

@@ -11,7 +11,7 @@ use crate::config::{Config, IssuerConfig};
 use crate::risk::{RiskRules, RiskState};
 use crate::route::BinTable;
 use crate::simulator::Simulator;
-use crate::upstream::Issuer;
+use crate::upstream::{InProcessIssuer, Issuer};
 
 /// An issuer as configured, with the running links behind it.
 pub struct IssuerEntry {
@@ -92,11 +92,9 @@ impl Snapshot {
                         .map_err(|e| SwitchError::Config(format!("issuer {:?}: {e}", ic.name)))?;
                     let token = shutdown.child_token();
                     started.0.push(token.clone());
-                    let issuer =
-                        Issuer::start(ic, Arc::new(spec), simulator.cloned(), token.clone())
-                            .map_err(|e| {
-                                SwitchError::Config(format!("issuer {:?}: {e}", ic.name))
-                            })?;
+                    let in_process = simulator.map(|s| s.clone() as Arc<dyn InProcessIssuer>);
+                    let issuer = Issuer::start(ic, Arc::new(spec), in_process, token.clone())
+                        .map_err(|e| SwitchError::Config(format!("issuer {:?}: {e}", ic.name)))?;
                     IssuerEntry {
                         config: ic.clone(),
                         issuer,

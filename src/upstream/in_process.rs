@@ -1,15 +1,15 @@
-//! An issuer that answers in process, without a socket (the simulator, or a
-//! scripted stand-in in tests), and the link transport that talks to it.
+//! An issuer that answers in process, without a socket (the simulator implements
+//! it, tests script it), and the link transport that talks to it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 
 use super::session::Closed;
 use super::transport::Incoming;
 use crate::iso8583::Message;
-use crate::simulator::{Decision, Simulator};
 
 /// An issuer that answers in process, without a socket: the simulator, or a
 /// scripted stand-in in tests. The link treats it as just another transport.
@@ -17,10 +17,18 @@ pub trait InProcessIssuer: Send + Sync + 'static {
     fn decide(&self, request: &Message) -> Decision;
 }
 
-impl InProcessIssuer for Simulator {
-    fn decide(&self, request: &Message) -> Decision {
-        Simulator::decide(self, request)
-    }
+/// What an in-process issuer does with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send `response`, after `delay` when there is one.
+    Respond {
+        response: Message,
+        delay: Option<Duration>,
+    },
+    /// Never answer (the requester times out).
+    Drop,
+    /// Close the connection the request came on.
+    Close,
 }
 
 /// A "connection" to the in-process simulator: its decisions, delivered after

@@ -21,7 +21,6 @@ use super::{tls, UpstreamError};
 use crate::config::{Endpoint, IssuerConfig};
 use crate::frame::{FrameConfig, LengthHeader};
 use crate::iso8583::{Message, Spec, Stan};
-use crate::simulator::Simulator;
 
 /// A running issuer: cheap to clone, all clones share the same links and queue.
 /// Its tasks run until the `shutdown` token given to [`Issuer::start`] is cancelled.
@@ -68,21 +67,10 @@ pub struct EndpointStatus {
 
 impl Issuer {
     /// Starts `config.connections` links to every endpoint, and the store-and-forward
-    /// task. `simulator` serves `"sim"` endpoints in process (no socket); requests
-    /// go to [`Simulator::decide`] directly, honouring its delay, drop and close.
+    /// task. `in_process` serves `"sim"` endpoints without a socket: requests go to
+    /// [`InProcessIssuer::decide`] directly, honouring its delay, drop and close.
     /// Must run inside a tokio runtime; install the metrics recorder first.
     pub fn start(
-        config: &IssuerConfig,
-        spec: Arc<Spec>,
-        simulator: Option<Arc<Simulator>>,
-        shutdown: CancellationToken,
-    ) -> Result<Issuer, UpstreamError> {
-        let in_process = simulator.map(|s| s as Arc<dyn InProcessIssuer>);
-        Issuer::start_with(config, spec, in_process, shutdown)
-    }
-
-    /// As [`Issuer::start`], with any [`InProcessIssuer`] serving `"sim"` endpoints.
-    pub fn start_with(
         config: &IssuerConfig,
         spec: Arc<Spec>,
         in_process: Option<Arc<dyn InProcessIssuer>>,
@@ -401,7 +389,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::frame::{Frame, FrameCodec};
     use crate::iso8583::Mti;
-    use crate::simulator::Decision;
+    use crate::upstream::Decision;
 
     pub(crate) fn spec() -> Arc<Spec> {
         Arc::new(
@@ -651,8 +639,7 @@ pub(crate) mod tests {
 
     fn start(config: &IssuerConfig) -> (Issuer, CancellationToken) {
         let shutdown = CancellationToken::new();
-        let issuer =
-            Issuer::start_with(config, spec(), None, shutdown.clone()).expect("issuer starts");
+        let issuer = Issuer::start(config, spec(), None, shutdown.clone()).expect("issuer starts");
         (issuer, shutdown)
     }
 
@@ -1284,33 +1271,10 @@ pub(crate) mod tests {
         shutdown.cancel();
     }
 
-    #[tokio::test]
-    async fn start_serves_sim_endpoints_with_the_real_simulator_in_process() {
-        let defaults = crate::config::Config::embedded_default().expect("default config");
-        let simulator = defaults
-            .simulator
-            .as_ref()
-            .expect("default has a simulator");
-        let simulator = Arc::new(Simulator::new(simulator).expect("simulator builds"));
-        let issuer_config = defaults.issuer("sim").expect("default issuer");
-        let shutdown = CancellationToken::new();
-        let issuer = Issuer::start(issuer_config, spec(), Some(simulator), shutdown.clone())
-            .expect("starts");
-        wait_for("simulator link up", || issuer.is_available()).await;
-        let response = issuer
-            .request(authorization("123456"))
-            .await
-            .expect("answered");
-        assert_eq!(response.mti(), mti("0110"));
-        assert_eq!(response.get_str(11), Some("123456"));
-        assert!(response.has(39));
-        shutdown.cancel();
-    }
-
     #[test]
     fn sim_endpoint_without_a_simulator_is_a_config_error() {
         // Refused before anything is spawned, so no runtime is needed.
-        let result = Issuer::start_with(
+        let result = Issuer::start(
             &config(vec![Endpoint::Simulator]),
             spec(),
             None,

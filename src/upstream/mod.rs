@@ -14,7 +14,7 @@ mod telemetry;
 mod transport;
 pub use crate::tls;
 
-pub use in_process::InProcessIssuer;
+pub use in_process::{Decision, InProcessIssuer};
 pub use issuer::{EndpointStatus, Issuer, IssuerStatus};
 pub use tls::TlsError;
 
