@@ -1,7 +1,7 @@
 //! An issuer as the switch sees it: its links (per endpoint, in failover order), the
 //! choice of a live link per request, store-and-forward, and a status snapshot.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::deliver::{Deliver, Delivery};
 use super::in_process::InProcessIssuer;
@@ -35,7 +36,14 @@ struct Inner {
     links: Arc<Links>,
     saf: SafQueue,
     telemetry: Arc<Telemetry>,
+    /// Cleared by [`Issuer::stop_taking_requests`], a stage of a graceful stop.
+    taking_requests: AtomicBool,
+    /// The store-and-forward task, so a stop can wait for its last report.
+    tasks: TaskTracker,
 }
+
+/// How often a graceful stop looks again at what it waits for.
+const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// A snapshot of an issuer's health, for the admin endpoint and tests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -121,13 +129,15 @@ impl Issuer {
             endpoints,
             next: AtomicUsize::new(0),
         });
-        tokio::spawn(saf::run(
+        let tasks = TaskTracker::new();
+        tasks.spawn(saf::run(
             saf_intake,
             saf_queue.clone(),
             links.clone(),
             timeout,
             shutdown,
         ));
+        tasks.close();
         Issuer {
             inner: Arc::new(Inner {
                 name: Arc::from(name),
@@ -135,6 +145,8 @@ impl Issuer {
                 links,
                 saf: saf_queue,
                 telemetry,
+                taking_requests: AtomicBool::new(true),
+                tasks,
             }),
         }
     }
@@ -161,6 +173,9 @@ impl Issuer {
     /// As [`Issuer::request`], also returning the STAN the issuer saw (what a later
     /// reversal's field 90 must name).
     pub async fn request_traced(&self, request: Message) -> Result<(Message, Stan), UpstreamError> {
+        if !self.inner.taking_requests.load(Ordering::Acquire) {
+            return Err(UpstreamError::Unavailable);
+        }
         let telemetry = &self.inner.telemetry;
         telemetry.requests.increment(1);
         let started = Instant::now();
@@ -231,6 +246,51 @@ impl Issuer {
             .endpoints
             .iter()
             .any(|endpoint| endpoint.links.iter().any(LinkHandle::is_up))
+    }
+
+    // A graceful stop, in the order the stages run: stop_taking_requests and
+    // drained (drain the links), flushed (flush store-and-forward), then the
+    // `shutdown` token given to start, and stopped.
+
+    /// Refuses new requests (they fail as [`UpstreamError::Unavailable`]);
+    /// those already sent go on to their answer or timeout, and store-and-forward
+    /// keeps taking and sending reversals and advices.
+    pub fn stop_taking_requests(&self) {
+        self.inner.taking_requests.store(false, Ordering::Release);
+    }
+
+    /// Waits until no request is outstanding (each answered, timed out or lost;
+    /// the reversals they need are queued by then), or until `deadline`.
+    /// Whether it got there.
+    pub async fn drained(&self, deadline: Instant) -> bool {
+        let telemetry = &self.inner.telemetry;
+        wait_until(deadline, || telemetry.outstanding() == 0).await
+    }
+
+    /// Waits until store-and-forward has nothing left to deliver, or until
+    /// `deadline`. Whether it got there.
+    pub async fn flushed(&self, deadline: Instant) -> bool {
+        let saf = &self.inner.saf;
+        wait_until(deadline, || saf.depth() == 0).await
+    }
+
+    /// Waits for store-and-forward to end once the `shutdown` token is
+    /// cancelled; it logs what it leaves undelivered (masked) as it goes.
+    pub async fn stopped(&self) {
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// Polls `done` until it holds or `deadline` passes; whether it held.
+async fn wait_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep_until(deadline.min(Instant::now() + STOP_POLL)).await;
     }
 }
 

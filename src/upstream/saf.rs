@@ -287,9 +287,10 @@ pub(crate) async fn run(
             }
         }
     }
+    // From here a push is refused (and logged), or goes to the successor.
+    intake.close();
+    take_queued(&mut intake, &mut items);
     if let Some(successor) = shared.successor.load_full() {
-        intake.close();
-        take_queued(&mut intake, &mut items);
         for item in items.drain(..) {
             let mut message = item.message;
             // The issuer may have seen it: it goes on as a repeat.
@@ -307,6 +308,16 @@ pub(crate) async fn run(
             left,
             "store-and-forward stopped with undelivered items (the queue is in memory)"
         );
+        for item in &items {
+            tracing::warn!(
+                issuer = %shared.issuer,
+                mti = %item.message.mti(),
+                stan = item.message.get_str(11).unwrap_or("-"),
+                pan = %masked_pan(&item.message),
+                attempts = item.attempts,
+                "store-and-forward item not delivered"
+            );
+        }
     }
 }
 
