@@ -11,18 +11,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, parse_config, spec, TestSwitch, TRANSMISSION_TIME, WAIT};
-use futures_util::{SinkExt, StreamExt};
+use common::{
+    answer, approve_everything, eventually, parse_config, spec, Act, FakeIssuer, Script,
+    TestSwitch, TRANSMISSION_TIME, WAIT,
+};
 use isoswitch::config::{Endpoint, IssuerConfig};
-use isoswitch::frame::{Frame, FrameCodec, FrameConfig};
 use isoswitch::iso8583::{Message, Mti};
 use isoswitch::simulator::Simulator;
 use isoswitch::upstream::{Issuer, UpstreamError};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 const CARD: &str = "4761739001010010";
@@ -53,179 +53,6 @@ fn request(mti_text: &str, stan: &str, amount: u64) -> Message {
         m.set(n, v).expect("a data field");
     }
     m
-}
-
-/// The issuer's answer to `request` with response code `code`.
-fn answer(request: &Message, code: &str) -> Message {
-    let mut response = Message::new(request.mti().response().expect("a request"));
-    for field in [2, 3, 4, 7, 11, 32, 37, 41, 70, 90] {
-        if let Some(value) = request.get(field) {
-            response.set(field, value).expect("data field");
-        }
-    }
-    response.set(39, code).expect("data field");
-    response
-}
-
-/// Field 90's STAN digits (positions 4..10).
-fn field_90_stan(message: &Message) -> Option<String> {
-    message
-        .get_str(90)
-        .and_then(|f| f.get(4..10))
-        .map(str::to_string)
-}
-
-// ------------------------------------------------------------ a fake issuer
-
-/// What the fake issuer does with one message.
-enum Act {
-    Answer(Vec<Message>),
-    /// Say nothing (the test may answer later through `Seen::out`).
-    Hold,
-    /// Close this connection and stop accepting new ones (issuer down).
-    CloseAndDie,
-}
-
-type Script = Arc<dyn Fn(&Message) -> Act + Send + Sync>;
-
-/// One event at the fake issuer.
-enum Seen {
-    Connected,
-    Message {
-        message: Message,
-        out: mpsc::UnboundedSender<Message>,
-    },
-}
-
-/// A scripted issuer on 127.0.0.1:0 with 2-byte binary length headers.
-struct FakeIssuer {
-    addr: SocketAddr,
-    seen: mpsc::UnboundedReceiver<Seen>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeIssuer {
-    /// Waits up to `within` for a reversal whose field 90 names `stan`; if
-    /// none comes, the STANs the reversals that did come named.
-    async fn reversal_naming(
-        &mut self,
-        stan: &str,
-        within: Duration,
-    ) -> Result<(), Vec<Option<String>>> {
-        let mut named = Vec::new();
-        let found = timeout(within, async {
-            loop {
-                let (reversal, _) = self.next_of_class(4).await;
-                let named_stan = field_90_stan(&reversal);
-                named.push(named_stan.clone());
-                if named_stan.as_deref() == Some(stan) {
-                    return;
-                }
-            }
-        })
-        .await;
-        found.map_err(|_| named)
-    }
-
-    async fn start(script: Script) -> FakeIssuer {
-        let listener = TcpListener::bind(loopback()).await.expect("fake binds");
-        let addr = listener.local_addr().expect("address");
-        let (report, seen) = mpsc::unbounded_channel();
-        let die = CancellationToken::new();
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let accepted = tokio::select! {
-                    _ = die.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((tcp, _)) = accepted else { return };
-                let _ = report.send(Seen::Connected);
-                connections.spawn(serve(tcp, script.clone(), report.clone(), die.clone()));
-            }
-        });
-        FakeIssuer { addr, seen, task }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("\"{}\"", self.addr)
-    }
-
-    async fn next(&mut self) -> Seen {
-        match timeout(WAIT, self.seen.recv()).await {
-            Ok(Some(seen)) => seen,
-            Ok(None) => panic!("the fake issuer stopped"),
-            Err(_) => panic!("nothing reached the fake issuer within {WAIT:?}"),
-        }
-    }
-
-    /// The next message of MTI class `class` (2 = financial, 4 = reversal).
-    async fn next_of_class(&mut self, class: u8) -> (Message, mpsc::UnboundedSender<Message>) {
-        loop {
-            if let Seen::Message { message, out } = self.next().await {
-                if message.mti().class() == class {
-                    return (message, out);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for FakeIssuer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(
-    tcp: TcpStream,
-    script: Script,
-    report: mpsc::UnboundedSender<Seen>,
-    die: CancellationToken,
-) {
-    let spec = spec();
-    let mut framed = Framed::new(tcp, FrameCodec::new(FrameConfig::default()));
-    let (out, mut outgoing) = mpsc::unbounded_channel::<Message>();
-    loop {
-        tokio::select! {
-            _ = die.cancelled() => return,
-            frame = framed.next() => {
-                let Some(Ok(frame)) = frame else { return };
-                let Ok(message) = Message::decode(&spec, frame.payload) else { continue };
-                let act = script(&message);
-                let _ = report.send(Seen::Message { message, out: out.clone() });
-                match act {
-                    Act::Answer(messages) => {
-                        for m in messages {
-                            let payload = m.encode(&spec).expect("fake answers encode");
-                            if framed.send(Frame::new(payload)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Act::Hold => {}
-                    Act::CloseAndDie => {
-                        die.cancel();
-                        return;
-                    }
-                }
-            }
-            Some(m) = outgoing.recv() => {
-                let payload = m.encode(&spec).expect("test messages encode");
-                if framed.send(Frame::new(payload)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Answers every request with 00.
-fn approve_everything() -> Script {
-    Arc::new(|m: &Message| match m.mti().response() {
-        Some(_) => Act::Answer(vec![answer(m, "00")]),
-        None => Act::Hold,
-    })
 }
 
 // ------------------------------------------------------ the switch and a POS
