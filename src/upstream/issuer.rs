@@ -1331,6 +1331,40 @@ pub(crate) mod tests {
         shutdown.cancel();
     }
 
+    #[tokio::test]
+    async fn a_draining_issuer_refuses_new_requests_and_still_reverses_its_timeouts() {
+        let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
+            "0100" => Decision::Drop,
+            _ => respond(m),
+        });
+        wait_for("simulator link up", || issuer.is_available()).await;
+        let in_flight = tokio::spawn({
+            let issuer = issuer.clone();
+            async move { issuer.request(authorization("123456")).await }
+        });
+        wait_for("request outstanding", || issuer.status().outstanding == 1).await;
+
+        issuer.stop_taking_requests();
+        assert!(matches!(
+            issuer.request(authorization("000002")).await,
+            Err(UpstreamError::Unavailable)
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(issuer.drained(deadline).await, "the held request timed out");
+        let outcome = in_flight.await.expect("task");
+        assert!(
+            matches!(outcome, Err(UpstreamError::Timeout { .. })),
+            "{outcome:?}"
+        );
+        assert!(issuer.flushed(deadline).await, "its reversal was delivered");
+        let asked: Vec<Mti> = scripted.asked().iter().map(Message::mti).collect();
+        assert_eq!(asked, vec![mti("0100"), mti("0400")]);
+
+        shutdown.cancel();
+        issuer.stopped().await;
+        assert_eq!(issuer.status().saf_depth, 0);
+    }
+
     #[test]
     fn sim_endpoint_without_a_simulator_is_a_config_error() {
         // Refused before anything is spawned, so no runtime is needed.

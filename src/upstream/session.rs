@@ -384,8 +384,7 @@ impl<'l> Session<'l> {
     fn on_late(&self, stan: Stan, late: &LateEntry, response: &Message) {
         let approved = is_approval(response);
         let telemetry = &self.link.context.telemetry;
-        telemetry.late.increment(1);
-        telemetry.late_count.fetch_add(1, Ordering::Relaxed);
+        telemetry.late_response();
         tracing::warn!(
             issuer = %telemetry.issuer,
             endpoint = %self.link.endpoint,

@@ -15,11 +15,11 @@ pub(crate) struct Telemetry {
     pub timeouts: Counter,
     pub reconnects: Counter,
     pub echo_failures: Counter,
-    pub late: Counter,
+    late: Counter,
     unmatched: Counter,
     outstanding_gauge: Gauge,
     outstanding: AtomicUsize,
-    pub late_count: AtomicU64,
+    late_count: AtomicU64,
     unmatched_count: AtomicU64,
 }
 
@@ -53,6 +53,11 @@ impl Telemetry {
                 .saturating_sub(delta.unsigned_abs())
         };
         self.outstanding_gauge.set(now as f64);
+    }
+
+    pub(super) fn late_response(&self) {
+        self.late.increment(1);
+        self.late_count.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn unmatched_response(&self) {
