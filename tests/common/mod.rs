@@ -687,6 +687,8 @@ pub enum Act {
     Answer(Vec<Message>),
     /// Say nothing (the test may answer later through `Seen::out`).
     Hold,
+    /// Close this connection; the issuer accepts new ones.
+    Close,
     /// Close this connection and stop accepting new ones (issuer down).
     CloseAndDie,
 }
@@ -695,8 +697,10 @@ pub type Script = Arc<dyn Fn(&Message) -> Act + Send + Sync>;
 
 /// One event at the fake issuer.
 pub enum Seen {
-    Connected,
+    /// A connection was accepted; connections are numbered from 0.
+    Connected(usize),
     Message {
+        connection: usize,
         message: Message,
         out: tokio::sync::mpsc::UnboundedSender<Message>,
     },
@@ -734,24 +738,45 @@ impl FakeIssuer {
 
     pub async fn start(script: Script) -> FakeIssuer {
         let listener = TcpListener::bind(loopback()).await.expect("fake binds");
+        FakeIssuer::serve(listener, script, None)
+    }
+
+    /// A fake at `addr` again, as after an issuer restart.
+    pub async fn restart_at(addr: SocketAddr, script: Script) -> FakeIssuer {
+        let listener = TcpListener::bind(addr).await.expect("fake rebinds");
+        FakeIssuer::serve(listener, script, None)
+    }
+
+    /// A fake on `listener`, speaking TLS when `tls` is given.
+    pub fn serve(
+        listener: TcpListener,
+        script: Script,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> FakeIssuer {
         let addr = listener.local_addr().expect("address");
         let (report, seen) = tokio::sync::mpsc::unbounded_channel();
         let die = CancellationToken::new();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
-            loop {
+            for id in 0.. {
                 let accepted = tokio::select! {
                     _ = die.cancelled() => return,
                     accepted = listener.accept() => accepted,
                 };
                 let Ok((tcp, _)) = accepted else { return };
-                let _ = report.send(Seen::Connected);
-                connections.spawn(serve_fake_connection(
-                    tcp,
-                    script.clone(),
-                    report.clone(),
-                    die.clone(),
-                ));
+                let _ = report.send(Seen::Connected(id));
+                let (script, report, die) = (script.clone(), report.clone(), die.clone());
+                let tls = tls.clone();
+                connections.spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                serve_fake_connection(stream, id, script, report, die).await;
+                            }
+                        }
+                        None => serve_fake_connection(tcp, id, script, report, die).await,
+                    }
+                });
             }
         });
         FakeIssuer { addr, seen, task }
@@ -759,6 +784,36 @@ impl FakeIssuer {
 
     pub fn endpoint(&self) -> String {
         format!("\"{}\"", self.addr)
+    }
+
+    /// Stops listening and drops every connection, like a crashed issuer.
+    pub async fn stop(self) {
+        self.task.abort();
+    }
+
+    /// The next message received, on whichever connection.
+    pub async fn next_message(
+        &mut self,
+    ) -> (usize, Message, tokio::sync::mpsc::UnboundedSender<Message>) {
+        loop {
+            if let Seen::Message {
+                connection,
+                message,
+                out,
+            } = self.next().await
+            {
+                return (connection, message, out);
+            }
+        }
+    }
+
+    /// The next connection accepted.
+    pub async fn next_connection(&mut self) -> usize {
+        loop {
+            if let Seen::Connected(id) = self.next().await {
+                return id;
+            }
+        }
     }
 
     pub async fn next(&mut self) -> Seen {
@@ -780,7 +835,7 @@ impl FakeIssuer {
         class: u8,
     ) -> (Message, tokio::sync::mpsc::UnboundedSender<Message>) {
         loop {
-            if let Seen::Message { message, out } = self.next().await {
+            if let Seen::Message { message, out, .. } = self.next().await {
                 if message.mti().class() == class {
                     return (message, out);
                 }
@@ -795,15 +850,16 @@ impl Drop for FakeIssuer {
     }
 }
 
-async fn serve_fake_connection(
-    tcp: TcpStream,
+async fn serve_fake_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    id: usize,
     script: Script,
     report: tokio::sync::mpsc::UnboundedSender<Seen>,
     die: CancellationToken,
 ) {
     let spec = spec();
     let mut framed = Framed::new(
-        tcp,
+        stream,
         FrameCodec::new(isoswitch::frame::FrameConfig::default()),
     );
     let (out, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<Message>();
@@ -814,7 +870,7 @@ async fn serve_fake_connection(
                 let Some(Ok(frame)) = frame else { return };
                 let Ok(message) = Message::decode(&spec, frame.payload) else { continue };
                 let act = script(&message);
-                let _ = report.send(Seen::Message { message, out: out.clone() });
+                let _ = report.send(Seen::Message { connection: id, message, out: out.clone() });
                 match act {
                     Act::Answer(messages) => {
                         for m in messages {
@@ -825,6 +881,7 @@ async fn serve_fake_connection(
                         }
                     }
                     Act::Hold => {}
+                    Act::Close => return,
                     Act::CloseAndDie => {
                         die.cancel();
                         return;
