@@ -11,17 +11,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, parse_config, spec, TestSwitch, TRANSMISSION_TIME, WAIT};
-use futures_util::{SinkExt, StreamExt};
-use isoswitch::config::{Endpoint, IssuerConfig};
-use isoswitch::frame::{Frame, FrameCodec, FrameConfig};
-use isoswitch::iso8583::{Message, Mti};
+use common::{
+    answer, approve_everything, eventually, parse_config, spec, Act, FakeIssuer, Script,
+    TestSwitch, TlsFiles, TRANSMISSION_TIME, WAIT,
+};
+use isoswitch::config::{Endpoint, IssuerConfig, IssuerTls, ListenerTls};
+use isoswitch::iso8583::{Message, Mti, Stan};
+use isoswitch::simulator::Simulator;
 use isoswitch::upstream::{Issuer, UpstreamError};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 const CARD: &str = "4761739001010010";
@@ -52,179 +53,6 @@ fn request(mti_text: &str, stan: &str, amount: u64) -> Message {
         m.set(n, v).expect("a data field");
     }
     m
-}
-
-/// The issuer's answer to `request` with response code `code`.
-fn answer(request: &Message, code: &str) -> Message {
-    let mut response = Message::new(request.mti().response().expect("a request"));
-    for field in [2, 3, 4, 7, 11, 32, 37, 41, 70, 90] {
-        if let Some(value) = request.get(field) {
-            response.set(field, value).expect("data field");
-        }
-    }
-    response.set(39, code).expect("data field");
-    response
-}
-
-/// Field 90's STAN digits (positions 4..10).
-fn field_90_stan(message: &Message) -> Option<String> {
-    message
-        .get_str(90)
-        .and_then(|f| f.get(4..10))
-        .map(str::to_string)
-}
-
-// ------------------------------------------------------------ a fake issuer
-
-/// What the fake issuer does with one message.
-enum Act {
-    Answer(Vec<Message>),
-    /// Say nothing (the test may answer later through `Seen::out`).
-    Hold,
-    /// Close this connection and stop accepting new ones (issuer down).
-    CloseAndDie,
-}
-
-type Script = Arc<dyn Fn(&Message) -> Act + Send + Sync>;
-
-/// One event at the fake issuer.
-enum Seen {
-    Connected,
-    Message {
-        message: Message,
-        out: mpsc::UnboundedSender<Message>,
-    },
-}
-
-/// A scripted issuer on 127.0.0.1:0 with 2-byte binary length headers.
-struct FakeIssuer {
-    addr: SocketAddr,
-    seen: mpsc::UnboundedReceiver<Seen>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeIssuer {
-    /// Waits up to `within` for a reversal whose field 90 names `stan`; if
-    /// none comes, the STANs the reversals that did come named.
-    async fn reversal_naming(
-        &mut self,
-        stan: &str,
-        within: Duration,
-    ) -> Result<(), Vec<Option<String>>> {
-        let mut named = Vec::new();
-        let found = timeout(within, async {
-            loop {
-                let (reversal, _) = self.next_of_class(4).await;
-                let named_stan = field_90_stan(&reversal);
-                named.push(named_stan.clone());
-                if named_stan.as_deref() == Some(stan) {
-                    return;
-                }
-            }
-        })
-        .await;
-        found.map_err(|_| named)
-    }
-
-    async fn start(script: Script) -> FakeIssuer {
-        let listener = TcpListener::bind(loopback()).await.expect("fake binds");
-        let addr = listener.local_addr().expect("address");
-        let (report, seen) = mpsc::unbounded_channel();
-        let die = CancellationToken::new();
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let accepted = tokio::select! {
-                    _ = die.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((tcp, _)) = accepted else { return };
-                let _ = report.send(Seen::Connected);
-                connections.spawn(serve(tcp, script.clone(), report.clone(), die.clone()));
-            }
-        });
-        FakeIssuer { addr, seen, task }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("\"{}\"", self.addr)
-    }
-
-    async fn next(&mut self) -> Seen {
-        match timeout(WAIT, self.seen.recv()).await {
-            Ok(Some(seen)) => seen,
-            Ok(None) => panic!("the fake issuer stopped"),
-            Err(_) => panic!("nothing reached the fake issuer within {WAIT:?}"),
-        }
-    }
-
-    /// The next message of MTI class `class` (2 = financial, 4 = reversal).
-    async fn next_of_class(&mut self, class: u8) -> (Message, mpsc::UnboundedSender<Message>) {
-        loop {
-            if let Seen::Message { message, out } = self.next().await {
-                if message.mti().class() == class {
-                    return (message, out);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for FakeIssuer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(
-    tcp: TcpStream,
-    script: Script,
-    report: mpsc::UnboundedSender<Seen>,
-    die: CancellationToken,
-) {
-    let spec = spec();
-    let mut framed = Framed::new(tcp, FrameCodec::new(FrameConfig::default()));
-    let (out, mut outgoing) = mpsc::unbounded_channel::<Message>();
-    loop {
-        tokio::select! {
-            _ = die.cancelled() => return,
-            frame = framed.next() => {
-                let Some(Ok(frame)) = frame else { return };
-                let Ok(message) = Message::decode(&spec, frame.payload) else { continue };
-                let act = script(&message);
-                let _ = report.send(Seen::Message { message, out: out.clone() });
-                match act {
-                    Act::Answer(messages) => {
-                        for m in messages {
-                            let payload = m.encode(&spec).expect("fake answers encode");
-                            if framed.send(Frame::new(payload)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Act::Hold => {}
-                    Act::CloseAndDie => {
-                        die.cancel();
-                        return;
-                    }
-                }
-            }
-            Some(m) = outgoing.recv() => {
-                let payload = m.encode(&spec).expect("test messages encode");
-                if framed.send(Frame::new(payload)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Answers every request with 00.
-fn approve_everything() -> Script {
-    Arc::new(|m: &Message| match m.mti().response() {
-        Some(_) => Act::Answer(vec![answer(m, "00")]),
-        None => Act::Hold,
-    })
 }
 
 // ------------------------------------------------------ the switch and a POS
@@ -488,4 +316,539 @@ async fn supporting_an_approval_goes_through_the_fake_issuer() {
     assert_eq!(response.get_str(11), Some("123456"));
     let (on_wire, _) = fake.next_of_class(2).await;
     assert_ne!(on_wire.get_str(11), Some("123456"));
+}
+
+/// `"sim"` endpoints are served by the real simulator in process when the
+/// caller hands it to the issuer: upstream knows only `InProcessIssuer`.
+#[tokio::test]
+async fn start_serves_sim_endpoints_with_the_real_simulator_in_process() {
+    let defaults = isoswitch::config::Config::embedded_default().expect("default config");
+    let simulator = defaults
+        .simulator
+        .as_ref()
+        .expect("default has a simulator");
+    let simulator = Arc::new(Simulator::new(simulator).expect("simulator builds"));
+    let issuer_config = defaults.issuer("sim").expect("default issuer");
+    let shutdown = CancellationToken::new();
+    let issuer =
+        Issuer::start(issuer_config, spec(), Some(simulator), shutdown.clone()).expect("starts");
+    eventually("simulator link up", || issuer.is_available()).await;
+    let response = timeout(WAIT, issuer.request(request("0100", "123456", 100)))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(response.mti(), mti("0110"));
+    assert_eq!(response.get_str(11), Some("123456"));
+    assert!(response.has(39));
+    shutdown.cancel();
+}
+
+// ------------------------------------------------------------ an issuer alone
+
+/// Timeout for tests that wait for one: short, yet long enough for a busy
+/// machine to answer the requests that are meant to be answered.
+const QUICK_TIMEOUT_MS: u64 = 300;
+
+fn issuer_config(endpoints: Vec<Endpoint>) -> IssuerConfig {
+    IssuerConfig {
+        name: "test".into(),
+        endpoints,
+        spec: "iso87ascii".into(),
+        header: "2b".into(),
+        header_includes_self: false,
+        connections: 1,
+        timeout_ms: 5_000,
+        echo_interval_s: 0,
+        sign_on: false,
+        tls: None,
+    }
+}
+
+fn start_issuer(config: &IssuerConfig) -> (Issuer, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let issuer = Issuer::start(config, spec(), None, shutdown.clone()).expect("issuer starts");
+    (issuer, shutdown)
+}
+
+impl FakeIssuer {
+    fn address(&self) -> Endpoint {
+        Endpoint::Address(self.addr)
+    }
+}
+
+/// An 0100 as the switch would forward it, track data included.
+fn authorization(stan: &str) -> Message {
+    let mut m = request("0100", stan, 1000);
+    for (field, value) in [(22, "051"), (35, "4761739001010010=2812")] {
+        m.set(field, value).expect("data field");
+    }
+    m
+}
+
+fn financial(stan: &str) -> Message {
+    let mut request = authorization(stan);
+    request.set_mti(mti("0200"));
+    request
+}
+
+/// Approves everything but `mtis`, which it holds.
+fn unanswered(mtis: &'static [&'static str]) -> Script {
+    let approve = approve_everything();
+    Arc::new(move |m: &Message| {
+        if mtis.contains(&m.mti().as_str()) {
+            Act::Hold
+        } else {
+            approve(m)
+        }
+    })
+}
+
+/// Field 90 for a reversal of [`authorization`] sent with `issuer_stan`.
+fn expected_field_90(issuer_stan: &str) -> String {
+    let acquirer = "00000012345";
+    let forwarder = "00000000000";
+    format!("0100{issuer_stan}{TRANSMISSION_TIME}{acquirer}{forwarder}")
+}
+
+/// Messages the fake receives up to and including the next `mti`.
+async fn messages_until(fake: &mut FakeIssuer, mti: Mti) -> Vec<Message> {
+    let mut seen = Vec::new();
+    loop {
+        let (_, message, _) = fake.next_message().await;
+        let done = message.mti() == mti;
+        seen.push(message);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn request_goes_out_with_the_link_stan_and_comes_back_with_the_callers() {
+    let mut fake = FakeIssuer::start(approve_everything()).await;
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![fake.address()]));
+    eventually("link up", || issuer.is_available()).await;
+
+    let (response, issuer_stan) = issuer
+        .request_traced(authorization("123456"))
+        .await
+        .expect("answered");
+    let (_, on_wire, _) = fake.next_message().await;
+    assert_eq!(on_wire.mti(), mti("0100"));
+    assert_eq!(on_wire.get_str(11), Some("000001"));
+    assert_eq!(issuer_stan, Stan(1));
+    assert_eq!(response.mti(), mti("0110"));
+    assert_eq!(response.get_str(11), Some("123456"));
+    assert_eq!(response.get_str(39), Some("00"));
+    let status = issuer.status();
+    assert_eq!(status.outstanding, 0);
+    assert_eq!(status.endpoints[0].address, fake.address().to_string());
+    assert!(status.endpoints[0].up);
+    assert!(!status.endpoints[0].signed_on, "sign-on is off");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn concurrent_requests_on_one_link_are_matched_when_answered_out_of_order() {
+    let mut fake = FakeIssuer::start(Arc::new(|_: &Message| Act::Hold)).await;
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![fake.address()]));
+    eventually("link up", || issuer.is_available()).await;
+
+    const CALLERS: u32 = 50;
+    let mut callers = JoinSet::new();
+    for i in 0..CALLERS {
+        let issuer = issuer.clone();
+        callers.spawn(async move {
+            let mut request = authorization(&format!("{:06}", 700 + i));
+            request
+                .set(4, format!("{:012}", 1000 + i))
+                .expect("data field");
+            (i, issuer.request(request).await)
+        });
+    }
+    let mut held = Vec::new();
+    for _ in 0..CALLERS {
+        held.push(fake.next_message().await);
+    }
+    let mut stans: Vec<_> = held
+        .iter()
+        .map(|(_, m, _)| m.get_str(11).map(String::from))
+        .collect();
+    stans.sort();
+    stans.dedup();
+    assert_eq!(
+        stans.len(),
+        CALLERS as usize,
+        "one STAN per outstanding request"
+    );
+    assert!(held.iter().all(|(connection, _, _)| *connection == 0));
+    assert_eq!(issuer.status().outstanding, CALLERS as usize);
+
+    for (_, request, out) in held.into_iter().rev() {
+        out.send(answer(&request, "00")).expect("connection open");
+    }
+    while let Some(joined) = callers.join_next().await {
+        let (i, result) = joined.expect("caller task");
+        let response = result.expect("answered");
+        assert_eq!(
+            response.get_str(11),
+            Some(format!("{:06}", 700 + i).as_str())
+        );
+        assert_eq!(
+            response.get_str(4),
+            Some(format!("{:012}", 1000 + i).as_str())
+        );
+    }
+    assert_eq!(issuer.status().outstanding, 0);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn sign_on_is_sent_first_and_the_link_is_up_only_after_its_0810() {
+    let mut fake = FakeIssuer::start(unanswered(&["0800"])).await;
+    let (issuer, shutdown) = start_issuer(&IssuerConfig {
+        sign_on: true,
+        ..issuer_config(vec![fake.address()])
+    });
+
+    let (_, sign_on, out) = fake.next_message().await;
+    assert_eq!(sign_on.mti(), mti("0800"));
+    assert_eq!(sign_on.get_str(70), Some("001"));
+    assert!(sign_on.transmission_time().is_ok(), "field 7 is MMDDhhmmss");
+    assert!(sign_on.stan().is_ok(), "field 11 is set");
+    assert!(!issuer.is_available());
+    assert!(matches!(
+        issuer.request(authorization("000009")).await,
+        Err(UpstreamError::Unavailable)
+    ));
+
+    out.send(answer(&sign_on, "00")).expect("connection open");
+    eventually("signed on", || issuer.is_available()).await;
+    assert!(issuer.status().endpoints[0].signed_on);
+    let response = issuer
+        .request(authorization("000009"))
+        .await
+        .expect("answered");
+    assert_eq!(response.get_str(39), Some("00"));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn refused_sign_on_closes_the_link_and_signs_on_again() {
+    let refuse = Arc::new(|m: &Message| Act::Answer(vec![answer(m, "91")]));
+    let mut fake = FakeIssuer::start(refuse).await;
+    let (issuer, shutdown) = start_issuer(&IssuerConfig {
+        sign_on: true,
+        ..issuer_config(vec![fake.address()])
+    });
+    let (first, sign_on, _) = fake.next_message().await;
+    assert_eq!(sign_on.get_str(70), Some("001"));
+    let (second, again, _) = fake.next_message().await;
+    assert_eq!(again.get_str(70), Some("001"));
+    assert_ne!(first, second, "a new connection after the refusal");
+    assert!(!issuer.is_available());
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn timed_out_request_is_reversed_once_and_repeated_until_acknowledged() {
+    let mut fake = FakeIssuer::start(unanswered(&["0100", "0400"])).await;
+    let (issuer, shutdown) = start_issuer(&IssuerConfig {
+        timeout_ms: QUICK_TIMEOUT_MS,
+        ..issuer_config(vec![fake.address()])
+    });
+    eventually("link up", || issuer.is_available()).await;
+
+    let started = Instant::now();
+    let error = issuer
+        .request(authorization("123456"))
+        .await
+        .expect_err("never answered");
+    assert!(
+        matches!(
+            error,
+            UpstreamError::Timeout {
+                issuer_stan: Stan(1)
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(QUICK_TIMEOUT_MS));
+
+    let (_, original, _) = fake.next_message().await;
+    assert_eq!(original.mti(), mti("0100"));
+    let (_, reversal, _) = fake.next_message().await;
+    assert_eq!(reversal.mti(), mti("0400"));
+    assert_eq!(
+        reversal.get_str(90),
+        Some(expected_field_90("000001").as_str())
+    );
+    for field in [2, 3, 4, 7, 32, 37, 41, 42, 49] {
+        assert_eq!(reversal.get(field), original.get(field), "field {field}");
+    }
+    assert!(!reversal.has(35), "no track data in a reversal");
+
+    // Unanswered, it comes again as a repeat, which the fake acknowledges.
+    let (_, repeat, _) = fake.next_message().await;
+    assert_eq!(repeat.mti(), mti("0401"));
+    assert_eq!(repeat.get(90), reversal.get(90));
+    eventually("acknowledged", || issuer.status().saf_depth == 0).await;
+
+    // The link writes in order: anything still sent for it would come before this.
+    issuer.request(financial("000002")).await.expect("answered");
+    for message in messages_until(&mut fake, mti("0200")).await {
+        if message.mti() != mti("0200") {
+            // A repeat already on its way when the 0410 arrived; never a new 0400.
+            assert_eq!(message.mti(), mti("0401"));
+            assert_eq!(message.get(90), reversal.get(90));
+        }
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn late_approval_is_counted_and_not_reversed_twice() {
+    let mut fake = FakeIssuer::start(unanswered(&["0100"])).await;
+    let (issuer, shutdown) = start_issuer(&IssuerConfig {
+        timeout_ms: QUICK_TIMEOUT_MS,
+        ..issuer_config(vec![fake.address()])
+    });
+    eventually("link up", || issuer.is_available()).await;
+
+    let error = issuer
+        .request(authorization("123456"))
+        .await
+        .expect_err("timeout");
+    assert!(matches!(error, UpstreamError::Timeout { .. }), "{error:?}");
+    let (_, original, out) = fake.next_message().await;
+    let (_, reversal, _) = fake.next_message().await;
+    assert_eq!(reversal.mti(), mti("0400"));
+    eventually("reversal acknowledged", || issuer.status().saf_depth == 0).await;
+
+    out.send(answer(&original, "00")).expect("connection open");
+    eventually("late response", || issuer.status().late_responses >= 1).await;
+    assert_eq!(issuer.status().saf_depth, 0, "the reversal is already done");
+
+    issuer.request(financial("000002")).await.expect("answered");
+    for message in messages_until(&mut fake, mti("0200")).await {
+        assert_ne!(message.mti(), mti("0400"), "no second reversal");
+    }
+    assert_eq!(issuer.status().unmatched_responses, 0);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn lost_connection_fails_the_caller_and_reverses_the_request() {
+    let close_on_authorization = Arc::new(|m: &Message| match m.mti().as_str() {
+        "0100" => Act::Close,
+        _ => Act::Answer(vec![answer(m, "00")]),
+    });
+    let mut fake = FakeIssuer::start(close_on_authorization).await;
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![fake.address()]));
+    eventually("link up", || issuer.is_available()).await;
+
+    let error = issuer
+        .request(authorization("123456"))
+        .await
+        .expect_err("closed");
+    let UpstreamError::ConnectionLost { issuer_stan } = error else {
+        panic!("expected ConnectionLost, got {error:?}");
+    };
+    let (first, original, _) = fake.next_message().await;
+    assert_eq!(original.mti(), mti("0100"));
+    let (second, reversal, _) = fake.next_message().await;
+    assert_ne!(first, second, "sent after reconnecting");
+    assert_eq!(reversal.mti(), mti("0400"));
+    assert_eq!(
+        reversal.get_str(90),
+        Some(expected_field_90(&issuer_stan.to_string()).as_str())
+    );
+    eventually("reversal acknowledged", || issuer.status().saf_depth == 0).await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn requests_fail_over_to_the_second_endpoint_when_the_first_refuses() {
+    let refusing = TcpListener::bind(loopback()).await.expect("bind");
+    let refused = refusing.local_addr().expect("address");
+    drop(refusing);
+    let mut fake = FakeIssuer::start(approve_everything()).await;
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![
+        Endpoint::Address(refused),
+        fake.address(),
+    ]));
+    eventually("second endpoint up", || issuer.is_available()).await;
+
+    let response = issuer
+        .request(authorization("000001"))
+        .await
+        .expect("answered");
+    assert_eq!(response.get_str(39), Some("00"));
+    let (_, on_wire, _) = fake.next_message().await;
+    assert_eq!(on_wire.mti(), mti("0100"));
+    let status = issuer.status();
+    assert!(!status.endpoints[0].up);
+    assert!(status.endpoints[1].up);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn no_live_link_means_unavailable() {
+    let refusing = TcpListener::bind(loopback()).await.expect("bind");
+    let refused = refusing.local_addr().expect("address");
+    drop(refusing);
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![Endpoint::Address(refused)]));
+    assert!(!issuer.is_available());
+    let error = issuer
+        .request(authorization("000001"))
+        .await
+        .expect_err("no link");
+    assert!(matches!(error, UpstreamError::Unavailable));
+    assert!(error.is_upstream_fault());
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn link_reconnects_after_the_issuer_restarts() {
+    let fake = FakeIssuer::start(approve_everything()).await;
+    let address = fake.addr;
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![fake.address()]));
+    eventually("link up", || issuer.is_available()).await;
+    issuer
+        .request(authorization("000001"))
+        .await
+        .expect("answered");
+
+    fake.stop().await;
+    eventually("link down", || !issuer.is_available()).await;
+    let _fake = FakeIssuer::restart_at(address, approve_everything()).await;
+    eventually("link up again", || issuer.is_available()).await;
+    let response = issuer
+        .request(authorization("000002"))
+        .await
+        .expect("answered");
+    assert_eq!(response.get_str(11), Some("000002"));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn idle_link_sends_an_echo_and_recycles_when_it_is_not_answered() {
+    let mut fake = FakeIssuer::start(unanswered(&["0800"])).await;
+    let idle = Duration::from_secs(1);
+    let started = Instant::now();
+    let (issuer, shutdown) = start_issuer(&IssuerConfig {
+        timeout_ms: QUICK_TIMEOUT_MS,
+        echo_interval_s: 1,
+        ..issuer_config(vec![fake.address()])
+    });
+    assert_eq!(fake.next_connection().await, 0);
+
+    let (connection, echo, _) = fake.next_message().await;
+    assert_eq!(connection, 0);
+    assert_eq!(echo.mti(), mti("0800"));
+    assert_eq!(echo.get_str(70), Some("301"));
+    assert!(started.elapsed() >= idle, "sent only once idle");
+
+    assert_eq!(
+        fake.next_connection().await,
+        1,
+        "recycled after the echo timed out"
+    );
+    assert!(started.elapsed() >= idle + Duration::from_millis(QUICK_TIMEOUT_MS));
+    eventually("link up again", || issuer.is_available()).await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn answered_echoes_keep_the_link() {
+    let mut fake = FakeIssuer::start(approve_everything()).await;
+    let (issuer, shutdown) = start_issuer(&IssuerConfig {
+        timeout_ms: QUICK_TIMEOUT_MS,
+        echo_interval_s: 1,
+        ..issuer_config(vec![fake.address()])
+    });
+    for _ in 0..3 {
+        let (connection, echo, _) = fake.next_message().await;
+        assert_eq!((connection, echo.get_str(70)), (0, Some("301")));
+    }
+    assert!(issuer.is_available());
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn unmatched_response_is_dropped_and_counted() {
+    let stray_then_answer = Arc::new(|m: &Message| {
+        let mut stray = answer(m, "00");
+        stray.set(11, "999999").expect("data field");
+        Act::Answer(vec![stray, answer(m, "00")])
+    });
+    let fake = FakeIssuer::start(stray_then_answer).await;
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![fake.address()]));
+    eventually("link up", || issuer.is_available()).await;
+
+    let response = issuer
+        .request(authorization("123456"))
+        .await
+        .expect("answered");
+    assert_eq!(response.get_str(11), Some("123456"));
+    // The stray came first on the same stream, so it has been counted.
+    assert_eq!(issuer.status().unmatched_responses, 1);
+    assert_eq!(issuer.status().late_responses, 0);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_requests_but_lets_outstanding_ones_finish() {
+    let mut fake = FakeIssuer::start(Arc::new(|_: &Message| Act::Hold)).await;
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![fake.address()]));
+    eventually("link up", || issuer.is_available()).await;
+
+    let in_flight = tokio::spawn({
+        let issuer = issuer.clone();
+        async move { issuer.request(authorization("123456")).await }
+    });
+    let (_, request, out) = fake.next_message().await;
+    shutdown.cancel();
+    eventually("draining", || !issuer.is_available()).await;
+    assert!(matches!(
+        issuer.request(authorization("000002")).await,
+        Err(UpstreamError::Unavailable)
+    ));
+    out.send(answer(&request, "00")).expect("still connected");
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("answered while draining");
+    assert_eq!(response.get_str(39), Some("00"));
+}
+
+#[tokio::test]
+async fn tls_link_talks_to_a_tls_issuer() {
+    let pki = TlsFiles::generate();
+    let acceptor = isoswitch::tls::acceptor(&ListenerTls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: None,
+    })
+    .expect("server TLS");
+    let listener = TcpListener::bind(loopback()).await.expect("bind");
+    let mut fake = FakeIssuer::serve(listener, approve_everything(), Some(acceptor));
+
+    let (issuer, shutdown) = start_issuer(&IssuerConfig {
+        tls: Some(IssuerTls {
+            ca: pki.ca.clone(),
+            cert: None,
+            key: None,
+            server_name: Some("localhost".into()),
+        }),
+        ..issuer_config(vec![fake.address()])
+    });
+    eventually("TLS link up", || issuer.is_available()).await;
+    let response = issuer
+        .request(authorization("123456"))
+        .await
+        .expect("answered");
+    assert_eq!(response.get_str(39), Some("00"));
+    assert_eq!(fake.next_message().await.1.mti(), mti("0100"));
+    shutdown.cancel();
 }

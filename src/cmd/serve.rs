@@ -32,6 +32,8 @@ pub struct ServeArgs {
 
 /// How long shutdown waits for in-flight transactions.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long the stopped issuers get to report what they leave undelivered.
+const STOP_REPORT: Duration = Duration::from_secs(1);
 
 pub fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     Ok(match path {
@@ -81,23 +83,59 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!(addr = %metrics.local_addr()?, "metrics on /metrics, health on /healthz and /readyz");
     tokio::spawn(metrics_http::serve(metrics, ops_router, shutdown.clone()));
+    let stop_accepting = CancellationToken::new();
+    let drain_terminals = CancellationToken::new();
     let mut running = tokio::task::JoinSet::new();
     for listener in listeners {
         tracing::info!(listener = listener.name(), addr = %listener.local_addr()?, "listening");
-        running.spawn(listener.run(switch.clone(), shutdown.clone()));
+        running.spawn(listener.run_in_stages(
+            switch.clone(),
+            stop_accepting.clone(),
+            drain_terminals.clone(),
+        ));
     }
     wait_for_signals(&switch, args.config.as_ref()).await?;
-    tracing::info!("shutting down: no new connections, finishing in-flight transactions");
+    stop_in_stages(&switch, running, &stop_accepting, &drain_terminals).await;
+    // stop_issuers cancelled the switch's token, the one the metrics and admin
+    // endpoints share: they answered during the drain and stop now.
     shutdown.cancel();
-    if tokio::time::timeout(DRAIN, async {
+    Ok(())
+}
+
+/// Stops the switch in stages, each with its own signal, all within [`DRAIN`]:
+/// stop accepting → drain terminal connections → drain issuer links (their
+/// timeouts queue reversals) → flush store-and-forward → stop the issuers.
+async fn stop_in_stages(
+    switch: &Switch,
+    mut running: tokio::task::JoinSet<()>,
+    stop_accepting: &CancellationToken,
+    drain_terminals: &CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    tracing::info!("shutting down: no new connections, finishing in-flight transactions");
+    stop_accepting.cancel();
+    drain_terminals.cancel();
+    let terminals = tokio::time::timeout_at(deadline, async {
         while running.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
+    });
+    if terminals.await.is_err() {
         tracing::warn!("in-flight transactions still running after {DRAIN:?}; exiting");
     }
-    Ok(())
+    if !switch.drain_issuer_links(deadline).await {
+        tracing::warn!("requests still outstanding at issuers after {DRAIN:?}; exiting");
+    }
+    if !switch.flush_store_and_forward(deadline).await {
+        tracing::warn!("store-and-forward not flushed within {DRAIN:?}; exiting");
+    }
+    // Each issuer's store-and-forward logs what it leaves, masked, as it stops;
+    // that takes a moment, bounded in case a task is stuck.
+    if tokio::time::timeout(STOP_REPORT, switch.stop_issuers())
+        .await
+        .is_err()
+    {
+        tracing::warn!("issuers did not stop within {STOP_REPORT:?}; exiting");
+    }
+    tracing::info!("stopped");
 }
 
 /// What every listener needs besides its port: spec, framing and TLS.

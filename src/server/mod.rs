@@ -140,11 +140,24 @@ impl Listener {
     /// Accepts until `shutdown`, then waits for open connections to finish
     /// their in-flight transactions.
     pub async fn run(self, switch: Arc<Switch>, shutdown: CancellationToken) {
+        self.run_in_stages(switch, shutdown.clone(), shutdown).await;
+    }
+
+    /// Accepts until `stop_accepting`; open connections take requests until
+    /// `drain`, then finish their in-flight transactions and close. Returns
+    /// once every connection has closed. The two signals are two stages of a
+    /// graceful stop.
+    pub async fn run_in_stages(
+        self,
+        switch: Arc<Switch>,
+        stop_accepting: CancellationToken,
+        drain: CancellationToken,
+    ) {
         let tracker = TaskTracker::new();
         let name = self.context.inbound.listener.to_string();
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop_accepting.cancelled() => break,
                 accepted = self.tcp.accept() => accepted,
             };
             let (stream, peer) = match accepted {
@@ -165,7 +178,7 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             let context = self.context.clone();
             let switch = switch.clone();
-            let shutdown = shutdown.clone();
+            let shutdown = drain.clone();
             let tls = self.tls.clone();
             tracker.spawn(async move {
                 let _permit = permit;

@@ -7,6 +7,7 @@ pub mod config;
 mod rules;
 mod server;
 
+pub use crate::upstream::Decision;
 pub use config::SimulatorConfig;
 pub use server::{bind_and_serve, bind_and_serve_with, serve};
 
@@ -14,7 +15,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::Duration;
 
 use thiserror::Error;
 
@@ -59,20 +59,6 @@ pub enum SimulatorError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// What to do with one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Send `response`, after `delay` when there is one.
-    Respond {
-        response: Message,
-        delay: Option<Duration>,
-    },
-    /// Never answer (the requester times out).
-    Drop,
-    /// Close the connection the request came on.
-    Close,
 }
 
 /// What became of a reversal.
@@ -690,6 +676,8 @@ impl ReversalLog {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const CONFIG: &str = r#"

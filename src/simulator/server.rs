@@ -18,6 +18,7 @@ use super::config::SimulatorConfig;
 use super::{Decision, Simulator, SimulatorError};
 use crate::frame::{Frame, FrameCodec, FrameConfig};
 use crate::iso8583::{Message, Spec};
+use crate::upstream::InProcessIssuer;
 
 /// Delayed answers waiting for their connection.
 const WRITE_QUEUE: usize = 4096;
@@ -287,6 +288,14 @@ fn answer(sim: &Simulator, spec: &Spec, request_frame: &Frame, peer: SocketAddr)
             tracing::debug!(%peer, mti = %request.mti(), "simulator: closing connection by rule");
             Answer::Close
         }
+    }
+}
+
+/// The switch can run the simulator in process: its links ask it directly,
+/// without a socket, honouring its delay, drop and close.
+impl InProcessIssuer for Simulator {
+    fn decide(&self, request: &Message) -> Decision {
+        Simulator::decide(self, request)
     }
 }
 

@@ -300,6 +300,45 @@ impl Switch {
         result
     }
 
+    /// Graceful stop, the stage after the terminals have drained: every
+    /// issuer stops taking requests, and this waits (until `deadline`) for what
+    /// is out at them to be answered or to time out. Their reversals are queued
+    /// for store-and-forward, which keeps running. Whether all drained.
+    pub async fn drain_issuer_links(&self, deadline: tokio::time::Instant) -> bool {
+        let snapshot = self.snapshot();
+        for entry in &snapshot.issuers {
+            entry.issuer.stop_taking_requests();
+        }
+        let mut drained = true;
+        for entry in &snapshot.issuers {
+            drained &= entry.issuer.drained(deadline).await;
+        }
+        drained
+    }
+
+    /// Graceful stop, the stage after the links have drained: waits (until
+    /// `deadline`) for store-and-forward to deliver what is queued, through
+    /// links that are still up. Whether every queue emptied.
+    pub async fn flush_store_and_forward(&self, deadline: tokio::time::Instant) -> bool {
+        let snapshot = self.snapshot();
+        let mut flushed = true;
+        for entry in &snapshot.issuers {
+            flushed &= entry.issuer.flushed(deadline).await;
+        }
+        flushed
+    }
+
+    /// Graceful stop, the last stage: cancels the token the switch started
+    /// with (links close, store-and-forward stops) and waits for each issuer's
+    /// store-and-forward to report what it leaves undelivered.
+    pub async fn stop_issuers(&self) {
+        self.shutdown.cancel();
+        let snapshot = self.snapshot();
+        for entry in &snapshot.issuers {
+            entry.issuer.stopped().await;
+        }
+    }
+
     /// Answers one message from a terminal; None for messages that get no
     /// answer (responses sent to the switch unasked).
     pub async fn handle(

@@ -11,7 +11,7 @@ use crate::config::{Config, IssuerConfig};
 use crate::risk::{RiskRules, RiskState};
 use crate::route::BinTable;
 use crate::simulator::Simulator;
-use crate::upstream::Issuer;
+use crate::upstream::{InProcessIssuer, Issuer};
 
 /// An issuer as configured, with the running links behind it.
 pub struct IssuerEntry {
@@ -93,8 +93,8 @@ impl Snapshot {
                     })?;
                     let token = shutdown.child_token();
                     started.0.push(token.clone());
-                    let issuer =
-                        Issuer::start(ic, Arc::new(spec), simulator.cloned(), token.clone())?;
+                    let in_process = simulator.map(|s| s.clone() as Arc<dyn InProcessIssuer>);
+                    let issuer = Issuer::start(ic, Arc::new(spec), in_process, token.clone())?;
                     IssuerEntry {
                         config: ic.clone(),
                         issuer,

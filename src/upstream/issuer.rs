@@ -1,7 +1,7 @@
 //! An issuer as the switch sees it: its links (per endpoint, in failover order), the
 //! choice of a live link per request, store-and-forward, and a status snapshot.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,16 +9,19 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::link::{
-    self, Connector, InProcessIssuer, LinkContext, LinkHandle, LinkSettings, Telemetry,
-};
+use super::deliver::{Deliver, Delivery};
+use super::in_process::InProcessIssuer;
+use super::link::{self, LinkContext, LinkHandle, LinkSettings};
 use super::saf::{self, is_reversible, SafQueue};
+use super::stan::first_stan;
+use super::telemetry::Telemetry;
+use super::transport::Connector;
 use super::{tls, UpstreamError};
 use crate::config::{Endpoint, IssuerConfig};
 use crate::frame::{FrameConfig, LengthHeader};
 use crate::iso8583::{Message, Spec, Stan};
-use crate::simulator::Simulator;
 
 /// A running issuer: cheap to clone, all clones share the same links and queue.
 /// Its tasks run until the `shutdown` token given to [`Issuer::start`] is cancelled.
@@ -33,7 +36,14 @@ struct Inner {
     links: Arc<Links>,
     saf: SafQueue,
     telemetry: Arc<Telemetry>,
+    /// Cleared by [`Issuer::stop_taking_requests`], a stage of a graceful stop.
+    taking_requests: AtomicBool,
+    /// The store-and-forward task, so a stop can wait for its last report.
+    tasks: TaskTracker,
 }
+
+/// How often a graceful stop looks again at what it waits for.
+const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// A snapshot of an issuer's health, for the admin endpoint and tests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,21 +75,10 @@ pub struct EndpointStatus {
 
 impl Issuer {
     /// Starts `config.connections` links to every endpoint, and the store-and-forward
-    /// task. `simulator` serves `"sim"` endpoints in process (no socket); requests
-    /// go to [`Simulator::decide`] directly, honouring its delay, drop and close.
+    /// task. `in_process` serves `"sim"` endpoints without a socket: requests go to
+    /// [`InProcessIssuer::decide`] directly, honouring its delay, drop and close.
     /// Must run inside a tokio runtime; install the metrics recorder first.
     pub fn start(
-        config: &IssuerConfig,
-        spec: Arc<Spec>,
-        simulator: Option<Arc<Simulator>>,
-        shutdown: CancellationToken,
-    ) -> Result<Issuer, UpstreamError> {
-        let in_process = simulator.map(|s| s as Arc<dyn InProcessIssuer>);
-        Issuer::start_with(config, spec, in_process, shutdown)
-    }
-
-    /// As [`Issuer::start`], with any [`InProcessIssuer`] serving `"sim"` endpoints.
-    pub fn start_with(
         config: &IssuerConfig,
         spec: Arc<Spec>,
         in_process: Option<Arc<dyn InProcessIssuer>>,
@@ -119,8 +118,8 @@ impl Issuer {
                     .into_iter()
                     .map(|connector| {
                         index += 1;
-                        let first_stan = link::first_stan(index - 1, total);
-                        link::spawn(connector, label.clone(), first_stan, context.clone())
+                        let first = first_stan(index - 1, total);
+                        link::spawn(connector, label.clone(), first, context.clone())
                     })
                     .collect(),
                 label,
@@ -130,13 +129,15 @@ impl Issuer {
             endpoints,
             next: AtomicUsize::new(0),
         });
-        tokio::spawn(saf::run(
+        let tasks = TaskTracker::new();
+        tasks.spawn(saf::run(
             saf_intake,
             saf_queue.clone(),
             links.clone(),
             timeout,
             shutdown,
         ));
+        tasks.close();
         Issuer {
             inner: Arc::new(Inner {
                 name: Arc::from(name),
@@ -144,6 +145,8 @@ impl Issuer {
                 links,
                 saf: saf_queue,
                 telemetry,
+                taking_requests: AtomicBool::new(true),
+                tasks,
             }),
         }
     }
@@ -170,6 +173,9 @@ impl Issuer {
     /// As [`Issuer::request`], also returning the STAN the issuer saw (what a later
     /// reversal's field 90 must name).
     pub async fn request_traced(&self, request: Message) -> Result<(Message, Stan), UpstreamError> {
+        if !self.inner.taking_requests.load(Ordering::Acquire) {
+            return Err(UpstreamError::Unavailable);
+        }
         let telemetry = &self.inner.telemetry;
         telemetry.requests.increment(1);
         let started = Instant::now();
@@ -240,6 +246,51 @@ impl Issuer {
             .endpoints
             .iter()
             .any(|endpoint| endpoint.links.iter().any(LinkHandle::is_up))
+    }
+
+    // A graceful stop, in the order the stages run: stop_taking_requests and
+    // drained (drain the links), flushed (flush store-and-forward), then the
+    // `shutdown` token given to start, and stopped.
+
+    /// Refuses new requests (they fail as [`UpstreamError::Unavailable`]);
+    /// those already sent go on to their answer or timeout, and store-and-forward
+    /// keeps taking and sending reversals and advices.
+    pub fn stop_taking_requests(&self) {
+        self.inner.taking_requests.store(false, Ordering::Release);
+    }
+
+    /// Waits until no request is outstanding (each answered, timed out or lost;
+    /// the reversals they need are queued by then), or until `deadline`.
+    /// Whether it got there.
+    pub async fn drained(&self, deadline: Instant) -> bool {
+        let telemetry = &self.inner.telemetry;
+        wait_until(deadline, || telemetry.outstanding() == 0).await
+    }
+
+    /// Waits until store-and-forward has nothing left to deliver, or until
+    /// `deadline`. Whether it got there.
+    pub async fn flushed(&self, deadline: Instant) -> bool {
+        let saf = &self.inner.saf;
+        wait_until(deadline, || saf.depth() == 0).await
+    }
+
+    /// Waits for store-and-forward to end once the `shutdown` token is
+    /// cancelled; it logs what it leaves undelivered (masked) as it goes.
+    pub async fn stopped(&self) {
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// Polls `done` until it holds or `deadline` passes; whether it held.
+async fn wait_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep_until(deadline.min(Instant::now() + STOP_POLL)).await;
     }
 }
 
@@ -373,24 +424,28 @@ impl Links {
     }
 }
 
+impl Deliver for Links {
+    fn deliver(&self, message: Message, deadline: Instant) -> Delivery<'_> {
+        Box::pin(async move {
+            self.send(message, deadline, false)
+                .await
+                .map(|(response, _)| response)
+        })
+    }
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::net::SocketAddr;
+mod tests {
+    //! The issuer over a scripted in-process issuer. What needs a socket
+    //! (sign-on, echo, failover, reconnects, TLS) is tested in
+    //! tests/issuer_links.rs against the one TCP fake issuer.
     use std::sync::Mutex;
 
-    use bytes::BytesMut;
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-    use tokio::net::TcpListener;
-    use tokio::sync::mpsc;
-    use tokio::task::JoinSet;
-    use tokio_util::codec::{Decoder, Encoder};
-
     use super::*;
-    use crate::frame::{Frame, FrameCodec};
     use crate::iso8583::Mti;
-    use crate::simulator::Decision;
+    use crate::upstream::Decision;
 
-    pub(crate) fn spec() -> Arc<Spec> {
+    fn spec() -> Arc<Spec> {
         Arc::new(
             crate::specs::builtin("iso87ascii")
                 .expect("shipped spec")
@@ -398,7 +453,7 @@ pub(crate) mod tests {
         )
     }
 
-    pub(crate) fn config(endpoints: Vec<Endpoint>) -> IssuerConfig {
+    fn config(endpoints: Vec<Endpoint>) -> IssuerConfig {
         IssuerConfig {
             name: "test".into(),
             endpoints,
@@ -418,7 +473,7 @@ pub(crate) mod tests {
     }
 
     /// An 0100 as the switch would forward it.
-    pub(crate) fn authorization(stan: &str) -> Message {
+    fn authorization(stan: &str) -> Message {
         let mut m = Message::new(mti("0100"));
         for (field, value) in [
             (2, "4111111111111111"),
@@ -440,7 +495,7 @@ pub(crate) mod tests {
     }
 
     /// The issuer's answer to `request` with response code `code`.
-    pub(crate) fn answer(request: &Message, code: &str) -> Message {
+    fn answer(request: &Message, code: &str) -> Message {
         let mut response = Message::new(request.mti().response().expect("a request"));
         for field in [2, 3, 4, 7, 11, 37, 41, 70, 90] {
             if let Some(value) = request.get(field) {
@@ -451,182 +506,9 @@ pub(crate) mod tests {
         response
     }
 
-    /// What the fake issuer does with each message it receives.
-    pub(crate) enum Act {
-        Answer(Vec<Message>),
-        Ignore,
-        Close,
-    }
-
-    pub(crate) type Script = Arc<dyn Fn(&Message) -> Act + Send + Sync>;
-
-    pub(crate) fn approve_everything() -> Script {
-        Arc::new(|m: &Message| match m.mti().response() {
-            Some(_) => Act::Answer(vec![answer(m, "00")]),
-            None => Act::Ignore,
-        })
-    }
-
-    /// Instructions a test gives one fake connection.
-    pub(crate) enum Out {
-        Send(Message),
-    }
-
-    /// What the fake issuer saw: a connection, or a message on one.
-    pub(crate) enum Seen {
-        Connected(usize),
-        Message {
-            connection: usize,
-            message: Message,
-            out: mpsc::UnboundedSender<Out>,
-        },
-    }
-
-    /// A scripted issuer: reports everything it receives and answers per its script.
-    /// Listens on 127.0.0.1:0, or on an in-memory pipe for tests that move time.
-    pub(crate) struct FakeIssuer {
-        pub address: Option<SocketAddr>,
-        seen: mpsc::UnboundedReceiver<Seen>,
-        accept: tokio::task::JoinHandle<()>,
-    }
-
-    impl FakeIssuer {
-        pub(crate) async fn start(script: Script) -> FakeIssuer {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            FakeIssuer::serve_tcp(listener, script, None)
-        }
-
-        /// A fake at `address` again, as after an issuer restart.
-        pub(crate) async fn restart_at(address: SocketAddr, script: Script) -> FakeIssuer {
-            let listener = TcpListener::bind(address).await.expect("rebind");
-            FakeIssuer::serve_tcp(listener, script, None)
-        }
-
-        pub(crate) fn serve_tcp(
-            listener: TcpListener,
-            script: Script,
-            tls: Option<tokio_rustls::TlsAcceptor>,
-        ) -> FakeIssuer {
-            let address = listener.local_addr().expect("local address");
-            let (report, seen) = mpsc::unbounded_channel();
-            let accept = tokio::spawn(async move {
-                let mut connections = JoinSet::new();
-                for id in 0.. {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let (script, report) = (script.clone(), report.clone());
-                    let tls = tls.clone();
-                    connections.spawn(async move {
-                        match tls {
-                            Some(acceptor) => {
-                                if let Ok(stream) = acceptor.accept(tcp).await {
-                                    serve_connection(stream, id, script, report).await;
-                                }
-                            }
-                            None => serve_connection(tcp, id, script, report).await,
-                        }
-                    });
-                }
-            });
-            FakeIssuer {
-                address: Some(address),
-                seen,
-                accept,
-            }
-        }
-
-        pub(crate) fn endpoint(&self) -> Endpoint {
-            Endpoint::Address(self.address.expect("a TCP fake"))
-        }
-
-        /// Stops listening and drops every connection, like a crashed issuer.
-        pub(crate) async fn stop(self) {
-            self.accept.abort();
-            let _ = self.accept.await;
-        }
-
-        pub(crate) async fn next(&mut self) -> Seen {
-            self.seen.recv().await.expect("the fake issuer runs")
-        }
-
-        /// The next message received, on whichever connection.
-        pub(crate) async fn next_message(
-            &mut self,
-        ) -> (usize, Message, mpsc::UnboundedSender<Out>) {
-            loop {
-                if let Seen::Message {
-                    connection,
-                    message,
-                    out,
-                } = self.next().await
-                {
-                    return (connection, message, out);
-                }
-            }
-        }
-
-        /// The next connection accepted.
-        pub(crate) async fn next_connection(&mut self) -> usize {
-            loop {
-                if let Seen::Connected(id) = self.next().await {
-                    return id;
-                }
-            }
-        }
-    }
-
-    async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
-        stream: S,
-        id: usize,
-        script: Script,
-        report: mpsc::UnboundedSender<Seen>,
-    ) {
-        let spec = spec();
-        let _ = report.send(Seen::Connected(id));
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        let (out, mut instructions) = mpsc::unbounded_channel();
-        let mut codec = FrameCodec::new(FrameConfig::default());
-        let mut read = BytesMut::new();
-        loop {
-            let mut write = BytesMut::new();
-            tokio::select! {
-                n = reader.read_buf(&mut read) => {
-                    if !matches!(n, Ok(n) if n > 0) {
-                        return;
-                    }
-                    while let Ok(Some(frame)) = codec.decode(&mut read) {
-                        let Ok(message) = Message::decode(&spec, frame.payload) else {
-                            continue;
-                        };
-                        let act = script(&message);
-                        let _ = report.send(Seen::Message { connection: id, message, out: out.clone() });
-                        match act {
-                            Act::Answer(messages) => {
-                                for m in messages {
-                                    let payload = m.encode(&spec).expect("fake answers encode");
-                                    codec.encode(Frame::new(payload), &mut write).expect("frames");
-                                }
-                            }
-                            Act::Ignore => {}
-                            Act::Close => return,
-                        }
-                    }
-                }
-                Some(Out::Send(m)) = instructions.recv() => {
-                    let payload = m.encode(&spec).expect("test messages encode");
-                    codec.encode(Frame::new(payload), &mut write).expect("frames");
-                }
-            }
-            if writer.write_all(&write).await.is_err() {
-                return;
-            }
-        }
-    }
-
     /// Polls `check` every millisecond (virtual time under a paused clock) until it
     /// holds; fails after ten thousand tries.
-    pub(crate) async fn wait_for(what: &str, check: impl Fn() -> bool) {
+    async fn wait_for(what: &str, check: impl Fn() -> bool) {
         for _ in 0..10_000 {
             if check() {
                 return;
@@ -636,496 +518,15 @@ pub(crate) mod tests {
         panic!("gave up waiting for {what}");
     }
 
-    fn start(config: &IssuerConfig) -> (Issuer, CancellationToken) {
-        let shutdown = CancellationToken::new();
-        let issuer =
-            Issuer::start_with(config, spec(), None, shutdown.clone()).expect("issuer starts");
-        (issuer, shutdown)
-    }
-
     /// Timeout for tests that wait for one: short, yet long enough for a busy
     /// machine to answer the requests that are meant to be answered.
     const QUICK_TIMEOUT: Duration = Duration::from_millis(300);
-
-    /// An issuer with a short timeout and `echo` as its idle interval.
-    fn start_quick(config: &IssuerConfig, echo: Option<Duration>) -> (Issuer, CancellationToken) {
-        let shutdown = CancellationToken::new();
-        let mut settings = link_settings(config, spec()).expect("settings");
-        settings.timeout = QUICK_TIMEOUT;
-        settings.echo_interval = echo;
-        let endpoints = connectors(config, None).expect("connectors");
-        let issuer = Issuer::launch(&config.name, settings, endpoints, shutdown.clone());
-        (issuer, shutdown)
-    }
-
-    /// Messages the fake receives up to and including the next `mti`.
-    async fn messages_until(fake: &mut FakeIssuer, mti: Mti) -> Vec<Message> {
-        let mut seen = Vec::new();
-        loop {
-            let (_, message, _) = fake.next_message().await;
-            let done = message.mti() == mti;
-            seen.push(message);
-            if done {
-                return seen;
-            }
-        }
-    }
-
-    fn financial(stan: &str) -> Message {
-        let mut request = authorization(stan);
-        request.set_mti(mti("0200"));
-        request
-    }
-
-    fn unanswered(mtis: &'static [&'static str]) -> Script {
-        let approve = approve_everything();
-        Arc::new(move |m: &Message| {
-            if mtis.contains(&m.mti().as_str()) {
-                Act::Ignore
-            } else {
-                approve(m)
-            }
-        })
-    }
 
     /// Field 90 for a reversal of [`authorization`] sent with `issuer_stan`.
     fn expected_field_90(issuer_stan: &str) -> String {
         let acquirer = "00000012345";
         let forwarder = "00000000000";
         format!("0100{issuer_stan}0615120000{acquirer}{forwarder}")
-    }
-
-    #[tokio::test]
-    async fn request_goes_out_with_the_link_stan_and_comes_back_with_the_callers() {
-        let mut fake = FakeIssuer::start(approve_everything()).await;
-        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
-        wait_for("link up", || issuer.is_available()).await;
-
-        let (response, issuer_stan) = issuer
-            .request_traced(authorization("123456"))
-            .await
-            .expect("answered");
-        let (_, on_wire, _) = fake.next_message().await;
-        assert_eq!(on_wire.mti(), mti("0100"));
-        assert_eq!(on_wire.get_str(11), Some("000001"));
-        assert_eq!(issuer_stan, Stan(1));
-        assert_eq!(response.mti(), mti("0110"));
-        assert_eq!(response.get_str(11), Some("123456"));
-        assert_eq!(response.get_str(39), Some("00"));
-        let status = issuer.status();
-        assert_eq!(status.outstanding, 0);
-        assert_eq!(status.endpoints[0].address, fake.endpoint().to_string());
-        assert!(status.endpoints[0].up);
-        assert!(!status.endpoints[0].signed_on, "sign-on is off");
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn concurrent_requests_on_one_link_are_matched_when_answered_out_of_order() {
-        let mut fake = FakeIssuer::start(Arc::new(|_: &Message| Act::Ignore)).await;
-        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
-        wait_for("link up", || issuer.is_available()).await;
-
-        const CALLERS: u32 = 50;
-        let mut callers = JoinSet::new();
-        for i in 0..CALLERS {
-            let issuer = issuer.clone();
-            callers.spawn(async move {
-                let mut request = authorization(&format!("{:06}", 700 + i));
-                request
-                    .set(4, format!("{:012}", 1000 + i))
-                    .expect("data field");
-                (i, issuer.request(request).await)
-            });
-        }
-        let mut held = Vec::new();
-        for _ in 0..CALLERS {
-            held.push(fake.next_message().await);
-        }
-        let mut stans: Vec<_> = held
-            .iter()
-            .map(|(_, m, _)| m.get_str(11).map(String::from))
-            .collect();
-        stans.sort();
-        stans.dedup();
-        assert_eq!(
-            stans.len(),
-            CALLERS as usize,
-            "one STAN per outstanding request"
-        );
-        assert!(held.iter().all(|(connection, _, _)| *connection == 0));
-        assert_eq!(issuer.status().outstanding, CALLERS as usize);
-
-        for (_, request, out) in held.into_iter().rev() {
-            out.send(Out::Send(answer(&request, "00")))
-                .expect("connection open");
-        }
-        while let Some(joined) = callers.join_next().await {
-            let (i, result) = joined.expect("caller task");
-            let response = result.expect("answered");
-            assert_eq!(
-                response.get_str(11),
-                Some(format!("{:06}", 700 + i).as_str())
-            );
-            assert_eq!(
-                response.get_str(4),
-                Some(format!("{:012}", 1000 + i).as_str())
-            );
-        }
-        assert_eq!(issuer.status().outstanding, 0);
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn sign_on_is_sent_first_and_the_link_is_up_only_after_its_0810() {
-        let mut fake = FakeIssuer::start(unanswered(&["0800"])).await;
-        let (issuer, shutdown) = start(&IssuerConfig {
-            sign_on: true,
-            ..config(vec![fake.endpoint()])
-        });
-
-        let (_, sign_on, out) = fake.next_message().await;
-        assert_eq!(sign_on.mti(), mti("0800"));
-        assert_eq!(sign_on.get_str(70), Some("001"));
-        assert!(sign_on.transmission_time().is_ok(), "field 7 is MMDDhhmmss");
-        assert!(sign_on.stan().is_ok(), "field 11 is set");
-        assert!(!issuer.is_available());
-        assert!(matches!(
-            issuer.request(authorization("000009")).await,
-            Err(UpstreamError::Unavailable)
-        ));
-
-        out.send(Out::Send(answer(&sign_on, "00")))
-            .expect("connection open");
-        wait_for("signed on", || issuer.is_available()).await;
-        assert!(issuer.status().endpoints[0].signed_on);
-        let response = issuer
-            .request(authorization("000009"))
-            .await
-            .expect("answered");
-        assert_eq!(response.get_str(39), Some("00"));
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn refused_sign_on_closes_the_link_and_signs_on_again() {
-        let refuse = Arc::new(|m: &Message| Act::Answer(vec![answer(m, "91")]));
-        let mut fake = FakeIssuer::start(refuse).await;
-        let (issuer, shutdown) = start(&IssuerConfig {
-            sign_on: true,
-            ..config(vec![fake.endpoint()])
-        });
-        let (first, sign_on, _) = fake.next_message().await;
-        assert_eq!(sign_on.get_str(70), Some("001"));
-        let (second, again, _) = fake.next_message().await;
-        assert_eq!(again.get_str(70), Some("001"));
-        assert_ne!(first, second, "a new connection after the refusal");
-        assert!(!issuer.is_available());
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn timed_out_request_is_reversed_once_and_repeated_until_acknowledged() {
-        let mut fake = FakeIssuer::start(unanswered(&["0100", "0400"])).await;
-        let (issuer, shutdown) = start_quick(&config(vec![fake.endpoint()]), None);
-        wait_for("link up", || issuer.is_available()).await;
-
-        let started = Instant::now();
-        let error = issuer
-            .request(authorization("123456"))
-            .await
-            .expect_err("never answered");
-        assert!(
-            matches!(
-                error,
-                UpstreamError::Timeout {
-                    issuer_stan: Stan(1)
-                }
-            ),
-            "{error:?}"
-        );
-        assert!(started.elapsed() >= QUICK_TIMEOUT);
-
-        let (_, original, _) = fake.next_message().await;
-        assert_eq!(original.mti(), mti("0100"));
-        let (_, reversal, _) = fake.next_message().await;
-        assert_eq!(reversal.mti(), mti("0400"));
-        assert_eq!(
-            reversal.get_str(90),
-            Some(expected_field_90("000001").as_str())
-        );
-        for field in [2, 3, 4, 7, 32, 37, 41, 42, 49] {
-            assert_eq!(reversal.get(field), original.get(field), "field {field}");
-        }
-        assert!(!reversal.has(35), "no track data in a reversal");
-
-        // Unanswered, it comes again as a repeat, which the fake acknowledges.
-        let (_, repeat, _) = fake.next_message().await;
-        assert_eq!(repeat.mti(), mti("0401"));
-        assert_eq!(repeat.get(90), reversal.get(90));
-        wait_for("acknowledged", || issuer.status().saf_depth == 0).await;
-
-        // The link writes in order: anything still sent for it would come before this.
-        issuer.request(financial("000002")).await.expect("answered");
-        for message in messages_until(&mut fake, mti("0200")).await {
-            if message.mti() != mti("0200") {
-                // A repeat already on its way when the 0410 arrived; never a new 0400.
-                assert_eq!(message.mti(), mti("0401"));
-                assert_eq!(message.get(90), reversal.get(90));
-            }
-        }
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn late_approval_is_counted_and_not_reversed_twice() {
-        let mut fake = FakeIssuer::start(unanswered(&["0100"])).await;
-        let (issuer, shutdown) = start_quick(&config(vec![fake.endpoint()]), None);
-        wait_for("link up", || issuer.is_available()).await;
-
-        let error = issuer
-            .request(authorization("123456"))
-            .await
-            .expect_err("timeout");
-        assert!(matches!(error, UpstreamError::Timeout { .. }), "{error:?}");
-        let (_, original, out) = fake.next_message().await;
-        let (_, reversal, _) = fake.next_message().await;
-        assert_eq!(reversal.mti(), mti("0400"));
-        wait_for("reversal acknowledged", || issuer.status().saf_depth == 0).await;
-
-        out.send(Out::Send(answer(&original, "00")))
-            .expect("connection open");
-        wait_for("late response", || issuer.status().late_responses >= 1).await;
-        assert_eq!(issuer.status().saf_depth, 0, "the reversal is already done");
-
-        issuer.request(financial("000002")).await.expect("answered");
-        for message in messages_until(&mut fake, mti("0200")).await {
-            assert_ne!(message.mti(), mti("0400"), "no second reversal");
-        }
-        assert_eq!(issuer.status().unmatched_responses, 0);
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn lost_connection_fails_the_caller_and_reverses_the_request() {
-        let close_on_authorization = Arc::new(|m: &Message| match m.mti().as_str() {
-            "0100" => Act::Close,
-            _ => Act::Answer(vec![answer(m, "00")]),
-        });
-        let mut fake = FakeIssuer::start(close_on_authorization).await;
-        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
-        wait_for("link up", || issuer.is_available()).await;
-
-        let error = issuer
-            .request(authorization("123456"))
-            .await
-            .expect_err("closed");
-        let UpstreamError::ConnectionLost { issuer_stan } = error else {
-            panic!("expected ConnectionLost, got {error:?}");
-        };
-        let (first, original, _) = fake.next_message().await;
-        assert_eq!(original.mti(), mti("0100"));
-        let (second, reversal, _) = fake.next_message().await;
-        assert_ne!(first, second, "sent after reconnecting");
-        assert_eq!(reversal.mti(), mti("0400"));
-        assert_eq!(
-            reversal.get_str(90),
-            Some(expected_field_90(&issuer_stan.to_string()).as_str())
-        );
-        wait_for("reversal acknowledged", || issuer.status().saf_depth == 0).await;
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn requests_fail_over_to_the_second_endpoint_when_the_first_refuses() {
-        let refusing = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let refused = refusing.local_addr().expect("address");
-        drop(refusing);
-        let mut fake = FakeIssuer::start(approve_everything()).await;
-        let (issuer, shutdown) = start(&config(vec![Endpoint::Address(refused), fake.endpoint()]));
-        wait_for("second endpoint up", || issuer.is_available()).await;
-
-        let response = issuer
-            .request(authorization("000001"))
-            .await
-            .expect("answered");
-        assert_eq!(response.get_str(39), Some("00"));
-        let (_, on_wire, _) = fake.next_message().await;
-        assert_eq!(on_wire.mti(), mti("0100"));
-        let status = issuer.status();
-        assert!(!status.endpoints[0].up);
-        assert!(status.endpoints[1].up);
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn no_live_link_means_unavailable() {
-        let refusing = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let refused = refusing.local_addr().expect("address");
-        drop(refusing);
-        let (issuer, shutdown) = start(&config(vec![Endpoint::Address(refused)]));
-        assert!(!issuer.is_available());
-        let error = issuer
-            .request(authorization("000001"))
-            .await
-            .expect_err("no link");
-        assert!(matches!(error, UpstreamError::Unavailable));
-        assert!(error.is_upstream_fault());
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn link_reconnects_after_the_issuer_restarts() {
-        let fake = FakeIssuer::start(approve_everything()).await;
-        let address = fake.address.expect("tcp");
-        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
-        wait_for("link up", || issuer.is_available()).await;
-        issuer
-            .request(authorization("000001"))
-            .await
-            .expect("answered");
-
-        fake.stop().await;
-        wait_for("link down", || !issuer.is_available()).await;
-        let _fake = FakeIssuer::restart_at(address, approve_everything()).await;
-        wait_for("link up again", || issuer.is_available()).await;
-        let response = issuer
-            .request(authorization("000002"))
-            .await
-            .expect("answered");
-        assert_eq!(response.get_str(11), Some("000002"));
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn idle_link_sends_an_echo_and_recycles_when_it_is_not_answered() {
-        let mut fake = FakeIssuer::start(unanswered(&["0800"])).await;
-        let idle = Duration::from_millis(100);
-        let started = Instant::now();
-        let (issuer, shutdown) = start_quick(&config(vec![fake.endpoint()]), Some(idle));
-        assert_eq!(fake.next_connection().await, 0);
-
-        let (connection, echo, _) = fake.next_message().await;
-        assert_eq!(connection, 0);
-        assert_eq!(echo.mti(), mti("0800"));
-        assert_eq!(echo.get_str(70), Some("301"));
-        assert!(started.elapsed() >= idle, "sent only once idle");
-
-        assert_eq!(
-            fake.next_connection().await,
-            1,
-            "recycled after the echo timed out"
-        );
-        assert!(started.elapsed() >= idle + QUICK_TIMEOUT);
-        wait_for("link up again", || issuer.is_available()).await;
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn answered_echoes_keep_the_link() {
-        let mut fake = FakeIssuer::start(approve_everything()).await;
-        let idle = Duration::from_millis(50);
-        let (issuer, shutdown) = start_quick(&config(vec![fake.endpoint()]), Some(idle));
-        for _ in 0..3 {
-            let (connection, echo, _) = fake.next_message().await;
-            assert_eq!((connection, echo.get_str(70)), (0, Some("301")));
-        }
-        assert!(issuer.is_available());
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn unmatched_response_is_dropped_and_counted() {
-        let stray_then_answer = Arc::new(|m: &Message| {
-            let mut stray = answer(m, "00");
-            stray.set(11, "999999").expect("data field");
-            Act::Answer(vec![stray, answer(m, "00")])
-        });
-        let fake = FakeIssuer::start(stray_then_answer).await;
-        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
-        wait_for("link up", || issuer.is_available()).await;
-
-        let response = issuer
-            .request(authorization("123456"))
-            .await
-            .expect("answered");
-        assert_eq!(response.get_str(11), Some("123456"));
-        // The stray came first on the same stream, so it has been counted.
-        assert_eq!(issuer.status().unmatched_responses, 1);
-        assert_eq!(issuer.status().late_responses, 0);
-        shutdown.cancel();
-    }
-
-    #[tokio::test]
-    async fn shutdown_refuses_new_requests_but_lets_outstanding_ones_finish() {
-        let mut fake = FakeIssuer::start(Arc::new(|_: &Message| Act::Ignore)).await;
-        let (issuer, shutdown) = start(&config(vec![fake.endpoint()]));
-        wait_for("link up", || issuer.is_available()).await;
-
-        let in_flight = tokio::spawn({
-            let issuer = issuer.clone();
-            async move { issuer.request(authorization("123456")).await }
-        });
-        let (_, request, out) = fake.next_message().await;
-        shutdown.cancel();
-        wait_for("draining", || !issuer.is_available()).await;
-        assert!(matches!(
-            issuer.request(authorization("000002")).await,
-            Err(UpstreamError::Unavailable)
-        ));
-        out.send(Out::Send(answer(&request, "00")))
-            .expect("still connected");
-        let response = in_flight
-            .await
-            .expect("task")
-            .expect("answered while draining");
-        assert_eq!(response.get_str(39), Some("00"));
-    }
-
-    #[tokio::test]
-    async fn tls_link_talks_to_a_tls_issuer() {
-        let pki = crate::tls::tests::test_pki();
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            {
-                use rustls::pki_types::pem::PemObject;
-                rustls::pki_types::CertificateDer::pem_file_iter(&pki.server_cert)
-                    .expect("cert file")
-                    .collect::<Result<Vec<_>, _>>()
-                    .expect("certs")
-            },
-            {
-                use rustls::pki_types::pem::PemObject;
-                rustls::pki_types::PrivateKeyDer::from_pem_file(&pki.server_key).expect("key")
-            },
-        )
-        .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut fake = FakeIssuer::serve_tcp(listener, approve_everything(), Some(acceptor));
-
-        let (issuer, shutdown) = start(&IssuerConfig {
-            tls: Some(crate::config::IssuerTls {
-                ca: pki.ca.clone(),
-                cert: None,
-                key: None,
-                server_name: Some("localhost".into()),
-            }),
-            ..config(vec![fake.endpoint()])
-        });
-        wait_for("TLS link up", || issuer.is_available()).await;
-        let response = issuer
-            .request(authorization("123456"))
-            .await
-            .expect("answered");
-        assert_eq!(response.get_str(39), Some("00"));
-        assert_eq!(fake.next_message().await.1.mti(), mti("0100"));
-        shutdown.cancel();
     }
 
     /// An in-process issuer that follows a script and remembers what it was asked.
@@ -1272,32 +673,43 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn start_serves_sim_endpoints_with_the_real_simulator_in_process() {
-        let defaults = crate::config::Config::embedded_default().expect("default config");
-        let simulator = defaults
-            .simulator
-            .as_ref()
-            .expect("default has a simulator");
-        let simulator = Arc::new(Simulator::new(simulator).expect("simulator builds"));
-        let issuer_config = defaults.issuer("sim").expect("default issuer");
-        let shutdown = CancellationToken::new();
-        let issuer = Issuer::start(issuer_config, spec(), Some(simulator), shutdown.clone())
-            .expect("starts");
+    async fn a_draining_issuer_refuses_new_requests_and_still_reverses_its_timeouts() {
+        let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
+            "0100" => Decision::Drop,
+            _ => respond(m),
+        });
         wait_for("simulator link up", || issuer.is_available()).await;
-        let response = issuer
-            .request(authorization("123456"))
-            .await
-            .expect("answered");
-        assert_eq!(response.mti(), mti("0110"));
-        assert_eq!(response.get_str(11), Some("123456"));
-        assert!(response.has(39));
+        let in_flight = tokio::spawn({
+            let issuer = issuer.clone();
+            async move { issuer.request(authorization("123456")).await }
+        });
+        wait_for("request outstanding", || issuer.status().outstanding == 1).await;
+
+        issuer.stop_taking_requests();
+        assert!(matches!(
+            issuer.request(authorization("000002")).await,
+            Err(UpstreamError::Unavailable)
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(issuer.drained(deadline).await, "the held request timed out");
+        let outcome = in_flight.await.expect("task");
+        assert!(
+            matches!(outcome, Err(UpstreamError::Timeout { .. })),
+            "{outcome:?}"
+        );
+        assert!(issuer.flushed(deadline).await, "its reversal was delivered");
+        let asked: Vec<Mti> = scripted.asked().iter().map(Message::mti).collect();
+        assert_eq!(asked, vec![mti("0100"), mti("0400")]);
+
         shutdown.cancel();
+        issuer.stopped().await;
+        assert_eq!(issuer.status().saf_depth, 0);
     }
 
     #[test]
     fn sim_endpoint_without_a_simulator_is_a_config_error() {
         // Refused before anything is spawned, so no runtime is needed.
-        let result = Issuer::start_with(
+        let result = Issuer::start(
             &config(vec![Endpoint::Simulator]),
             spec(),
             None,

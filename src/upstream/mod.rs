@@ -2,17 +2,25 @@
 //! in-process simulator), with sign-on, echo, failover, timeouts that reverse, and a
 //! store-and-forward queue for advices and reversals. [`Issuer`] is the entry point.
 
+mod backoff;
+mod deliver;
+mod in_process;
 mod issuer;
 mod link;
 mod saf;
+mod session;
+mod stan;
+mod telemetry;
+mod transport;
 pub use crate::tls;
 
+pub use in_process::{Decision, InProcessIssuer};
 pub use issuer::{EndpointStatus, Issuer, IssuerStatus};
-pub use link::InProcessIssuer;
 pub use tls::TlsError;
 
 use crate::frame::FrameError;
-use crate::iso8583::{CodecError, Stan};
+use crate::iso8583::fields::mask_pan;
+use crate::iso8583::{CodecError, Message, Stan};
 
 /// Why a message could not be exchanged with an issuer. [`is_upstream_fault`]
 /// separates the issuer's failures (answer 91) from ours (answer 96).
@@ -63,6 +71,11 @@ impl UpstreamError {
             | UpstreamError::Tls { .. } => false,
         }
     }
+}
+
+/// Field 2 masked for logs, or "-".
+pub(crate) fn masked_pan(message: &Message) -> String {
+    message.get_str(2).map_or_else(|| "-".to_string(), mask_pan)
 }
 
 #[cfg(test)]

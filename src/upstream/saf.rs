@@ -13,10 +13,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::issuer::Links;
-use super::link::{masked_pan, Backoff};
+use super::backoff::Backoff;
+use super::deliver::Deliver;
+use super::masked_pan;
 use super::UpstreamError;
-use crate::iso8583::{Message, Mti};
+use crate::iso8583::{Message, Mti, ResponseCode};
 
 /// Sensitive authentication data: track 2, track 3, track 1, PIN block.
 pub(crate) const SENSITIVE_FIELDS: [u8; 4] = [35, 36, 45, 52];
@@ -175,12 +176,18 @@ struct Item {
     attempts: u32,
 }
 
-/// Delivers the queue through `links` until `shutdown`; each attempt waits up to
-/// `timeout` for the issuer's answer, failures are retried with backoff.
+/// Whether the issuer's answer asks for the item again later (91: issuer or
+/// switch inoperative) rather than taking it.
+fn asks_for_retry(response: &Message) -> bool {
+    response.response_code().ok() == Some(ResponseCode::ISSUER_INOPERATIVE)
+}
+
+/// Delivers the queue through `issuer` until `shutdown`; each attempt waits up to
+/// `timeout` for the issuer's answer. No answer, or a 91, is retried with backoff.
 pub(crate) async fn run(
     intake: SafIntake,
     queue: SafQueue,
-    links: Arc<Links>,
+    issuer: Arc<dyn Deliver>,
     timeout: Duration,
     shutdown: CancellationToken,
 ) {
@@ -209,7 +216,7 @@ pub(crate) async fn run(
         let deadline = Instant::now() + timeout;
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => break,
-            outcome = links.send(attempt, deadline, false) => outcome,
+            outcome = issuer.deliver(attempt, deadline) => outcome,
         };
         let sent = matches!(
             outcome,
@@ -224,7 +231,19 @@ pub(crate) async fn run(
             }
         }
         match outcome {
-            Ok((response, _)) => {
+            Ok(response) if asks_for_retry(&response) => {
+                tracing::debug!(
+                    issuer = %shared.issuer,
+                    mti = %head.message.mti(),
+                    attempts = head.attempts,
+                    "store-and-forward item answered 91; will repeat"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+            Ok(response) => {
                 if is_reversal {
                     shared.reversals_acknowledged.increment(1);
                 } else {
@@ -268,9 +287,10 @@ pub(crate) async fn run(
             }
         }
     }
+    // From here a push is refused (and logged), or goes to the successor.
+    intake.close();
+    take_queued(&mut intake, &mut items);
     if let Some(successor) = shared.successor.load_full() {
-        intake.close();
-        take_queued(&mut intake, &mut items);
         for item in items.drain(..) {
             let mut message = item.message;
             // The issuer may have seen it: it goes on as a repeat.
@@ -288,6 +308,16 @@ pub(crate) async fn run(
             left,
             "store-and-forward stopped with undelivered items (the queue is in memory)"
         );
+        for item in &items {
+            tracing::warn!(
+                issuer = %shared.issuer,
+                mti = %item.message.mti(),
+                stan = item.message.get_str(11).unwrap_or("-"),
+                pan = %masked_pan(&item.message),
+                attempts = item.attempts,
+                "store-and-forward item not delivered"
+            );
+        }
     }
 }
 
@@ -303,7 +333,11 @@ fn take_queued(intake: &mut mpsc::UnboundedReceiver<Message>, items: &mut VecDeq
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::iso8583::Stan;
+    use crate::upstream::deliver::Delivery;
 
     fn original() -> Message {
         let mut m = Message::new(Mti::from_static("0200"));
@@ -378,5 +412,212 @@ mod tests {
         assert!(!is_reversible(m("0120")));
         assert!(!is_reversible(m("0400")));
         assert!(!is_reversible(m("0800")));
+    }
+
+    /// What the scripted issuer does with one delivery.
+    enum Outcome {
+        Answer(&'static str),
+        NoAnswer,
+        Unavailable,
+        Unsendable,
+    }
+
+    /// An issuer that follows a script, one outcome per delivery (answering 00
+    /// once the script runs out), and reports each delivery with its time.
+    struct ScriptedIssuer {
+        script: Mutex<VecDeque<Outcome>>,
+        delivered: mpsc::UnboundedSender<(Instant, Message)>,
+    }
+
+    impl Deliver for ScriptedIssuer {
+        fn deliver(&self, message: Message, _deadline: Instant) -> Delivery<'_> {
+            let outcome = self
+                .script
+                .lock()
+                .ok()
+                .and_then(|mut script| script.pop_front())
+                .unwrap_or(Outcome::Answer("00"));
+            let result = match outcome {
+                Outcome::Answer(code) => {
+                    let mut response = Message::new(message.mti().response().expect("a request"));
+                    response.set(39, code).expect("data field");
+                    Ok(response)
+                }
+                Outcome::NoAnswer => Err(UpstreamError::Timeout {
+                    issuer_stan: Stan(1),
+                }),
+                Outcome::Unavailable => Err(UpstreamError::Unavailable),
+                Outcome::Unsendable => {
+                    Err(UpstreamError::Frame(crate::frame::FrameError::EmptyPayload))
+                }
+            };
+            // Reported before the answer is taken: on the test's single thread
+            // the queue has acted on it by the time the test sees the report.
+            let _ = self.delivered.send((Instant::now(), message));
+            Box::pin(std::future::ready(result))
+        }
+    }
+
+    struct Running {
+        queue: SafQueue,
+        delivered: mpsc::UnboundedReceiver<(Instant, Message)>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        async fn next(&mut self) -> (Instant, Message) {
+            tokio::time::timeout(Duration::from_secs(600), self.delivered.recv())
+                .await
+                .expect("delivered in time")
+                .expect("the queue runs")
+        }
+
+        async fn stop(self) -> SafQueue {
+            self.shutdown.cancel();
+            self.task.await.expect("the queue task ends cleanly");
+            self.queue
+        }
+    }
+
+    fn start(script: Vec<Outcome>) -> Running {
+        let (queue, intake) = SafQueue::new(&Arc::from("test"));
+        let (report, delivered) = mpsc::unbounded_channel();
+        let issuer = Arc::new(ScriptedIssuer {
+            script: Mutex::new(script.into()),
+            delivered: report,
+        });
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            intake,
+            queue.clone(),
+            issuer,
+            Duration::from_secs(5),
+            shutdown.clone(),
+        ));
+        Running {
+            queue,
+            delivered,
+            shutdown,
+            task,
+        }
+    }
+
+    fn reversal(stan: &str) -> Message {
+        let mut original = original();
+        original.set(11, stan).expect("data field");
+        reversal_for(&original)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn head_is_repeated_as_0401_until_acknowledged() {
+        let mut saf = start(vec![Outcome::NoAnswer, Outcome::NoAnswer]);
+        saf.queue.push(reversal("000001"));
+        assert_eq!(saf.queue.depth(), 1);
+        let mut mtis = Vec::new();
+        for _ in 0..3 {
+            mtis.push(saf.next().await.1.mti());
+        }
+        assert_eq!(mtis, ["0400", "0401", "0401"].map(Mti::from_static));
+        assert_eq!(saf.queue.depth(), 0, "acknowledged by the third");
+        let queue = saf.stop().await;
+        assert_eq!(queue.depth(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unsent_attempts_back_off_and_are_not_repeats() {
+        let mut saf = start(vec![
+            Outcome::Unavailable,
+            Outcome::Unavailable,
+            Outcome::Unavailable,
+        ]);
+        let mut advice = original();
+        advice.set_mti(Mti::from_static("0220"));
+        saf.queue.push(advice);
+        let mut times = Vec::new();
+        for _ in 0..4 {
+            let (at, message) = saf.next().await;
+            assert_eq!(
+                message.mti(),
+                Mti::from_static("0220"),
+                "never sent, so no repeat"
+            );
+            times.push(at);
+        }
+        // Equal jitter: each wait is between half and all of 500 ms, 1 s, 2 s.
+        for (i, base_ms) in [500u64, 1_000, 2_000].into_iter().enumerate() {
+            let waited = times[i + 1] - times[i];
+            let base = Duration::from_millis(base_ms);
+            assert!(
+                waited >= base / 2 && waited <= base,
+                "wait {i}: {waited:?} for {base:?}"
+            );
+        }
+        assert_eq!(saf.queue.depth(), 0);
+        saf.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_of_91_is_retried_and_any_other_answer_is_done() {
+        let mut saf = start(vec![Outcome::Answer("91"), Outcome::Answer("05")]);
+        saf.queue.push(reversal("000001"));
+        let (first_at, first) = saf.next().await;
+        assert_eq!(first.mti(), Mti::from_static("0400"));
+        assert_eq!(saf.queue.depth(), 1, "91 leaves it queued");
+        let (second_at, second) = saf.next().await;
+        assert_eq!(second.mti(), Mti::from_static("0401"));
+        assert!(second_at - first_at >= RETRY_FIRST / 2, "after a backoff");
+        assert_eq!(saf.queue.depth(), 0, "a decline is still an answer");
+        saf.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_go_out_in_the_order_they_were_queued() {
+        let mut saf = start(vec![Outcome::NoAnswer]);
+        for stan in ["000001", "000002", "000003"] {
+            saf.queue.push(reversal(stan));
+        }
+        assert_eq!(saf.queue.depth(), 3);
+        let mut sent = Vec::new();
+        for _ in 0..4 {
+            let (_, message) = saf.next().await;
+            sent.push(format!(
+                "{} {}",
+                message.mti(),
+                message.get_str(11).unwrap_or("-")
+            ));
+        }
+        assert_eq!(
+            sent,
+            ["0400 000001", "0401 000001", "0400 000002", "0400 000003"]
+        );
+        assert_eq!(saf.queue.depth(), 0);
+        saf.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_that_cannot_be_sent_is_dropped_and_does_not_block_the_rest() {
+        let mut saf = start(vec![Outcome::Unsendable]);
+        saf.queue.push(reversal("000001"));
+        saf.queue.push(reversal("000002"));
+        assert_eq!(saf.next().await.1.get_str(11), Some("000001"));
+        let (_, next) = saf.next().await;
+        assert_eq!(
+            (next.mti(), next.get_str(11)),
+            (Mti::from_static("0400"), Some("000002"))
+        );
+        assert_eq!(saf.queue.depth(), 0);
+        saf.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_shutdown_nothing_is_queued_and_what_was_left_stays_counted() {
+        let mut saf = start(vec![Outcome::NoAnswer]);
+        saf.queue.push(reversal("000001"));
+        saf.next().await;
+        let queue = saf.stop().await;
+        assert_eq!(queue.depth(), 1, "the unacknowledged head is left");
+        queue.push(reversal("000002"));
+        assert_eq!(queue.depth(), 1, "refused once stopped");
     }
 }

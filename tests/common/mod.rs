@@ -655,3 +655,252 @@ impl Drop for TlsFiles {
 fn toml_path(path: &Path) -> String {
     toml::Value::String(path.display().to_string()).to_string()
 }
+
+// ------------------------------------------------------- a scripted issuer
+
+// One fake issuer on TCP for the tests that script the issuer side
+// (issuer_links, graceful_stop): it reports what it receives and answers
+// as its script says.
+/// The issuer's answer to `request` with response code `code`.
+pub fn answer(request: &Message, code: &str) -> Message {
+    let mut response = Message::new(request.mti().response().expect("a request"));
+    for field in [2, 3, 4, 7, 11, 32, 37, 41, 70, 90] {
+        if let Some(value) = request.get(field) {
+            response.set(field, value).expect("data field");
+        }
+    }
+    response.set(39, code).expect("data field");
+    response
+}
+
+/// Field 90's STAN digits (positions 4..10).
+pub fn field_90_stan(message: &Message) -> Option<String> {
+    message
+        .get_str(90)
+        .and_then(|f| f.get(4..10))
+        .map(str::to_string)
+}
+
+/// What the fake issuer does with one message.
+pub enum Act {
+    Answer(Vec<Message>),
+    /// Say nothing (the test may answer later through `Seen::out`).
+    Hold,
+    /// Close this connection; the issuer accepts new ones.
+    Close,
+    /// Close this connection and stop accepting new ones (issuer down).
+    CloseAndDie,
+}
+
+pub type Script = Arc<dyn Fn(&Message) -> Act + Send + Sync>;
+
+/// One event at the fake issuer.
+pub enum Seen {
+    /// A connection was accepted; connections are numbered from 0.
+    Connected(usize),
+    Message {
+        connection: usize,
+        message: Message,
+        out: tokio::sync::mpsc::UnboundedSender<Message>,
+    },
+}
+
+/// A scripted issuer on 127.0.0.1:0 with 2-byte binary length headers.
+pub struct FakeIssuer {
+    pub addr: SocketAddr,
+    seen: tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeIssuer {
+    /// Waits up to `within` for a reversal whose field 90 names `stan`; if
+    /// none comes, the STANs the reversals that did come named.
+    pub async fn reversal_naming(
+        &mut self,
+        stan: &str,
+        within: Duration,
+    ) -> Result<(), Vec<Option<String>>> {
+        let mut named = Vec::new();
+        let found = tokio::time::timeout(within, async {
+            loop {
+                let (reversal, _) = self.next_of_class(4).await;
+                let named_stan = field_90_stan(&reversal);
+                named.push(named_stan.clone());
+                if named_stan.as_deref() == Some(stan) {
+                    return;
+                }
+            }
+        })
+        .await;
+        found.map_err(|_| named)
+    }
+
+    pub async fn start(script: Script) -> FakeIssuer {
+        let listener = TcpListener::bind(loopback()).await.expect("fake binds");
+        FakeIssuer::serve(listener, script, None)
+    }
+
+    /// A fake at `addr` again, as after an issuer restart.
+    pub async fn restart_at(addr: SocketAddr, script: Script) -> FakeIssuer {
+        let listener = TcpListener::bind(addr).await.expect("fake rebinds");
+        FakeIssuer::serve(listener, script, None)
+    }
+
+    /// A fake on `listener`, speaking TLS when `tls` is given.
+    pub fn serve(
+        listener: TcpListener,
+        script: Script,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> FakeIssuer {
+        let addr = listener.local_addr().expect("address");
+        let (report, seen) = tokio::sync::mpsc::unbounded_channel();
+        let die = CancellationToken::new();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            for id in 0.. {
+                let accepted = tokio::select! {
+                    _ = die.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((tcp, _)) = accepted else { return };
+                let _ = report.send(Seen::Connected(id));
+                let (script, report, die) = (script.clone(), report.clone(), die.clone());
+                let tls = tls.clone();
+                connections.spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                serve_fake_connection(stream, id, script, report, die).await;
+                            }
+                        }
+                        None => serve_fake_connection(tcp, id, script, report, die).await,
+                    }
+                });
+            }
+        });
+        FakeIssuer { addr, seen, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("\"{}\"", self.addr)
+    }
+
+    /// Stops listening and drops every connection, like a crashed issuer.
+    pub async fn stop(self) {
+        self.task.abort();
+    }
+
+    /// The next message received, on whichever connection.
+    pub async fn next_message(
+        &mut self,
+    ) -> (usize, Message, tokio::sync::mpsc::UnboundedSender<Message>) {
+        loop {
+            if let Seen::Message {
+                connection,
+                message,
+                out,
+            } = self.next().await
+            {
+                return (connection, message, out);
+            }
+        }
+    }
+
+    /// The next connection accepted.
+    pub async fn next_connection(&mut self) -> usize {
+        loop {
+            if let Seen::Connected(id) = self.next().await {
+                return id;
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> Seen {
+        match tokio::time::timeout(WAIT, self.seen.recv()).await {
+            Ok(Some(seen)) => seen,
+            Ok(None) => panic!("the fake issuer stopped"),
+            Err(_) => panic!("nothing reached the fake issuer within {WAIT:?}"),
+        }
+    }
+
+    /// What the fake has reported and the test has not taken yet, without waiting.
+    pub fn try_next(&mut self) -> Option<Seen> {
+        self.seen.try_recv().ok()
+    }
+
+    /// The next message of MTI class `class` (2 = financial, 4 = reversal).
+    pub async fn next_of_class(
+        &mut self,
+        class: u8,
+    ) -> (Message, tokio::sync::mpsc::UnboundedSender<Message>) {
+        loop {
+            if let Seen::Message { message, out, .. } = self.next().await {
+                if message.mti().class() == class {
+                    return (message, out);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FakeIssuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_fake_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    id: usize,
+    script: Script,
+    report: tokio::sync::mpsc::UnboundedSender<Seen>,
+    die: CancellationToken,
+) {
+    let spec = spec();
+    let mut framed = Framed::new(
+        stream,
+        FrameCodec::new(isoswitch::frame::FrameConfig::default()),
+    );
+    let (out, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    loop {
+        tokio::select! {
+            _ = die.cancelled() => return,
+            frame = framed.next() => {
+                let Some(Ok(frame)) = frame else { return };
+                let Ok(message) = Message::decode(&spec, frame.payload) else { continue };
+                let act = script(&message);
+                let _ = report.send(Seen::Message { connection: id, message, out: out.clone() });
+                match act {
+                    Act::Answer(messages) => {
+                        for m in messages {
+                            let payload = m.encode(&spec).expect("fake answers encode");
+                            if framed.send(Frame::new(payload)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Act::Hold => {}
+                    Act::Close => return,
+                    Act::CloseAndDie => {
+                        die.cancel();
+                        return;
+                    }
+                }
+            }
+            Some(m) = outgoing.recv() => {
+                let payload = m.encode(&spec).expect("test messages encode");
+                if framed.send(Frame::new(payload)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers every request with 00.
+pub fn approve_everything() -> Script {
+    Arc::new(|m: &Message| match m.mti().response() {
+        Some(_) => Act::Answer(vec![answer(m, "00")]),
+        None => Act::Hold,
+    })
+}

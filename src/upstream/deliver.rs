@@ -1,0 +1,20 @@
+//! The one thing store-and-forward needs from an issuer: send a message and wait
+//! for its answer. The issuer's links implement it; saf's tests script it.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::time::Instant;
+
+use super::UpstreamError;
+use crate::iso8583::Message;
+
+/// A boxed future, so [`Deliver`] stays object-safe.
+pub(crate) type Delivery<'a> =
+    Pin<Box<dyn Future<Output = Result<Message, UpstreamError>> + Send + 'a>>;
+
+/// Sends one message to the issuer and returns its answer, giving up at
+/// `deadline`. Nothing is reversed on failure: the caller repeats it.
+pub(crate) trait Deliver: Send + Sync + 'static {
+    fn deliver(&self, message: Message, deadline: Instant) -> Delivery<'_>;
+}
