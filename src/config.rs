@@ -6,10 +6,8 @@
 //! afterwards and name the item at fault.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -21,15 +19,14 @@ use crate::config_values::{
 use crate::risk::RiskConfig;
 use crate::route::{BinPattern, BinTable, BinTableError};
 use crate::simulator::config::{InvalidSimulator, SimulatorConfig};
+pub use crate::tls::{IssuerTls, ListenerTls};
+pub use crate::upstream::config::{Endpoint, IssuerConfig, SIMULATOR_ENDPOINT};
 
 /// The configuration used when none is given; also documents the minimal shape.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Origin named in errors about [`DEFAULT_TOML`].
 pub const EMBEDDED_ORIGIN: &str = "embedded default";
-
-/// The special endpoint that means "the in-process issuer simulator".
-pub const SIMULATOR_ENDPOINT: &str = "sim";
 
 /// A configuration that could not be used. Every variant names where it came from
 /// (a file path or [`EMBEDDED_ORIGIN`]).
@@ -126,109 +123,6 @@ impl ListenerConfig {
     }
 }
 
-/// Server-side TLS for a listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// When set, clients must present a certificate signed by this CA.
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
-}
-
-/// An issuer host (or group of failover hosts) the switch forwards to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    pub name: String,
-    /// Tried in order; the first reachable one is used.
-    pub endpoints: Vec<Endpoint>,
-    #[serde(default = "default_spec")]
-    pub spec: PathBuf,
-    #[serde(default = "default_header", deserialize_with = "header_kind")]
-    pub header: String,
-    #[serde(default)]
-    pub header_includes_self: bool,
-    /// Connections kept open to the active endpoint.
-    #[serde(default = "default_issuer_connections")]
-    pub connections: u32,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Seconds of silence before an echo (0800/301); 0 turns echoes off.
-    #[serde(default = "default_echo_interval_s")]
-    pub echo_interval_s: u64,
-    /// Send a sign-on (0800/001) after connecting.
-    #[serde(default = "default_sign_on")]
-    pub sign_on: bool,
-    #[serde(default)]
-    pub tls: Option<IssuerTls>,
-}
-
-impl IssuerConfig {
-    /// The length-header kind, one of [`HEADER_KINDS`](crate::config_values::HEADER_KINDS).
-    pub fn header(&self) -> &str {
-        &self.header
-    }
-}
-
-/// Where an issuer link connects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(try_from = "String")]
-pub enum Endpoint {
-    /// The in-process issuer simulator (`"sim"`).
-    Simulator,
-    Address(SocketAddr),
-}
-
-impl FromStr for Endpoint {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text == SIMULATOR_ENDPOINT {
-            return Ok(Endpoint::Simulator);
-        }
-        text.parse().map(Endpoint::Address).map_err(|_| {
-            format!(
-                "expected an endpoint like \"127.0.0.1:9100\" (IP address and port) or \"{SIMULATOR_ENDPOINT}\", found {text:?}"
-            )
-        })
-    }
-}
-
-impl TryFrom<String> for Endpoint {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Simulator => f.write_str(SIMULATOR_ENDPOINT),
-            Endpoint::Address(address) => address.fmt(f),
-        }
-    }
-}
-
-/// Client-side TLS towards an issuer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerTls {
-    /// CA that signs the issuer's server certificate.
-    pub ca: PathBuf,
-    /// Client certificate and key, for issuers that require mutual TLS (both or neither).
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    /// Name checked against the server certificate; defaults to the endpoint's IP address.
-    #[serde(default)]
-    pub server_name: Option<String>,
-}
-
 /// Sends cards whose BIN matches one of `bins` to `issuer`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,19 +172,6 @@ fn default_max_connections() -> u32 {
 }
 fn default_idle_timeout_s() -> u64 {
     300
-}
-fn default_issuer_connections() -> u32 {
-    1
-}
-fn default_timeout_ms() -> u64 {
-    // Below the schemes' stand-in limits, so our 91 reaches the terminal first.
-    5_000
-}
-fn default_echo_interval_s() -> u64 {
-    30
-}
-fn default_sign_on() -> bool {
-    true
 }
 fn default_metrics_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9583))

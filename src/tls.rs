@@ -1,17 +1,44 @@
 //! TLS for both sides, on rustls with the ring provider: the listener's server
 //! config (optional client-certificate check), the client config towards issuers
 //! (CA bundle, optional client certificate for mutual TLS) and the PEM loading
-//! they share. Errors name the file at fault.
+//! they share, and the `tls` tables of the listener and issuer sections. Errors
+//! name the file at fault.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConfig;
+use serde::Deserialize;
 
-use crate::config::{IssuerTls, ListenerTls};
+/// Server-side TLS for a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Client-side TLS towards an issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerTls {
+    /// CA that signs the issuer's server certificate.
+    pub ca: PathBuf,
+    /// Client certificate and key, for issuers that require mutual TLS (both or neither).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Name checked against the server certificate; defaults to the endpoint's IP address.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
 
 /// A TLS setting that cannot be used; names the file or value at fault.
 #[derive(Debug, thiserror::Error)]

@@ -497,16 +497,13 @@ fn masked_value_hex(tag: Tag, value: &[u8]) -> String {
     }
 }
 
-/// Keeps the first six and last four digits of a BCD PAN (trailing `F` padding kept);
-/// PANs too short to hide at least three digits that way are masked whole.
+/// A BCD PAN masked as every PAN is ([`mask_pan`]), its trailing `F` padding kept.
+///
+/// [`mask_pan`]: super::fields::mask_pan
 fn mask_pan_digits(hex: &str) -> String {
-    let digits = hex.trim_end_matches('F').len();
-    let padding = hex.len() - digits;
-    let (head, tail) = if digits >= 13 { (6, 4) } else { (0, 0) };
-    let mut masked = String::with_capacity(hex.len());
-    masked.push_str(&hex[..head]);
-    masked.push_str(&"*".repeat(digits - head - tail));
-    masked.push_str(&hex[digits - tail..digits]);
+    let digits = hex.trim_end_matches('F');
+    let padding = hex.len() - digits.len();
+    let mut masked = super::fields::mask_pan(digits);
     masked.push_str(&"F".repeat(padding));
     masked
 }

@@ -126,6 +126,13 @@ pub fn mask_pan(pan: &str) -> String {
 #[derive(Clone, Copy)]
 pub struct MaskedPan<'a>(Option<&'a [u8]>);
 
+impl<'a> MaskedPan<'a> {
+    /// A field 2 value (or its absence) to mask when displayed.
+    pub fn of(pan: Option<&'a [u8]>) -> MaskedPan<'a> {
+        MaskedPan(pan)
+    }
+}
+
 impl fmt::Display for MaskedPan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.map(std::str::from_utf8) {

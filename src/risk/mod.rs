@@ -44,7 +44,7 @@ pub use state::RiskState;
 pub use timestamp::Timestamp;
 
 use crate::channel::Channel;
-use crate::iso8583::fields::{mask_pan, ProcessingCode};
+use crate::iso8583::fields::{MaskedPan, ProcessingCode};
 use crate::iso8583::{Message, ResponseCode};
 use config::MAX_STATEFUL_RULES;
 use merchant::trim_id;
@@ -415,7 +415,7 @@ impl Rule {
         if let Some((_, counter)) = self.counters.iter().find(|(c, _)| *c == code) {
             counter.increment(1);
         }
-        let pan = MaskedPan(facts.pan);
+        let pan = MaskedPan::of(facts.pan);
         match self.mode {
             Mode::Enforce => tracing::info!(
                 rule = &*self.name,
@@ -441,19 +441,6 @@ impl Rule {
                 self.name,
                 code
             ),
-        }
-    }
-}
-
-/// Field 2 masked to first 6 / last 4, formatted only if the line is written.
-struct MaskedPan<'a>(Option<&'a [u8]>);
-
-impl fmt::Display for MaskedPan<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.map(std::str::from_utf8) {
-            Some(Ok(pan)) => f.write_str(&mask_pan(pan)),
-            Some(Err(_)) => f.write_str("****"),
-            None => f.write_str("-"),
         }
     }
 }

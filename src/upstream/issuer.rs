@@ -11,6 +11,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::config::{Endpoint, IssuerConfig};
 use super::deliver::{Deliver, Delivery};
 use super::in_process::InProcessIssuer;
 use super::link::{self, LinkContext, LinkHandle, LinkSettings};
@@ -19,7 +20,6 @@ use super::stan::first_stan;
 use super::telemetry::Telemetry;
 use super::transport::Connector;
 use super::{tls, UpstreamError};
-use crate::config::{Endpoint, IssuerConfig};
 use crate::frame::{FrameConfig, LengthHeader};
 use crate::iso8583::{Message, Spec, Stan};
 

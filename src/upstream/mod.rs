@@ -3,6 +3,7 @@
 //! store-and-forward queue for advices and reversals. [`Issuer`] is the entry point.
 
 mod backoff;
+pub mod config;
 mod deliver;
 mod in_process;
 mod issuer;
@@ -19,8 +20,7 @@ pub use issuer::{EndpointStatus, Issuer, IssuerStatus};
 pub use tls::TlsError;
 
 use crate::frame::FrameError;
-use crate::iso8583::fields::mask_pan;
-use crate::iso8583::{CodecError, Message, Stan};
+use crate::iso8583::{CodecError, Stan};
 
 /// Why a message could not be exchanged with an issuer. [`is_upstream_fault`]
 /// separates the issuer's failures (answer 91) from ours (answer 96).
@@ -71,11 +71,6 @@ impl UpstreamError {
             | UpstreamError::Tls { .. } => false,
         }
     }
-}
-
-/// Field 2 masked for logs, or "-".
-pub(crate) fn masked_pan(message: &Message) -> String {
-    message.get_str(2).map_or_else(|| "-".to_string(), mask_pan)
 }
 
 #[cfg(test)]

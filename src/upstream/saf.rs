@@ -15,9 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::deliver::Deliver;
-use super::masked_pan;
 use super::UpstreamError;
-use crate::iso8583::{Message, Mti, ResponseCode};
+use crate::iso8583::{Message, Mti, OriginalData, ResponseCode};
 
 /// Sensitive authentication data: track 2, track 3, track 1, PIN block.
 pub(crate) const SENSITIVE_FIELDS: [u8; 4] = [35, 36, 45, 52];
@@ -49,31 +48,9 @@ pub(crate) fn reversal_for(original: &Message) -> Message {
         }
     }
     reversal
-        .set(90, original_data_elements(original))
+        .set(90, OriginalData::from_request(original).to_field())
         .expect("field 90 is a data field");
     reversal
-}
-
-/// Field 90: original MTI (4), STAN (6), transmission time (10), acquiring
-/// institution (11, right-justified) and forwarding institution (11, zeros).
-fn original_data_elements(original: &Message) -> String {
-    let mut field = String::with_capacity(42);
-    field.push_str(original.mti().as_str());
-    push_digits(&mut field, original.get(11), 6);
-    push_digits(&mut field, original.get(7), 10);
-    push_digits(&mut field, original.get(32), 11);
-    push_digits(&mut field, None, 11);
-    field
-}
-
-/// `value` right-justified and zero-padded to `width`; zeros if absent or not digits.
-fn push_digits(out: &mut String, value: Option<&[u8]>, width: usize) {
-    let digits = value
-        .filter(|v| v.iter().all(u8::is_ascii_digit))
-        .map(|v| &v[v.len().saturating_sub(width)..])
-        .unwrap_or_default();
-    out.extend(std::iter::repeat('0').take(width - digits.len()));
-    out.extend(digits.iter().map(|&b| char::from(b)));
 }
 
 /// `mti` marked as a repeat: 0400 → 0401, 0220 → 0221.
@@ -150,7 +127,7 @@ impl SafQueue {
             tracing::error!(
                 issuer = %self.shared.issuer,
                 mti = %refused.0.mti(),
-                pan = %masked_pan(&refused.0),
+                pan = %refused.0.masked_pan(),
                 "store-and-forward has stopped; message not queued"
             );
         }
@@ -265,7 +242,7 @@ pub(crate) async fn run(
                 tracing::error!(
                     issuer = %shared.issuer,
                     mti = %head.message.mti(),
-                    pan = %masked_pan(&head.message),
+                    pan = %head.message.masked_pan(),
                     %error,
                     "store-and-forward item cannot be sent; dropped"
                 );
@@ -313,7 +290,7 @@ pub(crate) async fn run(
                 issuer = %shared.issuer,
                 mti = %item.message.mti(),
                 stan = item.message.get_str(11).unwrap_or("-"),
-                pan = %masked_pan(&item.message),
+                pan = %item.message.masked_pan(),
                 attempts = item.attempts,
                 "store-and-forward item not delivered"
             );

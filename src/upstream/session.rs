@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::link::{Command, Link, Reply};
-use super::masked_pan;
 use super::saf::reversal_for;
 use super::stan::{LateEntry, LATE_RETENTION};
 use super::transport::{Incoming, Transport};
@@ -390,7 +389,7 @@ impl<'l> Session<'l> {
             endpoint = %self.link.endpoint,
             mti = %response.mti(),
             issuer_stan = %stan,
-            pan = %masked_pan(response),
+            pan = %response.masked_pan(),
             response_code = response.get_str(39).unwrap_or("-"),
             reversal_queued = late.reversal_queued,
             "late issuer response"
@@ -411,7 +410,7 @@ impl<'l> Session<'l> {
             endpoint = %self.link.endpoint,
             mti = %message.mti(),
             issuer_stan = message.get_str(11).unwrap_or("-"),
-            pan = %masked_pan(message),
+            pan = %message.masked_pan(),
             why,
             "unmatched issuer message dropped"
         );
@@ -481,7 +480,7 @@ impl<'l> Session<'l> {
                     endpoint = %self.link.endpoint,
                     mti = %pending.request.mti(),
                     issuer_stan = %stan,
-                    pan = %masked_pan(&pending.request),
+                    pan = %pending.request.masked_pan(),
                     reversed = reversible,
                     "issuer did not answer in time"
                 );
@@ -518,7 +517,7 @@ impl<'l> Session<'l> {
             endpoint = %self.link.endpoint,
             original_mti = %request.mti(),
             issuer_stan = request.get_str(11).unwrap_or("-"),
-            pan = %masked_pan(request),
+            pan = %request.masked_pan(),
             why,
             "reversal queued"
         );
