@@ -255,8 +255,8 @@ async fn reversals_queued_for_an_issuer_survive_a_reload_that_changes_it() {
 }
 
 /// An issuer (or a load balancer in front of a dead one) that accepts and
-/// closes at once is redialled with the capped exponential backoff DESIGN.md
-/// asks for, not every 50–100 ms: the backoff restarts only after a session
+/// closes at once is redialled with the capped exponential backoff
+/// docs/ARCHITECTURE.md asks for, not every 50–100 ms: the backoff restarts only after a session
 /// that lasted. Six connections with delays doubling from 100 ms (each at
 /// least half its base) span at least 1.55 s.
 #[tokio::test]

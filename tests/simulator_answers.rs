@@ -185,7 +185,7 @@ fn expired_account_is_declined_54_even_when_field_14_claims_a_future_expiry() {
 }
 
 /// A 0200 financial purchase of zero is not an account verification (that is
-/// an 0100 of zero, as DESIGN.md and the switch's own amount rule have it): it
+/// an 0100 of zero, as docs/ARCHITECTURE.md and the switch's own amount rule have it): it
 /// gets 0210 with 13, "zero where not allowed", and no auth code.
 #[test]
 fn zero_amount_financial_purchase_0200_is_declined_13_not_approved() {

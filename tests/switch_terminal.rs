@@ -129,7 +129,7 @@ async fn undecodable_unsolicited_response_gets_no_answer() {
     );
 }
 
-/// DESIGN.md: a missing amount is 13, not a format error (30).
+/// docs/ARCHITECTURE.md: a missing amount is 13, not a format error (30).
 #[tokio::test]
 async fn purchase_without_an_amount_is_an_invalid_amount() {
     let switch = TestSwitch::start(SIM_CONFIG).await;
@@ -138,19 +138,19 @@ async fn purchase_without_an_amount_is_an_invalid_amount() {
     request.remove(4);
     let response = terminal.exchange(&request).await;
     assert_eq!(response.mti(), mti("0210"));
-    assert_eq!(code(&response), "13", "DESIGN.md: 13 = amount missing");
+    assert_eq!(code(&response), "13", "docs/ARCHITECTURE.md: 13 = amount missing");
     assert_eq!(response.get(11), request.get(11));
 }
 
 /// An 11-digit field 2 decodes (LLVAR n..19), so it is not a format error:
-/// DESIGN.md gives 14 for a PAN of the wrong length.
+/// docs/ARCHITECTURE.md gives 14 for a PAN of the wrong length.
 #[tokio::test]
 async fn card_number_of_the_wrong_length_is_an_invalid_card_number() {
     let switch = TestSwitch::start(SIM_CONFIG).await;
     let mut terminal = switch.terminal("pos").await;
     let request = purchase("47617390010", 1_000);
     let response = terminal.exchange(&request).await;
-    assert_eq!(code(&response), "14", "DESIGN.md: 14 = PAN length wrong");
+    assert_eq!(code(&response), "14", "docs/ARCHITECTURE.md: 14 = PAN length wrong");
 }
 
 /// An 0800 is allowed; one without field 70 lacks a required field: 30, not

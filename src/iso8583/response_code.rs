@@ -1,5 +1,5 @@
 //! Field 39: the two-character response code, with the meanings the switch
-//! produces (DESIGN.md) and the common issuer codes a person meets in `explain`.
+//! produces (docs/ARCHITECTURE.md) and the common issuer codes a person meets in `explain`.
 
 use std::fmt;
 use std::str::FromStr;

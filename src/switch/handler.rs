@@ -1,6 +1,7 @@
 //! The stages of one message, each a function: classify, check the format and
 //! the channel, route by BIN, forward to the issuer, and build the response.
-//! Every way out of here is a response code from DESIGN.md's table.
+//! Every way out of here is an `Outcome` (docs/ARCHITECTURE.md lists where
+//! each response code is decided).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,7 +1,7 @@
 //! How the switch ends a message it answers itself: an approval, or a refusal
 //! with its reason. [`Outcome::response_code`] is the one place that turns a
-//! reason into field 39 (DESIGN.md's table); handler and connection only name
-//! the reason.
+//! reason into field 39 (docs/ARCHITECTURE.md, "Where each response code is
+//! decided"); handler and connection only name the reason.
 
 use crate::iso8583::{CodecError, FieldError, ResponseCode};
 use crate::upstream::UpstreamError;
