@@ -302,6 +302,18 @@ impl Config {
         }
         self.validate_routes()?;
         self.validate_binds()?;
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            // An empty token would let in anyone who sends "Bearer " and nothing.
+            return Err(problem(
+                "admin",
+                "expected a non-empty token (leave token out to turn the admin endpoints off)",
+            ));
+        }
         if let Some(simulator) = &self.simulator {
             simulator
                 .validate()
