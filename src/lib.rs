@@ -3,11 +3,13 @@
 //! authorizations go; `risk` declines what is plainly wrong before routing;
 //! `switch` is the hot path, `server` the terminal listeners,
 //! `upstream` the issuer links and `simulator` the issuer simulator;
+//! `journal` stores transactions and the store-and-forward queue durably;
 //! `runtime` builds the async runtime they run on.
 
 pub mod config;
 pub mod frame;
 pub mod iso8583;
+pub mod journal;
 pub mod metrics_http;
 pub mod risk;
 pub mod route;
