@@ -477,6 +477,43 @@ async fn async_durability_writes_reach_the_file_by_close() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_callers_wait_and_drops_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let mut options = SqliteOptions::new(&path, DataKey::from_bytes(KEY));
+    options.durability = Durability::Async;
+    options.queue_capacity = 2;
+    options.max_batch = 2;
+    let journal = Arc::new(SqliteJournal::open(options).expect("open"));
+    let mut writers = tokio::task::JoinSet::new();
+    for task in 0..8u32 {
+        let journal = Arc::clone(&journal);
+        writers.spawn(async move {
+            for n in 0..50 {
+                journal
+                    .begin(forwarded(task * 100 + n + 1))
+                    .await
+                    .expect("begin");
+                assert!(journal.queued_writes() <= 2);
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+    let journal = Arc::into_inner(journal).expect("last handle");
+    journal.close();
+    assert_eq!(
+        open(&path)
+            .find(TxnQuery::default())
+            .await
+            .expect("find")
+            .len(),
+        400
+    );
+}
+
 const CHILD_ENV: &str = "ISOSWITCH_JOURNAL_KILL_CHILD";
 const ACKED: &str = "acked ";
 

@@ -197,6 +197,14 @@ impl SqliteJournal {
         &self.path
     }
 
+    /// Writes queued for the writer and not yet taken: at the queue's
+    /// capacity, callers are waiting (backpressure), which a gauge should show.
+    pub fn queued_writes(&self) -> usize {
+        self.requests
+            .as_ref()
+            .map_or(0, |r| r.max_capacity() - r.capacity())
+    }
+
     /// Lets the writer commit what is queued, then closes the database.
     pub fn close(mut self) {
         self.shut_down();
