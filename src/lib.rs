@@ -4,6 +4,7 @@
 //! every layer names) and `route` says where authorizations go; `risk` declines what is plainly wrong before routing;
 //! `switch` is the hot path, `server` the terminal listeners,
 //! `upstream` the issuer links and `simulator` the issuer simulator;
+//! `journal` stores transactions and the store-and-forward queue durably;
 //! `runtime` builds the async runtime they run on.
 
 pub mod channel;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod config_values;
 pub mod frame;
 pub mod iso8583;
+pub mod journal;
 pub mod metrics_http;
 pub mod risk;
 pub mod route;

@@ -1,0 +1,166 @@
+//! The transaction journal and the store-and-forward queue: two narrow traits
+//! the switch writes through, an SQLite backend (one writer thread, group
+//! commit) and an in-memory one for tests. The switch never names a database.
+
+pub mod card_data;
+pub mod memory;
+pub mod record;
+pub mod sqlite;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use card_data::{CardVault, DataKey, KeyError};
+pub use memory::MemoryJournal;
+pub use record::{
+    ClearPan, DecidedBy, Forward, InDoubt, Outcome, ReversalFields, ReversalState, SafId, SafItem,
+    SafKind, SafLink, SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery, TxnRecord,
+    TxnStart,
+};
+pub use sqlite::{SqliteJournal, SqliteOptions};
+
+/// What a journal call resolves to. Boxed so the traits stay object-safe
+/// (`Arc<dyn Journal>`); one allocation is small beside a commit.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, JournalError>> + Send + 'a>>;
+
+/// When a write's future resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Once the record is committed to storage: an approval waits for it.
+    #[default]
+    Commit,
+    /// Once the writer has accepted it; a crash may lose the last records.
+    Async,
+}
+
+/// Any error from storage cannot be cloned, but a failed group commit must
+/// reach every caller in it, so causes are shared.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why a journal call failed. Each names the file and the operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the journal {path}: {cause}")]
+    Open { path: PathBuf, cause: Cause },
+    #[error("cannot write the journal {path} ({op}): {cause}")]
+    Write {
+        path: PathBuf,
+        op: &'static str,
+        cause: Cause,
+    },
+    #[error("cannot read the journal {path} ({op}): {cause}")]
+    Read {
+        path: PathBuf,
+        op: &'static str,
+        cause: Cause,
+    },
+    #[error("journal key: {0}")]
+    Key(Arc<KeyError>),
+    #[error(
+        "card data of {record} in the journal does not open: tampered with or under another key"
+    )]
+    Tampered { record: String },
+    #[error("{op}: no {what} {id} in the journal")]
+    Unknown {
+        op: &'static str,
+        what: &'static str,
+        id: i64,
+    },
+    #[error("the journal {path} is closed")]
+    Closed { path: PathBuf },
+}
+
+impl From<KeyError> for JournalError {
+    fn from(e: KeyError) -> Self {
+        JournalError::Key(Arc::new(e))
+    }
+}
+
+/// The journal's last write failure, for `/readyz`: ready when the last write
+/// succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    pub ready: bool,
+    /// The last failure's message and unix ms, kept after recovery for the record.
+    pub last_error: Option<(String, i64)>,
+}
+
+/// The shared health cell a writer updates and readers copy.
+#[derive(Debug)]
+pub(crate) struct HealthCell(Mutex<Health>);
+
+impl HealthCell {
+    pub(crate) fn new() -> HealthCell {
+        HealthCell(Mutex::new(Health {
+            ready: true,
+            last_error: None,
+        }))
+    }
+
+    pub(crate) fn get(&self) -> Health {
+        self.lock().clone()
+    }
+
+    pub(crate) fn succeeded(&self) {
+        self.lock().ready = true;
+    }
+
+    pub(crate) fn failed(&self, error: &JournalError) {
+        let mut health = self.lock();
+        health.ready = false;
+        health.last_error = Some((error.to_string(), now_ms()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
+        // A poisoned cell still holds a whole `Health`: it is only ever assigned.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One row per transaction, updated through its life.
+pub trait Journal: Send + Sync {
+    /// The write-ahead record: before a request is forwarded, with what its
+    /// reversal needs.
+    fn begin(&self, start: TxnStart) -> StoreFuture<'_, TxnId>;
+    /// What the terminal was answered.
+    fn record_outcome(&self, id: TxnId, outcome: Outcome) -> StoreFuture<'_, ()>;
+    fn set_reversal(&self, id: TxnId, state: ReversalState) -> StoreFuture<'_, ()>;
+    fn find(&self, query: TxnQuery) -> StoreFuture<'_, Vec<TxnRecord>>;
+    fn stats(&self, range: TimeRange) -> StoreFuture<'_, Stats>;
+    /// Forwarded requests with no recorded answer and no reversal yet, oldest
+    /// first: at start-up, each needs its reversal queued.
+    fn in_doubt(&self) -> StoreFuture<'_, Vec<InDoubt>>;
+    /// What a reversal of `id` needs (for a terminal's own 0400, before or
+    /// after a restart); `None` when it was never forwarded.
+    fn reversal_fields(&self, id: TxnId) -> StoreFuture<'_, Option<ReversalFields>>;
+    fn health(&self) -> Health;
+}
+
+/// The persistent store-and-forward queue of reversals and advices, FIFO per issuer.
+pub trait SafStore: Send + Sync {
+    fn enqueue(&self, item: SafNew) -> StoreFuture<'_, SafId>;
+    /// Up to `limit` pending items of `issuer` whose next attempt is due at
+    /// `now_ms`, oldest first.
+    fn due(&self, issuer: &str, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<SafItem>>;
+    /// Counts a send (before it goes out, so a crash replays it as a repeat)
+    /// and sets when the next one is due.
+    fn mark_attempt(&self, id: SafId, at_ms: i64, next_attempt_at_ms: i64) -> StoreFuture<'_, ()>;
+    /// The issuer answered: the item leaves the queue.
+    fn acknowledge(&self, id: SafId, at_ms: i64) -> StoreFuture<'_, ()>;
+    /// The item expired unanswered: it leaves the queue, marked failed.
+    fn fail(&self, id: SafId, at_ms: i64) -> StoreFuture<'_, ()>;
+    /// Pending items of `issuer`.
+    fn depth(&self, issuer: &str) -> StoreFuture<'_, u64>;
+}

@@ -1,0 +1,442 @@
+//! What the journal and the store-and-forward queue hold: one row per
+//! transaction updated through its life, the queue's items, and the queries
+//! over them. Closed sets are enums with one spelling each, shared by every backend.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::iso8583::{Message, Mti, ResponseCode};
+
+/// A transaction's journal id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId(pub i64);
+
+/// A store-and-forward item's id; ascending ids are the queue's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SafId(pub i64);
+
+/// A spelling the journal does not know, read back from storage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?} in the journal")]
+pub struct UnknownSpelling {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// Declares a closed set with its one storage spelling per variant.
+macro_rules! spelled_enum {
+    ($(#[$meta:meta])* $name:ident, $kind:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The spelling stored in the journal and printed by the tools.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownSpelling;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownSpelling { kind: $kind, value: s.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+spelled_enum!(
+    /// Who decided the response code the terminal got.
+    DecidedBy, "decider" {
+        Issuer => "issuer",
+        Risk => "risk",
+        StandIn => "stand-in",
+        Timeout => "timeout",
+        Switch => "switch",
+    }
+);
+
+spelled_enum!(
+    /// Where the reversal of a transaction stands.
+    ReversalState, "reversal state" {
+        None => "none",
+        Queued => "queued",
+        Sent => "sent",
+        Acknowledged => "acknowledged",
+        Failed => "failed",
+    }
+);
+
+spelled_enum!(
+    /// What a store-and-forward item is.
+    SafKind, "queue item kind" {
+        Reversal => "reversal",
+        Advice => "advice",
+    }
+);
+
+spelled_enum!(
+    /// Where a store-and-forward item stands: pending until the issuer answers
+    /// or it expires.
+    SafState, "queue item state" {
+        Pending => "pending",
+        Acknowledged => "acknowledged",
+        Failed => "failed",
+    }
+);
+
+/// A full card number on its way into the journal, which keeps only its mask
+/// and keyed hash. `Debug` masks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClearPan(String);
+
+impl ClearPan {
+    /// Digits only, 12–19 of them.
+    pub fn new(digits: &str) -> Option<ClearPan> {
+        crate::iso8583::Pan::new(digits).map(|p| ClearPan(p.reveal().to_owned()))
+    }
+
+    /// The full number, for hashing only.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+
+    /// First 6 / last 4, through the crate's one masker.
+    pub fn masked(&self) -> String {
+        crate::iso8583::fields::mask_pan(&self.0)
+    }
+
+    pub fn last4(&self) -> &str {
+        &self.0[self.0.len() - 4..]
+    }
+}
+
+impl fmt::Debug for ClearPan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClearPan({})", self.masked())
+    }
+}
+
+/// The fields a reversal or advice is built from, kept encrypted at rest.
+/// Nothing else of the message is kept: no track data, PIN block, CVV or field 55.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ReversalFields(BTreeMap<u8, Vec<u8>>);
+
+impl ReversalFields {
+    /// Fields 2, 3, 4, 7, 11, 12, 13, 14, 22, 32, 37, 41, 42, 49 and 90.
+    pub const KEPT: [u8; 15] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 32, 37, 41, 42, 49, 90];
+
+    /// The kept fields present in `message`.
+    pub fn from_message(message: &Message) -> ReversalFields {
+        let kept = Self::KEPT
+            .iter()
+            .filter_map(|&n| message.get(n).map(|v| (n, v.to_vec())))
+            .collect();
+        ReversalFields(kept)
+    }
+
+    /// Sets one field; fields outside [`Self::KEPT`] are refused.
+    pub fn set(&mut self, field: u8, value: impl Into<Vec<u8>>) -> bool {
+        let kept = Self::KEPT.contains(&field);
+        if kept {
+            self.0.insert(field, value.into());
+        }
+        kept
+    }
+
+    pub fn get(&self, field: u8) -> Option<&[u8]> {
+        self.0.get(&field).map(Vec::as_slice)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u8, &[u8])> + '_ {
+        self.0.iter().map(|(n, v)| (*n, v.as_slice()))
+    }
+
+    /// A message of type `mti` carrying these fields.
+    pub fn to_message(&self, mti: Mti) -> Message {
+        let mut message = Message::new(mti);
+        for (n, value) in self.iter() {
+            // KEPT holds only data field numbers, so `set` cannot refuse one.
+            let _ = message.set(n, value);
+        }
+        message
+    }
+
+    /// Field number, two-byte length, value; repeated.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.values().map(|v| v.len() + 3).sum());
+        for (n, value) in &self.0 {
+            let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+            out.push(*n);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&value[..usize::from(len)]);
+        }
+        out
+    }
+
+    /// The inverse of [`Self::encode`]; `None` when the bytes are cut short.
+    pub(crate) fn decode(mut bytes: &[u8]) -> Option<ReversalFields> {
+        let mut fields = BTreeMap::new();
+        while let [n, hi, lo, rest @ ..] = bytes {
+            let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+            let value = rest.get(..len)?;
+            fields.insert(*n, value.to_vec());
+            bytes = &rest[len..];
+        }
+        bytes.is_empty().then_some(ReversalFields(fields))
+    }
+}
+
+impl fmt::Debug for ReversalFields {
+    /// Field numbers only: the values include the PAN.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// Where a request was sent: known before it is forwarded, with what its
+/// reversal will need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub route: String,
+    pub issuer: String,
+    pub upstream_stan: String,
+    pub upstream_rrn: Option<String>,
+    pub reversal: ReversalFields,
+}
+
+/// The write-ahead record of a transaction, written when it arrives (and,
+/// when it is forwarded, before it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnStart {
+    pub received_at_ms: i64,
+    pub listener: String,
+    pub channel: String,
+    pub mti: Mti,
+    pub processing_code: Option<String>,
+    pub pan: Option<ClearPan>,
+    /// Minor units of `currency`.
+    pub amount: Option<i64>,
+    /// ISO 4217 numeric code.
+    pub currency: Option<u16>,
+    pub terminal_id: Option<String>,
+    pub merchant_id: Option<String>,
+    pub terminal_stan: Option<String>,
+    pub terminal_rrn: Option<String>,
+    /// `None` when the switch answered without asking an issuer.
+    pub forward: Option<Forward>,
+}
+
+/// What the terminal was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub answered_at_ms: i64,
+    pub response_code: ResponseCode,
+    pub decided_by: DecidedBy,
+    pub auth_code: Option<String>,
+    pub latency_us: u64,
+}
+
+/// A store-and-forward item linked to a transaction, as its history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafLink {
+    pub id: SafId,
+    pub kind: SafKind,
+    pub state: SafState,
+    pub attempts: u32,
+}
+
+/// A transaction as the journal holds it. The PAN is only there masked and hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnRecord {
+    pub id: TxnId,
+    pub received_at_ms: i64,
+    pub listener: String,
+    pub channel: String,
+    pub mti: Mti,
+    pub processing_code: Option<String>,
+    pub pan_masked: Option<String>,
+    pub pan_hash: Option<[u8; 32]>,
+    pub amount: Option<i64>,
+    pub currency: Option<u16>,
+    pub terminal_id: Option<String>,
+    pub merchant_id: Option<String>,
+    pub terminal_stan: Option<String>,
+    pub terminal_rrn: Option<String>,
+    pub route: Option<String>,
+    pub issuer: Option<String>,
+    pub upstream_stan: Option<String>,
+    pub upstream_rrn: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub reversal: ReversalState,
+    /// Reversals and advices queued for it, oldest first.
+    pub links: Vec<SafLink>,
+}
+
+/// A forwarded request whose terminal was never answered: after a crash,
+/// its reversal must be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubt {
+    pub id: TxnId,
+    pub received_at_ms: i64,
+    pub route: String,
+    pub issuer: String,
+    pub upstream_stan: String,
+    pub upstream_rrn: Option<String>,
+    pub terminal_id: Option<String>,
+    pub terminal_stan: Option<String>,
+    pub reversal: ReversalFields,
+}
+
+/// Which transactions `find` returns: every given condition must hold.
+/// `rrn` matches the terminal's or the upstream RRN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TxnQuery {
+    pub rrn: Option<String>,
+    /// Terminal id and the terminal's STAN.
+    pub terminal_stan: Option<(String, String)>,
+    pub last4: Option<String>,
+    pub pan: Option<ClearPan>,
+    pub range: TimeRange,
+    /// At most this many, oldest first; `None` for all.
+    pub limit: Option<usize>,
+}
+
+/// Received-at bounds in unix ms: `since` inclusive, `until` exclusive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl TimeRange {
+    pub fn contains(&self, at_ms: i64) -> bool {
+        self.since_ms.map_or(true, |s| at_ms >= s) && self.until_ms.map_or(true, |u| at_ms < u)
+    }
+}
+
+/// Count and summed amount of one group of transactions, per currency.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StatsRow {
+    /// The response code, route or decider; `pending` for unanswered ones,
+    /// `-` for no route.
+    pub key: String,
+    pub currency: Option<u16>,
+    pub count: u64,
+    pub amount: i64,
+}
+
+/// Counts and amounts by response code, route and decider, each sorted by key
+/// then currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub by_response_code: Vec<StatsRow>,
+    pub by_route: Vec<StatsRow>,
+    pub by_decider: Vec<StatsRow>,
+}
+
+/// The key `stats` shows for a transaction without an answer yet.
+pub const PENDING: &str = "pending";
+/// The key `stats` shows for a transaction without a route.
+pub const NO_ROUTE: &str = "-";
+
+/// A reversal or advice to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafNew {
+    pub issuer: String,
+    pub kind: SafKind,
+    pub txn_id: Option<TxnId>,
+    pub fields: ReversalFields,
+    pub created_at_ms: i64,
+    /// After this it is marked failed rather than sent.
+    pub expires_at_ms: i64,
+}
+
+/// A pending store-and-forward item, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafItem {
+    pub id: SafId,
+    pub issuer: String,
+    pub kind: SafKind,
+    pub txn_id: Option<TxnId>,
+    pub fields: ReversalFields,
+    /// Sends so far; past the first, it goes out as a repeat (xxx1).
+    pub attempts: u32,
+    pub created_at_ms: i64,
+    pub next_attempt_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+impl SafItem {
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_at_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reversal_fields_keep_only_what_a_reversal_needs() {
+        let mut m = Message::new(Mti::from_str("0100").expect("mti"));
+        for (n, v) in [
+            (2, "4111111111111111"),
+            (35, "4111111111111111=2812"),
+            (52, "PINBLOCK"),
+            (55, "9F02"),
+            (4, "000000001000"),
+        ] {
+            m.set(n, v).expect("field");
+        }
+        let fields = ReversalFields::from_message(&m);
+        assert_eq!(
+            fields.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec![2, 4]
+        );
+        assert_eq!(format!("{fields:?}"), "{2, 4}");
+    }
+
+    #[test]
+    fn reversal_fields_encode_round_trips_and_refuse_short_input() {
+        let mut fields = ReversalFields::default();
+        assert!(fields.set(2, "4111111111111111"));
+        assert!(fields.set(90, vec![b'0'; 42]));
+        assert!(!fields.set(35, "track"));
+        let bytes = fields.encode();
+        assert_eq!(ReversalFields::decode(&bytes), Some(fields));
+        assert_eq!(ReversalFields::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn every_spelling_reads_back() {
+        for d in DecidedBy::ALL {
+            assert_eq!(d.as_str().parse::<DecidedBy>(), Ok(*d));
+        }
+        for r in ReversalState::ALL {
+            assert_eq!(r.as_str().parse::<ReversalState>(), Ok(*r));
+        }
+        assert!("nobody".parse::<DecidedBy>().is_err());
+    }
+
+    #[test]
+    fn clear_pan_debug_is_masked() {
+        let pan = ClearPan::new("4111111111111111").expect("pan");
+        assert_eq!(format!("{pan:?}"), "ClearPan(411111******1111)");
+        assert_eq!(pan.last4(), "1111");
+        assert!(ClearPan::new("41111x").is_none());
+    }
+}

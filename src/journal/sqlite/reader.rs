@@ -1,0 +1,357 @@
+//! Reads on their own connection, beside the writer: WAL lets them see every
+//! committed batch without waiting for it. Card data is opened here, for the
+//! row it was sealed for only.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rusqlite::types::ToSql;
+use rusqlite::{params, Connection, Row};
+
+use super::{open_connection, FileIdentity};
+use crate::iso8583::{Mti, ResponseCode};
+use crate::journal::card_data::{saf_record, txn_record, CardVault, Sealed};
+use crate::journal::record::{
+    InDoubt, Outcome, ReversalFields, SafId, SafItem, SafLink, Stats, StatsRow, TimeRange, TxnId,
+    TxnQuery, TxnRecord, NO_ROUTE, PENDING,
+};
+use crate::journal::JournalError;
+
+pub(crate) struct Reader {
+    pub path: PathBuf,
+    pub conn: Option<(Connection, FileIdentity)>,
+    pub vault: Arc<CardVault>,
+}
+
+/// What a read failed with, before it is given the file and operation.
+enum ReadFailure {
+    Sqlite(rusqlite::Error),
+    Corrupt(String),
+    Tampered(String),
+}
+
+impl From<rusqlite::Error> for ReadFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        ReadFailure::Sqlite(e)
+    }
+}
+
+type ReadResult<T> = Result<T, ReadFailure>;
+
+/// A column that holds a spelling from a closed set.
+fn parsed<T: FromStr>(row: &Row<'_>, column: &str) -> ReadResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.get(column)?;
+    text.parse()
+        .map_err(|e: T::Err| ReadFailure::Corrupt(format!("column {column}: {e}")))
+}
+
+const TXN_COLUMNS: &str = "id, received_at_ms, listener, channel, mti, processing_code, pan_masked,
+    pan_hash, amount, currency, terminal_id, merchant_id, terminal_stan, terminal_rrn, route,
+    issuer, upstream_stan, upstream_rrn, answered_at_ms, response_code, decided_by, auth_code,
+    latency_us, reversal";
+
+impl Reader {
+    /// Runs `read` on the connection, reopening it first if the file under the
+    /// path was replaced, and names the file and `op` in any error.
+    fn with<T>(
+        &mut self,
+        op: &'static str,
+        read: impl FnOnce(&Connection, &CardVault) -> ReadResult<T>,
+    ) -> Result<T, JournalError> {
+        let current = FileIdentity::of(&self.path);
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|(_, id)| Some(*id) != current)
+        {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(open_connection(&self.path, false)?);
+        }
+        let (conn, _) = self.conn.as_ref().expect("a connection was just opened");
+        read(conn, &self.vault).map_err(|failure| match failure {
+            ReadFailure::Sqlite(e) => {
+                self.conn = None;
+                JournalError::Read {
+                    path: self.path.clone(),
+                    op,
+                    cause: Arc::new(e),
+                }
+            }
+            ReadFailure::Corrupt(what) => JournalError::Read {
+                path: self.path.clone(),
+                op,
+                cause: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(what)),
+            },
+            ReadFailure::Tampered(record) => JournalError::Tampered { record },
+        })
+    }
+
+    pub(crate) fn find(
+        &mut self,
+        query: &TxnQuery,
+        pan_hash: Option<[u8; 32]>,
+    ) -> Result<Vec<TxnRecord>, JournalError> {
+        self.with("find", |conn, _| {
+            let mut sql = format!("SELECT {TXN_COLUMNS} FROM txn WHERE 1 = 1");
+            let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+            let mut bind = |sql: &mut String, clause: &str, value: Box<dyn ToSql>| {
+                values.push(value);
+                sql.push_str(&clause.replace('?', &format!("?{}", values.len())));
+            };
+            if let Some(rrn) = &query.rrn {
+                bind(
+                    &mut sql,
+                    " AND (terminal_rrn = ? OR upstream_rrn = ?)",
+                    Box::new(rrn.clone()),
+                );
+            }
+            if let Some((terminal, stan)) = &query.terminal_stan {
+                bind(&mut sql, " AND terminal_id = ?", Box::new(terminal.clone()));
+                bind(&mut sql, " AND terminal_stan = ?", Box::new(stan.clone()));
+            }
+            if let Some(last4) = &query.last4 {
+                bind(&mut sql, " AND pan_last4 = ?", Box::new(last4.clone()));
+            }
+            if let Some(hash) = pan_hash {
+                bind(&mut sql, " AND pan_hash = ?", Box::new(hash.to_vec()));
+            }
+            if let Some(since) = query.range.since_ms {
+                bind(&mut sql, " AND received_at_ms >= ?", Box::new(since));
+            }
+            if let Some(until) = query.range.until_ms {
+                bind(&mut sql, " AND received_at_ms < ?", Box::new(until));
+            }
+            sql.push_str(" ORDER BY received_at_ms, id");
+            if let Some(limit) = query.limit {
+                bind(
+                    &mut sql,
+                    " LIMIT ?",
+                    Box::new(i64::try_from(limit).unwrap_or(i64::MAX)),
+                );
+            }
+            let mut statement = conn.prepare(&sql)?;
+            let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
+            let mut rows = statement.query(params.as_slice())?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(txn_from_row(row)?);
+            }
+            let mut links = conn.prepare_cached(
+                "SELECT id, kind, state, attempts FROM saf WHERE txn_id = ?1 ORDER BY id",
+            )?;
+            for record in &mut found {
+                let mut rows = links.query([record.id.0])?;
+                while let Some(row) = rows.next()? {
+                    record.links.push(SafLink {
+                        id: SafId(row.get("id")?),
+                        kind: parsed(row, "kind")?,
+                        state: parsed(row, "state")?,
+                        attempts: row.get("attempts")?,
+                    });
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    pub(crate) fn stats(&mut self, range: TimeRange) -> Result<Stats, JournalError> {
+        self.with("stats", |conn, _| {
+            let group = |key: &str| -> ReadResult<Vec<StatsRow>> {
+                let sql = format!(
+                    "SELECT {key} AS key, currency, count(*) AS n, coalesce(sum(amount), 0) AS total
+                     FROM txn WHERE received_at_ms >= ?1 AND received_at_ms < ?2
+                     GROUP BY 1, 2 ORDER BY 1, 2"
+                );
+                let mut statement = conn.prepare_cached(&sql)?;
+                let since = range.since_ms.unwrap_or(i64::MIN);
+                let until = range.until_ms.unwrap_or(i64::MAX);
+                let mut rows = statement.query(params![since, until])?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(StatsRow {
+                        key: row.get("key")?,
+                        currency: row.get("currency")?,
+                        count: u64::try_from(row.get::<_, i64>("n")?).unwrap_or(0),
+                        amount: row.get("total")?,
+                    });
+                }
+                Ok(out)
+            };
+            Ok(Stats {
+                by_response_code: group(&format!("coalesce(response_code, '{PENDING}')"))?,
+                by_route: group(&format!("coalesce(route, '{NO_ROUTE}')"))?,
+                by_decider: group(&format!("coalesce(decided_by, '{PENDING}')"))?,
+            })
+        })
+    }
+
+    pub(crate) fn in_doubt(&mut self) -> Result<Vec<InDoubt>, JournalError> {
+        self.with("in_doubt", |conn, vault| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, received_at_ms, route, issuer, upstream_stan, upstream_rrn,
+                    terminal_id, terminal_stan, fields_nonce, fields_sealed
+                 FROM txn WHERE issuer IS NOT NULL AND response_code IS NULL AND reversal = 'none'
+                 ORDER BY id",
+            )?;
+            let mut rows = statement.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get("id")?;
+                out.push(InDoubt {
+                    id: TxnId(id),
+                    received_at_ms: row.get("received_at_ms")?,
+                    route: row.get::<_, Option<String>>("route")?.unwrap_or_default(),
+                    issuer: row.get("issuer")?,
+                    upstream_stan: row
+                        .get::<_, Option<String>>("upstream_stan")?
+                        .unwrap_or_default(),
+                    upstream_rrn: row.get("upstream_rrn")?,
+                    terminal_id: row.get("terminal_id")?,
+                    terminal_stan: row.get("terminal_stan")?,
+                    reversal: open_fields(row, vault, &txn_record(id))?.unwrap_or_default(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The sealed fields of a transaction, for a reversal of it.
+    pub(crate) fn reversal_fields(
+        &mut self,
+        id: TxnId,
+    ) -> Result<Option<ReversalFields>, JournalError> {
+        self.with("reversal_fields", |conn, vault| {
+            let mut statement =
+                conn.prepare_cached("SELECT fields_nonce, fields_sealed FROM txn WHERE id = ?1")?;
+            let mut rows = statement.query([id.0])?;
+            match rows.next()? {
+                Some(row) => open_fields(row, vault, &txn_record(id.0)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    pub(crate) fn due(
+        &mut self,
+        issuer: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SafItem>, JournalError> {
+        self.with("due", |conn, vault| {
+            // Walks the issuer's pending items in id order (the partial index)
+            // and skips those not due yet.
+            let mut statement = conn.prepare_cached(
+                "SELECT id, issuer, kind, txn_id, attempts, created_at_ms, next_attempt_at_ms,
+                    expires_at_ms, fields_nonce, fields_sealed
+                 FROM saf WHERE issuer = ?1 AND state = 'pending' AND next_attempt_at_ms <= ?2
+                 ORDER BY id LIMIT ?3",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = statement.query(params![issuer, now_ms, limit])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get("id")?;
+                out.push(SafItem {
+                    id: SafId(id),
+                    issuer: row.get("issuer")?,
+                    kind: parsed(row, "kind")?,
+                    txn_id: row.get::<_, Option<i64>>("txn_id")?.map(TxnId),
+                    fields: open_fields(row, vault, &saf_record(id))?.unwrap_or_default(),
+                    attempts: row.get("attempts")?,
+                    created_at_ms: row.get("created_at_ms")?,
+                    next_attempt_at_ms: row.get("next_attempt_at_ms")?,
+                    expires_at_ms: row.get("expires_at_ms")?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    pub(crate) fn depth(&mut self, issuer: &str) -> Result<u64, JournalError> {
+        self.with("depth", |conn, _| {
+            let mut statement = conn.prepare_cached(
+                "SELECT count(*) FROM saf WHERE issuer = ?1 AND state = 'pending'",
+            )?;
+            let depth: i64 = statement.query_row([issuer], |row| row.get(0))?;
+            Ok(u64::try_from(depth).unwrap_or(0))
+        })
+    }
+}
+
+/// The sealed fields in `row`, opened for `record`; `None` when there are none.
+fn open_fields(
+    row: &Row<'_>,
+    vault: &CardVault,
+    record: &str,
+) -> ReadResult<Option<ReversalFields>> {
+    let nonce: Option<Vec<u8>> = row.get("fields_nonce")?;
+    let ciphertext: Option<Vec<u8>> = row.get("fields_sealed")?;
+    let (Some(nonce), Some(ciphertext)) = (nonce, ciphertext) else {
+        return Ok(None);
+    };
+    let tampered = || ReadFailure::Tampered(record.to_owned());
+    let nonce = <[u8; 12]>::try_from(nonce.as_slice()).map_err(|_| tampered())?;
+    let plaintext = vault
+        .open(record, &Sealed { nonce, ciphertext })
+        .map_err(|_| tampered())?;
+    ReversalFields::decode(&plaintext)
+        .map(Some)
+        .ok_or_else(tampered)
+}
+
+fn txn_from_row(row: &Row<'_>) -> ReadResult<TxnRecord> {
+    let corrupt = |what: &str| ReadFailure::Corrupt(what.to_owned());
+    let mti: String = row.get("mti")?;
+    let pan_hash: Option<Vec<u8>> = row.get("pan_hash")?;
+    let outcome = match row.get::<_, Option<String>>("response_code")? {
+        None => None,
+        Some(code) => {
+            let code = <[u8; 2]>::try_from(code.as_bytes())
+                .ok()
+                .and_then(ResponseCode::new)
+                .ok_or_else(|| corrupt("column response_code"))?;
+            Some(Outcome {
+                answered_at_ms: row
+                    .get::<_, Option<i64>>("answered_at_ms")?
+                    .unwrap_or_default(),
+                response_code: code,
+                decided_by: parsed(row, "decided_by")?,
+                auth_code: row.get("auth_code")?,
+                latency_us: row
+                    .get::<_, Option<i64>>("latency_us")?
+                    .map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+            })
+        }
+    };
+    Ok(TxnRecord {
+        id: TxnId(row.get("id")?),
+        received_at_ms: row.get("received_at_ms")?,
+        listener: row.get("listener")?,
+        channel: row.get("channel")?,
+        mti: Mti::from_str(&mti).map_err(|_| corrupt("column mti"))?,
+        processing_code: row.get("processing_code")?,
+        pan_masked: row.get("pan_masked")?,
+        pan_hash: pan_hash
+            .map(|h| <[u8; 32]>::try_from(h.as_slice()).map_err(|_| corrupt("column pan_hash")))
+            .transpose()?,
+        amount: row.get("amount")?,
+        currency: row.get("currency")?,
+        terminal_id: row.get("terminal_id")?,
+        merchant_id: row.get("merchant_id")?,
+        terminal_stan: row.get("terminal_stan")?,
+        terminal_rrn: row.get("terminal_rrn")?,
+        route: row.get("route")?,
+        issuer: row.get("issuer")?,
+        upstream_stan: row.get("upstream_stan")?,
+        upstream_rrn: row.get("upstream_rrn")?,
+        outcome,
+        reversal: parsed(row, "reversal")?,
+        links: Vec::new(),
+    })
+}

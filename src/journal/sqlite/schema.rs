@@ -1,0 +1,129 @@
+//! The SQLite schema as a list of migrations applied in order; `schema_version`
+//! records how many have run, so a database opened by an older build is brought
+//! up to date and one from a newer build is refused.
+
+use rusqlite::{Connection, OptionalExtension as _};
+
+/// Each entry is one migration; never edit a released one, append another.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the journal and the store-and-forward queue.
+    "CREATE TABLE txn (
+        id INTEGER PRIMARY KEY,
+        received_at_ms INTEGER NOT NULL,
+        listener TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        mti TEXT NOT NULL,
+        processing_code TEXT,
+        pan_masked TEXT,
+        pan_last4 TEXT,
+        pan_hash BLOB,
+        amount INTEGER,
+        currency INTEGER,
+        terminal_id TEXT,
+        merchant_id TEXT,
+        terminal_stan TEXT,
+        terminal_rrn TEXT,
+        route TEXT,
+        issuer TEXT,
+        upstream_stan TEXT,
+        upstream_rrn TEXT,
+        fields_nonce BLOB,
+        fields_sealed BLOB,
+        answered_at_ms INTEGER,
+        response_code TEXT,
+        decided_by TEXT,
+        auth_code TEXT,
+        latency_us INTEGER,
+        reversal TEXT NOT NULL DEFAULT 'none'
+    );
+    CREATE INDEX txn_terminal_rrn ON txn (terminal_rrn);
+    CREATE INDEX txn_upstream_rrn ON txn (upstream_rrn);
+    CREATE INDEX txn_terminal_stan ON txn (terminal_id, terminal_stan);
+    CREATE INDEX txn_last4 ON txn (pan_last4);
+    CREATE INDEX txn_pan_hash ON txn (pan_hash);
+    CREATE INDEX txn_time ON txn (received_at_ms);
+    CREATE INDEX txn_in_doubt ON txn (id)
+        WHERE issuer IS NOT NULL AND response_code IS NULL AND reversal = 'none';
+    CREATE TABLE saf (
+        id INTEGER PRIMARY KEY,
+        issuer TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        txn_id INTEGER,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at_ms INTEGER NOT NULL,
+        next_attempt_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        last_attempt_at_ms INTEGER,
+        closed_at_ms INTEGER,
+        fields_nonce BLOB,
+        fields_sealed BLOB
+    );
+    CREATE INDEX saf_pending ON saf (issuer, id) WHERE state = 'pending';
+    CREATE INDEX saf_txn ON saf (txn_id);",
+];
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SchemaError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("schema version {found} is newer than this build knows ({known})")]
+    TooNew { found: usize, known: usize },
+}
+
+/// Applies the migrations `conn` has not had, each in its own transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let found: usize = conn
+        .query_row("SELECT max(version) FROM schema_version", [], |row| {
+            row.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX));
+    if found > MIGRATIONS.len() {
+        return Err(SchemaError::TooNew {
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [index as i64 + 1],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_applies_each_migration_once() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        migrate(&mut conn).expect("first");
+        migrate(&mut conn).expect("second");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        migrate(&mut conn).expect("migrate");
+        conn.execute("INSERT INTO schema_version (version) VALUES (99)", [])
+            .expect("insert");
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(SchemaError::TooNew { found: 99, .. })
+        ));
+    }
+}

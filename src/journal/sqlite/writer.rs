@@ -1,0 +1,303 @@
+//! The one SQLite writer: a thread draining a bounded channel, committing
+//! everything queued (up to a batch) in one transaction and then acknowledging
+//! every caller in it — group commit, one fsync for many records.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{open_connection, FileIdentity};
+use crate::journal::card_data::Sealed;
+use crate::journal::record::{Outcome, ReversalState, SafKind};
+use crate::journal::{HealthCell, JournalError};
+
+/// A transaction's first row, with the PAN already masked and hashed and the
+/// reversal fields sealed by the caller (so that work runs in parallel).
+#[derive(Debug)]
+pub(crate) struct TxnRow {
+    pub id: i64,
+    pub received_at_ms: i64,
+    pub listener: String,
+    pub channel: String,
+    pub mti: String,
+    pub processing_code: Option<String>,
+    pub pan_masked: Option<String>,
+    pub pan_last4: Option<String>,
+    pub pan_hash: Option<[u8; 32]>,
+    pub amount: Option<i64>,
+    pub currency: Option<u16>,
+    pub terminal_id: Option<String>,
+    pub merchant_id: Option<String>,
+    pub terminal_stan: Option<String>,
+    pub terminal_rrn: Option<String>,
+    pub route: Option<String>,
+    pub issuer: Option<String>,
+    pub upstream_stan: Option<String>,
+    pub upstream_rrn: Option<String>,
+    pub fields: Option<Sealed>,
+}
+
+/// A queue item's first row, its fields sealed by the caller.
+#[derive(Debug)]
+pub(crate) struct SafRow {
+    pub id: i64,
+    pub issuer: String,
+    pub kind: SafKind,
+    pub txn_id: Option<i64>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub fields: Sealed,
+}
+
+/// One change to storage.
+#[derive(Debug)]
+pub(crate) enum Write {
+    Begin(Box<TxnRow>),
+    Outcome { id: i64, outcome: Outcome },
+    Reversal { id: i64, state: ReversalState },
+    Enqueue(Box<SafRow>),
+    Attempt { id: i64, at_ms: i64, next_ms: i64 },
+    Acknowledge { id: i64, at_ms: i64 },
+    Fail { id: i64, at_ms: i64 },
+}
+
+impl Write {
+    /// The operation's name in errors.
+    fn op(&self) -> &'static str {
+        match self {
+            Write::Begin(_) => "begin",
+            Write::Outcome { .. } => "record_outcome",
+            Write::Reversal { .. } => "set_reversal",
+            Write::Enqueue(_) => "enqueue",
+            Write::Attempt { .. } => "mark_attempt",
+            Write::Acknowledge { .. } => "acknowledge",
+            Write::Fail { .. } => "fail",
+        }
+    }
+}
+
+/// A write and, in commit mode, who waits for it to be committed.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub write: Write,
+    pub ack: Option<oneshot::Sender<Result<(), JournalError>>>,
+}
+
+/// How often a persisting write failure is logged.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The writer thread's state: its connection (reopened after a failure) and
+/// the file it belongs to.
+pub(crate) struct Writer {
+    pub path: PathBuf,
+    pub conn: Option<(Connection, FileIdentity)>,
+    pub max_batch: usize,
+    pub health: Arc<HealthCell>,
+    pub last_logged: Option<Instant>,
+}
+
+impl Writer {
+    /// Runs until every sender is gone, then returns, closing the connection.
+    pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(first) = requests.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+    }
+
+    /// Commits `batch` and answers each caller in it; on failure every caller
+    /// gets the error and the next batch starts on a fresh connection.
+    fn commit(&mut self, batch: &mut Vec<Request>) {
+        match self.try_commit(batch) {
+            Ok(results) => {
+                self.health.succeeded();
+                for (request, result) in batch.drain(..).zip(results) {
+                    if let Some(ack) = request.ack {
+                        let _ = ack.send(result);
+                    }
+                }
+            }
+            Err(error) => {
+                self.conn = None;
+                self.health.failed(&error);
+                if self
+                    .last_logged
+                    .map_or(true, |at| at.elapsed() >= LOG_INTERVAL)
+                {
+                    self.last_logged = Some(Instant::now());
+                    tracing::error!(%error, records = batch.len(), "journal write failed; callers told");
+                }
+                for request in batch.drain(..) {
+                    if let Some(ack) = request.ack {
+                        let _ = ack.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch. The outer error fails them all; an
+    /// inner one (an unknown id) is that caller's alone.
+    fn try_commit(
+        &mut self,
+        batch: &[Request],
+    ) -> Result<Vec<Result<(), JournalError>>, JournalError> {
+        let path = self.path.clone();
+        let failed = |op: &'static str| {
+            let path = path.clone();
+            move |e: rusqlite::Error| JournalError::Write {
+                path,
+                op,
+                cause: Arc::new(e),
+            }
+        };
+        let conn = self.connection()?;
+        let tx = conn.transaction().map_err(failed("begin transaction"))?;
+        let mut results = Vec::with_capacity(batch.len());
+        for request in batch {
+            let op = request.write.op();
+            results.push(apply(&tx, &request.write).map_err(failed(op))?);
+        }
+        tx.commit().map_err(failed("commit"))?;
+        Ok(results)
+    }
+
+    /// The open connection, if the file under the path is still the one it
+    /// opened; otherwise (removed or replaced) a fresh one.
+    fn connection(&mut self) -> Result<&mut Connection, JournalError> {
+        let current = FileIdentity::of(&self.path);
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|(_, id)| Some(*id) != current)
+        {
+            tracing::warn!(path = %self.path.display(), "journal file removed or replaced; reopening");
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(open_connection(&self.path, true)?);
+        }
+        let (conn, _) = self.conn.as_mut().expect("a connection was just opened");
+        Ok(conn)
+    }
+}
+
+/// `Ok(Err(..))` when the row to change is not there.
+fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), JournalError>> {
+    let changed = match write {
+        Write::Begin(row) => {
+            let (nonce, sealed) = row
+                .fields
+                .as_ref()
+                .map(|s| (&s.nonce[..], &s.ciphertext[..]))
+                .unzip();
+            tx.prepare_cached(
+                "INSERT INTO txn (id, received_at_ms, listener, channel, mti, processing_code,
+                    pan_masked, pan_last4, pan_hash, amount, currency, terminal_id, merchant_id,
+                    terminal_stan, terminal_rrn, route, issuer, upstream_stan, upstream_rrn,
+                    fields_nonce, fields_sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                    ?17, ?18, ?19, ?20, ?21)",
+            )?
+            .execute(params![
+                row.id,
+                row.received_at_ms,
+                row.listener,
+                row.channel,
+                row.mti,
+                row.processing_code,
+                row.pan_masked,
+                row.pan_last4,
+                row.pan_hash.as_ref().map(|h| &h[..]),
+                row.amount,
+                row.currency,
+                row.terminal_id,
+                row.merchant_id,
+                row.terminal_stan,
+                row.terminal_rrn,
+                row.route,
+                row.issuer,
+                row.upstream_stan,
+                row.upstream_rrn,
+                nonce,
+                sealed,
+            ])?
+        }
+        Write::Outcome { id, outcome } => tx
+            .prepare_cached(
+                "UPDATE txn SET answered_at_ms = ?2, response_code = ?3, decided_by = ?4,
+                    auth_code = ?5, latency_us = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                outcome.answered_at_ms,
+                outcome.response_code.as_str(),
+                outcome.decided_by.as_str(),
+                outcome.auth_code,
+                i64::try_from(outcome.latency_us).unwrap_or(i64::MAX),
+            ])?,
+        Write::Reversal { id, state } => tx
+            .prepare_cached("UPDATE txn SET reversal = ?2 WHERE id = ?1")?
+            .execute(params![id, state.as_str()])?,
+        Write::Enqueue(row) => tx
+            .prepare_cached(
+                "INSERT INTO saf (id, issuer, kind, txn_id, created_at_ms, next_attempt_at_ms,
+                    expires_at_ms, fields_nonce, fields_sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                row.id,
+                row.issuer,
+                row.kind.as_str(),
+                row.txn_id,
+                row.created_at_ms,
+                row.expires_at_ms,
+                &row.fields.nonce[..],
+                row.fields.ciphertext,
+            ])?,
+        Write::Attempt { id, at_ms, next_ms } => tx
+            .prepare_cached(
+                "UPDATE saf SET attempts = attempts + 1, last_attempt_at_ms = ?2,
+                    next_attempt_at_ms = ?3 WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![id, at_ms, next_ms])?,
+        // A closed item no longer needs its card data.
+        Write::Acknowledge { id, at_ms } => tx
+            .prepare_cached(
+                "UPDATE saf SET state = 'acknowledged', closed_at_ms = ?2, fields_nonce = NULL,
+                    fields_sealed = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, at_ms])?,
+        Write::Fail { id, at_ms } => tx
+            .prepare_cached(
+                "UPDATE saf SET state = 'failed', closed_at_ms = ?2, fields_nonce = NULL,
+                    fields_sealed = NULL WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![id, at_ms])?,
+    };
+    if changed > 0 {
+        return Ok(Ok(()));
+    }
+    let (what, id) = match write {
+        Write::Begin(row) => ("transaction", row.id),
+        Write::Outcome { id, .. } | Write::Reversal { id, .. } => ("transaction", *id),
+        Write::Enqueue(row) => ("queue item", row.id),
+        Write::Acknowledge { id, .. } => ("queue item", *id),
+        Write::Attempt { id, .. } | Write::Fail { id, .. } => ("pending queue item", *id),
+    };
+    Ok(Err(JournalError::Unknown {
+        op: write.op(),
+        what,
+        id,
+    }))
+}
