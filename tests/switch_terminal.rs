@@ -138,7 +138,11 @@ async fn purchase_without_an_amount_is_an_invalid_amount() {
     request.remove(4);
     let response = terminal.exchange(&request).await;
     assert_eq!(response.mti(), mti("0210"));
-    assert_eq!(code(&response), "13", "docs/ARCHITECTURE.md: 13 = amount missing");
+    assert_eq!(
+        code(&response),
+        "13",
+        "docs/ARCHITECTURE.md: 13 = amount missing"
+    );
     assert_eq!(response.get(11), request.get(11));
 }
 
@@ -150,7 +154,11 @@ async fn card_number_of_the_wrong_length_is_an_invalid_card_number() {
     let mut terminal = switch.terminal("pos").await;
     let request = purchase("47617390010", 1_000);
     let response = terminal.exchange(&request).await;
-    assert_eq!(code(&response), "14", "docs/ARCHITECTURE.md: 14 = PAN length wrong");
+    assert_eq!(
+        code(&response),
+        "14",
+        "docs/ARCHITECTURE.md: 14 = PAN length wrong"
+    );
 }
 
 /// An 0800 is allowed; one without field 70 lacks a required field: 30, not
