@@ -490,6 +490,8 @@ fn stats_sums_amounts_per_currency_in_each_grouping() {
         "25.50 EUR",
         "1000 JPY",
         "decider",
+        "- (not forwarded)",
+        "pending (no answer recorded)",
     ] {
         assert!(
             table.contains(expected),
@@ -561,6 +563,20 @@ fn a_file_that_is_not_a_journal_is_one_line() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn an_empty_file_is_refused_not_made_a_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("empty.db");
+    std::fs::write(&db, "").expect("written");
+    let err = fails_with(&["journal", "find", "--db", &db.display().to_string()], "");
+    assert!(
+        err.starts_with("isoswitch: cannot open the journal "),
+        "{err}"
+    );
+    assert!(err.contains("empty"), "{err}");
+    assert_eq!(std::fs::metadata(&db).expect("still there").len(), 0);
 }
 
 #[test]

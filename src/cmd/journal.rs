@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use isoswitch::iso8583::fields::mask_pan;
 use isoswitch::iso8583::ResponseCode;
+use isoswitch::journal::record::{NO_ROUTE, PENDING};
 use isoswitch::journal::{
     ClearPan, DataKey, Journal, SafLink, SqliteJournal, SqliteOptions, Stats, StatsRow, TimeRange,
     TxnQuery, TxnRecord,
@@ -173,9 +174,9 @@ fn currency_unit(code: u16) -> Option<(&'static str, u32)> {
 fn format_amount(minor: i64, currency: Option<u16>) -> String {
     let sign = if minor < 0 { "-" } else { "" };
     let units = minor.unsigned_abs();
-    match currency.and_then(|c| currency_unit(c).map(|unit| (c, unit))) {
-        Some((_, (alpha, 0))) => format!("{sign}{units} {alpha}"),
-        Some((_, (alpha, exponent))) => {
+    match currency.and_then(currency_unit) {
+        Some((alpha, 0)) => format!("{sign}{units} {alpha}"),
+        Some((alpha, exponent)) => {
             let scale = 10u64.pow(exponent);
             let width = exponent as usize;
             format!("{sign}{}.{:0width$} {alpha}", units / scale, units % scale)
@@ -206,6 +207,11 @@ fn open_journal(db: &Path, key: DataKey) -> Result<SqliteJournal> {
     let metadata = std::fs::metadata(db).map_err(|e| fail(&e))?;
     if metadata.is_dir() {
         return Err(fail(&"it is a directory"));
+    }
+    // SQLite would take an empty file for an empty database and the open
+    // would write a schema into it.
+    if metadata.len() == 0 {
+        return Err(fail(&"the file is empty"));
     }
     Ok(SqliteJournal::open(SqliteOptions::new(db, key))?)
 }
@@ -493,10 +499,11 @@ fn stats_text(stats: &Stats) -> String {
         let table: Vec<[String; 3]> = rows
             .iter()
             .map(|row| {
-                let key = if group == "response_code" {
-                    response_text(&row.key)
-                } else {
-                    row.key.clone()
+                let key = match (group, row.key.as_str()) {
+                    (_, PENDING) => format!("{PENDING} (no answer recorded)"),
+                    ("route", NO_ROUTE) => format!("{NO_ROUTE} (not forwarded)"),
+                    ("response_code", code) => response_text(code),
+                    (_, key) => key.to_owned(),
                 };
                 [
                     key,
