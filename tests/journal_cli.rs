@@ -628,6 +628,18 @@ fn a_stan_needs_its_terminal() {
 }
 
 #[test]
+fn a_key_file_without_a_pan_is_refused_rather_than_ignored() {
+    let f = fixture();
+    let key = f.dir.path().join("journal.key").display().to_string();
+    let out = isoswitch(
+        &["journal", "find", "--db", &f.db_arg(), "--key-file", &key],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "clap refuses it");
+    assert!(text(&out.stderr).contains("--pan"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn a_pan_search_without_its_key_file_says_which_file() {
     let f = fixture();
     let missing = f.dir.path().join("nowhere.key");

@@ -54,7 +54,7 @@ pub struct FindArgs {
     pan: Option<String>,
     /// The journal's data key, used to hash --pan (default: the database's
     /// path with the extension `.key`). Under another key nothing matches.
-    #[arg(long)]
+    #[arg(long, requires = "pan")]
     key_file: Option<PathBuf>,
     #[command(flatten)]
     range: RangeArgs,
