@@ -45,6 +45,9 @@ enum Command {
     /// Check risk rules and try requests against them, sending nothing.
     #[command(subcommand)]
     Rules(cmd::rules::RulesCommand),
+    /// Look transactions up in the journal and count them, for support.
+    #[command(subcommand)]
+    Journal(cmd::journal::JournalCommand),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cmd::codec::explain(&args),
         Command::Spec(command) => cmd::spec::run(command),
         Command::Rules(command) => cmd::rules::run(command),
+        Command::Journal(command) => cmd::journal::run(command),
         Command::Serve(args) => cmd::serve::run(args),
         Command::IssuerSim(args) => cmd::issuer_sim::run(args),
         Command::Send(args) => cmd::send::run(args),

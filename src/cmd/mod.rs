@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod issuer_sim;
+pub mod journal;
 pub mod rules;
 pub mod send;
 pub mod serve;
