@@ -2,7 +2,9 @@
 //! writer in commit mode (each caller waits until its record is committed),
 //! a real file in a temp dir, 256 callers outstanding. Target: 100 000/s on
 //! two cores. Each record is a forwarded purchase: PAN masked and hashed,
-//! reversal fields sealed. Run by hand:
+//! reversal fields sealed. `distinct_cards` gives every record its own PAN,
+//! STAN and RRN, as traffic does; `same_card` repeats one card and RRN (the
+//! first version of this bench), kept to compare figures. Run by hand:
 //! `cargo bench --bench journal -- --warm-up-time 1 --measurement-time 5`.
 
 use std::str::FromStr;
@@ -17,17 +19,28 @@ use isoswitch::journal::{
 
 const OUTSTANDING: u64 = 256;
 
-fn purchase(n: u64) -> TxnStart {
+/// A forwarded purchase; `distinct` gives record `n` its own card, STAN and RRN.
+fn purchase(n: u64, distinct: bool) -> TxnStart {
     let mut m = Message::new(Mti::from_str("0100").expect("mti"));
     let stan = format!("{:06}", n % 1_000_000);
+    let (pan, rrn) = if distinct {
+        // A spread of card numbers and RRNs, as a day of traffic has.
+        let mixed = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 24;
+        (
+            format!("4{:015}", mixed % 1_000_000_000_000_000),
+            format!("{:012}", n),
+        )
+    } else {
+        ("4111111111111111".to_owned(), "123456789012".to_owned())
+    };
     for (field, value) in [
-        (2, "4111111111111111"),
+        (2, pan.as_str()),
         (3, "000000"),
         (4, "000000001000"),
         (7, "1207183000"),
         (11, stan.as_str()),
         (22, "051"),
-        (37, "123456789012"),
+        (37, rrn.as_str()),
         (41, "TERM0001"),
         (42, "MERCHANT0000001"),
         (49, "978"),
@@ -40,65 +53,75 @@ fn purchase(n: u64) -> TxnStart {
         channel: "pos".into(),
         mti: m.mti(),
         processing_code: Some("000000".into()),
-        pan: ClearPan::new("4111111111111111"),
+        pan: ClearPan::new(&pan),
         amount: Some(1000),
         currency: Some(978),
         terminal_id: Some("TERM0001".into()),
         merchant_id: Some("MERCHANT0000001".into()),
         terminal_stan: Some(stan.clone()),
-        terminal_rrn: Some("123456789012".into()),
+        terminal_rrn: Some(rrn.clone()),
         forward: Some(Forward {
             route: "visa".into(),
             issuer: "bank-a".into(),
             upstream_stan: stan,
-            upstream_rrn: Some("123456789012".into()),
+            upstream_rrn: Some(rrn),
             reversal: ReversalFields::from_message(&m),
         }),
     }
 }
 
 fn group_commit(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let options = SqliteOptions::new(dir.path().join("journal.db"), DataKey::from_bytes([1; 32]));
-    let journal = Arc::new(SqliteJournal::open(options).expect("open journal"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-
     let mut group = c.benchmark_group("journal");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
-    group.bench_function("commit_256_outstanding", |b| {
-        b.iter_custom(|iters| {
-            let journal = Arc::clone(&journal);
-            runtime.block_on(async move {
-                let started = Instant::now();
-                let mut tasks = tokio::task::JoinSet::new();
-                for task in 0..OUTSTANDING {
-                    let journal = Arc::clone(&journal);
-                    let count = iters / OUTSTANDING + u64::from(task < iters % OUTSTANDING);
-                    tasks.spawn(async move {
-                        for n in 0..count {
-                            journal
-                                .begin(purchase(task * 1_000 + n))
-                                .await
-                                .expect("commit");
-                        }
-                    });
-                }
-                while let Some(done) = tasks.join_next().await {
-                    done.expect("submitter");
-                }
-                started.elapsed()
+    for (name, distinct) in [
+        ("commit_256_outstanding/distinct_cards", true),
+        ("commit_256_outstanding/same_card", false),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options =
+            SqliteOptions::new(dir.path().join("journal.db"), DataKey::from_bytes([1; 32]));
+        let journal = Arc::new(SqliteJournal::open(options).expect("open journal"));
+        // Record numbers keep rising across iterations, so every RRN is new.
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let journal = Arc::clone(&journal);
+                let base = next.fetch_add(iters, std::sync::atomic::Ordering::Relaxed);
+                runtime.block_on(async move {
+                    let started = Instant::now();
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for task in 0..OUTSTANDING {
+                        let journal = Arc::clone(&journal);
+                        tasks.spawn(async move {
+                            // Task `t` takes records base+t, base+t+256, ...
+                            let mut n = task;
+                            while n < iters {
+                                journal
+                                    .begin(purchase(base + n, distinct))
+                                    .await
+                                    .expect("commit");
+                                n += OUTSTANDING;
+                            }
+                        });
+                    }
+                    while let Some(done) = tasks.join_next().await {
+                        done.expect("submitter");
+                    }
+                    started.elapsed()
+                })
             })
-        })
-    });
+        });
+        drop(journal);
+        // Keep the directory until the journal is closed.
+        drop(dir);
+    }
     group.finish();
-    drop(journal);
-    // Keep the directory until the journal is closed.
-    drop(dir);
 }
 
 criterion_group!(benches, group_commit);

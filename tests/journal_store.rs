@@ -73,6 +73,22 @@ fn open(path: &Path) -> SqliteJournal {
     SqliteJournal::open(SqliteOptions::new(path, DataKey::from_bytes(KEY))).expect("open journal")
 }
 
+/// Options for a journal in async mode, whose writes resolve once queued.
+fn async_options(path: &Path) -> SqliteOptions {
+    let mut options = SqliteOptions::new(path, DataKey::from_bytes(KEY));
+    options.durability = Durability::Async;
+    options
+}
+
+/// How many transactions the file at `path` holds, read by a fresh journal.
+async fn records_in(path: &Path) -> usize {
+    open(path)
+        .find(TxnQuery::default())
+        .await
+        .expect("find")
+        .len()
+}
+
 fn request(stan: u32) -> Message {
     let mut m = Message::new(Mti::from_str("0100").expect("mti"));
     for (n, v) in [
@@ -460,29 +476,19 @@ async fn committed_records_survive_a_journal_that_was_never_closed() {
 async fn async_durability_writes_reach_the_file_by_close() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("journal.db");
-    let mut options = SqliteOptions::new(&path, DataKey::from_bytes(KEY));
-    options.durability = Durability::Async;
-    let journal = SqliteJournal::open(options).expect("open");
+    let journal = SqliteJournal::open(async_options(&path)).expect("open");
     for n in 1..=20 {
         journal.begin(forwarded(n)).await.expect("begin");
     }
     journal.close();
-    assert_eq!(
-        open(&path)
-            .find(TxnQuery::default())
-            .await
-            .expect("find")
-            .len(),
-        20
-    );
+    assert_eq!(records_in(&path).await, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_makes_callers_wait_and_drops_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("journal.db");
-    let mut options = SqliteOptions::new(&path, DataKey::from_bytes(KEY));
-    options.durability = Durability::Async;
+    let mut options = async_options(&path);
     options.queue_capacity = 2;
     options.max_batch = 2;
     let journal = Arc::new(SqliteJournal::open(options).expect("open"));
@@ -504,14 +510,7 @@ async fn a_full_queue_makes_callers_wait_and_drops_nothing() {
     }
     let journal = Arc::into_inner(journal).expect("last handle");
     journal.close();
-    assert_eq!(
-        open(&path)
-            .find(TxnQuery::default())
-            .await
-            .expect("find")
-            .len(),
-        400
-    );
+    assert_eq!(records_in(&path).await, 400);
 }
 
 const CHILD_ENV: &str = "ISOSWITCH_JOURNAL_KILL_CHILD";

@@ -109,6 +109,52 @@ impl MemoryJournal {
     }
 }
 
+impl MemoryJournal {
+    /// Applies `change` to transaction `id`, which must exist.
+    fn change_txn(
+        &self,
+        op: &'static str,
+        id: TxnId,
+        change: impl FnOnce(&mut TxnRecord),
+    ) -> StoreFuture<'_, ()> {
+        let result = self.write(op, |state| {
+            let stored = state
+                .txns
+                .get_mut(&id.0)
+                .ok_or_else(|| unknown(op, "transaction", id.0))?;
+            change(&mut stored.record);
+            Ok(())
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    /// Applies `change` to queue item `id`, which must exist (and be pending
+    /// when `pending_only`), as the SQLite updates' conditions require.
+    fn change_saf(
+        &self,
+        op: &'static str,
+        id: SafId,
+        pending_only: bool,
+        change: impl FnOnce(&mut StoredSaf),
+    ) -> StoreFuture<'_, ()> {
+        let result = self.write(op, |state| {
+            let what = if pending_only {
+                "pending queue item"
+            } else {
+                "queue item"
+            };
+            let stored = state
+                .saf
+                .get_mut(&id.0)
+                .filter(|s| !pending_only || s.state == SafState::Pending)
+                .ok_or_else(|| unknown(op, what, id.0))?;
+            change(stored);
+            Ok(())
+        });
+        Box::pin(std::future::ready(result))
+    }
+}
+
 fn unknown(op: &'static str, what: &'static str, id: i64) -> JournalError {
     JournalError::Unknown { op, what, id }
 }
@@ -137,31 +183,7 @@ impl Journal for MemoryJournal {
         let result = self.write("begin", |state| {
             state.next_txn += 1;
             let id = TxnId(state.next_txn);
-            let forward = start.forward;
-            let record = TxnRecord {
-                id,
-                received_at_ms: start.received_at_ms,
-                listener: start.listener,
-                channel: start.channel,
-                mti: start.mti,
-                processing_code: start.processing_code,
-                pan_masked: start.pan.as_ref().map(|p| p.masked()),
-                pan_hash: start.pan.as_ref().map(|p| self.vault.pan_hash(p.reveal())),
-                amount: start.amount,
-                currency: start.currency,
-                terminal_id: start.terminal_id,
-                merchant_id: start.merchant_id,
-                terminal_stan: start.terminal_stan,
-                terminal_rrn: start.terminal_rrn,
-                route: forward.as_ref().map(|f| f.route.clone()),
-                issuer: forward.as_ref().map(|f| f.issuer.clone()),
-                upstream_stan: forward.as_ref().map(|f| f.upstream_stan.clone()),
-                upstream_rrn: forward.as_ref().and_then(|f| f.upstream_rrn.clone()),
-                outcome: None,
-                reversal: ReversalState::None,
-                links: Vec::new(),
-            };
-            let fields = forward.map(|f| f.reversal);
+            let (record, fields) = TxnRecord::begun(id, start, |pan| self.vault.pan_hash(pan));
             state.txns.insert(id.0, StoredTxn { record, fields });
             Ok(id)
         });
@@ -169,27 +191,13 @@ impl Journal for MemoryJournal {
     }
 
     fn record_outcome(&self, id: TxnId, outcome: Outcome) -> StoreFuture<'_, ()> {
-        let result = self.write("record_outcome", |state| {
-            let stored = state
-                .txns
-                .get_mut(&id.0)
-                .ok_or_else(|| unknown("record_outcome", "transaction", id.0))?;
-            stored.record.outcome = Some(outcome);
-            Ok(())
-        });
-        Box::pin(std::future::ready(result))
+        self.change_txn("record_outcome", id, |record| {
+            record.outcome = Some(outcome)
+        })
     }
 
     fn set_reversal(&self, id: TxnId, reversal: ReversalState) -> StoreFuture<'_, ()> {
-        let result = self.write("set_reversal", |state| {
-            let stored = state
-                .txns
-                .get_mut(&id.0)
-                .ok_or_else(|| unknown("set_reversal", "transaction", id.0))?;
-            stored.record.reversal = reversal;
-            Ok(())
-        });
-        Box::pin(std::future::ready(result))
+        self.change_txn("set_reversal", id, |record| record.reversal = reversal)
     }
 
     fn find(&self, query: TxnQuery) -> StoreFuture<'_, Vec<TxnRecord>> {
@@ -333,44 +341,24 @@ impl SafStore for MemoryJournal {
     }
 
     fn mark_attempt(&self, id: SafId, _at_ms: i64, next_attempt_at_ms: i64) -> StoreFuture<'_, ()> {
-        let result = self.write("mark_attempt", |state| {
-            let stored = state
-                .saf
-                .get_mut(&id.0)
-                .filter(|s| s.state == SafState::Pending)
-                .ok_or_else(|| unknown("mark_attempt", "pending queue item", id.0))?;
+        self.change_saf("mark_attempt", id, true, |stored| {
             stored.item.attempts += 1;
             stored.item.next_attempt_at_ms = next_attempt_at_ms;
-            Ok(())
-        });
-        Box::pin(std::future::ready(result))
+        })
     }
 
     fn acknowledge(&self, id: SafId, _at_ms: i64) -> StoreFuture<'_, ()> {
-        let result = self.write("acknowledge", |state| {
-            let stored = state
-                .saf
-                .get_mut(&id.0)
-                .ok_or_else(|| unknown("acknowledge", "queue item", id.0))?;
+        self.change_saf("acknowledge", id, false, |stored| {
             stored.state = SafState::Acknowledged;
             stored.item.fields = ReversalFields::default();
-            Ok(())
-        });
-        Box::pin(std::future::ready(result))
+        })
     }
 
     fn fail(&self, id: SafId, _at_ms: i64) -> StoreFuture<'_, ()> {
-        let result = self.write("fail", |state| {
-            let stored = state
-                .saf
-                .get_mut(&id.0)
-                .filter(|s| s.state == SafState::Pending)
-                .ok_or_else(|| unknown("fail", "pending queue item", id.0))?;
+        self.change_saf("fail", id, true, |stored| {
             stored.state = SafState::Failed;
             stored.item.fields = ReversalFields::default();
-            Ok(())
-        });
-        Box::pin(std::future::ready(result))
+        })
     }
 
     fn depth(&self, issuer: &str) -> StoreFuture<'_, u64> {

@@ -286,6 +286,52 @@ pub struct TxnRecord {
     pub links: Vec<SafLink>,
 }
 
+impl TxnRecord {
+    /// What `start` is journaled as under `id` (the PAN kept only masked and
+    /// hashed by `pan_hash`, nothing answered yet) and the fields its reversal
+    /// needs. Every backend builds its first row here.
+    pub(crate) fn begun(
+        id: TxnId,
+        start: TxnStart,
+        pan_hash: impl FnOnce(&str) -> [u8; 32],
+    ) -> (TxnRecord, Option<ReversalFields>) {
+        let (route, issuer, upstream_stan, upstream_rrn, reversal) = match start.forward {
+            Some(f) => (
+                Some(f.route),
+                Some(f.issuer),
+                Some(f.upstream_stan),
+                f.upstream_rrn,
+                Some(f.reversal),
+            ),
+            None => (None, None, None, None, None),
+        };
+        let record = TxnRecord {
+            id,
+            received_at_ms: start.received_at_ms,
+            listener: start.listener,
+            channel: start.channel,
+            mti: start.mti,
+            processing_code: start.processing_code,
+            pan_masked: start.pan.as_ref().map(ClearPan::masked),
+            pan_hash: start.pan.as_ref().map(|p| pan_hash(p.reveal())),
+            amount: start.amount,
+            currency: start.currency,
+            terminal_id: start.terminal_id,
+            merchant_id: start.merchant_id,
+            terminal_stan: start.terminal_stan,
+            terminal_rrn: start.terminal_rrn,
+            route,
+            issuer,
+            upstream_stan,
+            upstream_rrn,
+            outcome: None,
+            reversal: ReversalState::None,
+            links: Vec::new(),
+        };
+        (record, reversal)
+    }
+}
+
 /// A forwarded request whose terminal was never answered: after a crash,
 /// its reversal must be queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -430,6 +476,46 @@ mod tests {
             assert_eq!(r.as_str().parse::<ReversalState>(), Ok(*r));
         }
         assert!("nobody".parse::<DecidedBy>().is_err());
+    }
+
+    #[test]
+    fn a_begun_record_keeps_the_pan_masked_and_hashed_and_the_reversal_apart() {
+        let mut reversal = ReversalFields::default();
+        reversal.set(2, "4111111111111111");
+        let start = TxnStart {
+            received_at_ms: 5,
+            listener: "pos".into(),
+            channel: "pos".into(),
+            mti: Mti::from_str("0100").expect("mti"),
+            processing_code: None,
+            pan: ClearPan::new("4111111111111111"),
+            amount: Some(1000),
+            currency: Some(978),
+            terminal_id: None,
+            merchant_id: None,
+            terminal_stan: None,
+            terminal_rrn: None,
+            forward: Some(Forward {
+                route: "visa".into(),
+                issuer: "bank-a".into(),
+                upstream_stan: "000001".into(),
+                upstream_rrn: None,
+                reversal: reversal.clone(),
+            }),
+        };
+        let (record, fields) = TxnRecord::begun(TxnId(7), start, |pan| {
+            assert_eq!(pan, "4111111111111111");
+            [9; 32]
+        });
+        assert_eq!(record.id, TxnId(7));
+        assert_eq!(record.pan_masked.as_deref(), Some("411111******1111"));
+        assert_eq!(record.pan_hash, Some([9; 32]));
+        assert_eq!(record.issuer.as_deref(), Some("bank-a"));
+        assert_eq!(
+            (record.outcome, record.reversal),
+            (None, ReversalState::None)
+        );
+        assert_eq!(fields, Some(reversal));
     }
 
     #[test]

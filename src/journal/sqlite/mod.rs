@@ -267,39 +267,14 @@ impl SqliteJournal {
 
     fn prepare_txn(&self, start: TxnStart) -> Result<TxnRow, JournalError> {
         let id = self.next_txn.fetch_add(1, Ordering::Relaxed);
-        let (route, issuer, upstream_stan, upstream_rrn, fields) = match start.forward {
-            Some(f) => {
-                let sealed = self.vault.seal(&txn_record(id), &f.reversal.encode())?;
-                (
-                    Some(f.route),
-                    Some(f.issuer),
-                    Some(f.upstream_stan),
-                    f.upstream_rrn,
-                    Some(sealed),
-                )
-            }
-            None => (None, None, None, None, None),
-        };
+        let pan_last4 = start.pan.as_ref().map(|p| p.last4().to_owned());
+        let (record, reversal) = TxnRecord::begun(TxnId(id), start, |pan| self.vault.pan_hash(pan));
+        let fields = reversal
+            .map(|r| self.vault.seal(&txn_record(id), &r.encode()))
+            .transpose()?;
         Ok(TxnRow {
-            id,
-            received_at_ms: start.received_at_ms,
-            listener: start.listener,
-            channel: start.channel,
-            mti: start.mti.as_str().to_owned(),
-            processing_code: start.processing_code,
-            pan_masked: start.pan.as_ref().map(|p| p.masked()),
-            pan_last4: start.pan.as_ref().map(|p| p.last4().to_owned()),
-            pan_hash: start.pan.as_ref().map(|p| self.vault.pan_hash(p.reveal())),
-            amount: start.amount,
-            currency: start.currency,
-            terminal_id: start.terminal_id,
-            merchant_id: start.merchant_id,
-            terminal_stan: start.terminal_stan,
-            terminal_rrn: start.terminal_rrn,
-            route,
-            issuer,
-            upstream_stan,
-            upstream_rrn,
+            record,
+            pan_last4,
             fields,
         })
     }
@@ -315,7 +290,7 @@ impl Journal for SqliteJournal {
     fn begin(&self, start: TxnStart) -> StoreFuture<'_, TxnId> {
         Box::pin(async move {
             let row = self.prepare_txn(start)?;
-            let id = TxnId(row.id);
+            let id = row.record.id;
             self.submit(Write::Begin(Box::new(row))).await?;
             Ok(id)
         })

@@ -118,6 +118,14 @@ impl Reader {
             if let Some(last4) = &query.last4 {
                 bind(&mut sql, " AND pan_last4 = ?", Box::new(last4.clone()));
             }
+            if let Some(pan) = &query.pan {
+                // The hash has no index (schema 2): its last four digits narrow first.
+                bind(
+                    &mut sql,
+                    " AND pan_last4 = ?",
+                    Box::new(pan.last4().to_owned()),
+                );
+            }
             if let Some(hash) = pan_hash {
                 bind(&mut sql, " AND pan_hash = ?", Box::new(hash.to_vec()));
             }

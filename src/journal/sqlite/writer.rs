@@ -11,32 +11,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{open_connection, FileIdentity};
 use crate::journal::card_data::Sealed;
-use crate::journal::record::{Outcome, ReversalState, SafKind};
+use crate::journal::record::{Outcome, ReversalState, SafKind, TxnRecord};
 use crate::journal::{HealthCell, JournalError};
 
-/// A transaction's first row, with the PAN already masked and hashed and the
-/// reversal fields sealed by the caller (so that work runs in parallel).
+/// A transaction's first row as [`TxnRecord::begun`] builds it, with the
+/// last four digits to index and the reversal fields sealed by the caller (so
+/// that work runs in parallel).
 #[derive(Debug)]
 pub(crate) struct TxnRow {
-    pub id: i64,
-    pub received_at_ms: i64,
-    pub listener: String,
-    pub channel: String,
-    pub mti: String,
-    pub processing_code: Option<String>,
-    pub pan_masked: Option<String>,
+    pub record: TxnRecord,
     pub pan_last4: Option<String>,
-    pub pan_hash: Option<[u8; 32]>,
-    pub amount: Option<i64>,
-    pub currency: Option<u16>,
-    pub terminal_id: Option<String>,
-    pub merchant_id: Option<String>,
-    pub terminal_stan: Option<String>,
-    pub terminal_rrn: Option<String>,
-    pub route: Option<String>,
-    pub issuer: Option<String>,
-    pub upstream_stan: Option<String>,
-    pub upstream_rrn: Option<String>,
     pub fields: Option<Sealed>,
 }
 
@@ -196,6 +180,7 @@ impl Writer {
 fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), JournalError>> {
     let changed = match write {
         Write::Begin(row) => {
+            let r = &row.record;
             let (nonce, sealed) = row
                 .fields
                 .as_ref()
@@ -210,25 +195,25 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), Jou
                     ?17, ?18, ?19, ?20, ?21)",
             )?
             .execute(params![
-                row.id,
-                row.received_at_ms,
-                row.listener,
-                row.channel,
-                row.mti,
-                row.processing_code,
-                row.pan_masked,
+                r.id.0,
+                r.received_at_ms,
+                r.listener,
+                r.channel,
+                r.mti.as_str(),
+                r.processing_code,
+                r.pan_masked,
                 row.pan_last4,
-                row.pan_hash.as_ref().map(|h| &h[..]),
-                row.amount,
-                row.currency,
-                row.terminal_id,
-                row.merchant_id,
-                row.terminal_stan,
-                row.terminal_rrn,
-                row.route,
-                row.issuer,
-                row.upstream_stan,
-                row.upstream_rrn,
+                r.pan_hash.as_ref().map(|h| &h[..]),
+                r.amount,
+                r.currency,
+                r.terminal_id,
+                r.merchant_id,
+                r.terminal_stan,
+                r.terminal_rrn,
+                r.route,
+                r.issuer,
+                r.upstream_stan,
+                r.upstream_rrn,
                 nonce,
                 sealed,
             ])?
@@ -289,7 +274,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), Jou
         return Ok(Ok(()));
     }
     let (what, id) = match write {
-        Write::Begin(row) => ("transaction", row.id),
+        Write::Begin(row) => ("transaction", row.record.id.0),
         Write::Outcome { id, .. } | Write::Reversal { id, .. } => ("transaction", *id),
         Write::Enqueue(row) => ("queue item", row.id),
         Write::Acknowledge { id, .. } => ("queue item", *id),
