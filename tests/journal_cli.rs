@@ -2,9 +2,8 @@
 //! journal written through the public API, then the real binary on it. No
 //! output, on stdout or stderr, ever holds a full card number.
 
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::str::FromStr;
 
 use isoswitch::iso8583::{Mti, ResponseCode};
@@ -13,6 +12,10 @@ use isoswitch::journal::{
     SafKind, SafNew, SafStore, SqliteJournal, SqliteOptions, TxnStart,
 };
 use serde_json::Value;
+
+#[path = "common/cli.rs"]
+mod cli;
+use cli::run_isoswitch;
 
 const VISA: &str = "4111111111111111";
 const MASTERCARD: &str = "5500000000000004";
@@ -171,21 +174,7 @@ fn decided_by_timeout(txn: &Txn) -> bool {
 
 /// Runs the binary; whatever it prints must hold no full card number.
 fn isoswitch(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_isoswitch"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("isoswitch runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin piped")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    let out = child.wait_with_output().expect("isoswitch finishes");
+    let out = run_isoswitch(args, stdin, None);
     for stream in [&out.stdout, &out.stderr] {
         let text = String::from_utf8_lossy(stream);
         for pan in [VISA, MASTERCARD, OTHER] {

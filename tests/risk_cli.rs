@@ -1,33 +1,21 @@
 //! `isoswitch rules check` and `isoswitch rules test` as QA teams run them:
 //! the real binary, from the repository root, exit status and output.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
+
+#[path = "common/cli.rs"]
+mod cli;
+use cli::run_isoswitch;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn isoswitch(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_isoswitch"))
-        .args(args)
-        .current_dir(root())
-        .env("RUST_LOG", "off")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("isoswitch runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin piped")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    child.wait_with_output().expect("isoswitch finishes")
+    run_isoswitch(args, stdin, Some(root()))
 }
 
 fn text(bytes: &[u8]) -> String {
