@@ -37,6 +37,16 @@ impl Fixture {
     fn db_arg(&self) -> String {
         self.db().display().to_string()
     }
+
+    /// Stdout of `journal find --db <this journal>` and `query`, which must succeed.
+    fn find(&self, query: &[&str]) -> String {
+        ok(&[&["journal", "find", "--db", &self.db_arg()], query].concat())
+    }
+
+    /// Stdout of `journal stats --db <this journal>` and `options`, which must succeed.
+    fn stats(&self, options: &[&str]) -> String {
+        ok(&[&["journal", "stats", "--db", &self.db_arg()], options].concat())
+    }
 }
 
 struct Txn {
@@ -212,14 +222,7 @@ fn rrns(lines: &[Value]) -> Vec<&str> {
 #[test]
 fn find_by_rrn_prints_the_transaction_for_a_person() {
     let f = fixture();
-    let out = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &f.db_arg(),
-        "--rrn",
-        "634115000001",
-    ]);
+    let out = f.find(&["--rrn", "634115000001"]);
     for expected in [
         "2026-12-07T15:00:00.000Z  0100  411111******1111  10.00 USD",
         "00 approved (decided by issuer)",
@@ -237,14 +240,7 @@ fn find_by_rrn_prints_the_transaction_for_a_person() {
 #[test]
 fn find_shows_the_reversal_and_what_was_queued_for_it() {
     let f = fixture();
-    let out = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &f.db_arg(),
-        "--rrn",
-        "634115000003",
-    ]);
+    let out = f.find(&["--rrn", "634115000003"]);
     assert!(out.contains("91 "), "{out}");
     assert!(out.contains("(decided by timeout)"), "{out}");
     assert!(out.contains("reversal    queued"), "{out}");
@@ -257,17 +253,7 @@ fn find_shows_the_reversal_and_what_was_queued_for_it() {
 #[test]
 fn find_by_stan_and_terminal_prints_one_json_object_per_line() {
     let f = fixture();
-    let out = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &f.db_arg(),
-        "--stan",
-        "000001",
-        "--terminal",
-        "TERM0001",
-        "--json",
-    ]);
+    let out = f.find(&["--stan", "000001", "--terminal", "TERM0001", "--json"]);
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 1, "{out}");
     let t = &lines[0];
@@ -308,15 +294,7 @@ fn find_by_stan_and_terminal_prints_one_json_object_per_line() {
 #[test]
 fn find_by_last4_returns_every_use_of_the_card_oldest_first() {
     let f = fixture();
-    let out = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &f.db_arg(),
-        "--last4",
-        "1111",
-        "--json",
-    ]);
+    let out = f.find(&["--last4", "1111", "--json"]);
     let lines = json_lines(&out);
     assert_eq!(rrns(&lines), ["634115000001", "634115000003"]);
     assert_eq!(lines[1]["reversal"], "queued");
@@ -328,7 +306,7 @@ fn find_by_last4_returns_every_use_of_the_card_oldest_first() {
 fn find_by_pan_hashes_it_with_the_key_beside_the_database() {
     let f = fixture();
     let db = f.db_arg();
-    let out = ok(&["journal", "find", "--db", &db, "--pan", VISA, "--json"]);
+    let out = f.find(&["--pan", VISA, "--json"]);
     assert_eq!(rrns(&json_lines(&out)), ["634115000001", "634115000003"]);
 
     // Read from stdin, so it stays out of the shell history.
@@ -340,16 +318,7 @@ fn find_by_pan_hashes_it_with_the_key_beside_the_database() {
     assert_eq!(rrns(&json_lines(&text(&piped.stdout))), ["634115000002"]);
 
     let key = f.dir.path().join("journal.key").display().to_string();
-    let explicit = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &db,
-        "--pan",
-        VISA,
-        "--key-file",
-        &key,
-    ]);
+    let explicit = f.find(&["--pan", VISA, "--key-file", &key]);
     assert_eq!(
         explicit.matches("411111******1111").count(),
         2,
@@ -363,61 +332,20 @@ fn find_by_pan_under_another_key_finds_nothing() {
     let other = f.dir.path().join("other.key");
     std::fs::write(&other, "22".repeat(32)).expect("key written");
     let other = other.display().to_string();
-    let db = f.db_arg();
-    let json = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &db,
-        "--pan",
-        VISA,
-        "--key-file",
-        &other,
-        "--json",
-    ]);
+    let json = f.find(&["--pan", VISA, "--key-file", &other, "--json"]);
     assert_eq!(json, "");
-    let text = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &db,
-        "--pan",
-        VISA,
-        "--key-file",
-        &other,
-    ]);
+    let text = f.find(&["--pan", VISA, "--key-file", &other]);
     assert_eq!(text, "no transaction matches\n");
 }
 
 #[test]
 fn find_by_time_takes_rfc_3339_or_a_date() {
     let f = fixture();
-    let db = f.db_arg();
-    let since = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &db,
-        "--since",
-        "2026-12-08",
-        "--json",
-    ]);
+    let since = f.find(&["--since", "2026-12-08", "--json"]);
     assert_eq!(rrns(&json_lines(&since)), ["634115000003", "634115000004"]);
-    let until = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &db,
-        "--until",
-        "2026-12-07T16:00:00Z",
-        "--json",
-    ]);
+    let until = f.find(&["--until", "2026-12-07T16:00:00Z", "--json"]);
     assert_eq!(rrns(&json_lines(&until)), ["634115000001"]);
-    let both = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &db,
+    let both = f.find(&[
         "--since",
         "2026-12-07T16:00:00Z",
         "--until",
@@ -432,14 +360,7 @@ fn find_by_time_takes_rfc_3339_or_a_date() {
 #[test]
 fn a_pending_transaction_prints_its_amount_in_whole_yen() {
     let f = fixture();
-    let out = ok(&[
-        "journal",
-        "find",
-        "--db",
-        &f.db_arg(),
-        "--rrn",
-        "634115000004",
-    ]);
+    let out = f.find(&["--rrn", "634115000004"]);
     assert!(out.contains("400000******0002  1000 JPY"), "{out}");
     assert!(out.contains("none recorded"), "{out}");
     assert!(out.contains("not forwarded"), "{out}");
@@ -448,7 +369,7 @@ fn a_pending_transaction_prints_its_amount_in_whole_yen() {
 #[test]
 fn stats_sums_amounts_per_currency_in_each_grouping() {
     let f = fixture();
-    let out = ok(&["journal", "stats", "--db", &f.db_arg(), "--json"]);
+    let out = f.stats(&["--json"]);
     let rows = json_lines(&out);
     let row = |group: &str, key: &str, currency: &str| -> (u64, i64) {
         let found: Vec<&Value> = rows
@@ -472,7 +393,7 @@ fn stats_sums_amounts_per_currency_in_each_grouping() {
     assert_eq!(row("decider", "timeout", "840"), (1, 500));
     assert_eq!(rows.len(), 4 + 3 + 4, "{out}");
 
-    let table = ok(&["journal", "stats", "--db", &f.db_arg()]);
+    let table = f.stats(&[]);
     for expected in [
         "00 approved",
         "15.00 USD",
@@ -492,15 +413,7 @@ fn stats_sums_amounts_per_currency_in_each_grouping() {
 #[test]
 fn stats_keeps_to_the_time_range() {
     let f = fixture();
-    let out = ok(&[
-        "journal",
-        "stats",
-        "--db",
-        &f.db_arg(),
-        "--since",
-        "2026-12-08",
-        "--json",
-    ]);
+    let out = f.stats(&["--since", "2026-12-08", "--json"]);
     let routes: Vec<(String, i64)> = json_lines(&out)
         .iter()
         .filter(|r| r["group"] == "route")
