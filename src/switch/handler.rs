@@ -221,7 +221,6 @@ fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<He
     let decision = rules.evaluate(&ctx, request, Timestamp::now());
     match decision.decline {
         Some(hit) => Err(Refusal::Risk {
-            rule: hit.rule.to_string(),
             code: hit.response_code,
         }),
         None => Ok(decision.held),

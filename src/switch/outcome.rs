@@ -22,9 +22,11 @@ pub enum Refusal {
     /// The listener's channel does not carry this transaction.
     #[error("channel refuses: {0}")]
     Channel(ChannelRefusal),
-    /// An enforcing risk rule fired; it carries its configured code.
-    #[error("risk rule {rule} declined with {code}")]
-    Risk { rule: String, code: ResponseCode },
+    /// An enforcing risk rule fired; it carries its configured code. The
+    /// rule has logged and counted itself by name, so no copy of the name is
+    /// made per decline.
+    #[error("a risk rule declined with {code}")]
+    Risk { code: ResponseCode },
     /// No route for the card number.
     #[error("no route for the card number")]
     NoRoute,
@@ -87,7 +89,7 @@ impl Refusal {
             Refusal::Channel(ChannelRefusal::CardNumberLength) => ResponseCode::INVALID_CARD_NUMBER,
             Refusal::Channel(ChannelRefusal::Transaction) => ResponseCode::INVALID_TRANSACTION,
             Refusal::Channel(ChannelRefusal::Amount) => ResponseCode::INVALID_AMOUNT,
-            Refusal::Risk { code, .. } => *code,
+            Refusal::Risk { code } => *code,
             Refusal::NoRoute => ResponseCode::NO_SUCH_ISSUER,
             // The issuer or the network to it failed: 91; ours to fix: 96.
             Refusal::Upstream(e) if e.is_upstream_fault() => ResponseCode::ISSUER_INOPERATIVE,
@@ -142,7 +144,6 @@ mod tests {
     #[test]
     fn a_risk_rule_answers_with_its_configured_code() {
         let refusal = Refusal::Risk {
-            rule: "hot".into(),
             code: ResponseCode::STOLEN_CARD,
         };
         assert_eq!(code(refusal), "43");
