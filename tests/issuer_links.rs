@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    answer, approve_everything, eventually, parse_config, spec, Act, FakeIssuer, Script,
-    TestSwitch, TlsFiles, TRANSMISSION_TIME, WAIT,
+    answer, approve_everything, closed_port, eventually, parse_config, spec, Act, FakeIssuer,
+    HeldPort, Script, TestSwitch, TlsFiles, TRANSMISSION_TIME, WAIT,
 };
 use isoswitch::config::{Endpoint, IssuerConfig, IssuerTls, ListenerTls};
 use isoswitch::iso8583::{Message, Mti, Stan};
@@ -669,12 +669,10 @@ async fn lost_connection_fails_the_caller_and_reverses_the_request() {
 
 #[tokio::test]
 async fn requests_fail_over_to_the_second_endpoint_when_the_first_refuses() {
-    let refusing = TcpListener::bind(loopback()).await.expect("bind");
-    let refused = refusing.local_addr().expect("address");
-    drop(refusing);
+    let refused = closed_port().await;
     let mut fake = FakeIssuer::start(approve_everything()).await;
     let (issuer, shutdown) = start_issuer(&issuer_config(vec![
-        Endpoint::Address(refused),
+        Endpoint::Address(refused.addr()),
         fake.address(),
     ]));
     eventually("second endpoint up", || issuer.is_available()).await;
@@ -694,10 +692,8 @@ async fn requests_fail_over_to_the_second_endpoint_when_the_first_refuses() {
 
 #[tokio::test]
 async fn no_live_link_means_unavailable() {
-    let refusing = TcpListener::bind(loopback()).await.expect("bind");
-    let refused = refusing.local_addr().expect("address");
-    drop(refusing);
-    let (issuer, shutdown) = start_issuer(&issuer_config(vec![Endpoint::Address(refused)]));
+    let refused = closed_port().await;
+    let (issuer, shutdown) = start_issuer(&issuer_config(vec![Endpoint::Address(refused.addr())]));
     assert!(!issuer.is_available());
     let error = issuer
         .request(authorization("000001"))
@@ -710,8 +706,10 @@ async fn no_live_link_means_unavailable() {
 
 #[tokio::test]
 async fn link_reconnects_after_the_issuer_restarts() {
-    let fake = FakeIssuer::start(approve_everything()).await;
-    let address = fake.addr;
+    // The port stays ours while the issuer is down, so its restart cannot
+    // find it taken.
+    let port = HeldPort::new();
+    let fake = FakeIssuer::serve(port.listen(), approve_everything(), None);
     let (issuer, shutdown) = start_issuer(&issuer_config(vec![fake.address()]));
     eventually("link up", || issuer.is_available()).await;
     issuer
@@ -721,7 +719,7 @@ async fn link_reconnects_after_the_issuer_restarts() {
 
     fake.stop().await;
     eventually("link down", || !issuer.is_available()).await;
-    let _fake = FakeIssuer::restart_at(address, approve_everything()).await;
+    let _fake = FakeIssuer::serve(port.listen(), approve_everything(), None);
     eventually("link up again", || issuer.is_available()).await;
     let response = issuer
         .request(authorization("000002"))

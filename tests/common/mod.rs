@@ -740,12 +740,6 @@ impl FakeIssuer {
         FakeIssuer::serve(listener, script, None)
     }
 
-    /// A fake at `addr` again, as after an issuer restart.
-    pub async fn restart_at(addr: SocketAddr, script: Script) -> FakeIssuer {
-        let listener = TcpListener::bind(addr).await.expect("fake rebinds");
-        FakeIssuer::serve(listener, script, None)
-    }
-
     /// A fake on `listener`, speaking TLS when `tls` is given.
     pub fn serve(
         listener: TcpListener,
