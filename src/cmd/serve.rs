@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use isoswitch::config::Config;
 use isoswitch::metrics_http::{self, OpsState};
-use isoswitch::server::Listener;
+use isoswitch::server::{Listener, PreparedListener};
 use isoswitch::switch::Switch;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // The whole config is checked before any port is taken, so a typo in a
     // listener's spec is not reported as "address in use" by a second try.
     let config = load_config(args.config.as_ref())?;
-    check_listeners(&config)?;
+    let prepared = config
+        .listeners
+        .iter()
+        .map(Listener::prepare)
+        .collect::<Result<Vec<_>, _>>()?;
     isoswitch::metrics_http::recorder();
     let shutdown = CancellationToken::new();
     let admin_token = config.admin.token.clone();
@@ -64,7 +68,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         metrics,
         admin,
         listeners,
-    } = bind_all(&switch.snapshot().config).await?;
+    } = bind_all(&switch.snapshot().config, prepared).await?;
     tokio::spawn(metrics_upkeep(shutdown.clone()));
     let ops = OpsState::new(switch.clone(), args.config.clone(), admin_token);
     ops.listeners_bound.store(true, Ordering::Release);
@@ -138,20 +142,6 @@ async fn stop_in_stages(
     tracing::info!("stopped");
 }
 
-/// What every listener needs besides its port: spec, framing and TLS.
-fn check_listeners(config: &Config) -> Result<()> {
-    for lc in &config.listeners {
-        let name = &lc.name;
-        isoswitch::specs::resolve(&lc.spec).with_context(|| format!("listener {name:?}"))?;
-        isoswitch::server::frame_config(lc.header(), lc.header_includes_self, lc.tpdu)
-            .map_err(|e| anyhow!("listener {name:?}: {e}"))?;
-        if let Some(tls) = &lc.tls {
-            isoswitch::tls::acceptor(tls).with_context(|| format!("listener {name:?}"))?;
-        }
-    }
-    Ok(())
-}
-
 /// Every socket `serve` listens on.
 struct Bound {
     metrics: TcpListener,
@@ -160,7 +150,7 @@ struct Bound {
 }
 
 /// Binds every configured address; when some fail, the error names each one.
-async fn bind_all(config: &Config) -> Result<Bound> {
+async fn bind_all(config: &Config, prepared: Vec<PreparedListener>) -> Result<Bound> {
     let mut failed = Vec::new();
     let mut bind = |role: &str, addr: SocketAddr, result: std::io::Result<TcpListener>| {
         result
@@ -178,8 +168,8 @@ async fn bind_all(config: &Config) -> Result<Bound> {
         None => None,
     };
     let mut listeners = Vec::new();
-    for lc in &config.listeners {
-        match Listener::bind(lc).await {
+    for listener in prepared {
+        match listener.bind().await {
             Ok(listener) => listeners.push(listener),
             Err(e) => failed.push(super::error_line(&e)),
         }

@@ -81,9 +81,47 @@ pub fn frame_config(
     })
 }
 
-impl Listener {
+/// A listener whose spec, framing and TLS are loaded and checked, not yet
+/// bound: `serve` prepares every listener before it takes any port.
+pub struct PreparedListener {
+    bind: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    context: Arc<ListenerContext>,
+    max_connections: u32,
+}
+
+impl PreparedListener {
     /// Binds the configured address (port 0 picks a free one).
-    pub async fn bind(config: &ListenerConfig) -> Result<Listener, ServerError> {
+    pub async fn bind(self) -> Result<Listener, ServerError> {
+        let name = &self.context.inbound.listener;
+        let tcp = TcpListener::bind(self.bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                listener: name.to_string(),
+                bind: self.bind,
+                source,
+            })?;
+        // Registered at zero so dashboards and rate() see the series before the
+        // first event.
+        for metric in [
+            "isoswitch_connections_refused_total",
+            "isoswitch_connections_accepted_total",
+        ] {
+            metrics::counter!(metric, "listener" => name.to_string()).increment(0);
+        }
+        Ok(Listener {
+            tcp,
+            tls: self.tls,
+            context: self.context,
+            limit: Arc::new(Semaphore::new(self.max_connections.max(1) as usize)),
+        })
+    }
+}
+
+impl Listener {
+    /// Loads and checks what the listener needs besides its port: spec,
+    /// framing and TLS.
+    pub fn prepare(config: &ListenerConfig) -> Result<PreparedListener, ServerError> {
         let listener = || config.name.clone();
         let spec = crate::specs::resolve(&config.spec).map_err(|source| ServerError::Spec {
             listener: listener(),
@@ -101,23 +139,8 @@ impl Listener {
             })?),
             None => None,
         };
-        let tcp = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| ServerError::Bind {
-                listener: config.name.clone(),
-                bind: config.bind,
-                source,
-            })?;
-        // Registered at zero so dashboards and rate() see the series before the
-        // first event.
-        for name in [
-            "isoswitch_connections_refused_total",
-            "isoswitch_connections_accepted_total",
-        ] {
-            metrics::counter!(name, "listener" => config.name.clone()).increment(0);
-        }
-        Ok(Listener {
-            tcp,
+        Ok(PreparedListener {
+            bind: config.bind,
             tls,
             context: Arc::new(ListenerContext {
                 inbound: Inbound::new(&config.name, config.channel),
@@ -125,8 +148,13 @@ impl Listener {
                 frame,
                 idle_timeout: Duration::from_secs(config.idle_timeout_s.max(1)),
             }),
-            limit: Arc::new(Semaphore::new(config.max_connections.max(1) as usize)),
+            max_connections: config.max_connections,
         })
+    }
+
+    /// Prepares and binds the configured address (port 0 picks a free one).
+    pub async fn bind(config: &ListenerConfig) -> Result<Listener, ServerError> {
+        Listener::prepare(config)?.bind().await
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
