@@ -83,9 +83,7 @@ impl ConfigDir<'_> {
     /// config stays a name, so it still means the shipped spec.
     pub fn resolve_spec(&self, spec: &mut PathBuf) {
         let beside = self.0.join(&*spec);
-        let builtin = spec
-            .to_str()
-            .is_some_and(|name| crate::specs::builtin(name).is_some());
+        let builtin = spec.to_str().is_some_and(crate::specs::is_builtin);
         if spec.is_relative() && (beside.exists() || !builtin) {
             *spec = beside;
         }

@@ -19,14 +19,20 @@ pub const BUILTIN: &[(&str, &str)] = &[
 
 /// A shipped spec by name (`iso87ascii`, or `specs/iso87ascii.toml`).
 pub fn builtin(name: &str) -> Option<Result<Spec, SpecError>> {
+    builtin_entry(name).map(|(n, text)| Spec::from_toml_str(text, &format!("built-in spec {n}")))
+}
+
+/// Whether `name` names a shipped spec, without compiling it.
+pub fn is_builtin(name: &str) -> bool {
+    builtin_entry(name).is_some()
+}
+
+fn builtin_entry(name: &str) -> Option<&'static (&'static str, &'static str)> {
     let stem = name
         .strip_prefix("specs/")
         .unwrap_or(name)
         .trim_end_matches(".toml");
-    BUILTIN
-        .iter()
-        .find(|(n, _)| *n == stem)
-        .map(|(n, text)| Spec::from_toml_str(text, &format!("built-in spec {n}")))
+    BUILTIN.iter().find(|(n, _)| *n == stem)
 }
 
 /// A spec file if `path` exists, else the shipped spec of that name. A bare
