@@ -67,6 +67,16 @@ impl MemoryJournal {
         self.lock().broken = reason.map(str::to_owned);
     }
 
+    /// A queue item as a transaction's history shows it, closed ones too.
+    pub fn saf_link(&self, id: SafId) -> Option<SafLink> {
+        self.lock().saf.get(&id.0).map(|s| SafLink {
+            id,
+            kind: s.item.kind,
+            state: s.state,
+            attempts: s.item.attempts,
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change below is applied whole under the lock.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -261,13 +271,14 @@ impl Journal for MemoryJournal {
         Box::pin(std::future::ready(Ok(stats)))
     }
 
-    fn in_doubt(&self) -> StoreFuture<'_, Vec<InDoubt>> {
+    fn in_doubt(&self, received_before_ms: i64) -> StoreFuture<'_, Vec<InDoubt>> {
         let state = self.lock();
         let doubts = state
             .txns
             .values()
             .filter(|s| {
                 s.record.issuer.is_some()
+                    && s.record.received_at_ms < received_before_ms
                     && s.record.outcome.is_none()
                     && s.record.reversal == ReversalState::None
             })
@@ -305,6 +316,7 @@ impl SafStore for MemoryJournal {
                 id,
                 issuer: new.issuer,
                 kind: new.kind,
+                mti: new.mti,
                 txn_id: new.txn_id,
                 fields: new.fields,
                 attempts: 0,

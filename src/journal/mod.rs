@@ -139,13 +139,47 @@ pub trait Journal: Send + Sync {
     fn set_reversal(&self, id: TxnId, state: ReversalState) -> StoreFuture<'_, ()>;
     fn find(&self, query: TxnQuery) -> StoreFuture<'_, Vec<TxnRecord>>;
     fn stats(&self, range: TimeRange) -> StoreFuture<'_, Stats>;
-    /// Forwarded requests with no recorded answer and no reversal yet, oldest
-    /// first: at start-up, each needs its reversal queued.
-    fn in_doubt(&self) -> StoreFuture<'_, Vec<InDoubt>>;
+    /// Forwarded requests received before `received_before_ms` with no
+    /// recorded answer and no reversal yet, oldest first: at start-up (all of
+    /// them) and in the run-time sweep, each needs its reversal queued.
+    fn in_doubt(&self, received_before_ms: i64) -> StoreFuture<'_, Vec<InDoubt>>;
     /// What a reversal of `id` needs (for a terminal's own 0400, before or
     /// after a restart); `None` when it was never forwarded.
     fn reversal_fields(&self, id: TxnId) -> StoreFuture<'_, Option<ReversalFields>>;
     fn health(&self) -> Health;
+}
+
+/// The journal and the queue the switch writes through: one store (SQLite,
+/// memory) seen through both traits.
+#[derive(Clone)]
+pub struct Stores {
+    pub journal: Arc<dyn Journal>,
+    pub queue: Arc<dyn SafStore>,
+    /// Whether anything survives a restart (false for the in-memory store).
+    pub persistent: bool,
+}
+
+impl Stores {
+    pub fn new<S: Journal + SafStore + 'static>(store: Arc<S>, persistent: bool) -> Stores {
+        Stores {
+            journal: store.clone(),
+            queue: store,
+            persistent,
+        }
+    }
+
+    /// A fresh in-memory store: for tests, and for `durability = "none"`.
+    pub fn in_memory() -> Stores {
+        Stores::new(Arc::new(MemoryJournal::new()), false)
+    }
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("persistent", &self.persistent)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The persistent store-and-forward queue of reversals and advices, FIFO per issuer.

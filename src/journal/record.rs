@@ -136,8 +136,11 @@ impl fmt::Debug for ClearPan {
 pub struct ReversalFields(BTreeMap<u8, Vec<u8>>);
 
 impl ReversalFields {
-    /// Fields 2, 3, 4, 7, 11, 12, 13, 14, 22, 32, 37, 41, 42, 49 and 90.
-    pub const KEPT: [u8; 15] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 32, 37, 41, 42, 49, 90];
+    /// Fields 2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 32, 37, 38, 39, 41, 42, 49
+    /// and 90 (38 and 39: what an advice reports).
+    pub const KEPT: [u8; 18] = [
+        2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 32, 37, 38, 39, 41, 42, 49, 90,
+    ];
 
     /// The kept fields present in `message`.
     pub fn from_message(message: &Message) -> ReversalFields {
@@ -404,6 +407,8 @@ pub const NO_ROUTE: &str = "-";
 pub struct SafNew {
     pub issuer: String,
     pub kind: SafKind,
+    /// As first sent; repeats go out as its xxx1.
+    pub mti: Mti,
     pub txn_id: Option<TxnId>,
     pub fields: ReversalFields,
     pub created_at_ms: i64,
@@ -417,6 +422,7 @@ pub struct SafItem {
     pub id: SafId,
     pub issuer: String,
     pub kind: SafKind,
+    pub mti: Mti,
     pub txn_id: Option<TxnId>,
     pub fields: ReversalFields,
     /// Sends so far; past the first, it goes out as a repeat (xxx1).

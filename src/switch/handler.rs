@@ -9,14 +9,16 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::events::{TransactionDone, UnsolicitedResponse};
+use super::journaling::{outcome_of, record_answered, txn_start};
 use super::originals::{Original, OriginalKey, RiskHold};
 use super::outcome::{ChannelRefusal, Outcome, Refusal};
 use super::{Inbound, Switch};
 use crate::channel::Channel;
 use crate::iso8583::fields::ProcessingCode;
-use crate::iso8583::{FieldError, Message, Mti, OriginalData, Stan};
+use crate::iso8583::{FieldError, Message, Mti};
+use crate::journal::{now_ms, DecidedBy, Forward, ReversalFields, SafKind, TxnId};
 use crate::risk::{Held, RiskContext, RiskRules, Timestamp};
-use crate::upstream::UpstreamError;
+use crate::upstream::{reversal_for, UpstreamError};
 
 /// Fields a switch-built response echoes from the request.
 const ECHOED: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 70];
@@ -91,8 +93,8 @@ async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option
         }
         Kind::Network => (network(&request), None),
         Kind::Request => authorize(sw, from, &request).await,
-        Kind::Advice => advice(sw, &request),
-        Kind::Reversal => reverse(sw, &request),
+        Kind::Advice => advice(sw, from, &request).await,
+        Kind::Reversal => reverse(sw, &request).await,
         Kind::Unsupported => (response_to(&request, Refusal::Unsupported), None),
     };
     TransactionDone {
@@ -237,27 +239,44 @@ fn settle_risk(risk: Option<&RiskRules>, request: &Message, held: &Held, approve
     }
 }
 
-/// 0100/0200: check, route, forward, answer.
+/// 0100/0200: check, route, journal, forward, journal the outcome, answer.
 async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, Option<Arc<str>>) {
+    let received_at_ms = now_ms();
+    let started = Instant::now();
+    // Answered by the switch before any issuer: journaled, then answered.
+    let refuse = |refusal: Refusal, route: Option<Arc<str>>| async move {
+        let decided_by = refusal.decided_by();
+        let response = response_to(request, refusal);
+        let start = txn_start(from, request, received_at_ms, None);
+        let outcome = outcome_of(&response, decided_by, started);
+        // A decline the journal cannot take is still a decline; the writer
+        // logs the failure and /readyz reports it.
+        let _ = record_answered(&sw.stores, start, outcome).await;
+        (response, route)
+    };
     if let Err(e) = check_format(request) {
         tracing::debug!(listener = %from.listener, error = %e, "format error");
-        return (response_to(request, Refusal::Format(e)), None);
+        return refuse(Refusal::Format(e), None).await;
     }
     if let Err(refusal) = check_channel(from.channel, request) {
-        return (response_to(request, refusal), None);
+        return refuse(refusal, None).await;
     }
     let snapshot = sw.snapshot.load();
     let held = match check_risk(&snapshot.risk, from, request) {
         Ok(held) => held,
-        Err(refusal) => return (response_to(request, refusal), None),
+        Err(refusal) => {
+            drop(snapshot);
+            return refuse(refusal, None).await;
+        }
     };
     // Held past the snapshot only when the outcome matters to the rules: a
     // recurring rule hears of approvals, counts are given back otherwise.
     let risk = &snapshot.risk;
     let risk = (risk.records_approvals() || held.counts_anything()).then(|| risk.clone());
     let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
+        drop(snapshot);
         settle_risk(risk.as_deref(), request, &held, false);
-        return (response_to(request, Refusal::NoRoute), None);
+        return refuse(Refusal::NoRoute, None).await;
     };
     let issuer = route.issuer.clone();
     let route_name = route.name.clone();
@@ -280,21 +299,53 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
         }
         response
     };
+
+    // Write-ahead: the journal knows where it goes, under which STAN, and the
+    // reversal that undoes it, before the issuer sees it.
+    let stan = issuer.reserve_stan();
+    let mut as_sent = outbound.clone();
+    let _ = as_sent.set(11, stan.to_digits());
+    let reversal = ReversalFields::from_message(&reversal_for(&as_sent));
+    let forward = Forward {
+        route: route_name.to_string(),
+        issuer: issuer.name().to_owned(),
+        upstream_stan: stan.to_string(),
+        upstream_rrn: as_sent.get_str(37).map(str::to_owned),
+        reversal: reversal.clone(),
+    };
+    let start = txn_start(from, request, received_at_ms, Some(forward));
+    let txn = match sw.stores.journal.begin(start).await {
+        Ok(txn) => txn,
+        Err(e) => {
+            // Nothing is forwarded that the journal cannot hold.
+            settle_risk(risk.as_deref(), request, &held, false);
+            return (answer(Refusal::Storage(e)), Some(route_name));
+        }
+    };
+
     // Remembered before it is forwarded, so a terminal's reversal arriving
     // while it is at the issuer finds it; completed with the issuer's STAN.
     let key = OriginalKey::of_request(request);
     let original_mti = request.mti().original();
     if let Some(key) = key {
-        let in_flight = Original::new(original_mti, issuer.shared_name(), None, false, None);
+        let in_flight = Original::new(
+            original_mti,
+            issuer.shared_name(),
+            Some(txn),
+            None,
+            false,
+            None,
+        );
         sw.originals.insert(key, in_flight);
     }
     // Whether a terminal reversed it meanwhile.
-    let remember = |issuer_stan: u32, reversed: bool, risk: Option<RiskHold>| {
+    let remember = |reversed: bool, risk: Option<RiskHold>| {
         key.is_some_and(|key| {
             let original = Original::new(
                 original_mti,
                 issuer.shared_name(),
-                Some(issuer_stan),
+                Some(txn),
+                Some(stan.0),
                 reversed,
                 risk,
             );
@@ -303,8 +354,8 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     };
     let response_mti = request.mti().response().unwrap_or(request.mti());
     // Only an issuer's answer can approve; the switch's own never do.
-    let (response, approved) = match issuer.request_traced(outbound).await {
-        Ok((mut response, issuer_stan)) => {
+    let (response, approved) = match issuer.request_as(outbound, stan).await {
+        Ok(mut response) => {
             response.set_mti(response_mti);
             if response.response_code().is_err() {
                 let refusal = Refusal::IssuerResponse;
@@ -317,120 +368,178 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 .as_ref()
                 .filter(|_| approved && held.counts_anything())
                 .map(|risk| Box::new((risk.clone(), held.clone())));
-            if remember(issuer_stan.0, false, hold) {
-                // The terminal reversed it while it was at the issuer: the
-                // reversal goes now, naming the STAN the issuer saw, and the
-                // approval spent nothing.
-                if approved {
-                    let mut sent = request.clone();
-                    sent.set_mti(original_mti);
-                    let _ = sent.set(11, issuer_stan.to_digits());
-                    if let Some(rrn) = generated_rrn {
-                        let _ = sent.set(37, rrn);
-                    }
-                    issuer.reverse(&sent);
+            // The terminal reversed it while it was at the issuer: an approval
+            // is reversed now, and spent nothing.
+            let reversed_meanwhile = remember(false, hold);
+            let undo = reversed_meanwhile && approved;
+            if undo && sw.queue_reversal(issuer.name(), txn, reversal).await.is_err() {
+                // Left in doubt (no outcome recorded): the sweep reverses it.
+                return (response, Some(route_name));
+            }
+            let outcome = outcome_of(&response, DecidedBy::Issuer, started);
+            match sw.stores.journal.record_outcome(txn, outcome).await {
+                Ok(()) => (response, approved && !undo),
+                Err(e) if approved && !undo => {
+                    // An approval the journal cannot hold does not reach the
+                    // terminal; the record stays in doubt and the sweep
+                    // reverses it once storage is back.
+                    (answer(Refusal::Storage(e)), false)
                 }
-                (response, false)
-            } else {
-                (response, approved)
+                Err(_) => (response, false),
             }
         }
         Err(e) => {
-            if let UpstreamError::Timeout { issuer_stan }
-            | UpstreamError::ConnectionLost { issuer_stan } = e
-            {
-                // The issuer may have approved: upstream has queued a reversal already.
-                let _ = remember(issuer_stan.0, true, None);
-            } else if !e.is_upstream_fault() {
+            let sent = matches!(
+                e,
+                UpstreamError::Timeout { .. } | UpstreamError::ConnectionLost { .. }
+            );
+            if !e.is_upstream_fault() {
                 tracing::error!(issuer = issuer.name(), error = %e, "forwarding failed");
             }
-            (answer(Refusal::Upstream(e)), false)
+            let refusal = Refusal::Upstream(e);
+            let decided_by = refusal.decided_by();
+            let response = answer(refusal);
+            if sent {
+                // The issuer may have approved: its reversal is queued before
+                // the terminal hears 91.
+                let _ = remember(true, None);
+                if sw.queue_reversal(issuer.name(), txn, reversal).await.is_err() {
+                    return (response, Some(route_name));
+                }
+            }
+            let outcome = outcome_of(&response, decided_by, started);
+            let _ = sw.stores.journal.record_outcome(txn, outcome).await;
+            (response, false)
         }
     };
     settle_risk(risk.as_deref(), request, &held, approved);
     (response, Some(route_name))
 }
 
-/// 0120/0220: the switch takes responsibility for delivery and acknowledges.
-fn advice(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
+/// 0120/0220: the switch takes responsibility for delivery and acknowledges
+/// once the advice is in the queue.
+async fn advice(sw: &Switch, from: &Inbound, request: &Message) -> (Message, Option<Arc<str>>) {
+    let received_at_ms = now_ms();
+    let started = Instant::now();
     if let Err(e) = request.pan().and_then(|_| request.stan()) {
         return (response_to(request, Refusal::Format(e)), None);
     }
-    let snapshot = sw.snapshot.load();
-    let Some(route) = request.get(2).and_then(|pan| snapshot.route(pan)) else {
-        return (response_to(request, Refusal::NoRoute), None);
+    let (issuer, route_name) = {
+        let snapshot = sw.snapshot.load();
+        match request.get(2).and_then(|pan| snapshot.route(pan)) {
+            Some(route) => (route.issuer.shared_name(), route.name.clone()),
+            None => return (response_to(request, Refusal::NoRoute), None),
+        }
     };
     let mut outbound = request.clone();
     outbound.set_mti(request.mti().original());
-    route.issuer.store_and_forward(outbound);
-    (
-        response_to(request, Outcome::Approved),
-        Some(route.name.clone()),
-    )
+    let start = txn_start(from, request, received_at_ms, None);
+    let queued = async {
+        let txn = sw.stores.journal.begin(start).await?;
+        sw.queue_message(&issuer, SafKind::Advice, Some(txn), &outbound)
+            .await?;
+        Ok::<_, crate::journal::JournalError>(txn)
+    }
+    .await;
+    let (response, txn) = match queued {
+        Ok(txn) => (response_to(request, Outcome::Approved), Some(txn)),
+        Err(e) => (response_to(request, Refusal::Storage(e)), None),
+    };
+    if let Some(txn) = txn {
+        let outcome = outcome_of(&response, DecidedBy::Switch, started);
+        let _ = sw.stores.journal.record_outcome(txn, outcome).await;
+    }
+    (response, Some(route_name))
 }
 
-/// 0400/0420: find what the issuer saw, point field 90 at it, store and
-/// forward, and acknowledge. A transaction already reversed (by the switch
-/// itself on a timeout or lost link, or by an earlier copy of this reversal)
-/// is acknowledged without a second reversal.
-fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
+/// 0400/0420: find what the issuer saw — in memory, else in the journal (after
+/// a restart) — and queue the reversal built when it was forwarded, naming the
+/// STAN the issuer saw; then acknowledge. A transaction already reversed (by
+/// the switch itself on a timeout or lost link, or by an earlier copy of this
+/// reversal) is acknowledged without a second reversal.
+async fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
     if let Err(e) = request.stan().and_then(|_| request.terminal_id()) {
         return (response_to(request, Refusal::Format(e)), None);
     }
-    let snapshot = sw.snapshot.load();
     let key = OriginalKey::of_reversal(request);
     let original = key.and_then(|k| sw.originals.reverse(&k));
-    let mut outbound = request.clone();
-    outbound.set_mti(request.mti().original());
     if let Some((rules, held)) = original.as_ref().and_then(|o| o.risk.as_deref()) {
         // Reversed, the approval spent nothing after all.
         rules.release(held);
     }
-    let target = match &original {
+    let acknowledged = |label: Option<&str>| (response_to(request, Outcome::Approved), label.map(Arc::from));
+    match original {
         Some(o) if o.reversed => {
             metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
-            return (response_to(request, Outcome::Approved), None);
+            return acknowledged(None);
         }
-        Some(
-            o @ Original {
-                issuer_stan: Some(stan),
-                ..
-            },
-        ) => {
-            let field90 = original_data_for_issuer(request, o.mti, *stan);
-            let _ = outbound.set(90, field90.to_field());
-            snapshot
-                .issuer(&o.issuer)
-                .map(|i| (i.clone(), Arc::<str>::from(o.issuer.as_ref())))
-        }
-        Some(_) => {
-            // At the issuer still (or it never got there): its answer decides.
-            // An approval is reversed then, naming the STAN the issuer saw.
+        Some(Original {
+            issuer_stan: None, ..
+        }) => {
+            // At the issuer still: its answer decides. An approval is
+            // reversed then, naming the STAN the issuer saw.
             metrics::counter!("isoswitch_reversals_of_in_flight_total").increment(1);
-            return (response_to(request, Outcome::Approved), None);
+            return acknowledged(None);
         }
-        None => None,
-    };
-    let target = target.or_else(|| {
+        Some(Original {
+            txn: Some(txn),
+            issuer,
+            ..
+        }) => {
+            return match reverse_journaled(sw, request, txn, &issuer).await {
+                Ok(()) => acknowledged(Some(&issuer)),
+                Err(e) => (response_to(request, Refusal::Storage(e)), None),
+            };
+        }
+        Some(_) => {}
+        None => match sw.find_original(request).await {
+            Ok(Some(found)) => {
+                if let Some(key) = key {
+                    let mti = request.mti().original();
+                    let original = Original::new(mti, Arc::from(found.issuer.as_str()), Some(found.txn), None, true, None);
+                    sw.originals.insert(key, original);
+                }
+                if found.reversed {
+                    metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
+                    return acknowledged(None);
+                }
+                return match reverse_journaled(sw, request, found.txn, &found.issuer).await {
+                    Ok(()) => acknowledged(Some(&found.issuer)),
+                    Err(e) => (response_to(request, Refusal::Storage(e)), None),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return (response_to(request, Refusal::Storage(e)), None),
+        },
+    }
+    // Neither remembered nor journaled: routed by card number, with field 90
+    // as the terminal sent it.
+    let target = {
+        let snapshot = sw.snapshot.load();
         request
             .get(2)
             .and_then(|pan| snapshot.route(pan))
-            .map(|r| (r.issuer.clone(), r.name.clone()))
-    });
+            .map(|r| (r.issuer.shared_name(), r.name.clone()))
+    };
     match target {
         Some((issuer, label)) => {
-            if original.is_none() {
-                metrics::counter!("isoswitch_reversals_unmatched_total").increment(1);
-                // Remembered as reversed, so its repeats are not sent again
-                // (only `reversed` is read of a record made here).
-                if let Some(key) = key {
-                    let mti = request.mti().original();
-                    let original = Original::new(mti, issuer.shared_name(), None, true, None);
-                    sw.originals.insert(key, original);
-                }
+            metrics::counter!("isoswitch_reversals_unmatched_total").increment(1);
+            // Remembered as reversed, so its repeats are not sent again
+            // (only `reversed` is read of a record made here).
+            if let Some(key) = key {
+                let mti = request.mti().original();
+                let original = Original::new(mti, issuer.clone(), None, None, true, None);
+                sw.originals.insert(key, original);
             }
-            issuer.store_and_forward(outbound);
-            (response_to(request, Outcome::Approved), Some(label))
+            let mut outbound = request.clone();
+            outbound.set_mti(request.mti().original());
+            match sw
+                .queue_message(&issuer, SafKind::Reversal, None, &outbound)
+                .await
+            {
+                Ok(_) => (response_to(request, Outcome::Approved), Some(label)),
+                Err(e) => (response_to(request, Refusal::Storage(e)), None),
+            }
         }
         None if request.has(2) => (response_to(request, Refusal::NoRoute), None),
         None => (
@@ -440,18 +549,23 @@ fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) {
     }
 }
 
-/// Field 90 as the issuer must see it: the original MTI, the STAN the switch
-/// sent, and the rest of the terminal's field 90 (time, institution ids), or
-/// of the reversal itself when its field 90 does not parse.
-fn original_data_for_issuer(request: &Message, mti: Mti, issuer_stan: u32) -> OriginalData {
-    let named = request
-        .original_data()
-        .unwrap_or_else(|_| OriginalData::from_request(request));
-    OriginalData {
-        mti,
-        stan: Stan(issuer_stan),
-        ..named
-    }
+/// Queues the reversal the journal built for `txn` when it was forwarded.
+async fn reverse_journaled(
+    sw: &Switch,
+    request: &Message,
+    txn: TxnId,
+    issuer: &str,
+) -> Result<(), crate::journal::JournalError> {
+    let fields = match sw.stores.journal.reversal_fields(txn).await? {
+        Some(fields) => fields,
+        None => {
+            // Journaled without reversal fields (never forwarded): nothing
+            // the issuer saw to undo.
+            tracing::debug!(stan = request.get_str(11).unwrap_or("-"), "reversal of a transaction that was never forwarded");
+            return Ok(());
+        }
+    };
+    sw.queue_reversal(issuer, txn, fields).await.map(|_| ())
 }
 
 #[cfg(test)]
@@ -552,26 +666,5 @@ mod tests {
         assert_eq!(network(&echo).mti(), Mti::from_static("0810"));
         let other = request("0800", &[(11, "000001"), (70, "999")]);
         assert_eq!(network(&other).get_str(39), Some("12"));
-    }
-
-    #[test]
-    fn the_issuer_field_90_names_its_stan_and_keeps_the_terminal_time_and_ids() {
-        let reversal = request(
-            "0400",
-            &[
-                (11, "000009"),
-                (41, "TERM0001"),
-                (90, "020000000511231841000000001234500000000000"),
-            ],
-        );
-        let field = original_data_for_issuer(&reversal, Mti::from_static("0200"), 777);
-        assert_eq!(
-            field.to_string(),
-            "020000077711231841000000001234500000000000"
-        );
-        // Without a usable field 90: the reversal's own time (field 7).
-        let bare = request("0400", &[(7, "1123184100"), (11, "000009")]);
-        let field = original_data_for_issuer(&bare, Mti::from_static("0100"), 1);
-        assert_eq!(&field.to_string()[..20], "01000000011123184100");
     }
 }

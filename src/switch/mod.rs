@@ -4,8 +4,10 @@
 
 pub mod events;
 mod handler;
+mod journaling;
 pub mod originals;
 pub mod outcome;
+mod queue;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::Channel;
 use crate::config::{Config, ConfigError, Endpoint};
 use crate::iso8583::SpecError;
+use crate::journal::Stores;
 use crate::risk::RiskError;
 use crate::route::BinTableError;
 use crate::simulator::{Simulator, SimulatorError};
-use crate::upstream::UpstreamError;
+use crate::upstream::{SafSettings, UpstreamError};
 pub use handler::response_to;
 use originals::Originals;
 pub use snapshot::Snapshot;
@@ -106,6 +109,12 @@ pub struct Switch {
     rrn: RrnSource,
     reload_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
+    /// The journal and the store-and-forward queue.
+    stores: Stores,
+    senders: queue::Senders,
+    saf_settings: Arc<SafSettings>,
+    /// How long a queued item is tried before it is marked failed.
+    saf_expiry_ms: i64,
 }
 
 /// How long a forwarded authorization stays matchable by a terminal reversal:
@@ -140,12 +149,30 @@ fn spawn_risk_sweeper(switch: &Arc<Switch>) {
     });
 }
 
+/// How long a queued reversal or advice is tried before it is marked failed.
+const SAF_EXPIRY_MS: i64 = 24 * 3600 * 1000;
+
 /// How long a reload waits for a new issuer's first live link.
 pub const NEW_ISSUER_WAIT: Duration = Duration::from_secs(3);
 
 impl Switch {
-    /// Starts issuers (and the in-process simulator when an issuer points at it).
+    /// Starts issuers (and the in-process simulator when an issuer points at
+    /// it) over an in-memory journal and queue: for tests and tools. `serve`
+    /// opens the configured journal and calls [`Switch::start_with`].
     pub fn start(config: Config, shutdown: CancellationToken) -> Result<Arc<Switch>, SwitchError> {
+        Switch::start_with(config, Stores::in_memory(), SafSettings::default(), shutdown)
+    }
+
+    /// Starts the switch over `stores`, with one store-and-forward sender per
+    /// issuer name delivering what they hold (including what a previous run
+    /// left). In-doubt recovery is the caller's to run, before taking traffic:
+    /// [`Switch::reverse_in_doubt`].
+    pub fn start_with(
+        config: Config,
+        stores: Stores,
+        saf_settings: SafSettings,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Switch>, SwitchError> {
         let wants_sim = config
             .issuers
             .iter()
@@ -164,7 +191,13 @@ impl Switch {
             },
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown,
+            stores,
+            senders: queue::Senders::default(),
+            saf_settings: Arc::new(saf_settings),
+            saf_expiry_ms: SAF_EXPIRY_MS,
         });
+        switch.start_senders();
+        switch.spawn_in_doubt_sweep();
         let sweeper = Arc::downgrade(&switch);
         let token = switch.shutdown.clone();
         tokio::spawn(async move {
@@ -208,7 +241,7 @@ impl Switch {
     /// while its links connect; removed issuers keep serving requests that
     /// loaded the old snapshot for a grace period, then drain and close.
     /// Listener changes need a restart and are reported, not applied.
-    pub async fn reload(&self, config: Config) -> Result<u64, SwitchError> {
+    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<u64, SwitchError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let current = self.snapshot.load_full();
         if current.config.listeners != config.listeners {
@@ -236,20 +269,10 @@ impl Switch {
                 "new issuer has no live link yet; swapping anyway"
             );
         }
-        // A replaced issuer's queued reversals and advices go on through its
-        // replacement once it is retired.
-        for old in &current.issuers {
-            let replaced = !next.issuers.iter().any(|e| e.config == old.config);
-            let replacement = next
-                .issuers
-                .iter()
-                .find(|e| e.config.name == old.config.name);
-            if let (true, Some(new)) = (replaced, replacement) {
-                old.issuer.hand_over_queue_to(&new.issuer);
-            }
-        }
         let generation = next.generation;
         self.snapshot.store(Arc::new(next));
+        // Queued reversals and advices go by issuer name: a replaced issuer's
+        // go on through its replacement, sent by the name's one sender.
         if !retired.is_empty() {
             // A transaction that loaded the old snapshot may still be on its way
             // to a retired issuer: give it the longest old timeout to finish.
@@ -272,12 +295,14 @@ impl Switch {
                 }
             });
         }
+        self.start_senders();
         Ok(generation)
     }
 
     /// Reloads from a config file (None = the embedded default), counting the
     /// result; a refused config leaves the running one in place.
-    pub async fn reload_from(&self, path: Option<&std::path::Path>) -> Result<u64, SwitchError> {
+    pub async fn reload_from(
+        self: &Arc<Self>, path: Option<&std::path::Path>) -> Result<u64, SwitchError> {
         let config = match path {
             Some(p) => Config::load(p),
             None => Config::embedded_default(),
@@ -318,25 +343,40 @@ impl Switch {
 
     /// Graceful stop, the stage after the links have drained: waits (until
     /// `deadline`) for store-and-forward to deliver what is queued, through
-    /// links that are still up. Whether every queue emptied.
+    /// links that are still up. Whether every queue emptied; what is left
+    /// stays in the queue for the next start.
     pub async fn flush_store_and_forward(&self, deadline: tokio::time::Instant) -> bool {
-        let snapshot = self.snapshot();
-        let mut flushed = true;
-        for entry in &snapshot.issuers {
-            flushed &= entry.issuer.flushed(deadline).await;
+        for sender in self.senders.all() {
+            sender.wake();
         }
-        flushed
+        loop {
+            let mut empty = true;
+            for sender in self.senders.all() {
+                empty &= matches!(self.stores.queue.depth(sender.issuer()).await, Ok(0));
+            }
+            if empty {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20).min(deadline - tokio::time::Instant::now())).await;
+        }
     }
 
     /// Graceful stop, the last stage: cancels the token the switch started
-    /// with (links close, store-and-forward stops) and waits for each issuer's
-    /// store-and-forward to report what it leaves undelivered.
+    /// with (links close, store-and-forward stops) and waits for each sender
+    /// to report what it leaves in the queue.
     pub async fn stop_issuers(&self) {
         self.shutdown.cancel();
-        let snapshot = self.snapshot();
-        for entry in &snapshot.issuers {
-            entry.issuer.stopped().await;
+        for sender in self.senders.all() {
+            sender.stopped().await;
         }
+    }
+
+    /// The journal and queue the switch writes through.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     /// Answers one message from a terminal; None for messages that get no

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use crate::iso8583::{Message, Mti};
+use crate::journal::TxnId;
 use crate::risk::{Held, RiskRules};
 
 /// How a terminal names a transaction: terminal id, its STAN and field 7.
@@ -68,6 +69,8 @@ fn digits(v: &[u8]) -> Option<u64> {
 pub struct Original {
     pub mti: Mti,
     pub issuer: Arc<str>,
+    /// Its journal record, whose reversal fields a terminal's reversal uses.
+    pub txn: Option<TxnId>,
     /// The STAN the issuer saw; None while the original is still at the
     /// issuer (the link assigns it), or if it never reached the issuer.
     pub issuer_stan: Option<u32>,
@@ -84,6 +87,7 @@ impl Original {
     pub fn new(
         mti: Mti,
         issuer: Arc<str>,
+        txn: Option<TxnId>,
         issuer_stan: Option<u32>,
         reversed: bool,
         risk: Option<RiskHold>,
@@ -91,6 +95,7 @@ impl Original {
         Original {
             mti,
             issuer,
+            txn,
             issuer_stan,
             reversed,
             at: Instant::now(),
@@ -232,6 +237,7 @@ mod tests {
         Original {
             mti: Mti::from_static("0100"),
             issuer: Arc::from("sim"),
+            txn: Some(TxnId(1)),
             issuer_stan: Some(7),
             reversed: false,
             at,

@@ -4,6 +4,7 @@
 //! decided"); handler and connection only name the reason.
 
 use crate::iso8583::{CodecError, FieldError, ResponseCode};
+use crate::journal::{DecidedBy, JournalError};
 use crate::upstream::UpstreamError;
 
 /// Why the switch refuses a message itself rather than pass on an issuer's answer.
@@ -39,6 +40,10 @@ pub enum Refusal {
     /// The response does not encode with the listener's spec.
     #[error("response does not encode: {0}")]
     Encode(CodecError),
+    /// The journal cannot record the transaction: the switch approves
+    /// nothing it cannot record.
+    #[error("the journal cannot record it: {0}")]
+    Storage(JournalError),
 }
 
 /// What a channel refuses, for a request whose fields are well formed.
@@ -93,9 +98,21 @@ impl Refusal {
             Refusal::NoRoute => ResponseCode::NO_SUCH_ISSUER,
             // The issuer or the network to it failed: 91; ours to fix: 96.
             Refusal::Upstream(e) if e.is_upstream_fault() => ResponseCode::ISSUER_INOPERATIVE,
-            Refusal::Upstream(_) | Refusal::IssuerResponse | Refusal::Encode(_) => {
-                ResponseCode::SYSTEM_MALFUNCTION
+            Refusal::Upstream(_)
+            | Refusal::IssuerResponse
+            | Refusal::Encode(_)
+            | Refusal::Storage(_) => ResponseCode::SYSTEM_MALFUNCTION,
+        }
+    }
+
+    /// Who the journal says decided it.
+    pub fn decided_by(&self) -> DecidedBy {
+        match self {
+            Refusal::Risk { .. } => DecidedBy::Risk,
+            Refusal::Upstream(UpstreamError::Timeout { .. } | UpstreamError::ConnectionLost { .. }) => {
+                DecidedBy::Timeout
             }
+            _ => DecidedBy::Switch,
         }
     }
 }

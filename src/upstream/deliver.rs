@@ -1,5 +1,5 @@
 //! The one thing store-and-forward needs from an issuer: send a message and wait
-//! for its answer. The issuer's links implement it; saf's tests script it.
+//! for its answer. [`Issuer`](super::Issuer) implements it; saf's tests script it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,11 +10,11 @@ use super::UpstreamError;
 use crate::iso8583::Message;
 
 /// A boxed future, so [`Deliver`] stays object-safe.
-pub(crate) type Delivery<'a> =
+pub type Delivery<'a> =
     Pin<Box<dyn Future<Output = Result<Message, UpstreamError>> + Send + 'a>>;
 
 /// Sends one message to the issuer and returns its answer, giving up at
 /// `deadline`. Nothing is reversed on failure: the caller repeats it.
-pub(crate) trait Deliver: Send + Sync + 'static {
+pub trait Deliver: Send + Sync + 'static {
     fn deliver(&self, message: Message, deadline: Instant) -> Delivery<'_>;
 }

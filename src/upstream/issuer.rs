@@ -1,5 +1,5 @@
 //! An issuer as the switch sees it: its links (per endpoint, in failover order), the
-//! choice of a live link per request, store-and-forward, and a status snapshot.
+//! choice of a live link per request, its STANs, and a status snapshot.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,21 +9,19 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::config::{Endpoint, IssuerConfig};
 use super::deliver::{Deliver, Delivery};
 use super::in_process::InProcessIssuer;
 use super::link::{self, LinkContext, LinkHandle, LinkSettings};
-use super::saf::{self, is_reversible, SafQueue};
-use super::stan::first_stan;
+use super::stan::StanSource;
 use super::telemetry::Telemetry;
 use super::transport::Connector;
 use super::{tls, UpstreamError};
 use crate::frame::{FrameConfig, LengthHeader};
 use crate::iso8583::{Message, Spec, Stan};
 
-/// A running issuer: cheap to clone, all clones share the same links and queue.
+/// A running issuer: cheap to clone, all clones share the same links.
 /// Its tasks run until the `shutdown` token given to [`Issuer::start`] is cancelled.
 #[derive(Clone)]
 pub struct Issuer {
@@ -34,12 +32,10 @@ struct Inner {
     name: Arc<str>,
     timeout: Duration,
     links: Arc<Links>,
-    saf: SafQueue,
+    stans: Arc<StanSource>,
     telemetry: Arc<Telemetry>,
     /// Cleared by [`Issuer::stop_taking_requests`], a stage of a graceful stop.
     taking_requests: AtomicBool,
-    /// The store-and-forward task, so a stop can wait for its last report.
-    tasks: TaskTracker,
 }
 
 /// How often a graceful stop looks again at what it waits for.
@@ -53,8 +49,6 @@ pub struct IssuerStatus {
     pub endpoints: Vec<EndpointStatus>,
     /// Requests sent and not yet answered, timed out or lost.
     pub outstanding: usize,
-    /// Advices and reversals waiting for the issuer's acknowledgement.
-    pub saf_depth: usize,
     /// Responses that arrived after their request timed out.
     pub late_responses: u64,
     /// Messages from the issuer that matched no request (dropped).
@@ -74,8 +68,7 @@ pub struct EndpointStatus {
 }
 
 impl Issuer {
-    /// Starts `config.connections` links to every endpoint, and the store-and-forward
-    /// task. `in_process` serves `"sim"` endpoints without a socket: requests go to
+    /// Starts `config.connections` links to every endpoint. `in_process` serves `"sim"` endpoints without a socket: requests go to
     /// [`InProcessIssuer::decide`] directly, honouring its delay, drop and close.
     /// Must run inside a tokio runtime; install the metrics recorder first.
     pub fn start(
@@ -89,7 +82,7 @@ impl Issuer {
         Ok(Issuer::launch(&config.name, settings, endpoints, shutdown))
     }
 
-    /// Spawns one link per connector and the store-and-forward task.
+    /// Spawns one link per connector.
     fn launch(
         name: &str,
         settings: LinkSettings,
@@ -99,28 +92,19 @@ impl Issuer {
         let timeout = settings.timeout;
         let settings = Arc::new(settings);
         let telemetry = Arc::new(Telemetry::new(name));
-        let (saf_queue, saf_intake) = SafQueue::new(&telemetry.issuer);
+        let stans = Arc::new(StanSource::from_clock());
         let context = LinkContext {
             settings,
             telemetry: telemetry.clone(),
-            saf: saf_queue.clone(),
-            shutdown: shutdown.clone(),
+            stans: stans.clone(),
+            shutdown,
         };
-        let total: usize = endpoints
-            .iter()
-            .map(|(_, connectors)| connectors.len())
-            .sum();
-        let mut index = 0;
         let endpoints = endpoints
             .into_iter()
             .map(|(label, connectors)| EndpointLinks {
                 links: connectors
                     .into_iter()
-                    .map(|connector| {
-                        index += 1;
-                        let first = first_stan(index - 1, total);
-                        link::spawn(connector, label.clone(), first, context.clone())
-                    })
+                    .map(|connector| link::spawn(connector, label.clone(), context.clone()))
                     .collect(),
                 label,
             })
@@ -129,24 +113,14 @@ impl Issuer {
             endpoints,
             next: AtomicUsize::new(0),
         });
-        let tasks = TaskTracker::new();
-        tasks.spawn(saf::run(
-            saf_intake,
-            saf_queue.clone(),
-            links.clone(),
-            timeout,
-            shutdown,
-        ));
-        tasks.close();
         Issuer {
             inner: Arc::new(Inner {
                 name: Arc::from(name),
                 timeout,
                 links,
-                saf: saf_queue,
+                stans,
                 telemetry,
                 taking_requests: AtomicBool::new(true),
-                tasks,
             }),
         }
     }
@@ -161,64 +135,54 @@ impl Issuer {
         self.inner.name.clone()
     }
 
-    /// Forwards an authorization or financial request and returns the issuer's
-    /// response, with the caller's field 11 restored. Gives up after the issuer's
-    /// `timeout_ms`; a timed-out or lost 0100/0200 is reversed automatically.
-    pub async fn request(&self, request: Message) -> Result<Message, UpstreamError> {
-        self.request_traced(request)
-            .await
-            .map(|(response, _)| response)
+    /// How long a request waits for the issuer's answer.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
-    /// As [`Issuer::request`], also returning the STAN the issuer saw (what a later
-    /// reversal's field 90 must name).
-    pub async fn request_traced(&self, request: Message) -> Result<(Message, Stan), UpstreamError> {
+    /// Takes the STAN the next request will go out with. The switch takes it
+    /// before forwarding, so the journal's write-ahead record (and any
+    /// reversal built from it) names what the issuer will see.
+    pub fn reserve_stan(&self) -> Stan {
+        self.inner.stans.next()
+    }
+
+    /// Forwards a request as `stan` (from [`Issuer::reserve_stan`]) and returns
+    /// the issuer's response, with the caller's field 11 restored. Gives up
+    /// after the issuer's `timeout_ms`. Nothing is reversed here: a timeout or
+    /// a lost link comes back as an error naming `stan`, and the caller,
+    /// which journaled the request, queues its reversal.
+    pub async fn request_as(&self, request: Message, stan: Stan) -> Result<Message, UpstreamError> {
         if !self.inner.taking_requests.load(Ordering::Acquire) {
             return Err(UpstreamError::Unavailable);
         }
         let telemetry = &self.inner.telemetry;
         telemetry.requests.increment(1);
         let started = Instant::now();
-        let reversible = is_reversible(request.mti());
         let result = self
             .inner
             .links
-            .send(request, started + self.inner.timeout, reversible)
+            .send(request, stan, started + self.inner.timeout)
             .await;
         if result.is_ok() {
             telemetry.latency.record(started.elapsed().as_secs_f64());
         }
-        result
+        result.map(|(response, _)| response)
     }
 
-    /// Queues an advice or reversal (0120/0220/0400/0420) for store-and-forward: it
-    /// is sent, repeated as 0121/0221/0401/0421 until the issuer answers, and
-    /// survives link flaps. Returns once queued. Sensitive authentication data
-    /// a terminal left in it (track data, PIN block; and chip data in a
-    /// reversal, as in the switch's own) is removed first: it is neither
-    /// needed after the authorization nor to be kept (PCI DSS 3.2).
-    pub fn store_and_forward(&self, mut message: Message) {
-        for field in saf::SENSITIVE_FIELDS {
-            message.remove(field);
-        }
-        if message.mti().class() == 4 {
-            message.remove(55);
-        }
-        self.inner.saf.push(message);
+    /// As [`Issuer::request_as`] with a STAN of its own, also returned.
+    pub async fn request_traced(&self, request: Message) -> Result<(Message, Stan), UpstreamError> {
+        let stan = self.reserve_stan();
+        self.request_as(request, stan)
+            .await
+            .map(|response| (response, stan))
     }
 
-    /// Hands this issuer's store-and-forward queue over to `successor`, the
-    /// issuer of the same name a reload started in its place: once this one
-    /// is retired, its undelivered reversals and advices go out there.
-    pub fn hand_over_queue_to(&self, successor: &Issuer) {
-        self.inner.saf.hand_over_to(&successor.inner.saf);
-    }
-
-    /// Queues the reversal of `original`, as the issuer saw it (its STAN,
-    /// its RRN), for store-and-forward: for an approval a terminal reversed
-    /// while it was at the issuer.
-    pub fn reverse(&self, original: &Message) {
-        self.store_and_forward(saf::reversal_for(original));
+    /// As [`Issuer::request_traced`], without the STAN.
+    pub async fn request(&self, request: Message) -> Result<Message, UpstreamError> {
+        self.request_traced(request)
+            .await
+            .map(|(response, _)| response)
     }
 
     pub fn status(&self) -> IssuerStatus {
@@ -233,7 +197,6 @@ impl Issuer {
                 .map(EndpointLinks::status)
                 .collect(),
             outstanding: telemetry.outstanding(),
-            saf_depth: self.inner.saf.depth(),
             late_responses: telemetry.late_responses(),
             unmatched_responses: telemetry.unmatched_responses(),
         }
@@ -249,12 +212,11 @@ impl Issuer {
     }
 
     // A graceful stop, in the order the stages run: stop_taking_requests and
-    // drained (drain the links), flushed (flush store-and-forward), then the
-    // `shutdown` token given to start, and stopped.
+    // drained (drain the links), then the `shutdown` token given to start.
 
     /// Refuses new requests (they fail as [`UpstreamError::Unavailable`]);
     /// those already sent go on to their answer or timeout, and store-and-forward
-    /// keeps taking and sending reversals and advices.
+    /// keeps sending reversals and advices through [`Deliver`].
     pub fn stop_taking_requests(&self) {
         self.inner.taking_requests.store(false, Ordering::Release);
     }
@@ -265,19 +227,6 @@ impl Issuer {
     pub async fn drained(&self, deadline: Instant) -> bool {
         let telemetry = &self.inner.telemetry;
         wait_until(deadline, || telemetry.outstanding() == 0).await
-    }
-
-    /// Waits until store-and-forward has nothing left to deliver, or until
-    /// `deadline`. Whether it got there.
-    pub async fn flushed(&self, deadline: Instant) -> bool {
-        let saf = &self.inner.saf;
-        wait_until(deadline, || saf.depth() == 0).await
-    }
-
-    /// Waits for store-and-forward to end once the `shutdown` token is
-    /// cancelled; it logs what it leaves undelivered (masked) as it goes.
-    pub async fn stopped(&self) {
-        self.inner.tasks.wait().await;
     }
 }
 
@@ -414,20 +363,26 @@ impl Links {
     pub(crate) async fn send(
         &self,
         request: Message,
+        stan: Stan,
         deadline: Instant,
-        reversible: bool,
     ) -> Result<(Message, Stan), UpstreamError> {
         match self.pick() {
-            Some(link) => link.send(request, deadline, reversible).await,
+            Some(link) => link.send(request, stan, deadline).await,
             None => Err(UpstreamError::Unavailable),
         }
     }
 }
 
-impl Deliver for Links {
+/// Store-and-forward's way out: a reversal or advice goes out with a fresh
+/// STAN, also while the issuer takes no new requests (a graceful stop still
+/// delivers the queue).
+impl Deliver for Issuer {
     fn deliver(&self, message: Message, deadline: Instant) -> Delivery<'_> {
         Box::pin(async move {
-            self.send(message, deadline, false)
+            let stan = self.reserve_stan();
+            self.inner
+                .links
+                .send(message, stan, deadline)
                 .await
                 .map(|(response, _)| response)
         })

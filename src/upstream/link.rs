@@ -12,9 +12,8 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::saf::SafQueue;
 use super::session::{Session, SessionEnd};
-use super::stan::{LateTable, StanCounter};
+use super::stan::{LateTable, StanSource};
 use super::telemetry::Telemetry;
 use super::transport::Connector;
 use super::UpstreamError;
@@ -44,7 +43,8 @@ pub(crate) struct LinkSettings {
 pub(crate) struct LinkContext {
     pub settings: Arc<LinkSettings>,
     pub telemetry: Arc<Telemetry>,
-    pub saf: SafQueue,
+    /// The issuer's STANs, for the link's own sign-ons and echoes.
+    pub stans: Arc<StanSource>,
     pub shutdown: CancellationToken,
 }
 
@@ -64,8 +64,9 @@ pub(super) type Reply = oneshot::Sender<Result<(Message, Stan), UpstreamError>>;
 
 pub(super) struct Command {
     pub request: Message,
+    /// The STAN it goes out with, taken from the issuer's [`StanSource`].
+    pub stan: Stan,
     pub deadline: Instant,
-    pub reversible: bool,
     pub reply: Reply,
 }
 
@@ -79,20 +80,20 @@ impl LinkHandle {
         self.flags.signed_on.load(Ordering::Acquire)
     }
 
-    /// Sends `request` and waits for its response, which carries the caller's field
-    /// 11 again; also returns the STAN the issuer saw. `reversible` requests are
-    /// reversed through store-and-forward when they time out or the link drops.
+    /// Sends `request` as `stan` and waits for its response, which carries the
+    /// caller's field 11 again. Nothing is reversed here: whoever took the STAN
+    /// knows what a timeout or a lost link means for the request.
     pub(crate) async fn send(
         &self,
         request: Message,
+        stan: Stan,
         deadline: Instant,
-        reversible: bool,
     ) -> Result<(Message, Stan), UpstreamError> {
         let (reply, answer) = oneshot::channel();
         let command = Command {
             request,
+            stan,
             deadline,
-            reversible,
             reply,
         };
         match tokio::time::timeout_at(deadline, self.commands.send(command)).await {
@@ -105,14 +106,8 @@ impl LinkHandle {
     }
 }
 
-/// Starts the task for one link. `endpoint` labels logs and the link-up gauge;
-/// `first_stan` spreads the STANs of an issuer's links apart.
-pub(crate) fn spawn(
-    connector: Connector,
-    endpoint: String,
-    first_stan: u32,
-    context: LinkContext,
-) -> LinkHandle {
+/// Starts the task for one link. `endpoint` labels logs and the link-up gauge.
+pub(crate) fn spawn(connector: Connector, endpoint: String, context: LinkContext) -> LinkHandle {
     let (commands, intake) = mpsc::channel(COMMAND_QUEUE);
     let flags = Arc::new(LinkFlags::default());
     let link_up = gauge!(
@@ -126,7 +121,6 @@ pub(crate) fn spawn(
         context,
         flags: flags.clone(),
         link_up,
-        stans: StanCounter::new(first_stan),
         late: LateTable::default(),
         commands_open: true,
     };
@@ -141,7 +135,6 @@ pub(super) struct Link {
     pub context: LinkContext,
     pub flags: Arc<LinkFlags>,
     pub link_up: Gauge,
-    pub stans: StanCounter,
     pub late: LateTable,
     pub commands_open: bool,
 }

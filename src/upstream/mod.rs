@@ -1,6 +1,7 @@
 //! Issuer links: multiplexed, STAN-matched connections to issuer hosts (or the
-//! in-process simulator), with sign-on, echo, failover, timeouts that reverse, and a
-//! store-and-forward queue for advices and reversals. [`Issuer`] is the entry point.
+//! in-process simulator), with sign-on, echo, failover and timeouts; and the
+//! sender that delivers the persistent store-and-forward queue of advices and
+//! reversals. [`Issuer`] is the entry point.
 
 mod backoff;
 pub mod config;
@@ -15,7 +16,9 @@ mod telemetry;
 mod transport;
 pub use crate::tls;
 
+pub use deliver::{Deliver, Delivery};
 pub use in_process::{Decision, InProcessIssuer};
+pub use saf::{is_reversible, repeat_of, reversal_for, IssuerDirectory, SafSender, SafSettings};
 pub use issuer::{EndpointStatus, Issuer, IssuerStatus};
 pub use tls::TlsError;
 
@@ -28,16 +31,16 @@ use crate::iso8583::{CodecError, Stan};
 /// [`is_upstream_fault`]: UpstreamError::is_upstream_fault
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// Sent, but no answer within the issuer's timeout; a reversal is queued when
-    /// the request was an authorization or financial request.
+    /// Sent, but no answer within the issuer's timeout: the issuer may have
+    /// approved it, so the sender of an authorization reverses it.
     #[error("issuer did not answer in time (issuer STAN {issuer_stan})")]
     Timeout { issuer_stan: Stan },
     /// No link to the issuer is up (or none could take the request in time): the
     /// request was not sent.
     #[error("no link to the issuer is available")]
     Unavailable,
-    /// Sent, then the connection closed before the answer; a reversal is queued
-    /// as for a timeout.
+    /// Sent, then the connection closed before the answer: reversed as for a
+    /// timeout.
     #[error("connection to the issuer lost before it answered (issuer STAN {issuer_stan})")]
     ConnectionLost { issuer_stan: Stan },
     /// The message does not fit the issuer's spec: nothing was sent.

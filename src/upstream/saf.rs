@@ -1,41 +1,49 @@
-//! Store-and-forward: a per-issuer FIFO of advices and reversals that one task sends
-//! through the links, repeating the head (0121/0221/0401/0421) until acknowledged.
-//! In memory for now: it survives link flaps, not restarts (the journal will persist it).
+//! Store-and-forward: reversals and advices kept in the journal's queue
+//! ([`SafStore`]) until the issuer answers them. One sender per issuer name
+//! (so two instances of an issuer after a reload never send the same item),
+//! several items outstanding at once. Each item is marked in storage before it
+//! goes out, so a crash replays it as a repeat (0401/0421/0121/0221).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use metrics::{counter, gauge, Counter, Gauge};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
 use super::deliver::Deliver;
 use super::UpstreamError;
 use crate::iso8583::{Message, Mti, OriginalData, ResponseCode};
-
-/// Sensitive authentication data: track 2, track 3, track 1, PIN block.
-pub(crate) const SENSITIVE_FIELDS: [u8; 4] = [35, 36, 45, 52];
+use crate::journal::{now_ms, JournalError, SafId, SafItem, SafKind, SafStore, TxnId};
 
 /// Fields of the original request a reversal carries (never track data, PIN or chip data).
 const REVERSAL_FIELDS: [u8; 14] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 32, 37, 41, 42, 49];
-const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often a sender with nothing due looks at the queue again (new items
+/// wake it at once; this catches items whose next attempt came due).
+const POLL: Duration = Duration::from_millis(200);
+/// How often the depth gauge is refreshed from storage.
+const DEPTH_EVERY: Duration = Duration::from_secs(1);
+/// How often a storage failure is logged while it lasts.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Whether a timed-out or lost `mti` must be reversed: authorization and financial
 /// requests (0100, 0200 and their repeats). Advices and reversals are repeated instead.
-pub(crate) fn is_reversible(mti: Mti) -> bool {
+pub fn is_reversible(mti: Mti) -> bool {
     matches!(mti.class(), 1 | 2) && mti.function() == 0
 }
 
 /// The reversal (x400) of `original` as it was sent to the issuer: the identifying
 /// fields copied, and field 90 pointing at the original by its MTI, issuer-side STAN,
 /// transmission time and acquirer.
-pub(crate) fn reversal_for(original: &Message) -> Message {
+pub fn reversal_for(original: &Message) -> Message {
     let version = original.mti().as_bytes()[0];
     let mti =
         Mti::new([version, b'4', b'0', b'0']).expect("the version digit of a valid MTI is a digit");
@@ -54,266 +62,492 @@ pub(crate) fn reversal_for(original: &Message) -> Message {
 }
 
 /// `mti` marked as a repeat: 0400 → 0401, 0220 → 0221.
-pub(crate) fn repeat_of(mti: Mti) -> Mti {
+pub fn repeat_of(mti: Mti) -> Mti {
     let [version, class, function, origin] = *mti.as_bytes();
     Mti::new([version, class, function, origin | 1]).unwrap_or(mti)
 }
 
-/// The handle that queues items; cheap to clone.
-#[derive(Clone)]
-pub(crate) struct SafQueue {
-    intake: mpsc::UnboundedSender<Message>,
-    shared: Arc<SafShared>,
+/// How the queue is delivered: from `[store_and_forward]`, and the issuer's timeout.
+#[derive(Debug, Clone)]
+pub struct SafSettings {
+    /// Items outstanding at the issuer at once.
+    pub in_flight: usize,
+    /// Answers that ask for the item again later; any other answer is done.
+    pub retry_codes: Vec<ResponseCode>,
+    pub retry_first: Duration,
+    pub retry_max: Duration,
 }
 
-struct SafShared {
-    issuer: Arc<str>,
-    depth: AtomicUsize,
-    depth_gauge: Gauge,
+impl Default for SafSettings {
+    fn default() -> Self {
+        SafSettings {
+            in_flight: 128,
+            retry_codes: vec![ResponseCode::ISSUER_INOPERATIVE],
+            retry_first: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SafSettings {
+    /// The wait before attempt `attempts + 1` of one item: doubling from
+    /// `retry_first`, capped at `retry_max`.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let doubled = self
+            .retry_first
+            .saturating_mul(1u32 << attempts.min(16))
+            .min(self.retry_max);
+        doubled.max(self.retry_first.min(self.retry_max))
+    }
+}
+
+/// Where a sender finds the issuer of its name today: a reload may replace
+/// it, or remove it (then the items wait).
+pub trait IssuerDirectory: Send + Sync + 'static {
+    /// The issuer's way out and its timeout per attempt.
+    fn find(&self, issuer: &str) -> Option<(Arc<dyn Deliver>, Duration)>;
+}
+
+/// The metric handles of one issuer's queue, resolved once.
+struct SafMetrics {
+    depth: Gauge,
     reversals_sent: Counter,
     reversals_acknowledged: Counter,
     advices_sent: Counter,
     advices_acknowledged: Counter,
-    /// The queue of the issuer that replaced this one in a reload: what is
-    /// left here when this one stops goes there.
-    successor: ArcSwapOption<SafQueue>,
+    reversals_failed: Counter,
+    advices_failed: Counter,
 }
 
-impl SafShared {
-    fn depth_changed(&self, now: usize) {
-        self.depth_gauge.set(now as f64);
-    }
-
-    fn popped(&self) {
-        let now = self.depth.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-        self.depth_changed(now);
-    }
-}
-
-/// Items taken from the queue by the sender task.
-pub(crate) struct SafIntake(mpsc::UnboundedReceiver<Message>);
-
-impl SafQueue {
-    pub(crate) fn new(issuer: &Arc<str>) -> (SafQueue, SafIntake) {
-        let (intake, receiver) = mpsc::unbounded_channel();
-        let label = issuer.to_string();
-        let shared = Arc::new(SafShared {
-            issuer: issuer.clone(),
-            depth: AtomicUsize::new(0),
-            depth_gauge: gauge!("isoswitch_saf_depth", "issuer" => label.clone()),
-            reversals_sent: counter!("isoswitch_reversals_sent_total", "issuer" => label.clone()),
+impl SafMetrics {
+    fn new(issuer: &str) -> SafMetrics {
+        let label = || issuer.to_string();
+        SafMetrics {
+            depth: gauge!("isoswitch_saf_depth", "issuer" => label()),
+            reversals_sent: counter!("isoswitch_reversals_sent_total", "issuer" => label()),
             reversals_acknowledged: counter!(
                 "isoswitch_reversals_acknowledged_total",
-                "issuer" => label.clone()
+                "issuer" => label()
             ),
-            advices_sent: counter!("isoswitch_advices_sent_total", "issuer" => label.clone()),
-            advices_acknowledged: counter!("isoswitch_advices_acknowledged_total", "issuer" => label),
-            successor: ArcSwapOption::empty(),
-        });
-        (SafQueue { intake, shared }, SafIntake(receiver))
-    }
-
-    /// Queues `message` behind everything already queued. Never blocks: the queue
-    /// is unbounded because nothing in it may be dropped.
-    pub(crate) fn push(&self, message: Message) {
-        let now = self.shared.depth.fetch_add(1, Ordering::Relaxed) + 1;
-        self.shared.depth_changed(now);
-        if let Err(refused) = self.intake.send(message) {
-            self.shared.popped();
-            if let Some(successor) = self.shared.successor.load_full() {
-                successor.push(refused.0);
-                return;
-            }
-            tracing::error!(
-                issuer = %self.shared.issuer,
-                mti = %refused.0.mti(),
-                pan = %refused.0.masked_pan(),
-                "store-and-forward has stopped; message not queued"
-            );
+            advices_sent: counter!("isoswitch_advices_sent_total", "issuer" => label()),
+            advices_acknowledged: counter!(
+                "isoswitch_advices_acknowledged_total",
+                "issuer" => label()
+            ),
+            reversals_failed: counter!(
+                "isoswitch_saf_failed_total", "issuer" => label(), "kind" => "reversal"
+            ),
+            advices_failed: counter!(
+                "isoswitch_saf_failed_total", "issuer" => label(), "kind" => "advice"
+            ),
         }
     }
 
-    pub(crate) fn depth(&self) -> usize {
+    fn sent(&self, kind: SafKind) {
+        match kind {
+            SafKind::Reversal => self.reversals_sent.increment(1),
+            SafKind::Advice => self.advices_sent.increment(1),
+        }
+    }
+
+    fn acknowledged(&self, kind: SafKind) {
+        match kind {
+            SafKind::Reversal => self.reversals_acknowledged.increment(1),
+            SafKind::Advice => self.advices_acknowledged.increment(1),
+        }
+    }
+
+    fn failed(&self, kind: SafKind) {
+        match kind {
+            SafKind::Reversal => self.reversals_failed.increment(1),
+            SafKind::Advice => self.advices_failed.increment(1),
+        }
+    }
+}
+
+/// The handle of one issuer name's sender: wakes it when something is
+/// queued, and tells how deep its queue was when last counted.
+#[derive(Clone)]
+pub struct SafSender {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    issuer: Arc<str>,
+    wake: Notify,
+    depth: AtomicU64,
+    done: CancellationToken,
+}
+
+impl SafSender {
+    /// Starts the sender of `issuer`'s queue; it runs until `shutdown`.
+    pub fn spawn(
+        issuer: &str,
+        store: Arc<dyn SafStore>,
+        directory: Arc<dyn IssuerDirectory>,
+        settings: Arc<SafSettings>,
+        shutdown: CancellationToken,
+    ) -> SafSender {
+        let shared = Arc::new(Shared {
+            issuer: Arc::from(issuer),
+            wake: Notify::new(),
+            depth: AtomicU64::new(0),
+            done: CancellationToken::new(),
+        });
+        let run = Run {
+            shared: shared.clone(),
+            store,
+            directory,
+            settings,
+            metrics: SafMetrics::new(issuer),
+            shutdown,
+            in_flight_items: HashSet::new(),
+            in_flight_txns: HashSet::new(),
+            last_error_log: None,
+        };
+        tokio::spawn(run.run());
+        SafSender { shared }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// Something was queued: look now rather than at the next poll.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Pending items when last counted (at most [`DEPTH_EVERY`] ago while it runs).
+    pub fn depth(&self) -> u64 {
         self.shared.depth.load(Ordering::Relaxed)
     }
 
-    /// Once this queue stops, what it has not delivered (and anything pushed
-    /// to it later) goes to `successor`, in order: a reload that replaces an
-    /// issuer must not drop its reversals and advices.
-    pub(crate) fn hand_over_to(&self, successor: &SafQueue) {
-        self.shared
-            .successor
-            .store(Some(Arc::new(successor.clone())));
+    /// Waits until the sender has stopped (after the `shutdown` it was
+    /// started with).
+    pub async fn stopped(&self) {
+        self.shared.done.cancelled().await;
     }
 }
 
-struct Item {
-    message: Message,
-    /// Times it went out to the issuer.
+/// What one delivery came to.
+struct Delivered {
+    id: SafId,
+    txn: Option<TxnId>,
+    kind: SafKind,
+    mti: Mti,
     attempts: u32,
+    outcome: Result<Message, UpstreamError>,
 }
 
-/// Whether the issuer's answer asks for the item again later (91: issuer or
-/// switch inoperative) rather than taking it.
-fn asks_for_retry(response: &Message) -> bool {
-    response.response_code().ok() == Some(ResponseCode::ISSUER_INOPERATIVE)
-}
+type Pending<'a> = Pin<Box<dyn Future<Output = Delivered> + Send + 'a>>;
+type Closing<'a> = Pin<Box<dyn Future<Output = (SafId, Option<TxnId>)> + Send + 'a>>;
 
-/// Delivers the queue through `issuer` until `shutdown`; each attempt waits up to
-/// `timeout` for the issuer's answer. No answer, or a 91, is retried with backoff.
-pub(crate) async fn run(
-    intake: SafIntake,
-    queue: SafQueue,
-    issuer: Arc<dyn Deliver>,
-    timeout: Duration,
+struct Run {
+    shared: Arc<Shared>,
+    store: Arc<dyn SafStore>,
+    directory: Arc<dyn IssuerDirectory>,
+    settings: Arc<SafSettings>,
+    metrics: SafMetrics,
     shutdown: CancellationToken,
-) {
-    let SafIntake(mut intake) = intake;
-    let shared = &queue.shared;
-    let mut items: VecDeque<Item> = VecDeque::new();
-    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
-    loop {
-        take_queued(&mut intake, &mut items);
-        let Some(head) = items.front_mut() else {
+    /// Items sent and not yet closed: never fetched twice.
+    in_flight_items: HashSet<SafId>,
+    /// Their transactions: a transaction's advice waits for its reversal.
+    in_flight_txns: HashSet<TxnId>,
+    last_error_log: Option<Instant>,
+}
+
+impl Run {
+    async fn run(mut self) {
+        let store = self.store.clone();
+        let mut pending: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
+        let mut closing: FuturesUnordered<Closing<'_>> = FuturesUnordered::new();
+        let mut next_poll = Instant::now();
+        let mut next_depth = Instant::now();
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_depth {
+                next_depth = now + DEPTH_EVERY;
+                self.count_depth().await;
+            }
+            let room = self.settings.in_flight.saturating_sub(pending.len());
+            if room > 0 && now >= next_poll {
+                next_poll = match self.take_due(room).await {
+                    Some((started, full)) => {
+                        for item in started {
+                            pending.push(item);
+                        }
+                        if full {
+                            now
+                        } else {
+                            now + POLL
+                        }
+                    }
+                    None => now + POLL,
+                };
+            }
+            let can_take = pending.len() < self.settings.in_flight;
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                message = intake.recv() => match message {
-                    Some(message) => items.push_back(Item { message, attempts: 0 }),
-                    None => break,
-                },
-            }
-            continue;
-        };
-        let mut attempt = head.message.clone();
-        // A repeat only once the issuer may have seen it.
-        if head.attempts > 0 {
-            attempt.set_mti(repeat_of(attempt.mti()));
-        }
-        let is_reversal = attempt.mti().class() == 4;
-        let deadline = Instant::now() + timeout;
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            outcome = issuer.deliver(attempt, deadline) => outcome,
-        };
-        let sent = matches!(
-            outcome,
-            Ok(_) | Err(UpstreamError::Timeout { .. } | UpstreamError::ConnectionLost { .. })
-        );
-        if sent {
-            head.attempts += 1;
-            if is_reversal {
-                shared.reversals_sent.increment(1);
-            } else {
-                shared.advices_sent.increment(1);
-            }
-        }
-        match outcome {
-            Ok(response) if asks_for_retry(&response) => {
-                tracing::debug!(
-                    issuer = %shared.issuer,
-                    mti = %head.message.mti(),
-                    attempts = head.attempts,
-                    "store-and-forward item answered 91; will repeat"
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                Some(delivered) = pending.next(), if !pending.is_empty() => {
+                    if let Some(close) = self.on_delivered(&store, delivered) {
+                        closing.push(close);
+                    }
+                    next_poll = next_poll.min(Instant::now());
                 }
+                Some((id, txn)) = closing.next(), if !closing.is_empty() => {
+                    self.release(id, txn);
+                }
+                () = self.shared.wake.notified() => next_poll = Instant::now(),
+                () = tokio::time::sleep_until(next_poll.min(next_depth)), if can_take => {}
+            }
+        }
+        // Whatever was out stays pending in storage: the next start sends it
+        // again, as a repeat.
+        drop(pending);
+        while let Some((id, txn)) = closing.next().await {
+            self.release(id, txn);
+        }
+        self.count_depth().await;
+        let left = self.shared.depth.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(
+                issuer = %self.shared.issuer,
+                left,
+                "store-and-forward stopped with items pending; they are kept and sent after the next start"
+            );
+        }
+        self.shared.done.cancel();
+    }
+
+    async fn count_depth(&mut self) {
+        match self.store.depth(&self.shared.issuer).await {
+            Ok(depth) => {
+                self.shared.depth.store(depth, Ordering::Relaxed);
+                self.metrics.depth.set(depth as f64);
+            }
+            Err(e) => self.storage_failed("count the queue", &e),
+        }
+    }
+
+    /// Takes up to `room` due items, marks each attempt in storage (all in
+    /// one group commit) and starts sending them. None when nothing could be
+    /// taken; else the deliveries and whether the fetch came back full.
+    async fn take_due(&mut self, room: usize) -> Option<(Vec<Pending<'static>>, bool)> {
+        let (deliver, timeout) = self.directory.find(&self.shared.issuer)?;
+        // Fetch a little more than there is room for: items in flight, or
+        // waiting behind their transaction's reversal, are skipped.
+        let limit = room + self.in_flight_items.len().min(room);
+        let items = match self
+            .store
+            .due(&self.shared.issuer, now_ms(), limit)
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => {
+                self.storage_failed("read due items", &e);
+                return None;
+            }
+        };
+        let full = items.len() >= limit;
+        let now = now_ms();
+        let mut chosen = Vec::new();
+        let mut txns_here = HashSet::new();
+        for item in items {
+            if chosen.len() >= room || self.in_flight_items.contains(&item.id) {
+                continue;
+            }
+            if let Some(txn) = item.txn_id {
+                if self.in_flight_txns.contains(&txn) || !txns_here.insert(txn) {
+                    continue;
+                }
+            }
+            if item.is_expired(now) {
+                self.expire(&item).await;
+                continue;
+            }
+            chosen.push(item);
+        }
+        if chosen.is_empty() {
+            return Some((Vec::new(), full));
+        }
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let marks = chosen.iter().map(|item| {
+            let backoff = self.settings.backoff(item.attempts);
+            let backoff_ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
+            let next = now.saturating_add(timeout_ms).saturating_add(backoff_ms);
+            self.store.mark_attempt(item.id, now, next)
+        });
+        let marked = futures_util::future::join_all(marks).await;
+        let mut started: Vec<Pending<'static>> = Vec::with_capacity(chosen.len());
+        for (item, mark) in chosen.into_iter().zip(marked) {
+            if let Err(e) = mark {
+                // Not marked, not sent: a crash now must not lose the count.
+                self.storage_failed("mark an attempt", &e);
+                continue;
+            }
+            self.in_flight_items.insert(item.id);
+            if let Some(txn) = item.txn_id {
+                self.in_flight_txns.insert(txn);
+            }
+            self.metrics.sent(item.kind);
+            started.push(send(item, deliver.clone(), timeout));
+        }
+        Some((started, full))
+    }
+
+    async fn expire(&mut self, item: &SafItem) {
+        if let Err(e) = self.store.fail(item.id, now_ms()).await {
+            self.storage_failed("mark an expired item failed", &e);
+            return;
+        }
+        self.metrics.failed(item.kind);
+        tracing::error!(
+            issuer = %self.shared.issuer,
+            kind = %item.kind,
+            mti = %item.mti,
+            stan = item.fields.get(11).map(String::from_utf8_lossy).as_deref().unwrap_or("-"),
+            attempts = item.attempts,
+            "store-and-forward item expired unanswered; marked failed"
+        );
+    }
+
+    /// Acts on one delivery; a close (acknowledge or fail) to wait for, if any.
+    fn on_delivered(
+        &mut self,
+        store: &Arc<dyn SafStore>,
+        delivered: Delivered,
+    ) -> Option<Closing<'static>> {
+        let Delivered {
+            id,
+            txn,
+            kind,
+            mti,
+            attempts,
+            outcome,
+        } = delivered;
+        let close = |acknowledge: bool| -> Closing<'static> {
+            let store = store.clone();
+            let issuer = self.shared.issuer.clone();
+            Box::pin(async move {
+                let at = now_ms();
+                let result = if acknowledge {
+                    store.acknowledge(id, at).await
+                } else {
+                    store.fail(id, at).await
+                };
+                if let Err(e) = result {
+                    // Still pending in storage: it goes again, and the issuer
+                    // answers a repeat of what it already has.
+                    tracing::error!(%issuer, error = %e, "store-and-forward item not closed");
+                }
+                (id, txn)
+            })
+        };
+        match outcome {
+            Ok(response) if self.asks_for_retry(&response) => {
+                tracing::debug!(
+                    issuer = %self.shared.issuer, %mti, attempts,
+                    response_code = response.get_str(39).unwrap_or("-"),
+                    "store-and-forward item answered with a retry code; will repeat"
+                );
+                self.release(id, txn);
+                None
             }
             Ok(response) => {
-                if is_reversal {
-                    shared.reversals_acknowledged.increment(1);
-                } else {
-                    shared.advices_acknowledged.increment(1);
-                }
+                self.metrics.acknowledged(kind);
                 tracing::debug!(
-                    issuer = %shared.issuer,
-                    mti = %head.message.mti(),
+                    issuer = %self.shared.issuer, %mti, attempts,
                     response_mti = %response.mti(),
-                    attempts = head.attempts,
                     "store-and-forward item acknowledged"
                 );
-                items.pop_front();
-                shared.popped();
-                backoff.reset();
+                Some(close(true))
             }
             Err(error @ (UpstreamError::Encode(_) | UpstreamError::Frame(_))) => {
-                // It can never be sent; keeping it would block everything behind it.
+                // It can never be sent; keeping it would only repeat the error.
+                self.metrics.failed(kind);
                 tracing::error!(
-                    issuer = %shared.issuer,
-                    mti = %head.message.mti(),
-                    pan = %head.message.masked_pan(),
-                    %error,
-                    "store-and-forward item cannot be sent; dropped"
+                    issuer = %self.shared.issuer, %mti, %error,
+                    "store-and-forward item cannot be sent; marked failed"
                 );
-                items.pop_front();
-                shared.popped();
+                Some(close(false))
             }
             Err(error) => {
                 tracing::debug!(
-                    issuer = %shared.issuer,
-                    mti = %head.message.mti(),
-                    attempts = head.attempts,
-                    %error,
+                    issuer = %self.shared.issuer, %mti, attempts, %error,
                     "store-and-forward attempt failed; will repeat"
                 );
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                }
+                self.release(id, txn);
+                None
             }
         }
     }
-    // From here a push is refused (and logged), or goes to the successor.
-    intake.close();
-    take_queued(&mut intake, &mut items);
-    if let Some(successor) = shared.successor.load_full() {
-        for item in items.drain(..) {
-            let mut message = item.message;
-            // The issuer may have seen it: it goes on as a repeat.
-            if item.attempts > 0 {
-                message.set_mti(repeat_of(message.mti()));
-            }
-            shared.popped();
-            successor.push(message);
+
+    fn release(&mut self, id: SafId, txn: Option<TxnId>) {
+        self.in_flight_items.remove(&id);
+        if let Some(txn) = txn {
+            self.in_flight_txns.remove(&txn);
         }
     }
-    let left = queue.depth();
-    if left > 0 {
-        tracing::warn!(
-            issuer = %shared.issuer,
-            left,
-            "store-and-forward stopped with undelivered items (the queue is in memory)"
+
+    fn asks_for_retry(&self, response: &Message) -> bool {
+        response
+            .response_code()
+            .is_ok_and(|code| self.settings.retry_codes.contains(&code))
+    }
+
+    fn storage_failed(&mut self, what: &str, error: &JournalError) {
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .is_some_and(|at| now.duration_since(at) < ERROR_LOG_EVERY)
+        {
+            return;
+        }
+        self.last_error_log = Some(now);
+        tracing::error!(
+            issuer = %self.shared.issuer,
+            %error,
+            "store-and-forward cannot {what}; retrying"
         );
-        for item in &items {
-            tracing::warn!(
-                issuer = %shared.issuer,
-                mti = %item.message.mti(),
-                stan = item.message.get_str(11).unwrap_or("-"),
-                pan = %item.message.masked_pan(),
-                attempts = item.attempts,
-                "store-and-forward item not delivered"
-            );
-        }
     }
 }
 
-/// Moves what has been pushed so far behind `items`, none of it sent yet.
-fn take_queued(intake: &mut mpsc::UnboundedReceiver<Message>, items: &mut VecDeque<Item>) {
-    while let Ok(message) = intake.try_recv() {
-        items.push_back(Item {
-            message,
-            attempts: 0,
-        });
-    }
+/// Sends one item: as stored the first time, as a repeat after.
+fn send(item: SafItem, deliver: Arc<dyn Deliver>, timeout: Duration) -> Pending<'static> {
+    let mti = if item.attempts > 0 {
+        repeat_of(item.mti)
+    } else {
+        item.mti
+    };
+    let message = item.fields.to_message(mti);
+    Box::pin(async move {
+        let outcome = deliver.deliver(message, Instant::now() + timeout).await;
+        Delivered {
+            id: item.id,
+            txn: item.txn_id,
+            kind: item.kind,
+            mti,
+            attempts: item.attempts + 1,
+            outcome,
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
     use std::sync::Mutex;
+
+    use tokio::sync::mpsc;
 
     use super::*;
     use crate::iso8583::Stan;
+    use crate::journal::{MemoryJournal, ReversalFields, SafNew};
     use crate::upstream::deliver::Delivery;
 
     fn original() -> Message {
@@ -391,210 +625,277 @@ mod tests {
         assert!(!is_reversible(m("0800")));
     }
 
+    #[test]
+    fn backoff_doubles_from_the_first_wait_up_to_the_cap() {
+        let settings = SafSettings {
+            retry_first: Duration::from_millis(500),
+            retry_max: Duration::from_secs(3),
+            ..SafSettings::default()
+        };
+        let waits: Vec<u64> = (0..6)
+            .map(|n| settings.backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 3000, 3000, 3000]);
+        assert_eq!(settings.backoff(u32::MAX), Duration::from_secs(3));
+    }
+
     /// What the scripted issuer does with one delivery.
-    enum Outcome {
+    #[derive(Clone, Copy)]
+    enum Script {
         Answer(&'static str),
         NoAnswer,
-        Unavailable,
         Unsendable,
     }
 
     /// An issuer that follows a script, one outcome per delivery (answering 00
-    /// once the script runs out), and reports each delivery with its time.
+    /// once the script runs out), answering after `delay`, and reports each
+    /// delivery.
     struct ScriptedIssuer {
-        script: Mutex<VecDeque<Outcome>>,
-        delivered: mpsc::UnboundedSender<(Instant, Message)>,
+        script: Mutex<VecDeque<Script>>,
+        delay: Duration,
+        delivered: mpsc::UnboundedSender<Message>,
     }
 
     impl Deliver for ScriptedIssuer {
-        fn deliver(&self, message: Message, _deadline: Instant) -> Delivery<'_> {
-            let outcome = self
+        fn deliver(&self, message: Message, deadline: Instant) -> Delivery<'_> {
+            let script = self
                 .script
                 .lock()
                 .ok()
                 .and_then(|mut script| script.pop_front())
-                .unwrap_or(Outcome::Answer("00"));
-            let result = match outcome {
-                Outcome::Answer(code) => {
-                    let mut response = Message::new(message.mti().response().expect("a request"));
-                    response.set(39, code).expect("data field");
-                    Ok(response)
+                .unwrap_or(Script::Answer("00"));
+            let _ = self.delivered.send(message.clone());
+            let delay = self.delay;
+            Box::pin(async move {
+                match script {
+                    Script::Answer(code) => {
+                        tokio::time::sleep(delay).await;
+                        let mut response =
+                            Message::new(message.mti().response().expect("a request"));
+                        response.set(39, code).expect("data field");
+                        Ok(response)
+                    }
+                    Script::NoAnswer => {
+                        tokio::time::sleep_until(deadline).await;
+                        Err(UpstreamError::Timeout {
+                            issuer_stan: Stan(1),
+                        })
+                    }
+                    Script::Unsendable => {
+                        Err(UpstreamError::Frame(crate::frame::FrameError::EmptyPayload))
+                    }
                 }
-                Outcome::NoAnswer => Err(UpstreamError::Timeout {
-                    issuer_stan: Stan(1),
-                }),
-                Outcome::Unavailable => Err(UpstreamError::Unavailable),
-                Outcome::Unsendable => {
-                    Err(UpstreamError::Frame(crate::frame::FrameError::EmptyPayload))
-                }
-            };
-            // Reported before the answer is taken: on the test's single thread
-            // the queue has acted on it by the time the test sees the report.
-            let _ = self.delivered.send((Instant::now(), message));
-            Box::pin(std::future::ready(result))
+            })
+        }
+    }
+
+    struct Directory(Arc<ScriptedIssuer>);
+
+    impl IssuerDirectory for Directory {
+        fn find(&self, _issuer: &str) -> Option<(Arc<dyn Deliver>, Duration)> {
+            Some((self.0.clone(), Duration::from_secs(2)))
         }
     }
 
     struct Running {
-        queue: SafQueue,
-        delivered: mpsc::UnboundedReceiver<(Instant, Message)>,
+        store: Arc<MemoryJournal>,
+        sender: SafSender,
+        delivered: mpsc::UnboundedReceiver<Message>,
         shutdown: CancellationToken,
-        task: tokio::task::JoinHandle<()>,
     }
 
     impl Running {
-        async fn next(&mut self) -> (Instant, Message) {
+        async fn next(&mut self) -> Message {
             tokio::time::timeout(Duration::from_secs(600), self.delivered.recv())
                 .await
                 .expect("delivered in time")
-                .expect("the queue runs")
+                .expect("the sender runs")
         }
 
-        async fn stop(self) -> SafQueue {
-            self.shutdown.cancel();
-            self.task.await.expect("the queue task ends cleanly");
-            self.queue
+        async fn queue(&self, kind: SafKind, stan: &str, txn: Option<i64>) -> SafId {
+            let mut message = reversal_for(&original());
+            message.set(11, stan).expect("data field");
+            let mti = match kind {
+                SafKind::Reversal => Mti::from_static("0400"),
+                SafKind::Advice => Mti::from_static("0220"),
+            };
+            let id = self
+                .store
+                .enqueue(SafNew {
+                    issuer: "bank".into(),
+                    kind,
+                    mti,
+                    txn_id: txn.map(TxnId),
+                    fields: ReversalFields::from_message(&message),
+                    created_at_ms: now_ms(),
+                    expires_at_ms: now_ms() + 3_600_000,
+                })
+                .await
+                .expect("queued");
+            self.sender.wake();
+            id
+        }
+
+        async fn depth(&self) -> u64 {
+            self.store.depth("bank").await.expect("depth")
+        }
+
+        async fn settle(&self) {
+            // Lets every task run what is ready, on the paused clock.
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
         }
     }
 
-    fn start(script: Vec<Outcome>) -> Running {
-        let (queue, intake) = SafQueue::new(&Arc::from("test"));
+    fn start(script: Vec<Script>, delay: Duration, in_flight: usize) -> Running {
         let (report, delivered) = mpsc::unbounded_channel();
         let issuer = Arc::new(ScriptedIssuer {
             script: Mutex::new(script.into()),
+            delay,
             delivered: report,
         });
+        let store = Arc::new(MemoryJournal::new());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(
-            intake,
-            queue.clone(),
-            issuer,
-            Duration::from_secs(5),
+        let settings = SafSettings {
+            in_flight,
+            ..SafSettings::default()
+        };
+        let sender = SafSender::spawn(
+            "bank",
+            store.clone(),
+            Arc::new(Directory(issuer)),
+            Arc::new(settings),
             shutdown.clone(),
-        ));
+        );
         Running {
-            queue,
+            store,
+            sender,
             delivered,
             shutdown,
-            task,
         }
-    }
-
-    fn reversal(stan: &str) -> Message {
-        let mut original = original();
-        original.set(11, stan).expect("data field");
-        reversal_for(&original)
     }
 
     #[tokio::test(start_paused = true)]
-    async fn head_is_repeated_as_0401_until_acknowledged() {
-        let mut saf = start(vec![Outcome::NoAnswer, Outcome::NoAnswer]);
-        saf.queue.push(reversal("000001"));
-        assert_eq!(saf.queue.depth(), 1);
-        let mut mtis = Vec::new();
-        for _ in 0..3 {
-            mtis.push(saf.next().await.1.mti());
-        }
-        assert_eq!(mtis, ["0400", "0401", "0401"].map(Mti::from_static));
-        assert_eq!(saf.queue.depth(), 0, "acknowledged by the third");
-        let queue = saf.stop().await;
-        assert_eq!(queue.depth(), 0);
+    async fn no_answer_is_repeated_as_0401_until_the_issuer_answers() {
+        let mut saf = start(vec![Script::NoAnswer, Script::NoAnswer], Duration::ZERO, 8);
+        saf.queue(SafKind::Reversal, "000001", Some(1)).await;
+        let sent: Vec<Mti> = [saf.next().await, saf.next().await, saf.next().await]
+            .iter()
+            .map(Message::mti)
+            .collect();
+        let m = Mti::from_static;
+        assert_eq!(sent, [m("0400"), m("0401"), m("0401")]);
+        saf.settle().await;
+        assert_eq!(saf.depth().await, 0);
+        let item = saf.store.saf_item(SafId(1)).expect("kept, closed");
+        assert_eq!(item.attempts, 3, "every attempt counted in storage");
+        saf.shutdown.cancel();
+        saf.sender.stopped().await;
     }
 
     #[tokio::test(start_paused = true)]
-    async fn unsent_attempts_back_off_and_are_not_repeats() {
-        let mut saf = start(vec![
-            Outcome::Unavailable,
-            Outcome::Unavailable,
-            Outcome::Unavailable,
-        ]);
-        let mut advice = original();
-        advice.set_mti(Mti::from_static("0220"));
-        saf.queue.push(advice);
-        let mut times = Vec::new();
-        for _ in 0..4 {
-            let (at, message) = saf.next().await;
-            assert_eq!(
-                message.mti(),
-                Mti::from_static("0220"),
-                "never sent, so no repeat"
-            );
-            times.push(at);
-        }
-        // Equal jitter: each wait is between half and all of 500 ms, 1 s, 2 s.
-        for (i, base_ms) in [500u64, 1_000, 2_000].into_iter().enumerate() {
-            let waited = times[i + 1] - times[i];
-            let base = Duration::from_millis(base_ms);
-            assert!(
-                waited >= base / 2 && waited <= base,
-                "wait {i}: {waited:?} for {base:?}"
-            );
-        }
-        assert_eq!(saf.queue.depth(), 0);
-        saf.stop().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_answer_of_91_is_retried_and_any_other_answer_is_done() {
-        let mut saf = start(vec![Outcome::Answer("91"), Outcome::Answer("05")]);
-        saf.queue.push(reversal("000001"));
-        let (first_at, first) = saf.next().await;
-        assert_eq!(first.mti(), Mti::from_static("0400"));
-        assert_eq!(saf.queue.depth(), 1, "91 leaves it queued");
-        let (second_at, second) = saf.next().await;
-        assert_eq!(second.mti(), Mti::from_static("0401"));
-        assert!(second_at - first_at >= RETRY_FIRST / 2, "after a backoff");
-        assert_eq!(saf.queue.depth(), 0, "a decline is still an answer");
-        saf.stop().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn items_go_out_in_the_order_they_were_queued() {
-        let mut saf = start(vec![Outcome::NoAnswer]);
-        for stan in ["000001", "000002", "000003"] {
-            saf.queue.push(reversal(stan));
-        }
-        assert_eq!(saf.queue.depth(), 3);
-        let mut sent = Vec::new();
-        for _ in 0..4 {
-            let (_, message) = saf.next().await;
-            sent.push(format!(
-                "{} {}",
-                message.mti(),
-                message.get_str(11).unwrap_or("-")
-            ));
-        }
-        assert_eq!(
-            sent,
-            ["0400 000001", "0401 000001", "0400 000002", "0400 000003"]
+    async fn a_retry_code_is_repeated_and_any_other_answer_is_done() {
+        let mut saf = start(
+            vec![Script::Answer("91"), Script::Answer("05")],
+            Duration::ZERO,
+            8,
         );
-        assert_eq!(saf.queue.depth(), 0);
-        saf.stop().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_item_that_cannot_be_sent_is_dropped_and_does_not_block_the_rest() {
-        let mut saf = start(vec![Outcome::Unsendable]);
-        saf.queue.push(reversal("000001"));
-        saf.queue.push(reversal("000002"));
-        assert_eq!(saf.next().await.1.get_str(11), Some("000001"));
-        let (_, next) = saf.next().await;
+        saf.queue(SafKind::Reversal, "000001", None).await;
+        let first = saf.next().await;
+        saf.settle().await;
+        assert_eq!(saf.depth().await, 1, "91 leaves it queued");
+        let second = saf.next().await;
         assert_eq!(
-            (next.mti(), next.get_str(11)),
-            (Mti::from_static("0400"), Some("000002"))
+            (first.mti(), second.mti()),
+            (Mti::from_static("0400"), Mti::from_static("0401"))
         );
-        assert_eq!(saf.queue.depth(), 0);
-        saf.stop().await;
+        saf.settle().await;
+        assert_eq!(saf.depth().await, 0, "a decline is still an answer");
+        saf.shutdown.cancel();
+        saf.sender.stopped().await;
     }
 
     #[tokio::test(start_paused = true)]
-    async fn after_shutdown_nothing_is_queued_and_what_was_left_stays_counted() {
-        let mut saf = start(vec![Outcome::NoAnswer]);
-        saf.queue.push(reversal("000001"));
-        saf.next().await;
-        let queue = saf.stop().await;
-        assert_eq!(queue.depth(), 1, "the unacknowledged head is left");
-        queue.push(reversal("000002"));
-        assert_eq!(queue.depth(), 1, "refused once stopped");
+    async fn an_item_that_cannot_be_sent_is_failed_and_does_not_block_the_rest() {
+        let mut saf = start(vec![Script::Unsendable], Duration::ZERO, 1);
+        let bad = saf.queue(SafKind::Reversal, "000001", None).await;
+        saf.queue(SafKind::Reversal, "000002", None).await;
+        assert_eq!(saf.next().await.get_str(11), Some("000001"));
+        assert_eq!(saf.next().await.get_str(11), Some("000002"));
+        saf.settle().await;
+        assert_eq!(saf.depth().await, 0);
+        let failed = saf.store.saf_item(bad).expect("kept");
+        assert_eq!(failed.state, crate::journal::SafState::Failed);
+        saf.shutdown.cancel();
+        saf.sender.stopped().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_item_is_failed_without_being_sent() {
+        let mut saf = start(vec![], Duration::ZERO, 8);
+        let id = saf
+            .store
+            .enqueue(SafNew {
+                issuer: "bank".into(),
+                kind: SafKind::Reversal,
+                mti: Mti::from_static("0400"),
+                txn_id: None,
+                fields: ReversalFields::from_message(&reversal_for(&original())),
+                created_at_ms: 0,
+                expires_at_ms: 1,
+            })
+            .await
+            .expect("queued");
+        saf.sender.wake();
+        saf.queue(SafKind::Reversal, "000002", None).await;
+        assert_eq!(saf.next().await.get_str(11), Some("000002"));
+        saf.settle().await;
+        let expired = saf.store.saf_item(id).expect("kept");
+        assert_eq!(
+            (expired.state, expired.attempts),
+            (crate::journal::SafState::Failed, 0)
+        );
+        saf.shutdown.cancel();
+        saf.sender.stopped().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_items_are_outstanding_at_once() {
+        // 200 ms per acknowledgement, 100 at a time: 300 items take about
+        // 600 ms of (paused) time, not 60 s.
+        let mut saf = start(vec![], Duration::from_millis(200), 100);
+        for n in 0..300 {
+            saf.queue(SafKind::Reversal, &format!("{n:06}"), Some(n)).await;
+        }
+        let started = Instant::now();
+        for _ in 0..300 {
+            saf.next().await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        saf.settle().await;
+        assert_eq!(saf.depth().await, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        saf.shutdown.cancel();
+        saf.sender.stopped().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_advice_waits_for_the_reversal_of_its_transaction() {
+        let mut saf = start(vec![Script::NoAnswer], Duration::ZERO, 8);
+        saf.queue(SafKind::Reversal, "000001", Some(7)).await;
+        saf.queue(SafKind::Advice, "000001", Some(7)).await;
+        let order: Vec<Mti> = [saf.next().await, saf.next().await, saf.next().await]
+            .iter()
+            .map(Message::mti)
+            .collect();
+        let m = Mti::from_static;
+        assert_eq!(order, [m("0400"), m("0401"), m("0220")]);
+        saf.shutdown.cancel();
+        saf.sender.stopped().await;
     }
 }

@@ -1,6 +1,6 @@
 //! One connection's life, from connect to close: the state machine that signs on,
 //! matches answers to outstanding requests by STAN, echoes when idle, times out
-//! (queueing reversals) and fails what is outstanding when the connection ends.
+//! and fails what is outstanding when the connection ends.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::link::{Command, Link, Reply};
-use super::saf::reversal_for;
 use super::stan::{LateEntry, LATE_RETENTION};
 use super::transport::{Incoming, Transport};
 use super::UpstreamError;
@@ -61,7 +60,6 @@ enum Purpose {
         reply: Reply,
         /// Field 11 as the caller sent it, restored on the response.
         caller_stan: Option<Vec<u8>>,
-        reversible: bool,
     },
     SignOn,
     Echo,
@@ -182,8 +180,8 @@ impl<'l> Session<'l> {
     fn accept(&mut self, command: Command) -> bool {
         let Command {
             mut request,
+            stan,
             deadline,
-            reversible,
             reply,
         } = command;
         let now = Instant::now();
@@ -192,15 +190,17 @@ impl<'l> Session<'l> {
             let _ = reply.send(Err(UpstreamError::Unavailable));
             return false;
         }
-        let Some(stan) = self.allocate_stan(now) else {
+        if self.stan_busy(stan.0, now) {
+            // A million STANs went round within the late-answer window.
             tracing::warn!(
                 issuer = %self.link.context.telemetry.issuer,
                 endpoint = %self.link.endpoint,
-                "every STAN is in use on this link"
+                issuer_stan = %stan,
+                "STAN still in use on this link; request not sent"
             );
             let _ = reply.send(Err(UpstreamError::Unavailable));
             return false;
-        };
+        }
         let caller_stan = request.get(11).map(<[u8]>::to_vec);
         set_field(&mut request, 11, stan.to_digits());
         if let Err(error) = self.transport.feed(&request) {
@@ -213,22 +213,24 @@ impl<'l> Session<'l> {
             Pending {
                 request,
                 deadline,
-                purpose: Purpose::Caller {
-                    reply,
-                    caller_stan,
-                    reversible,
-                },
+                purpose: Purpose::Caller { reply, caller_stan },
             },
         );
         true
     }
 
+    /// Whether `stan` is outstanding here or waiting for a late answer.
+    fn stan_busy(&mut self, stan: u32, now: Instant) -> bool {
+        self.link.late.purge(now);
+        self.outstanding.contains_key(&stan) || self.link.late.contains(stan)
+    }
+
+    /// A free STAN from the issuer's source, for a message of the link's own.
     fn allocate_stan(&mut self, now: Instant) -> Option<Stan> {
-        let link = &mut *self.link;
-        link.late.purge(now);
-        let (outstanding, late) = (&self.outstanding, &link.late);
-        link.stans
-            .allocate(|stan| outstanding.contains_key(&stan) || late.contains(stan))
+        let stans = self.link.context.stans.clone();
+        (0..16)
+            .map(|_| stans.next())
+            .find(|stan| !self.stan_busy(stan.0, now))
     }
 
     fn insert(&mut self, stan: Stan, pending: Pending) {
@@ -320,7 +322,7 @@ impl<'l> Session<'l> {
             }
             Some(_) => self.unmatched(&message, "MTI does not answer the request with this STAN"),
             None => match self.link.late.take(stan.0) {
-                Some(late) if late.expected == Some(mti) => self.on_late(stan, &late, &message),
+                Some(late) if late.expected == Some(mti) => self.on_late(stan, &message),
                 Some(late) => {
                     self.link.late.put_back(stan.0, late);
                     self.unmatched(&message, "MTI does not answer the request with this STAN");
@@ -338,11 +340,7 @@ impl<'l> Session<'l> {
         mut response: Message,
     ) -> Result<(), Closed> {
         match pending.purpose {
-            Purpose::Caller {
-                reply,
-                caller_stan,
-                reversible,
-            } => {
+            Purpose::Caller { reply, caller_stan } => {
                 match caller_stan {
                     Some(value) => set_field(&mut response, 11, value),
                     None => {
@@ -350,9 +348,16 @@ impl<'l> Session<'l> {
                     }
                 }
                 let approved = is_approval(&response);
-                if reply.send(Ok((response, stan))).is_err() && reversible && approved {
-                    // Nobody will tell the cardholder: undo it at the issuer.
-                    self.queue_reversal(&pending.request, "caller gone before the approval");
+                if reply.send(Ok((response, stan))).is_err() && approved {
+                    // The journal holds it as forwarded and unanswered: the
+                    // switch's in-doubt sweep reverses it.
+                    tracing::warn!(
+                        issuer = %self.link.context.telemetry.issuer,
+                        endpoint = %self.link.endpoint,
+                        issuer_stan = %stan,
+                        pan = %pending.request.masked_pan(),
+                        "approval arrived for a request nobody waits for any more"
+                    );
                 }
                 Ok(())
             }
@@ -377,11 +382,9 @@ impl<'l> Session<'l> {
         }
     }
 
-    /// A response to a request that already timed out. Its reversal was queued at
-    /// the timeout (every reversible request is reversed then), so an approval
-    /// arriving now needs no second one.
-    fn on_late(&self, stan: Stan, late: &LateEntry, response: &Message) {
-        let approved = is_approval(response);
+    /// A response to a request that already timed out. Whoever sent it was
+    /// told of the timeout and has queued its reversal where one is due.
+    fn on_late(&self, stan: Stan, response: &Message) {
         let telemetry = &self.link.context.telemetry;
         telemetry.late_response();
         tracing::warn!(
@@ -391,15 +394,8 @@ impl<'l> Session<'l> {
             issuer_stan = %stan,
             pan = %response.masked_pan(),
             response_code = response.get_str(39).unwrap_or("-"),
-            reversal_queued = late.reversal_queued,
             "late issuer response"
         );
-        if approved && !late.reversal_queued {
-            tracing::debug!(
-                issuer = %telemetry.issuer,
-                "late approval of a message that is not reversed (advice, reversal or network)"
-            );
-        }
     }
 
     fn unmatched(&self, message: &Message, why: &'static str) {
@@ -470,9 +466,7 @@ impl<'l> Session<'l> {
 
     fn expire(&mut self, stan: Stan, pending: Pending, now: Instant) -> Result<(), Closed> {
         match pending.purpose {
-            Purpose::Caller {
-                reply, reversible, ..
-            } => {
+            Purpose::Caller { reply, .. } => {
                 let telemetry = &self.link.context.telemetry;
                 telemetry.timeouts.increment(1);
                 tracing::warn!(
@@ -481,17 +475,12 @@ impl<'l> Session<'l> {
                     mti = %pending.request.mti(),
                     issuer_stan = %stan,
                     pan = %pending.request.masked_pan(),
-                    reversed = reversible,
                     "issuer did not answer in time"
                 );
                 let _ = reply.send(Err(UpstreamError::Timeout { issuer_stan: stan }));
-                if reversible {
-                    self.queue_reversal(&pending.request, "timeout");
-                }
                 let late = LateEntry {
                     expires: now + LATE_RETENTION,
                     expected: pending.request.mti().response(),
-                    reversal_queued: reversible,
                 };
                 self.link.late.insert(stan.0, late);
                 Ok(())
@@ -508,20 +497,6 @@ impl<'l> Session<'l> {
                 Err(Closed::EchoTimeout)
             }
         }
-    }
-
-    fn queue_reversal(&self, request: &Message, why: &'static str) {
-        let reversal = reversal_for(request);
-        tracing::info!(
-            issuer = %self.link.context.telemetry.issuer,
-            endpoint = %self.link.endpoint,
-            original_mti = %request.mti(),
-            issuer_stan = request.get_str(11).unwrap_or("-"),
-            pan = %request.masked_pan(),
-            why,
-            "reversal queued"
-        );
-        self.link.context.saf.push(reversal);
     }
 
     fn mark_up(&mut self, signed_on: bool) {
@@ -552,8 +527,8 @@ impl<'l> Session<'l> {
         }
     }
 
-    /// Fails everything outstanding: the issuer may have approved any of it, so
-    /// each reversible request is reversed.
+    /// Fails everything outstanding: the issuer may have approved any of it,
+    /// which each caller learns as [`UpstreamError::ConnectionLost`].
     fn close(&mut self, end: &SessionEnd) {
         self.advertise(false);
         self.link.flags.signed_on.store(false, Ordering::Release);
@@ -561,17 +536,11 @@ impl<'l> Session<'l> {
         self.deadlines.clear();
         let mut lost = 0usize;
         for (stan, pending) in outstanding {
-            if let Purpose::Caller {
-                reply, reversible, ..
-            } = pending.purpose
-            {
+            if let Purpose::Caller { reply, .. } = pending.purpose {
                 lost += 1;
                 self.link.context.telemetry.outstanding_changed(-1);
                 let issuer_stan = Stan(stan);
                 let _ = reply.send(Err(UpstreamError::ConnectionLost { issuer_stan }));
-                if reversible {
-                    self.queue_reversal(&pending.request, "connection lost");
-                }
             }
         }
         let telemetry = &self.link.context.telemetry;

@@ -1,7 +1,8 @@
-//! STAN allocation for one link, and the table of timed-out requests whose
+//! STAN allocation for an issuer, and the table of timed-out requests whose
 //! answers may still arrive late (so they are recognised, not called unmatched).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,7 +20,6 @@ const LATE_CAPACITY: usize = 10_000;
 pub(super) struct LateEntry {
     pub expires: Instant,
     pub expected: Option<Mti>,
-    pub reversal_queued: bool,
 }
 
 /// Timed-out requests by STAN, bounded in age and number.
@@ -73,40 +73,35 @@ impl LateTable {
     }
 }
 
-/// The link's STAN counter: 000001..=999999, cycling.
-pub(super) struct StanCounter {
-    next: u32,
+/// An issuer's STANs: 000001..=999999, cycling, shared by all its links. The
+/// switch takes one before it forwards a request, so the write-ahead journal
+/// record already names the STAN a reversal will have to name.
+#[derive(Debug)]
+pub(crate) struct StanSource {
+    next: AtomicU32,
 }
 
-impl StanCounter {
-    pub(super) fn new(first: u32) -> StanCounter {
-        StanCounter {
-            next: first.clamp(1, STAN_MAX),
+impl StanSource {
+    /// Starts at `first`, clamped into range.
+    pub(crate) fn starting_at(first: u32) -> StanSource {
+        StanSource {
+            next: AtomicU32::new(first.clamp(1, STAN_MAX) - 1),
         }
     }
 
-    /// The next STAN for which `busy` is false; None if every one is busy.
-    pub(super) fn allocate(&mut self, busy: impl Fn(u32) -> bool) -> Option<Stan> {
-        for _ in 0..STAN_MAX {
-            let candidate = self.next;
-            self.next = if candidate >= STAN_MAX {
-                1
-            } else {
-                candidate + 1
-            };
-            if !busy(candidate) {
-                return Some(Stan(candidate));
-            }
-        }
-        None
+    /// Starts somewhere depending on the clock, so a restarted switch does not
+    /// send the issuer the STANs of its last minutes again.
+    pub(crate) fn from_clock() -> StanSource {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        StanSource::starting_at((nanos % u128::from(STAN_MAX)) as u32 + 1)
     }
-}
 
-/// Where link `index` of `count` starts counting, so an issuer's links rarely use
-/// the same STAN at the same moment.
-pub(crate) fn first_stan(index: usize, count: usize) -> u32 {
-    let spacing = STAN_MAX as usize / count.max(1);
-    u32::try_from(1 + index.saturating_mul(spacing) % STAN_MAX as usize).unwrap_or(1)
+    pub(crate) fn next(&self) -> Stan {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % STAN_MAX;
+        Stan(n + 1)
+    }
 }
 
 #[cfg(test)]
@@ -114,20 +109,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stan_counter_cycles_and_skips_busy_stans() {
-        let mut stans = StanCounter::new(STAN_MAX - 1);
-        assert_eq!(stans.allocate(|_| false), Some(Stan(STAN_MAX - 1)));
-        assert_eq!(stans.allocate(|s| s == STAN_MAX), Some(Stan(1)));
-        assert_eq!(stans.allocate(|s| s == 2 || s == 3), Some(Stan(4)));
-        assert_eq!(stans.allocate(|_| true), None);
-    }
-
-    #[test]
-    fn links_of_one_issuer_start_their_stans_apart() {
-        assert_eq!(first_stan(0, 1), 1);
-        assert_eq!(first_stan(0, 4), 1);
-        assert_eq!(first_stan(1, 4), 249_999 + 1);
-        assert!((1..=STAN_MAX).contains(&first_stan(3, 4)));
+    fn stans_cycle_through_000001_to_999999() {
+        let stans = StanSource::starting_at(STAN_MAX - 1);
+        assert_eq!(stans.next(), Stan(STAN_MAX - 1));
+        assert_eq!(stans.next(), Stan(STAN_MAX));
+        assert_eq!(stans.next(), Stan(1));
+        assert_eq!(StanSource::starting_at(0).next(), Stan(1));
+        let clocked = StanSource::from_clock().next();
+        assert!((1..=STAN_MAX).contains(&clocked.0));
     }
 
     #[test]
@@ -137,7 +126,6 @@ mod tests {
         let entry = |expires| LateEntry {
             expires,
             expected: None,
-            reversal_queued: true,
         };
         late.insert(1, entry(start + Duration::from_secs(1)));
         late.insert(2, entry(start + Duration::from_secs(5)));

@@ -313,8 +313,8 @@ impl Journal for SqliteJournal {
         self.read(move |reader| reader.stats(range))
     }
 
-    fn in_doubt(&self) -> StoreFuture<'_, Vec<InDoubt>> {
-        self.read(Reader::in_doubt)
+    fn in_doubt(&self, received_before_ms: i64) -> StoreFuture<'_, Vec<InDoubt>> {
+        self.read(move |reader| reader.in_doubt(received_before_ms))
     }
 
     fn reversal_fields(&self, id: TxnId) -> StoreFuture<'_, Option<ReversalFields>> {
@@ -335,6 +335,7 @@ impl SafStore for SqliteJournal {
                 id,
                 issuer: item.issuer,
                 kind: item.kind,
+                mti: item.mti.as_str().to_owned(),
                 txn_id: item.txn_id.map(|t| t.0),
                 created_at_ms: item.created_at_ms,
                 expires_at_ms: item.expires_at_ms,

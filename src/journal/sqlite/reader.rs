@@ -199,15 +199,16 @@ impl Reader {
         })
     }
 
-    pub(crate) fn in_doubt(&mut self) -> Result<Vec<InDoubt>, JournalError> {
+    pub(crate) fn in_doubt(&mut self, received_before_ms: i64) -> Result<Vec<InDoubt>, JournalError> {
         self.with("in_doubt", |conn, vault| {
             let mut statement = conn.prepare_cached(
                 "SELECT id, received_at_ms, route, issuer, upstream_stan, upstream_rrn,
                     terminal_id, terminal_stan, fields_nonce, fields_sealed
                  FROM txn WHERE issuer IS NOT NULL AND response_code IS NULL AND reversal = 'none'
+                    AND received_at_ms < ?1
                  ORDER BY id",
             )?;
-            let mut rows = statement.query([])?;
+            let mut rows = statement.query([received_before_ms])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 let id: i64 = row.get("id")?;
@@ -255,7 +256,7 @@ impl Reader {
             // Walks the issuer's pending items in id order (the partial index)
             // and skips those not due yet.
             let mut statement = conn.prepare_cached(
-                "SELECT id, issuer, kind, txn_id, attempts, created_at_ms, next_attempt_at_ms,
+                "SELECT id, issuer, kind, mti, txn_id, attempts, created_at_ms, next_attempt_at_ms,
                     expires_at_ms, fields_nonce, fields_sealed
                  FROM saf WHERE issuer = ?1 AND state = 'pending' AND next_attempt_at_ms <= ?2
                  ORDER BY id LIMIT ?3",
@@ -269,6 +270,7 @@ impl Reader {
                     id: SafId(id),
                     issuer: row.get("issuer")?,
                     kind: parsed(row, "kind")?,
+                    mti: parsed(row, "mti")?,
                     txn_id: row.get::<_, Option<i64>>("txn_id")?.map(TxnId),
                     fields: open_fields(row, vault, &saf_record(id))?.unwrap_or_default(),
                     attempts: row.get("attempts")?,

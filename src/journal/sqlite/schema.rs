@@ -66,6 +66,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // cost of a commit. A look-up by PAN goes through the last-4 index and
     // compares the hash on the few rows it yields.
     "DROP INDEX IF EXISTS txn_pan_hash;",
+    "ALTER TABLE saf ADD COLUMN mti TEXT;
+    UPDATE saf SET mti = CASE kind WHEN 'reversal' THEN '0400' ELSE '0220' END;",
 ];
 
 /// Why the schema could not be brought up to date.

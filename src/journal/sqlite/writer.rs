@@ -30,6 +30,7 @@ pub(crate) struct SafRow {
     pub id: i64,
     pub issuer: String,
     pub kind: SafKind,
+    pub mti: String,
     pub txn_id: Option<i64>,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
@@ -237,8 +238,8 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), Jou
         Write::Enqueue(row) => tx
             .prepare_cached(
                 "INSERT INTO saf (id, issuer, kind, txn_id, created_at_ms, next_attempt_at_ms,
-                    expires_at_ms, fields_nonce, fields_sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+                    expires_at_ms, fields_nonce, fields_sealed, mti)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 row.id,
@@ -249,6 +250,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), Jou
                 row.expires_at_ms,
                 &row.fields.nonce[..],
                 row.fields.ciphertext,
+                row.mti,
             ])?,
         Write::Attempt { id, at_ms, next_ms } => tx
             .prepare_cached(
