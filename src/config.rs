@@ -16,6 +16,7 @@ use crate::channel::Channel;
 use crate::config_values::{
     default_header, default_spec, header_kind, optional_socket_addr, socket_addr, ConfigDir,
 };
+use crate::journal::config::{InvalidSetting, JournalConfig, SafConfig};
 use crate::risk::RiskConfig;
 use crate::route::{BinPattern, BinTable, BinTableError};
 use crate::simulator::config::{InvalidSimulator, SimulatorConfig};
@@ -86,6 +87,12 @@ pub struct Config {
     /// Risk rules run before routing (`[[risk.rule]]`); see `config/risk-example.toml`.
     #[serde(default)]
     pub risk: RiskConfig,
+    /// Where the journal and the store-and-forward queue are kept, and how durably.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// How queued reversals and advices are retried.
+    #[serde(default)]
+    pub store_and_forward: SafConfig,
 }
 
 /// Where terminals (or acquiring hosts) connect to the switch.
@@ -265,6 +272,7 @@ impl Config {
             simulator.resolve_paths(dir);
         }
         self.risk.resolve_paths(dir);
+        self.journal.resolve_paths(dir);
     }
 
     /// The built-in configuration ([`DEFAULT_TOML`]): one POS listener routing every
@@ -326,6 +334,11 @@ impl Config {
                     format!("risk rule {:?}", e.rule),
                     format!("{}: {}", e.key, e.problem),
                 )
+            })?;
+        self.store_and_forward
+            .validate()
+            .map_err(|InvalidSetting { key, problem: p }| {
+                problem("store_and_forward", format!("{key}: {p}"))
             })?;
         Ok(())
     }
@@ -587,6 +600,8 @@ issuer = "visa"
             "127.0.0.1:9583".parse().expect("literal")
         );
         assert_eq!(config.simulator, None);
+        assert_eq!(config.journal, JournalConfig::default());
+        assert_eq!(config.store_and_forward, SafConfig::default());
     }
 
     #[test]
