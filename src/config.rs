@@ -18,7 +18,7 @@ use crate::config_values::{
 };
 use crate::journal::config::{InvalidSetting, JournalConfig, SafConfig};
 use crate::risk::RiskConfig;
-use crate::route::{BinPattern, BinTable, BinTableError};
+use crate::route::{BinPattern, BinTable, BinTableError, StandInConfig};
 use crate::simulator::config::{InvalidSimulator, SimulatorConfig};
 pub use crate::tls::{IssuerTls, ListenerTls};
 pub use crate::upstream::config::{Endpoint, IssuerConfig, SIMULATOR_ENDPOINT};
@@ -139,6 +139,10 @@ pub struct RouteConfig {
     /// across all routes.
     pub bins: Vec<BinPattern>,
     pub issuer: String,
+    /// What the switch may approve itself when the issuer cannot be reached;
+    /// absent, it never stands in and the terminal gets 91.
+    #[serde(default)]
+    pub stand_in: Option<StandInConfig>,
 }
 
 /// The Prometheus endpoint.
@@ -394,6 +398,9 @@ impl Config {
                     format!("issuer {:?} is not defined", route.issuer),
                 ));
             }
+            if let Some(stand_in) = &route.stand_in {
+                stand_in.validate().map_err(|p| problem(item, p))?;
+            }
         }
         let entries = self.route_entries();
         BinTable::build(entries.iter().cloned())
@@ -553,6 +560,12 @@ issuer = "visa"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
         let config = Config::load(&path).expect("config/example.toml is valid");
         assert!(config.issuers.len() >= 2);
+        let stand_in = config.routes[0].stand_in.as_ref().expect("visa stands in");
+        assert_eq!(
+            (stand_in.max_amount, stand_in.max_per_card_per_day),
+            (5000, 3)
+        );
+        assert!(config.routes[1].stand_in.is_none());
         assert!(config
             .issuers
             .iter()
@@ -600,6 +613,7 @@ issuer = "visa"
             "127.0.0.1:9583".parse().expect("literal")
         );
         assert_eq!(config.simulator, None);
+        assert_eq!(config.routes[0].stand_in, None);
         assert_eq!(config.journal, JournalConfig::default());
         assert_eq!(config.store_and_forward, SafConfig::default());
     }
