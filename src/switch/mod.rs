@@ -7,6 +7,7 @@ mod handler;
 pub mod originals;
 pub mod outcome;
 pub mod snapshot;
+pub mod stand_in;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
