@@ -16,8 +16,9 @@ use crate::channel::Channel;
 use crate::config_values::{
     default_header, default_spec, header_kind, optional_socket_addr, socket_addr, ConfigDir,
 };
+use crate::journal::config::{InvalidSetting, JournalConfig, SafConfig};
 use crate::risk::RiskConfig;
-use crate::route::{BinPattern, BinTable, BinTableError};
+use crate::route::{BinPattern, BinTable, BinTableError, StandInConfig};
 use crate::simulator::config::{InvalidSimulator, SimulatorConfig};
 pub use crate::tls::{IssuerTls, ListenerTls};
 pub use crate::upstream::config::{Endpoint, IssuerConfig, SIMULATOR_ENDPOINT};
@@ -86,6 +87,12 @@ pub struct Config {
     /// Risk rules run before routing (`[[risk.rule]]`); see `config/risk-example.toml`.
     #[serde(default)]
     pub risk: RiskConfig,
+    /// Where the journal and the store-and-forward queue are kept, and how durably.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// How queued reversals and advices are retried.
+    #[serde(default)]
+    pub store_and_forward: SafConfig,
 }
 
 /// Where terminals (or acquiring hosts) connect to the switch.
@@ -132,6 +139,10 @@ pub struct RouteConfig {
     /// across all routes.
     pub bins: Vec<BinPattern>,
     pub issuer: String,
+    /// What the switch may approve itself when the issuer cannot be reached;
+    /// absent, it never stands in and the terminal gets 91.
+    #[serde(default)]
+    pub stand_in: Option<StandInConfig>,
 }
 
 /// The Prometheus endpoint.
@@ -265,6 +276,7 @@ impl Config {
             simulator.resolve_paths(dir);
         }
         self.risk.resolve_paths(dir);
+        self.journal.resolve_paths(dir);
     }
 
     /// The built-in configuration ([`DEFAULT_TOML`]): one POS listener routing every
@@ -327,6 +339,11 @@ impl Config {
                     format!("{}: {}", e.key, e.problem),
                 )
             })?;
+        self.store_and_forward
+            .validate()
+            .map_err(|InvalidSetting { key, problem: p }| {
+                problem("store_and_forward", format!("{key}: {p}"))
+            })?;
         Ok(())
     }
 
@@ -380,6 +397,9 @@ impl Config {
                     item,
                     format!("issuer {:?} is not defined", route.issuer),
                 ));
+            }
+            if let Some(stand_in) = &route.stand_in {
+                stand_in.validate().map_err(|p| problem(item, p))?;
             }
         }
         let entries = self.route_entries();
@@ -540,6 +560,12 @@ issuer = "visa"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
         let config = Config::load(&path).expect("config/example.toml is valid");
         assert!(config.issuers.len() >= 2);
+        let stand_in = config.routes[0].stand_in.as_ref().expect("visa stands in");
+        assert_eq!(
+            (stand_in.max_amount, stand_in.max_per_card_per_day),
+            (5000, 3)
+        );
+        assert!(config.routes[1].stand_in.is_none());
         assert!(config
             .issuers
             .iter()
@@ -587,6 +613,9 @@ issuer = "visa"
             "127.0.0.1:9583".parse().expect("literal")
         );
         assert_eq!(config.simulator, None);
+        assert_eq!(config.routes[0].stand_in, None);
+        assert_eq!(config.journal, JournalConfig::default());
+        assert_eq!(config.store_and_forward, SafConfig::default());
     }
 
     #[test]

@@ -182,3 +182,31 @@ fn a_config_given_as_text_keeps_its_paths_as_written() {
     };
     assert_eq!(file, Path::new("lists/hot.txt"));
 }
+
+#[test]
+fn the_journal_and_its_key_file_are_found_beside_the_config_file() {
+    let dir = fresh_dir("journal");
+    write(
+        &dir.join("switch.toml"),
+        "[journal]\npath = \"data/switch.db\"\nkey_file = \"keys/journal.key\"\n",
+    );
+    write(
+        &dir.join("default-key.toml"),
+        "[journal]\npath = \"data/switch.db\"\n",
+    );
+
+    let config = Config::load(dir.join("switch.toml")).expect("config loads");
+    assert_eq!(config.journal.path, dir.join("data/switch.db"));
+    assert_eq!(config.journal.key_path(), dir.join("keys/journal.key"));
+
+    let config = Config::load(dir.join("default-key.toml")).expect("config loads");
+    assert_eq!(config.journal.key_path(), dir.join("data/switch.db.key"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_embedded_default_keeps_its_journal_in_the_working_directory() {
+    let config = Config::embedded_default().expect("valid");
+    assert_eq!(config.journal.path, Path::new("isoswitch.db"));
+    assert_eq!(config.journal.key_path(), Path::new("isoswitch.db.key"));
+}

@@ -3,6 +3,7 @@
 //! commit) and an in-memory one for tests. The switch never names a database.
 
 pub mod card_data;
+pub mod config;
 pub mod memory;
 pub mod record;
 pub mod sqlite;

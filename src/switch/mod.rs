@@ -9,6 +9,7 @@ pub mod originals;
 pub mod outcome;
 mod queue;
 pub mod snapshot;
+pub mod stand_in;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
