@@ -108,11 +108,21 @@ pub async fn serve(
         .await
 }
 
-/// Ready when every listener is bound and every route's issuer has a live link.
+/// Ready when every listener is bound, the journal takes writes and every
+/// route's issuer has a live link.
 async fn readyz(State(state): State<Arc<OpsState>>) -> Response {
     let mut problems = Vec::new();
     if !state.listeners_bound.load(Ordering::Acquire) {
         problems.push("listeners not bound yet".to_string());
+    }
+    let journal = state.switch.stores().journal.health();
+    if !journal.ready {
+        let reason = journal
+            .last_error
+            .map_or_else(|| "unknown".to_string(), |(message, _)| message);
+        problems.push(format!(
+            "journal cannot be written (requests are answered 96): {reason}"
+        ));
     }
     let snapshot = state.switch.snapshot();
     for route in &snapshot.route_list {
@@ -204,7 +214,15 @@ async fn admin_routes_json(State(state): State<Arc<OpsState>>) -> Response {
 
 async fn admin_issuers_json(State(state): State<Arc<OpsState>>) -> Response {
     let snapshot = state.switch.snapshot();
-    let issuers: Vec<_> = snapshot.issuers.iter().map(|e| e.issuer.status()).collect();
+    let issuers: Vec<_> = snapshot
+        .issuers
+        .iter()
+        .map(|e| {
+            let mut status = json!(e.issuer.status());
+            status["saf_depth"] = json!(state.switch.saf_depth(e.issuer.name()));
+            status
+        })
+        .collect();
     Json(json!({ "generation": snapshot.generation, "issuers": issuers })).into_response()
 }
 

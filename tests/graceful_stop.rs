@@ -149,9 +149,9 @@ impl Serving {
 #[tokio::test]
 async fn sigterm_answers_every_terminal_and_reverses_every_timeout_before_exit() {
     let mut issuer = FakeIssuer::start(slow_for_big_purchases()).await;
-    let dir = std::env::temp_dir().join(format!("isoswitch-graceful-stop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config_path = dir.join("switch.toml");
+    // The journal goes beside the config: the directory lives to the end.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("switch.toml");
     std::fs::write(&config_path, config(&issuer.endpoint())).expect("config written");
 
     let mut serving = Serving::start(&config_path);
@@ -160,7 +160,6 @@ async fn sigterm_answers_every_terminal_and_reverses_every_timeout_before_exit()
         .as_str()
         .and_then(|a| a.parse().ok())
         .expect("the listening line names its address");
-    let _ = std::fs::remove_dir_all(&dir);
 
     // One fast purchase, answered at once, and slow ones held at the issuer.
     let mut fast = Terminal::connect(addr, Framing::default()).await;

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    answer, approve_everything, closed_port, eventually, parse_config, spec, Act, FakeIssuer,
-    HeldPort, Script, TestSwitch, TlsFiles, TRANSMISSION_TIME, WAIT,
+    answer, approve_everything, closed_port, eventually, parse_config, poll_until, spec, Act,
+    FakeIssuer, HeldPort, Script, TestSwitch, TlsFiles, TRANSMISSION_TIME, WAIT,
 };
 use isoswitch::config::{Endpoint, IssuerConfig, IssuerTls, ListenerTls};
-use isoswitch::iso8583::{Message, Mti, Stan};
+use isoswitch::iso8583::{Message, Mti};
 use isoswitch::simulator::Simulator;
 use isoswitch::upstream::{Issuer, UpstreamError};
 use tokio::net::{TcpListener, TcpSocket};
@@ -232,7 +232,10 @@ async fn reversals_queued_for_an_issuer_survive_a_reload_that_changes_it() {
     let issuer_stan = on_wire.get_str(11).expect("STAN").to_string();
     let lost = terminal.recv().await;
     assert_eq!(lost.get_str(39), Some("91"), "link lost before the answer");
-    eventually("the reversal is queued", || bank.status().saf_depth == 1).await;
+    poll_until("the reversal is queued", WAIT, || async {
+        (switch.switch.saf_depth_now("bank").await.ok() == Some(1)).then_some(())
+    })
+    .await;
 
     // The operator adds a second endpoint (and so changes the issuer's config).
     let endpoints = format!("{}, {}", first.endpoint(), second.endpoint());
@@ -249,9 +252,10 @@ async fn reversals_queued_for_an_issuer_survive_a_reload_that_changes_it() {
     assert!(
         delivered.is_ok(),
         "the reversal of issuer STAN {issuer_stan} never reached the issuer after \
-         the reload (reversals seen: {delivered:?}; old queue depth now {})",
-        bank.status().saf_depth
+         the reload (reversals seen: {delivered:?}; queue depth now {:?})",
+        switch.switch.saf_depth_now("bank").await
     );
+    drop(bank);
 }
 
 /// An issuer (or a load balancer in front of a dead one) that accepts and
@@ -385,12 +389,6 @@ fn authorization(stan: &str) -> Message {
     m
 }
 
-fn financial(stan: &str) -> Message {
-    let mut request = authorization(stan);
-    request.set_mti(mti("0200"));
-    request
-}
-
 /// Approves everything but `mtis`, which it holds.
 fn unanswered(mtis: &'static [&'static str]) -> Script {
     let approve = approve_everything();
@@ -401,13 +399,6 @@ fn unanswered(mtis: &'static [&'static str]) -> Script {
             approve(m)
         }
     })
-}
-
-/// Field 90 for a reversal of [`authorization`] sent with `issuer_stan`.
-fn expected_field_90(issuer_stan: &str) -> String {
-    let acquirer = "00000012345";
-    let forwarder = "00000000000";
-    format!("0100{issuer_stan}{TRANSMISSION_TIME}{acquirer}{forwarder}")
 }
 
 /// Messages the fake receives up to and including the next `mti`.
@@ -435,8 +426,8 @@ async fn request_goes_out_with_the_link_stan_and_comes_back_with_the_callers() {
         .expect("answered");
     let (_, on_wire, _) = fake.next_message().await;
     assert_eq!(on_wire.mti(), mti("0100"));
-    assert_eq!(on_wire.get_str(11), Some("000001"));
-    assert_eq!(issuer_stan, Stan(1));
+    assert_eq!(on_wire.get_str(11), Some(issuer_stan.to_string().as_str()));
+    assert_ne!(issuer_stan.to_string(), "123456", "the issuer's own STAN");
     assert_eq!(response.mti(), mti("0110"));
     assert_eq!(response.get_str(11), Some("123456"));
     assert_eq!(response.get_str(39), Some("00"));
@@ -550,39 +541,41 @@ async fn refused_sign_on_closes_the_link_and_signs_on_again() {
     shutdown.cancel();
 }
 
+/// The switch over the fake issuer with a short timeout, and a terminal.
+async fn switch_with_quick_timeout(fake: &FakeIssuer) -> (TestSwitch, common::Terminal) {
+    let switch = TestSwitch::start(&one_issuer_config(&fake.endpoint(), QUICK_TIMEOUT_MS)).await;
+    let terminal = switch.terminal("pos").await;
+    (switch, terminal)
+}
+
+async fn queue_empties(switch: &TestSwitch) {
+    poll_until("the queue empties", WAIT, || async {
+        (switch.switch.saf_depth_now("bank").await.ok() == Some(0)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn timed_out_request_is_reversed_once_and_repeated_until_acknowledged() {
-    let mut fake = FakeIssuer::start(unanswered(&["0100", "0400"])).await;
-    let (issuer, shutdown) = start_issuer(&IssuerConfig {
-        timeout_ms: QUICK_TIMEOUT_MS,
-        ..issuer_config(vec![fake.address()])
-    });
-    eventually("link up", || issuer.is_available()).await;
+    let mut fake = FakeIssuer::start(unanswered(&["0200", "0400"])).await;
+    let (switch, mut terminal) = switch_with_quick_timeout(&fake).await;
 
     let started = Instant::now();
-    let error = issuer
-        .request(authorization("123456"))
-        .await
-        .expect_err("never answered");
-    assert!(
-        matches!(
-            error,
-            UpstreamError::Timeout {
-                issuer_stan: Stan(1)
-            }
-        ),
-        "{error:?}"
-    );
+    terminal.send(&request("0200", "123456", 1_000)).await;
+    let refused = terminal.recv().await;
+    assert_eq!(refused.get_str(39), Some("91"));
     assert!(started.elapsed() >= Duration::from_millis(QUICK_TIMEOUT_MS));
 
     let (_, original, _) = fake.next_message().await;
-    assert_eq!(original.mti(), mti("0100"));
+    assert_eq!(original.mti(), mti("0200"));
+    let issuer_stan = original.get_str(11).expect("STAN").to_string();
     let (_, reversal, _) = fake.next_message().await;
     assert_eq!(reversal.mti(), mti("0400"));
-    assert_eq!(
-        reversal.get_str(90),
-        Some(expected_field_90("000001").as_str())
+    let expected_90 = format!(
+        "0200{issuer_stan}{TRANSMISSION_TIME}00000012345{}",
+        "0".repeat(11)
     );
+    assert_eq!(reversal.get_str(90), Some(expected_90.as_str()));
     for field in [2, 3, 4, 7, 32, 37, 41, 42, 49] {
         assert_eq!(reversal.get(field), original.get(field), "field {field}");
     }
@@ -592,79 +585,64 @@ async fn timed_out_request_is_reversed_once_and_repeated_until_acknowledged() {
     let (_, repeat, _) = fake.next_message().await;
     assert_eq!(repeat.mti(), mti("0401"));
     assert_eq!(repeat.get(90), reversal.get(90));
-    eventually("acknowledged", || issuer.status().saf_depth == 0).await;
+    queue_empties(&switch).await;
 
-    // The link writes in order: anything still sent for it would come before this.
-    issuer.request(financial("000002")).await.expect("answered");
+    // The queue sends nothing more of it: the next message is a new purchase.
+    terminal.send(&request("0200", "123457", 1_000)).await;
     for message in messages_until(&mut fake, mti("0200")).await {
-        if message.mti() != mti("0200") {
-            // A repeat already on its way when the 0410 arrived; never a new 0400.
-            assert_eq!(message.mti(), mti("0401"));
+        assert_ne!(message.mti(), mti("0400"), "no second reversal");
+        if message.mti() == mti("0401") {
+            // A repeat already on its way when the 0410 arrived.
             assert_eq!(message.get(90), reversal.get(90));
         }
     }
-    shutdown.cancel();
 }
 
 #[tokio::test]
 async fn late_approval_is_counted_and_not_reversed_twice() {
-    let mut fake = FakeIssuer::start(unanswered(&["0100"])).await;
-    let (issuer, shutdown) = start_issuer(&IssuerConfig {
-        timeout_ms: QUICK_TIMEOUT_MS,
-        ..issuer_config(vec![fake.address()])
-    });
-    eventually("link up", || issuer.is_available()).await;
+    let mut fake = FakeIssuer::start(unanswered(&["0200"])).await;
+    let (switch, mut terminal) = switch_with_quick_timeout(&fake).await;
+    let bank = switch.issuer("bank");
 
-    let error = issuer
-        .request(authorization("123456"))
-        .await
-        .expect_err("timeout");
-    assert!(matches!(error, UpstreamError::Timeout { .. }), "{error:?}");
+    terminal.send(&request("0200", "123456", 1_000)).await;
+    assert_eq!(terminal.recv().await.get_str(39), Some("91"));
     let (_, original, out) = fake.next_message().await;
     let (_, reversal, _) = fake.next_message().await;
     assert_eq!(reversal.mti(), mti("0400"));
-    eventually("reversal acknowledged", || issuer.status().saf_depth == 0).await;
+    queue_empties(&switch).await;
 
     out.send(answer(&original, "00")).expect("connection open");
-    eventually("late response", || issuer.status().late_responses >= 1).await;
-    assert_eq!(issuer.status().saf_depth, 0, "the reversal is already done");
+    eventually("late response", || bank.status().late_responses >= 1).await;
 
-    issuer.request(financial("000002")).await.expect("answered");
+    terminal.send(&request("0200", "123457", 1_000)).await;
     for message in messages_until(&mut fake, mti("0200")).await {
         assert_ne!(message.mti(), mti("0400"), "no second reversal");
     }
-    assert_eq!(issuer.status().unmatched_responses, 0);
-    shutdown.cancel();
+    assert_eq!(bank.status().unmatched_responses, 0);
 }
 
 #[tokio::test]
 async fn lost_connection_fails_the_caller_and_reverses_the_request() {
-    let close_on_authorization = Arc::new(|m: &Message| match m.mti().as_str() {
-        "0100" => Act::Close,
+    let close_on_purchase = Arc::new(|m: &Message| match m.mti().as_str() {
+        "0200" => Act::Close,
         _ => Act::Answer(vec![answer(m, "00")]),
     });
-    let mut fake = FakeIssuer::start(close_on_authorization).await;
-    let (issuer, shutdown) = start_issuer(&issuer_config(vec![fake.address()]));
-    eventually("link up", || issuer.is_available()).await;
+    let mut fake = FakeIssuer::start(close_on_purchase).await;
+    let (switch, mut terminal) = switch_with_quick_timeout(&fake).await;
 
-    let error = issuer
-        .request(authorization("123456"))
-        .await
-        .expect_err("closed");
-    let UpstreamError::ConnectionLost { issuer_stan } = error else {
-        panic!("expected ConnectionLost, got {error:?}");
-    };
+    terminal.send(&request("0200", "123456", 1_000)).await;
+    assert_eq!(terminal.recv().await.get_str(39), Some("91"));
     let (first, original, _) = fake.next_message().await;
-    assert_eq!(original.mti(), mti("0100"));
+    assert_eq!(original.mti(), mti("0200"));
+    let issuer_stan = original.get_str(11).expect("STAN").to_string();
     let (second, reversal, _) = fake.next_message().await;
     assert_ne!(first, second, "sent after reconnecting");
     assert_eq!(reversal.mti(), mti("0400"));
     assert_eq!(
-        reversal.get_str(90),
-        Some(expected_field_90(&issuer_stan.to_string()).as_str())
+        reversal.get_str(90).map(|f| &f[4..10]),
+        Some(issuer_stan.as_str())
     );
-    eventually("reversal acknowledged", || issuer.status().saf_depth == 0).await;
-    shutdown.cancel();
+    queue_empties(&switch).await;
 }
 
 #[tokio::test]

@@ -165,6 +165,7 @@ fn fixture() -> Fixture {
                 let item = SafNew {
                     issuer: "visa-host".to_owned(),
                     kind: SafKind::Reversal,
+                    mti: "0400".parse().expect("mti"),
                     txn_id: Some(id),
                     fields: ReversalFields::default(),
                     created_at_ms: txn.at + 3,

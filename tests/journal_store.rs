@@ -155,6 +155,7 @@ fn saf(issuer: &str, n: u32) -> SafNew {
     SafNew {
         issuer: issuer.into(),
         kind: SafKind::Reversal,
+        mti: Mti::from_static("0400"),
         txn_id: None,
         fields: ReversalFields::from_message(&request(n)),
         created_at_ms: T0,
@@ -208,7 +209,7 @@ async fn in_doubt_lists_forwarded_requests_without_an_answer(h: &mut Harness) {
     s.begin(declined_locally(4)).await.expect("begin");
 
     h.reopen();
-    let doubts = h.store().in_doubt().await.expect("in doubt");
+    let doubts = h.store().in_doubt(i64::MAX).await.expect("in doubt");
     assert_eq!(
         doubts.iter().map(|d| d.id).collect::<Vec<_>>(),
         vec![unanswered]
@@ -682,7 +683,7 @@ async fn tampered_or_moved_card_data_is_detected() {
     )
     .expect("flip");
     assert!(matches!(
-        journal.in_doubt().await,
+        journal.in_doubt(i64::MAX).await,
         Err(JournalError::Tampered { .. })
     ));
 }

@@ -51,7 +51,7 @@ async fn timeout_answers_91_and_reverses_the_original_once_at_the_issuer() {
     .await;
     let tap = IssuerTap::start(sim.addr).await;
     let switch = TestSwitch::start(&bank_config(&tap.endpoint(), 300)).await;
-    let bank = switch.issuer("bank");
+
     let mut terminal = switch.terminal("pos").await;
 
     let request = purchase(UNKNOWN_CARD, 99_950);
@@ -64,7 +64,7 @@ async fn timeout_answers_91_and_reverses_the_original_once_at_the_issuer() {
     );
 
     eventually("the issuer has acknowledged one reversal", || {
-        sim.sim.reversals().len() == 1 && bank.status().saf_depth == 0
+        sim.sim.reversals().len() == 1 && switch.switch.saf_depth("bank") == 0
     })
     .await;
     let seen = tap.sent_to_issuer();
@@ -86,7 +86,7 @@ async fn timeout_answers_91_and_reverses_the_original_once_at_the_issuer() {
     assert_eq!(sim.sim.reversals().len(), 1, "no second reversal");
     assert_eq!(of_class(&tap.sent_to_issuer(), 4).len(), 1);
     assert_eq!(sim.sim.stats().reversals_received, 1);
-    assert_eq!(bank.status().saf_depth, 0);
+    assert_eq!(switch.switch.saf_depth("bank"), 0);
 }
 
 #[tokio::test]
@@ -112,7 +112,7 @@ async fn lost_issuer_connection_answers_91_reverses_and_reconnects() {
 
     eventually(
         "the reversal reached the issuer over a new connection",
-        || sim.sim.reversals().len() == 1 && bank.status().saf_depth == 0,
+        || sim.sim.reversals().len() == 1 && switch.switch.saf_depth("bank") == 0,
     )
     .await;
     let seen = tap.sent_to_issuer();

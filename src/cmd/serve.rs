@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use isoswitch::config::Config;
+use isoswitch::journal::config::{JournalConfig, KeySource};
+use isoswitch::journal::{SqliteJournal, SqliteOptions, Stores};
 use isoswitch::metrics_http::{self, OpsState};
 use isoswitch::server::{Listener, PreparedListener};
 use isoswitch::switch::Switch;
+use isoswitch::upstream::SafSettings;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +31,10 @@ pub struct ServeArgs {
     /// default): one per core, or one on a machine with two cores or fewer.
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
+    /// The journal database, instead of [journal].path (default isoswitch.db
+    /// in the current directory, or beside the config file).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
 }
 
 /// How long shutdown waits for in-flight transactions.
@@ -52,7 +59,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
 async fn serve(args: ServeArgs) -> Result<()> {
     // The whole config is checked before any port is taken, so a typo in a
     // listener's spec is not reported as "address in use" by a second try.
-    let config = load_config(args.config.as_ref())?;
+    let mut config = load_config(args.config.as_ref())?;
+    if let Some(db) = &args.db {
+        config.journal.path = db.clone();
+    }
     let prepared = config
         .listeners
         .iter()
@@ -61,9 +71,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     isoswitch::metrics_http::recorder();
     let shutdown = CancellationToken::new();
     let admin_token = config.admin.token.clone();
+    let stores = open_journal(&config.journal)?;
+    let saf_settings = SafSettings::from(&config.store_and_forward);
     // Starting the switch builds routes, issuers and risk rules: the rest of
     // the check. Its issuer links connecting out take no port of ours.
-    let switch = Switch::start(config, shutdown.clone())?;
+    let switch = Switch::start_with(config, stores, saf_settings, shutdown.clone())?;
+    // Before any terminal is served: what a crash left forwarded and
+    // unanswered is reversed.
+    let in_doubt = switch
+        .reverse_in_doubt(i64::MAX)
+        .await
+        .context("in-doubt recovery: reading the journal")?;
+    if in_doubt > 0 {
+        tracing::warn!(
+            in_doubt,
+            "reversals queued for requests a previous run left unanswered"
+        );
+    }
     let Bound {
         metrics,
         admin,
@@ -140,6 +164,31 @@ async fn stop_in_stages(
         tracing::warn!("issuers did not stop within {STOP_REPORT:?}; exiting");
     }
     tracing::info!("stopped");
+}
+
+/// Opens the configured journal: SQLite, or memory for `durability = "none"`.
+/// Says at start-up where it journals and where the key came from.
+fn open_journal(config: &JournalConfig) -> Result<Stores> {
+    let Some(durability) = config.durability.durability() else {
+        tracing::warn!(
+            "journal off (durability = \"none\"): transactions and queued reversals are kept in memory only and lost on restart"
+        );
+        return Ok(Stores::in_memory());
+    };
+    let (key, source) = config.load_key().context("journal data key")?;
+    match &source {
+        KeySource::Created(_) => tracing::warn!("journal data key: {source}"),
+        _ => tracing::info!("journal data key: {source}"),
+    }
+    let mut options = SqliteOptions::new(&config.path, key);
+    options.durability = durability;
+    let journal = SqliteJournal::open(options)?;
+    tracing::info!(
+        path = %config.path.display(),
+        durability = %config.durability,
+        "journaling transactions and the store-and-forward queue"
+    );
+    Ok(Stores::new(std::sync::Arc::new(journal), true))
 }
 
 /// Every socket `serve` listens on.

@@ -372,7 +372,12 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
             // is reversed now, and spent nothing.
             let reversed_meanwhile = remember(false, hold);
             let undo = reversed_meanwhile && approved;
-            if undo && sw.queue_reversal(issuer.name(), txn, reversal).await.is_err() {
+            if undo
+                && sw
+                    .queue_reversal(issuer.name(), txn, reversal)
+                    .await
+                    .is_err()
+            {
                 // Left in doubt (no outcome recorded): the sweep reverses it.
                 return (response, Some(route_name));
             }
@@ -403,7 +408,11 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                 // The issuer may have approved: its reversal is queued before
                 // the terminal hears 91.
                 let _ = remember(true, None);
-                if sw.queue_reversal(issuer.name(), txn, reversal).await.is_err() {
+                if sw
+                    .queue_reversal(issuer.name(), txn, reversal)
+                    .await
+                    .is_err()
+                {
                     return (response, Some(route_name));
                 }
             }
@@ -467,7 +476,12 @@ async fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) 
         // Reversed, the approval spent nothing after all.
         rules.release(held);
     }
-    let acknowledged = |label: Option<&str>| (response_to(request, Outcome::Approved), label.map(Arc::from));
+    let acknowledged = |label: Option<&str>| {
+        (
+            response_to(request, Outcome::Approved),
+            label.map(Arc::from),
+        )
+    };
     match original {
         Some(o) if o.reversed => {
             metrics::counter!("isoswitch_reversals_already_sent_total").increment(1);
@@ -496,7 +510,14 @@ async fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) 
             Ok(Some(found)) => {
                 if let Some(key) = key {
                     let mti = request.mti().original();
-                    let original = Original::new(mti, Arc::from(found.issuer.as_str()), Some(found.txn), None, true, None);
+                    let original = Original::new(
+                        mti,
+                        Arc::from(found.issuer.as_str()),
+                        Some(found.txn),
+                        None,
+                        true,
+                        None,
+                    );
                     sw.originals.insert(key, original);
                 }
                 if found.reversed {
@@ -561,7 +582,10 @@ async fn reverse_journaled(
         None => {
             // Journaled without reversal fields (never forwarded): nothing
             // the issuer saw to undo.
-            tracing::debug!(stan = request.get_str(11).unwrap_or("-"), "reversal of a transaction that was never forwarded");
+            tracing::debug!(
+                stan = request.get_str(11).unwrap_or("-"),
+                "reversal of a transaction that was never forwarded"
+            );
             return Ok(());
         }
     };

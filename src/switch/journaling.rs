@@ -27,10 +27,7 @@ pub(super) fn txn_start(
         mti: request.mti(),
         processing_code: text(3),
         pan: request.get_str(2).and_then(ClearPan::new),
-        amount: request
-            .amount()
-            .ok()
-            .and_then(|a| i64::try_from(a.0).ok()),
+        amount: request.amount().ok().and_then(|a| i64::try_from(a.0).ok()),
         currency: request.get_str(49).and_then(|c| c.parse().ok()),
         terminal_id: text(41),
         merchant_id: text(42),

@@ -150,9 +150,6 @@ fn spawn_risk_sweeper(switch: &Arc<Switch>) {
     });
 }
 
-/// How long a queued reversal or advice is tried before it is marked failed.
-const SAF_EXPIRY_MS: i64 = 24 * 3600 * 1000;
-
 /// How long a reload waits for a new issuer's first live link.
 pub const NEW_ISSUER_WAIT: Duration = Duration::from_secs(3);
 
@@ -161,7 +158,12 @@ impl Switch {
     /// it) over an in-memory journal and queue: for tests and tools. `serve`
     /// opens the configured journal and calls [`Switch::start_with`].
     pub fn start(config: Config, shutdown: CancellationToken) -> Result<Arc<Switch>, SwitchError> {
-        Switch::start_with(config, Stores::in_memory(), SafSettings::default(), shutdown)
+        Switch::start_with(
+            config,
+            Stores::in_memory(),
+            SafSettings::default(),
+            shutdown,
+        )
     }
 
     /// Starts the switch over `stores`, with one store-and-forward sender per
@@ -194,8 +196,8 @@ impl Switch {
             shutdown,
             stores,
             senders: queue::Senders::default(),
+            saf_expiry_ms: i64::try_from(saf_settings.expiry.as_millis()).unwrap_or(i64::MAX),
             saf_settings: Arc::new(saf_settings),
-            saf_expiry_ms: SAF_EXPIRY_MS,
         });
         switch.start_senders();
         switch.spawn_in_doubt_sweep();
@@ -303,7 +305,9 @@ impl Switch {
     /// Reloads from a config file (None = the embedded default), counting the
     /// result; a refused config leaves the running one in place.
     pub async fn reload_from(
-        self: &Arc<Self>, path: Option<&std::path::Path>) -> Result<u64, SwitchError> {
+        self: &Arc<Self>,
+        path: Option<&std::path::Path>,
+    ) -> Result<u64, SwitchError> {
         let config = match path {
             Some(p) => Config::load(p),
             None => Config::embedded_default(),
@@ -361,7 +365,10 @@ impl Switch {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20).min(deadline - tokio::time::Instant::now())).await;
+            tokio::time::sleep(
+                Duration::from_millis(20).min(deadline - tokio::time::Instant::now()),
+            )
+            .await;
         }
     }
 

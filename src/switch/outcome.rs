@@ -109,9 +109,9 @@ impl Refusal {
     pub fn decided_by(&self) -> DecidedBy {
         match self {
             Refusal::Risk { .. } => DecidedBy::Risk,
-            Refusal::Upstream(UpstreamError::Timeout { .. } | UpstreamError::ConnectionLost { .. }) => {
-                DecidedBy::Timeout
-            }
+            Refusal::Upstream(
+                UpstreamError::Timeout { .. } | UpstreamError::ConnectionLost { .. },
+            ) => DecidedBy::Timeout,
             _ => DecidedBy::Switch,
         }
     }

@@ -205,7 +205,7 @@ impl Switch {
         };
         let time = named
             .as_ref()
-            .map(|o| o.transmission_time.clone())
+            .map(|o| o.transmission_time)
             .filter(|t| t.as_bytes().iter().any(|&b| b != b'0'));
         let mut candidates = self
             .stores

@@ -10,8 +10,7 @@ use super::UpstreamError;
 use crate::iso8583::Message;
 
 /// A boxed future, so [`Deliver`] stays object-safe.
-pub type Delivery<'a> =
-    Pin<Box<dyn Future<Output = Result<Message, UpstreamError>> + Send + 'a>>;
+pub type Delivery<'a> = Pin<Box<dyn Future<Output = Result<Message, UpstreamError>> + Send + 'a>>;
 
 /// Sends one message to the issuer and returns its answer, giving up at
 /// `deadline`. Nothing is reversed on failure: the caller repeats it.

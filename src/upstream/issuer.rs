@@ -477,13 +477,6 @@ mod tests {
     /// machine to answer the requests that are meant to be answered.
     const QUICK_TIMEOUT: Duration = Duration::from_millis(300);
 
-    /// Field 90 for a reversal of [`authorization`] sent with `issuer_stan`.
-    fn expected_field_90(issuer_stan: &str) -> String {
-        let acquirer = "00000012345";
-        let forwarder = "00000000000";
-        format!("0100{issuer_stan}0615120000{acquirer}{forwarder}")
-    }
-
     /// An in-process issuer that follows a script and remembers what it was asked.
     struct Scripted {
         decide: Box<dyn Fn(&Message) -> Decision + Send + Sync>,
@@ -555,80 +548,66 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn in_process_drop_times_out_and_the_reversal_reaches_the_simulator() {
+    async fn in_process_drop_times_out_naming_the_stan_it_went_out_with() {
         let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
             "0100" => Decision::Drop,
             _ => respond(m),
         });
         wait_for("simulator link up", || issuer.is_available()).await;
+        let stan = issuer.reserve_stan();
         let error = issuer
-            .request(authorization("123456"))
+            .request_as(authorization("123456"), stan)
             .await
             .expect_err("dropped");
         assert!(
-            matches!(
-                error,
-                UpstreamError::Timeout {
-                    issuer_stan: Stan(1)
-                }
-            ),
+            matches!(error, UpstreamError::Timeout { issuer_stan } if issuer_stan == stan),
             "{error:?}"
         );
-        wait_for("reversal acknowledged", || issuer.status().saf_depth == 0).await;
+        // Reversing is the switch's: it journaled the request. The issuer
+        // only saw the request, under the STAN the caller took.
         let asked = scripted.asked();
-        assert_eq!(asked.len(), 2);
-        assert_eq!(asked[1].mti(), mti("0400"));
-        assert_eq!(
-            asked[1].get_str(90),
-            Some(expected_field_90("000001").as_str())
-        );
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].get_str(11), Some(stan.to_string().as_str()));
         shutdown.cancel();
     }
 
     #[tokio::test]
-    async fn in_process_close_loses_the_request_and_reverses_it() {
-        let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
+    async fn in_process_close_loses_the_request_naming_its_stan() {
+        let (issuer, _scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
             "0100" => Decision::Close,
             _ => respond(m),
         });
         wait_for("simulator link up", || issuer.is_available()).await;
+        let stan = issuer.reserve_stan();
         let error = issuer
-            .request(authorization("123456"))
+            .request_as(authorization("123456"), stan)
             .await
             .expect_err("closed");
         assert!(
-            matches!(error, UpstreamError::ConnectionLost { .. }),
+            matches!(error, UpstreamError::ConnectionLost { issuer_stan } if issuer_stan == stan),
             "{error:?}"
         );
-        wait_for("reversal acknowledged", || issuer.status().saf_depth == 0).await;
-        let reversals = scripted
-            .asked()
-            .iter()
-            .filter(|m| m.mti() == mti("0400"))
-            .count();
-        assert_eq!(reversals, 1);
         assert!(issuer.is_available(), "the simulator is always there");
         shutdown.cancel();
     }
 
     #[tokio::test]
-    async fn advices_are_stored_and_forwarded_as_repeats_until_answered() {
-        let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
-            "0220" => Decision::Drop,
-            _ => respond(m),
-        });
-        let mut advice = authorization("000042");
-        advice.set_mti(mti("0220"));
-        issuer.store_and_forward(advice);
-        assert_eq!(issuer.status().saf_depth, 1);
-        wait_for("advice acknowledged", || issuer.status().saf_depth == 0).await;
+    async fn delivery_goes_out_while_the_issuer_takes_no_new_requests() {
+        let (issuer, scripted, shutdown) = start_scripted(respond);
+        wait_for("simulator link up", || issuer.is_available()).await;
+        issuer.stop_taking_requests();
+        let mut reversal = authorization("000042");
+        reversal.set_mti(mti("0400"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answer = issuer.deliver(reversal, deadline).await.expect("answered");
+        assert_eq!(answer.mti(), mti("0410"));
         let asked: Vec<Mti> = scripted.asked().iter().map(Message::mti).collect();
-        assert_eq!(asked, vec![mti("0220"), mti("0221")]);
+        assert_eq!(asked, vec![mti("0400")]);
         shutdown.cancel();
     }
 
     #[tokio::test]
-    async fn a_draining_issuer_refuses_new_requests_and_still_reverses_its_timeouts() {
+    async fn a_draining_issuer_refuses_new_requests_and_lets_sent_ones_time_out() {
         let (issuer, scripted, shutdown) = start_scripted(|m| match m.mti().as_str() {
             "0100" => Decision::Drop,
             _ => respond(m),
@@ -652,13 +631,9 @@ mod tests {
             matches!(outcome, Err(UpstreamError::Timeout { .. })),
             "{outcome:?}"
         );
-        assert!(issuer.flushed(deadline).await, "its reversal was delivered");
         let asked: Vec<Mti> = scripted.asked().iter().map(Message::mti).collect();
-        assert_eq!(asked, vec![mti("0100"), mti("0400")]);
-
+        assert_eq!(asked, vec![mti("0100")]);
         shutdown.cancel();
-        issuer.stopped().await;
-        assert_eq!(issuer.status().saf_depth, 0);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! several items outstanding at once. Each item is marked in storage before it
 //! goes out, so a crash replays it as a repeat (0401/0421/0121/0221).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::deliver::Deliver;
 use super::UpstreamError;
 use crate::iso8583::{Message, Mti, OriginalData, ResponseCode};
+use crate::journal::config::SafConfig;
 use crate::journal::{now_ms, JournalError, SafId, SafItem, SafKind, SafStore, TxnId};
 
 /// Fields of the original request a reversal carries (never track data, PIN or chip data).
@@ -76,15 +77,24 @@ pub struct SafSettings {
     pub retry_codes: Vec<ResponseCode>,
     pub retry_first: Duration,
     pub retry_max: Duration,
+    /// How long after it was queued an item is tried before it is marked failed.
+    pub expiry: Duration,
 }
 
 impl Default for SafSettings {
     fn default() -> Self {
+        SafSettings::from(&SafConfig::default())
+    }
+}
+
+impl From<&SafConfig> for SafSettings {
+    fn from(config: &SafConfig) -> Self {
         SafSettings {
-            in_flight: 128,
-            retry_codes: vec![ResponseCode::ISSUER_INOPERATIVE],
-            retry_first: Duration::from_millis(500),
-            retry_max: Duration::from_secs(30),
+            in_flight: config.in_flight.max(1),
+            retry_codes: config.retry_codes.clone(),
+            retry_first: Duration::from_millis(config.retry_first_ms),
+            retry_max: Duration::from_millis(config.retry_max_ms),
+            expiry: Duration::from_secs(config.expiry_s),
         }
     }
 }
@@ -196,13 +206,14 @@ impl SafSender {
         });
         let run = Run {
             shared: shared.clone(),
+            clock: Arc::new(Clock::new()),
             store,
             directory,
             settings,
             metrics: SafMetrics::new(issuer),
             shutdown,
             in_flight_items: HashSet::new(),
-            in_flight_txns: HashSet::new(),
+            open_txns: HashMap::new(),
             last_error_log: None,
         };
         tokio::spawn(run.run());
@@ -243,8 +254,31 @@ struct Delivered {
 type Pending<'a> = Pin<Box<dyn Future<Output = Delivered> + Send + 'a>>;
 type Closing<'a> = Pin<Box<dyn Future<Output = (SafId, Option<TxnId>)> + Send + 'a>>;
 
+/// Unix milliseconds as the runtime's clock sees them: the wall clock at
+/// start plus the runtime's elapsed time, so tests on paused time see
+/// items come due as time advances.
+struct Clock {
+    unix_at_start: i64,
+    started: Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            unix_at_start: now_ms(),
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.unix_at_start.saturating_add(elapsed)
+    }
+}
+
 struct Run {
     shared: Arc<Shared>,
+    clock: Arc<Clock>,
     store: Arc<dyn SafStore>,
     directory: Arc<dyn IssuerDirectory>,
     settings: Arc<SafSettings>,
@@ -252,8 +286,9 @@ struct Run {
     shutdown: CancellationToken,
     /// Items sent and not yet closed: never fetched twice.
     in_flight_items: HashSet<SafId>,
-    /// Their transactions: a transaction's advice waits for its reversal.
-    in_flight_txns: HashSet<TxnId>,
+    /// Transactions with an item sent and not yet closed, and that item: a
+    /// transaction's advice waits until its reversal is answered or failed.
+    open_txns: HashMap<TxnId, SafId>,
     last_error_log: Option<Instant>,
 }
 
@@ -344,7 +379,7 @@ impl Run {
         let limit = room + self.in_flight_items.len().min(room);
         let items = match self
             .store
-            .due(&self.shared.issuer, now_ms(), limit)
+            .due(&self.shared.issuer, self.clock.now_ms(), limit)
             .await
         {
             Ok(items) => items,
@@ -354,7 +389,7 @@ impl Run {
             }
         };
         let full = items.len() >= limit;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut chosen = Vec::new();
         let mut txns_here = HashSet::new();
         for item in items {
@@ -362,7 +397,11 @@ impl Run {
                 continue;
             }
             if let Some(txn) = item.txn_id {
-                if self.in_flight_txns.contains(&txn) || !txns_here.insert(txn) {
+                let behind = self
+                    .open_txns
+                    .get(&txn)
+                    .is_some_and(|&open| open != item.id);
+                if behind || !txns_here.insert(txn) {
                     continue;
                 }
             }
@@ -392,7 +431,7 @@ impl Run {
             }
             self.in_flight_items.insert(item.id);
             if let Some(txn) = item.txn_id {
-                self.in_flight_txns.insert(txn);
+                self.open_txns.insert(txn, item.id);
             }
             self.metrics.sent(item.kind);
             started.push(send(item, deliver.clone(), timeout));
@@ -401,7 +440,7 @@ impl Run {
     }
 
     async fn expire(&mut self, item: &SafItem) {
-        if let Err(e) = self.store.fail(item.id, now_ms()).await {
+        if let Err(e) = self.store.fail(item.id, self.clock.now_ms()).await {
             self.storage_failed("mark an expired item failed", &e);
             return;
         }
@@ -433,8 +472,9 @@ impl Run {
         let close = |acknowledge: bool| -> Closing<'static> {
             let store = store.clone();
             let issuer = self.shared.issuer.clone();
+            let clock = self.clock.clone();
             Box::pin(async move {
-                let at = now_ms();
+                let at = clock.now_ms();
                 let result = if acknowledge {
                     store.acknowledge(id, at).await
                 } else {
@@ -455,7 +495,7 @@ impl Run {
                     response_code = response.get_str(39).unwrap_or("-"),
                     "store-and-forward item answered with a retry code; will repeat"
                 );
-                self.release(id, txn);
+                self.in_flight_items.remove(&id);
                 None
             }
             Ok(response) => {
@@ -481,16 +521,19 @@ impl Run {
                     issuer = %self.shared.issuer, %mti, attempts, %error,
                     "store-and-forward attempt failed; will repeat"
                 );
-                self.release(id, txn);
+                self.in_flight_items.remove(&id);
                 None
             }
         }
     }
 
+    /// An item closed (acknowledged or failed): what waited behind it may go.
     fn release(&mut self, id: SafId, txn: Option<TxnId>) {
         self.in_flight_items.remove(&id);
         if let Some(txn) = txn {
-            self.in_flight_txns.remove(&txn);
+            if self.open_txns.get(&txn) == Some(&id) {
+                self.open_txns.remove(&txn);
+            }
         }
     }
 
@@ -788,7 +831,7 @@ mod tests {
         assert_eq!(sent, [m("0400"), m("0401"), m("0401")]);
         saf.settle().await;
         assert_eq!(saf.depth().await, 0);
-        let item = saf.store.saf_item(SafId(1)).expect("kept, closed");
+        let item = saf.store.saf_link(SafId(1)).expect("kept, closed");
         assert_eq!(item.attempts, 3, "every attempt counted in storage");
         saf.shutdown.cancel();
         saf.sender.stopped().await;
@@ -825,7 +868,7 @@ mod tests {
         assert_eq!(saf.next().await.get_str(11), Some("000002"));
         saf.settle().await;
         assert_eq!(saf.depth().await, 0);
-        let failed = saf.store.saf_item(bad).expect("kept");
+        let failed = saf.store.saf_link(bad).expect("kept");
         assert_eq!(failed.state, crate::journal::SafState::Failed);
         saf.shutdown.cancel();
         saf.sender.stopped().await;
@@ -851,7 +894,7 @@ mod tests {
         saf.queue(SafKind::Reversal, "000002", None).await;
         assert_eq!(saf.next().await.get_str(11), Some("000002"));
         saf.settle().await;
-        let expired = saf.store.saf_item(id).expect("kept");
+        let expired = saf.store.saf_link(id).expect("kept");
         assert_eq!(
             (expired.state, expired.attempts),
             (crate::journal::SafState::Failed, 0)
@@ -866,7 +909,8 @@ mod tests {
         // 600 ms of (paused) time, not 60 s.
         let mut saf = start(vec![], Duration::from_millis(200), 100);
         for n in 0..300 {
-            saf.queue(SafKind::Reversal, &format!("{n:06}"), Some(n)).await;
+            saf.queue(SafKind::Reversal, &format!("{n:06}"), Some(n))
+                .await;
         }
         let started = Instant::now();
         for _ in 0..300 {
@@ -885,7 +929,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_advice_waits_for_the_reversal_of_its_transaction() {
+    async fn an_advice_waits_until_the_reversal_of_its_transaction_is_answered() {
         let mut saf = start(vec![Script::NoAnswer], Duration::ZERO, 8);
         saf.queue(SafKind::Reversal, "000001", Some(7)).await;
         saf.queue(SafKind::Advice, "000001", Some(7)).await;

@@ -199,7 +199,10 @@ impl Reader {
         })
     }
 
-    pub(crate) fn in_doubt(&mut self, received_before_ms: i64) -> Result<Vec<InDoubt>, JournalError> {
+    pub(crate) fn in_doubt(
+        &mut self,
+        received_before_ms: i64,
+    ) -> Result<Vec<InDoubt>, JournalError> {
         self.with("in_doubt", |conn, vault| {
             let mut statement = conn.prepare_cached(
                 "SELECT id, received_at_ms, route, issuer, upstream_stan, upstream_rrn,
