@@ -576,6 +576,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn recorded_lines_are_in_the_file_before_the_answer_or_the_close() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("record.jsonl");
+        let mut config: SimulatorConfig = toml::from_str(CONFIG).expect("valid config");
+        config.record = Some(path.clone());
+        let sim = Arc::new(Simulator::new(&config).expect("simulator builds"));
+        let shutdown = CancellationToken::new();
+        let (addr, task) = bind_and_serve_with(sim, &config, shutdown.clone())
+            .await
+            .expect("binds");
+        let spec = crate::specs::resolve(&config.spec).expect("built-in spec");
+        let recorded = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&path)
+                .expect("record readable")
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("whole JSON line"))
+                .collect()
+        };
+
+        let mut client = connect(addr).await;
+        send(&mut client, &spec, &purchase(1, "SLOW0001")).await;
+        assert!(receive(&mut client, &spec).await.is_some());
+        let lines = recorded();
+        assert_eq!(lines.len(), 1);
+        assert_eq!((&lines[0]["answer"], &lines[0]["delay_ms"]), (&"00".into(), &1000.into()));
+
+        let mut closing = connect(addr).await;
+        send(&mut closing, &spec, &purchase(2, "CLOSE001")).await;
+        assert!(is_closed(&mut closing).await);
+        let lines = recorded();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["answer"], "close");
+        assert_eq!(lines[1]["stan"], "000002");
+        shutdown.cancel();
+        task.await.expect("joins").expect("serves");
+    }
+
+    #[tokio::test]
     async fn bind_and_serve_refuses_an_unknown_spec() {
         let mut config: SimulatorConfig = toml::from_str(CONFIG).expect("valid config");
         config.spec = "no-such-spec".into();
