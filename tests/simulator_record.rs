@@ -113,7 +113,10 @@ fn authorization(stan: &str, amount: &str) -> Message {
 /// The record's lines, each parsed, without `at_ms` (checked separately).
 fn lines(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).expect("record readable");
-    assert!(text.is_empty() || text.ends_with('\n'), "a half line: {text}");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "a half line: {text}"
+    );
     text.lines()
         .map(|line| {
             let mut value: Value = serde_json::from_str(line).expect("each line is JSON");
@@ -134,9 +137,7 @@ async fn every_message_is_recorded_with_what_the_simulator_did_before_its_answer
     let record = dir.path().join("sim.jsonl");
     let mut sim = Sim::start(&["--record", record.to_str().expect("UTF-8 path")]).await;
 
-    let approved = sim
-        .exchange(&authorization("000101", "000000001000"))
-        .await;
+    let approved = sim.exchange(&authorization("000101", "000000001000")).await;
     assert_eq!(approved.get_str(39), Some("00"));
     // 999.50: the default config's rule drops it; the next answer proves it was read.
     sim.send(&authorization("000102", "000000099950")).await;
@@ -154,8 +155,14 @@ async fn every_message_is_recorded_with_what_the_simulator_did_before_its_answer
             ],
         )
     };
-    assert_eq!(sim.exchange(&reversal("0400")).await.get_str(39), Some("00"));
-    assert_eq!(sim.exchange(&reversal("0401")).await.get_str(39), Some("00"));
+    assert_eq!(
+        sim.exchange(&reversal("0400")).await.get_str(39),
+        Some("00")
+    );
+    assert_eq!(
+        sim.exchange(&reversal("0401")).await.get_str(39),
+        Some("00")
+    );
     let advice = |mti| {
         message(
             mti,
@@ -212,13 +219,17 @@ async fn every_message_is_recorded_with_what_the_simulator_did_before_its_answer
 #[tokio::test]
 async fn the_config_names_the_record_relative_to_itself_and_the_flag_wins() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"))
-        .expect("default config readable");
+    let default =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"))
+            .expect("default config readable");
     assert!(default.contains("\n[simulator]\n"));
     let config = dir.path().join("isoswitch.toml");
     std::fs::write(
         &config,
-        default.replace("\n[simulator]\n", "\n[simulator]\nrecord = \"from-config.jsonl\"\n"),
+        default.replace(
+            "\n[simulator]\n",
+            "\n[simulator]\nrecord = \"from-config.jsonl\"\n",
+        ),
     )
     .expect("config written");
     let config = config.to_str().expect("UTF-8 path");

@@ -27,8 +27,8 @@ use crate::frame::ParseLengthHeaderError;
 use crate::iso8583::fields::{mask_pan, FieldError, ProcessingCode};
 use crate::iso8583::{Message, Mti, ResponseCode, SpecError, Stan};
 
-use advices::SeenAdvices;
 use accounts::{Accounts, HoldKeys, Holds, Release, TerminalKey, TransmissionKey};
+use advices::SeenAdvices;
 use config::AccountStatus;
 use recent::RecentLog;
 use rules::{Action, Rules};

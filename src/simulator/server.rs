@@ -152,7 +152,6 @@ pub async fn bind_and_serve_with(
 /// peer that stops sending still gets the answers already due, delayed ones
 /// included. With a record, answers are written only once the record holds
 /// their lines (`recorded_before`).
-#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -600,7 +599,10 @@ mod tests {
         assert!(receive(&mut client, &spec).await.is_some());
         let lines = recorded();
         assert_eq!(lines.len(), 1);
-        assert_eq!((&lines[0]["answer"], &lines[0]["delay_ms"]), (&"00".into(), &1000.into()));
+        assert_eq!(
+            (&lines[0]["answer"], &lines[0]["delay_ms"]),
+            (&"00".into(), &1000.into())
+        );
 
         let mut closing = connect(addr).await;
         send(&mut closing, &spec, &purchase(2, "CLOSE001")).await;
