@@ -14,6 +14,10 @@ pub struct IssuerSimArgs {
     /// Listen here instead of [simulator].bind.
     #[arg(long)]
     pub bind: Option<SocketAddr>,
+    /// Append one JSON line per message received (and what was done with it)
+    /// to this file, instead of [simulator].record.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: super::LogFormat,
     /// Runtime worker threads; 1 runs the simulator on one thread. 0 (the
@@ -31,6 +35,9 @@ pub fn run(args: IssuerSimArgs) -> Result<()> {
         .context("the config has no [simulator] section")?;
     if let Some(bind) = args.bind {
         sim.bind = bind;
+    }
+    if let Some(record) = args.record {
+        sim.record = Some(record);
     }
     let runtime = super::runtime(args.worker_threads)?;
     runtime.block_on(async move {

@@ -35,6 +35,10 @@ pub struct SimulatorConfig {
     pub rules: Vec<SimRule>,
     #[serde(rename = "account", default)]
     pub accounts: Vec<SimAccount>,
+    /// Append a JSON line per message received over TCP to this file
+    /// (relative to the config file); `isoswitch issuer-sim --record` wins.
+    #[serde(default)]
+    pub record: Option<PathBuf>,
 }
 
 impl SimulatorConfig {
@@ -159,6 +163,7 @@ impl SimulatorConfig {
     /// Makes the spec path relative to the config file's directory.
     pub fn resolve_paths(&mut self, dir: ConfigDir<'_>) {
         dir.resolve_spec(&mut self.spec);
+        dir.resolve_optional(&mut self.record);
     }
 
     /// Checks what relates rules and accounts to each other; single values
@@ -338,6 +343,19 @@ expiry = "2812"
         let account = &simulator.accounts[0];
         assert_eq!((account.balance, account.currency.as_str()), (-500, "840"));
         assert_eq!(account.status, AccountStatus::Active);
+    }
+
+    #[test]
+    fn record_path_is_relative_to_the_config_file() {
+        let mut simulator: SimulatorConfig =
+            toml::from_str("record = \"out/sim.jsonl\"").expect("valid");
+        simulator.resolve_paths(ConfigDir(std::path::Path::new("/etc/isoswitch")));
+        assert_eq!(
+            simulator.record.as_deref(),
+            Some(std::path::Path::new("/etc/isoswitch/out/sim.jsonl"))
+        );
+        let absent: SimulatorConfig = toml::from_str("").expect("valid");
+        assert_eq!(absent.record, None);
     }
 
     /// A card number in a config error is described, never repeated: the value

@@ -3,18 +3,23 @@
 //! an issuer that approves, declines, goes silent and honours reversals.
 
 mod accounts;
+mod advices;
 pub mod config;
+mod recent;
+mod record;
 mod rules;
 mod server;
 
 pub use crate::upstream::Decision;
+pub use advices::{AdviceOutcome, AdviceRecord, SEEN_ADVICE_CAPACITY};
 pub use config::SimulatorConfig;
+pub use record::RecordError;
 pub use server::{bind_and_serve, bind_and_serve_with, serve};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 
 use thiserror::Error;
 
@@ -23,7 +28,9 @@ use crate::iso8583::fields::{mask_pan, FieldError, ProcessingCode};
 use crate::iso8583::{Message, Mti, ResponseCode, SpecError, Stan};
 
 use accounts::{Accounts, HoldKeys, Holds, Release, TerminalKey, TransmissionKey};
+use advices::SeenAdvices;
 use config::AccountStatus;
+use recent::RecentLog;
 use rules::{Action, Rules};
 
 /// Holds kept for reversals to find; placing one more evicts the oldest.
@@ -31,6 +38,9 @@ pub const HOLD_CAPACITY: u64 = 1_000_000;
 
 /// Reversals remembered for [`Simulator::reversals`].
 pub const REVERSAL_LOG_CAPACITY: usize = 10_000;
+
+/// Advices remembered for [`Simulator::advices`].
+pub const ADVICE_LOG_CAPACITY: usize = 10_000;
 
 /// Fields a response copies from its request when present. Never 14, 35, 52 or 55:
 /// card secrets do not travel back.
@@ -53,6 +63,8 @@ pub enum SimulatorError {
     Spec(#[from] SpecError),
     #[error("simulator header: {0}")]
     Header(#[from] ParseLengthHeaderError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("simulator cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,6 +84,26 @@ pub enum ReversalOutcome {
     Unmatched,
     /// A rule decided the answer; no hold was touched.
     ByRule,
+}
+
+impl ReversalOutcome {
+    /// As the record file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReversalOutcome::Released => "released",
+            ReversalOutcome::Duplicate => "duplicate",
+            ReversalOutcome::Unmatched => "unmatched",
+            ReversalOutcome::ByRule => "by-rule",
+        }
+    }
+}
+
+/// What deciding a request did besides answering it, for the record file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    None,
+    Reversal(ReversalOutcome),
+    Advice(AdviceOutcome),
 }
 
 /// One reversal the simulator received.
@@ -109,7 +141,10 @@ pub struct SimStats {
     /// Reversals whose original had already been reversed.
     pub reversals_duplicate: u64,
     pub reversals_unmatched: u64,
+    /// Advices received, repeats included.
     pub advices: u64,
+    /// Advices that repeated one already received.
+    pub advices_duplicate: u64,
     /// Frames that did not decode as a message of the spec.
     pub undecodable: u64,
 }
@@ -123,7 +158,9 @@ pub struct Simulator {
     holds: Holds,
     auth_codes: AtomicU32,
     counters: Counters,
-    reversals: ReversalLog,
+    reversals: RecentLog<ReversalRecord>,
+    advices: RecentLog<AdviceRecord>,
+    seen_advices: SeenAdvices,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -180,35 +217,47 @@ impl Simulator {
             holds: Holds::new(capacity),
             auth_codes: AtomicU32::new(1),
             counters: Counters::new(),
-            reversals: ReversalLog::new(REVERSAL_LOG_CAPACITY),
+            reversals: RecentLog::new(REVERSAL_LOG_CAPACITY),
+            advices: RecentLog::new(ADVICE_LOG_CAPACITY),
+            seen_advices: SeenAdvices::new(SEEN_ADVICE_CAPACITY),
         })
     }
 
     /// Decides the answer to `request` and applies its effects (holds, credits,
     /// counters). Never panics on any message content.
     pub fn decide(&self, request: &Message) -> Decision {
-        let decision = self.decide_uncounted(request);
-        self.counters.count(&decision);
-        decision
+        self.decide_with_effect(request).0
     }
 
-    fn decide_uncounted(&self, request: &Message) -> Decision {
+    /// As [`Simulator::decide`], also saying what became of a reversal or an
+    /// advice (the TCP server records it).
+    pub(crate) fn decide_with_effect(&self, request: &Message) -> (Decision, Effect) {
+        let (decision, effect) = self.decide_uncounted(request);
+        self.counters.count(&decision);
+        (decision, effect)
+    }
+
+    fn decide_uncounted(&self, request: &Message) -> (Decision, Effect) {
         let mti = request.mti();
         if !mti.is_request() {
             // Unsolicited responses get no answer.
-            return Decision::Drop;
+            return (Decision::Drop, Effect::None);
         }
         let ruled = self.rules.first_match(request);
-        match kind(mti) {
+        let decision = match kind(mti) {
             Kind::Authorization => match ruled {
                 Some(action) => self.act(request, action, &ECHO_FIELDS, true),
                 None => self.authorize(request),
             },
-            Kind::Reversal => self.reverse(request, ruled),
+            Kind::Reversal => {
+                let (decision, outcome) = self.reverse(request, ruled);
+                return (decision, Effect::Reversal(outcome));
+            }
             Kind::Advice => {
-                self.counters.advices.fetch_add(1, Ordering::Relaxed);
+                let outcome = self.note_advice(request);
                 let action = ruled.unwrap_or(APPROVE);
-                self.act(request, action, &ECHO_FIELDS, false)
+                let decision = self.act(request, action, &ECHO_FIELDS, false);
+                return (decision, Effect::Advice(outcome));
             }
             Kind::NetworkManagement => match ruled {
                 Some(action) => self.act(request, action, &NETWORK_ECHO_FIELDS, false),
@@ -218,7 +267,31 @@ impl Simulator {
                 let action = ruled.unwrap_or(respond(ResponseCode::INVALID_TRANSACTION));
                 self.act(request, action, &ECHO_FIELDS, false)
             }
+        };
+        (decision, Effect::None)
+    }
+
+    /// Counts and logs an advice; a repeat of one already received is logged
+    /// as a duplicate. Advices move no money here: the simulator holds nothing
+    /// for them.
+    fn note_advice(&self, advice: &Message) -> AdviceOutcome {
+        self.counters.advices.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.seen_advices.note(advice);
+        if outcome == AdviceOutcome::Duplicate {
+            self.counters
+                .advices_duplicate
+                .fetch_add(1, Ordering::Relaxed);
         }
+        self.advices.push(AdviceRecord {
+            mti: advice.mti(),
+            stan: advice.stan().ok(),
+            masked_pan: advice.get_str(2).map(mask_pan),
+            amount: advice.amount().ok().map(|a| a.0),
+            auth_code: advice.get_str(38).map(str::to_owned),
+            response_code: advice.get_str(39).map(str::to_owned),
+            outcome,
+        });
+        outcome
     }
 
     /// Account checks for an authorization no rule decided.
@@ -322,7 +395,7 @@ impl Simulator {
         }
     }
 
-    fn reverse(&self, request: &Message, ruled: Option<Action>) -> Decision {
+    fn reverse(&self, request: &Message, ruled: Option<Action>) -> (Decision, ReversalOutcome) {
         self.counters
             .reversals_received
             .fetch_add(1, Ordering::Relaxed);
@@ -336,7 +409,8 @@ impl Simulator {
         };
         if let Some(action) = ruled {
             self.reversals.push(record);
-            return self.act(request, action, &REVERSAL_ECHO_FIELDS, false);
+            let decision = self.act(request, action, &REVERSAL_ECHO_FIELDS, false);
+            return (decision, ReversalOutcome::ByRule);
         }
         let terminal = request.get(41).unwrap_or_default();
         let keys = match original {
@@ -382,7 +456,8 @@ impl Simulator {
         counter.fetch_add(1, Ordering::Relaxed);
         record.outcome = outcome;
         self.reversals.push(record);
-        self.act(request, APPROVE, &REVERSAL_ECHO_FIELDS, false)
+        let decision = self.act(request, APPROVE, &REVERSAL_ECHO_FIELDS, false);
+        (decision, outcome)
     }
 
     fn network_management(&self, request: &Message) -> Decision {
@@ -448,6 +523,12 @@ impl Simulator {
     /// The last [`REVERSAL_LOG_CAPACITY`] reversals received, oldest first.
     pub fn reversals(&self) -> Vec<ReversalRecord> {
         self.reversals.list()
+    }
+
+    /// The last [`ADVICE_LOG_CAPACITY`] advices received, oldest first,
+    /// repeats included (as [`AdviceOutcome::Duplicate`]).
+    pub fn advices(&self) -> Vec<AdviceRecord> {
+        self.advices.list()
     }
 
     /// The available balance of the configured account `pan`.
@@ -550,6 +631,7 @@ struct Counters {
     reversals_duplicate: AtomicU64,
     reversals_unmatched: AtomicU64,
     advices: AtomicU64,
+    advices_duplicate: AtomicU64,
     undecodable: AtomicU64,
 }
 
@@ -565,6 +647,7 @@ impl Counters {
             reversals_duplicate: AtomicU64::new(0),
             reversals_unmatched: AtomicU64::new(0),
             advices: AtomicU64::new(0),
+            advices_duplicate: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
         }
     }
@@ -617,60 +700,9 @@ impl Counters {
             reversals_duplicate: load(&self.reversals_duplicate),
             reversals_unmatched: load(&self.reversals_unmatched),
             advices: load(&self.advices),
+            advices_duplicate: load(&self.advices_duplicate),
             undecodable: load(&self.undecodable),
         }
-    }
-}
-
-/// A ring slot: the record and the sequence number it was written under.
-type LogSlot = Mutex<Option<(u64, ReversalRecord)>>;
-
-/// A ring of the last reversals. Each writer claims its own slot by sequence
-/// number, so writers only contend when the ring has wrapped onto them.
-struct ReversalLog {
-    slots: Box<[LogSlot]>,
-    next: AtomicU64,
-}
-
-impl ReversalLog {
-    fn new(capacity: usize) -> ReversalLog {
-        ReversalLog {
-            slots: (0..capacity.max(1)).map(|_| Mutex::new(None)).collect(),
-            next: AtomicU64::new(0),
-        }
-    }
-
-    fn slot(&self, seq: u64) -> &LogSlot {
-        &self.slots[(seq % self.slots.len() as u64) as usize]
-    }
-
-    fn push(&self, record: ReversalRecord) {
-        let seq = self.next.fetch_add(1, Ordering::AcqRel);
-        let mut slot = self
-            .slot(seq)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // A slow writer must not overwrite a newer record that wrapped past it.
-        if !matches!(&*slot, Some((held, _)) if *held > seq) {
-            *slot = Some((seq, record));
-        }
-    }
-
-    fn list(&self) -> Vec<ReversalRecord> {
-        let end = self.next.load(Ordering::Acquire);
-        let start = end.saturating_sub(self.slots.len() as u64);
-        (start..end)
-            .filter_map(|seq| {
-                let slot = self
-                    .slot(seq)
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                match &*slot {
-                    Some((held, record)) if *held == seq => Some(record.clone()),
-                    _ => None,
-                }
-            })
-            .collect()
     }
 }
 
@@ -1098,21 +1130,99 @@ mod tests {
     }
 
     #[test]
-    fn advice_is_acknowledged_and_counted() {
+    fn advice_is_acknowledged_with_its_identity_and_counted() {
         let sim = simulator(CONFIG);
-        let (response, _) = respond(sim.decide(&message(
+        let advice = message(
             "0220",
-            &[(2, CARD), (4, "000000000100"), (11, "000005")],
-        )));
+            &[
+                (2, CARD),
+                (3, "000000"),
+                (4, "000000000100"),
+                (7, "1207181500"),
+                (11, "000005"),
+                (37, "634218000005"),
+                (38, "A1B2C3"),
+                (39, "00"),
+                (41, "TERM0001"),
+            ],
+        );
+        let (response, _) = respond(sim.decide(&advice));
         assert_eq!(response.mti(), Mti::from_static("0230"));
         assert_eq!(response.get_str(39), Some("00"));
-        assert!(!response.has(38));
+        for n in [2, 3, 4, 7, 11, 37, 41] {
+            assert_eq!(response.get(n), advice.get(n), "field {n} echoed");
+        }
+        assert!(!response.has(38), "the simulator approves nothing new");
         assert_eq!(
             code_of(sim.decide(&message("0121", &[(11, "000006")]))),
             "00"
         );
         assert_eq!(sim.stats().advices, 2);
         assert_eq!(sim.balance(CARD), Some(100_000));
+        let records = sim.advices();
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records[0],
+            AdviceRecord {
+                mti: Mti::from_static("0220"),
+                stan: Some(Stan(5)),
+                masked_pan: Some("411111******1111".to_owned()),
+                amount: Some(100),
+                auth_code: Some("A1B2C3".to_owned()),
+                response_code: Some("00".to_owned()),
+                outcome: AdviceOutcome::Received,
+            }
+        );
+        assert_eq!(records[1].mti, Mti::from_static("0121"));
+        assert_eq!(records[1].masked_pan, None);
+    }
+
+    #[test]
+    fn repeated_advice_is_answered_again_and_logged_as_a_duplicate() {
+        let sim = simulator(CONFIG);
+        let advice = message(
+            "0120",
+            &[
+                (2, CARD),
+                (4, "000000000100"),
+                (7, "1207181500"),
+                (11, "000005"),
+                (41, "TERM0001"),
+            ],
+        );
+        assert_eq!(code_of(sim.decide(&advice)), "00");
+        let mut repeat = advice.clone();
+        repeat.set_mti(Mti::from_static("0121"));
+        for _ in 0..2 {
+            let (response, _) = respond(sim.decide(&repeat));
+            assert_eq!(response.mti(), Mti::from_static("0130"));
+            assert_eq!(response.get_str(39), Some("00"));
+            assert_eq!(response.get_str(11), Some("000005"));
+        }
+        let outcomes: Vec<_> = sim.advices().iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                AdviceOutcome::Received,
+                AdviceOutcome::Duplicate,
+                AdviceOutcome::Duplicate
+            ]
+        );
+        let stats = sim.stats();
+        assert_eq!((stats.advices, stats.advices_duplicate), (3, 2));
+    }
+
+    #[test]
+    fn decide_with_effect_names_the_reversal_and_advice_outcomes() {
+        let sim = simulator(CONFIG);
+        let (_, effect) = sim.decide_with_effect(&purchase(CARD, 1000, 42));
+        assert_eq!(effect, Effect::None);
+        let (_, effect) = sim.decide_with_effect(&reversal_by_field_90("000042"));
+        assert_eq!(effect, Effect::Reversal(ReversalOutcome::Released));
+        let (_, effect) = sim.decide_with_effect(&reversal_by_field_90("000042"));
+        assert_eq!(effect, Effect::Reversal(ReversalOutcome::Duplicate));
+        let (_, effect) = sim.decide_with_effect(&message("0120", &[(37, "634218000009")]));
+        assert_eq!(effect, Effect::Advice(AdviceOutcome::Received));
     }
 
     #[test]
@@ -1163,22 +1273,6 @@ mod tests {
         }
         assert_eq!(code_slot(b"0-"), None);
         assert_eq!(code_slot(b"000"), None);
-    }
-
-    #[test]
-    fn reversal_log_keeps_the_most_recent_records() {
-        let log = ReversalLog::new(3);
-        for stan in 1..=5 {
-            log.push(ReversalRecord {
-                mti: Mti::from_static("0400"),
-                original_stan: Some(Stan(stan)),
-                masked_pan: None,
-                amount: None,
-                outcome: ReversalOutcome::Unmatched,
-            });
-        }
-        let stans: Vec<_> = log.list().iter().map(|r| r.original_stan).collect();
-        assert_eq!(stans, vec![Some(Stan(3)), Some(Stan(4)), Some(Stan(5))]);
     }
 
     #[test]

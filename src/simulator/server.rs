@@ -1,6 +1,7 @@
 //! The simulator on a socket: one task per connection answers every framed request
 //! as [`Simulator::decide`] says, several in flight at once, delayed answers on
-//! their own timers, and answers coalesced into few writes.
+//! their own timers, and answers coalesced into few writes. With a record
+//! file, each message's line is in the file before its answer is written.
 
 use std::future::poll_fn;
 use std::io;
@@ -15,6 +16,7 @@ use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::config::SimulatorConfig;
+use super::record::{self, Answered, Line, LineNo, RecordError, Recorder};
 use super::{Decision, Simulator, SimulatorError};
 use crate::frame::{Frame, FrameCodec, FrameConfig};
 use crate::iso8583::{Message, Spec};
@@ -45,6 +47,18 @@ pub async fn serve(
     frame: FrameConfig,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    serve_recording(sim, listener, spec, frame, None, shutdown).await
+}
+
+/// As [`serve`], writing each message received to `record` first.
+async fn serve_recording(
+    sim: Arc<Simulator>,
+    listener: TcpListener,
+    spec: Arc<Spec>,
+    frame: FrameConfig,
+    record: Option<Arc<Recorder>>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -58,6 +72,7 @@ pub async fn serve(
                         sim.clone(),
                         spec.clone(),
                         frame,
+                        record.clone(),
                         shutdown.child_token(),
                     ));
                 }
@@ -78,8 +93,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Resolves the spec and framing of `config`, binds `config.bind` and spawns
-/// [`serve`] with a new simulator. Returns the bound address (useful with port 0).
+/// Resolves the spec and framing of `config`, opens its record file if it
+/// names one, binds `config.bind` and spawns [`serve`] with a new simulator.
+/// Returns the bound address (useful with port 0).
 pub async fn bind_and_serve(
     config: &SimulatorConfig,
     shutdown: CancellationToken,
@@ -101,6 +117,16 @@ pub async fn bind_and_serve_with(
         header_includes_self: config.header_includes_self,
         ..FrameConfig::default()
     };
+    // Before binding: a bad path is the one error, not a port taken for nothing.
+    let record = match &config.record {
+        Some(path) => Some(Arc::new(Recorder::open(path).map_err(|source| {
+            RecordError {
+                path: path.clone(),
+                source,
+            }
+        })?)),
+        None => None,
+    };
     let bind_error = |source| SimulatorError::Bind {
         addr: config.bind,
         source,
@@ -110,7 +136,9 @@ pub async fn bind_and_serve_with(
     tracing::info!(%addr, spec = %config.spec.display(), "issuer simulator listening");
     Ok((
         addr,
-        tokio::spawn(serve(sim, listener, spec, frame, shutdown)),
+        tokio::spawn(serve_recording(
+            sim, listener, spec, frame, record, shutdown,
+        )),
     ))
 }
 
@@ -122,13 +150,15 @@ pub async fn bind_and_serve_with(
 /// decision, a framing error or a failed write. A `close` or a framing error
 /// still writes the answers decided before it; delayed ones are dropped. A
 /// peer that stops sending still gets the answers already due, delayed ones
-/// included.
+/// included. With a record, answers are written only once the record holds
+/// their lines (`recorded_before`).
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     sim: Arc<Simulator>,
     spec: Arc<Spec>,
     frame: FrameConfig,
+    record: Option<Arc<Recorder>>,
     closing: CancellationToken,
 ) {
     // Responses are small and latency matters more than packet count.
@@ -139,7 +169,10 @@ async fn connection(
     let mut frames = FramedRead::new(read_half, FrameCodec::new(frame));
     let mut writer = FramedWrite::new(write_half, FrameCodec::new(frame));
     let mut encoder = FrameCodec::new(frame);
-    let (delayed_tx, mut delayed_rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let (delayed_tx, mut delayed_rx) = mpsc::channel::<(Frame, LineNo)>(WRITE_QUEUE);
+    let mut progress = record.as_ref().map(|record| record.progress());
+    // The last record line of an answer in the write buffer (or of a close).
+    let mut recorded_before: LineNo = 0;
     // Dropped when reading ends, so the channel closes after the last delayed answer.
     let mut delayed_tx = Some(delayed_tx);
     let mut delayed_open = true;
@@ -181,8 +214,10 @@ async fn connection(
                         }
                     };
                     let Some(tx) = delayed_tx.as_ref() else { break };
-                    match answer(&sim, &spec, &request_frame, peer) {
+                    let (answer, line) = answer(&sim, &spec, &request_frame, peer, record.as_deref());
+                    match answer {
                         Answer::Now(out) => {
+                            recorded_before = recorded_before.max(line);
                             if let Err(error) = encoder.encode(out, writer.write_buffer_mut()) {
                                 tracing::error!(%peer, %error, "simulator: response not framed; not sent");
                             }
@@ -194,13 +229,14 @@ async fn connection(
                                 tokio::select! {
                                     _ = closing.cancelled() => {}
                                     _ = tokio::time::sleep(delay) => {
-                                        let _ = tx.send(out).await;
+                                        let _ = tx.send((out, line)).await;
                                     }
                                 }
                             });
                         }
                         Answer::None => {}
                         Answer::Close => {
+                            recorded_before = recorded_before.max(line);
                             closing.cancel();
                             flush_before_close = true;
                             break 'connection;
@@ -217,14 +253,18 @@ async fn connection(
                 }
             }
             out = delayed_rx.recv(), if room && delayed_open => match out {
-                Some(out) => {
+                Some((out, line)) => {
+                    recorded_before = recorded_before.max(line);
                     if let Err(error) = encoder.encode(out, writer.write_buffer_mut()) {
                         tracing::error!(%peer, %error, "simulator: response not framed; not sent");
                     }
                 }
                 None => delayed_open = false,
             },
-            flushed = poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx)), if buffered > 0 => {
+            flushed = async {
+                record::written(progress.as_mut(), recorded_before).await;
+                poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx)).await
+            }, if buffered > 0 => {
                 if let Err(error) = flushed {
                     tracing::debug!(%peer, %error, "simulator: write failed, closing connection");
                     closing.cancel();
@@ -235,8 +275,11 @@ async fn connection(
     }
     // Answers already decided moved money (a debit, a hold): they go out
     // before the close, or the acquirer times out on an approval it paid for.
-    if flush_before_close && !writer.write_buffer().is_empty() {
-        let flush = poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx));
+    if flush_before_close {
+        let flush = async {
+            record::written(progress.as_mut(), recorded_before).await;
+            poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx)).await
+        };
         match tokio::time::timeout(CLOSE_FLUSH_LIMIT, flush).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -257,9 +300,16 @@ enum Answer {
     Close,
 }
 
-/// Decodes and decides one request. An undecodable one is counted and skipped:
-/// the framing is intact, so the next frame can still be served.
-fn answer(sim: &Simulator, spec: &Spec, request_frame: &Frame, peer: SocketAddr) -> Answer {
+/// Decodes and decides one request, and queues its line to `record`. An
+/// undecodable one is counted and skipped: the framing is intact, so the next
+/// frame can still be served. Also returns the number of the record line.
+fn answer(
+    sim: &Simulator,
+    spec: &Spec,
+    request_frame: &Frame,
+    peer: SocketAddr,
+    record: Option<&Recorder>,
+) -> (Answer, LineNo) {
     let request = match Message::decode(spec, request_frame.payload.clone()) {
         Ok(request) => request,
         Err(error) => {
@@ -272,23 +322,39 @@ fn answer(sim: &Simulator, spec: &Spec, request_frame: &Frame, peer: SocketAddr)
                 kind = %error.kind(),
                 "simulator: message does not decode; ignored"
             );
-            return Answer::None;
+            let line = record.map_or(0, |record| record.append(&Line::undecodable()));
+            return (Answer::None, line);
         }
     };
-    match sim.decide(&request) {
-        Decision::Respond { response, delay } => match encode(spec, request_frame, &response) {
-            None => Answer::None,
-            Some(out) => match delay {
-                None => Answer::Now(out),
-                Some(delay) => Answer::Later(out, delay),
-            },
+    let (decision, effect) = sim.decide_with_effect(&request);
+    let (answer, answered) = match &decision {
+        Decision::Respond { response, delay } => match encode(spec, request_frame, response) {
+            None => (Answer::None, Answered::Drop),
+            Some(out) => {
+                let answer = match delay {
+                    None => Answer::Now(out),
+                    Some(delay) => Answer::Later(out, *delay),
+                };
+                (answer, Answered::of(&decision))
+            }
         },
-        Decision::Drop => Answer::None,
+        Decision::Drop => (Answer::None, Answered::Drop),
         Decision::Close => {
             tracing::debug!(%peer, mti = %request.mti(), "simulator: closing connection by rule");
-            Answer::Close
+            (Answer::Close, Answered::Close)
         }
-    }
+    };
+    let line = match record {
+        Some(record) => {
+            let delay = match &decision {
+                Decision::Respond { delay, .. } => *delay,
+                _ => None,
+            };
+            record.append(&Line::of(&request, &answered, effect).delayed(delay))
+        }
+        None => 0,
+    };
+    (answer, line)
 }
 
 /// The switch can run the simulator in process: its links ask it directly,
@@ -506,6 +572,47 @@ mod tests {
             "closed without the delayed answer"
         );
         assert!(TcpStream::connect(running.addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn recorded_lines_are_in_the_file_before_the_answer_or_the_close() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("record.jsonl");
+        let mut config: SimulatorConfig = toml::from_str(CONFIG).expect("valid config");
+        config.record = Some(path.clone());
+        let sim = Arc::new(Simulator::new(&config).expect("simulator builds"));
+        let shutdown = CancellationToken::new();
+        let (addr, task) = bind_and_serve_with(sim, &config, shutdown.clone())
+            .await
+            .expect("binds");
+        let spec = crate::specs::resolve(&config.spec).expect("built-in spec");
+        let recorded = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&path)
+                .expect("record readable")
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("whole JSON line"))
+                .collect()
+        };
+
+        let mut client = connect(addr).await;
+        send(&mut client, &spec, &purchase(1, "SLOW0001")).await;
+        assert!(receive(&mut client, &spec).await.is_some());
+        let lines = recorded();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            (&lines[0]["answer"], &lines[0]["delay_ms"]),
+            (&"00".into(), &1000.into())
+        );
+
+        let mut closing = connect(addr).await;
+        send(&mut closing, &spec, &purchase(2, "CLOSE001")).await;
+        assert!(is_closed(&mut closing).await);
+        let lines = recorded();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["answer"], "close");
+        assert_eq!(lines[1]["stan"], "000002");
+        shutdown.cancel();
+        task.await.expect("joins").expect("serves");
     }
 
     #[tokio::test]
