@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::ListenerContext;
 use crate::frame::{Frame, FrameCodec, FrameError};
-use crate::iso8583::Message;
+use crate::iso8583::{CodecError, Message, Spec};
 use crate::switch::outcome::Refusal;
-use crate::switch::{response_to, Switch};
+use crate::switch::{response_to, Switch, Undo};
 
 /// Messages being answered at once on one connection; beyond this the
 /// connection stops reading, so a flooding terminal slows only itself.
@@ -48,6 +48,11 @@ pub(super) async fn serve<S>(
     let listener = context.inbound.listener.clone();
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;
+    // Approvals in the write buffer since the last completed flush: if the
+    // terminal is gone before they are written, they are reversed.
+    let mut unflushed: Vec<Undo> = Vec::new();
+    // The terminal is gone: answers still coming have nowhere to go.
+    let mut broken = false;
     // The idle timer is re-armed only when it fires, not per frame: resetting a
     // timer on every message costs more than the rest of the loop turn. A
     // connection is idle when it has neither sent a frame nor been answered
@@ -58,8 +63,8 @@ pub(super) async fn serve<S>(
 
     loop {
         let buffered = writer.write_buffer().len();
-        let room = buffered < WRITE_HIGH_WATER;
-        if !reading && in_flight.is_empty() && buffered == 0 {
+        let room = buffered < WRITE_HIGH_WATER || broken;
+        if !reading && in_flight.is_empty() && (buffered == 0 || broken) {
             break;
         }
         tokio::select! {
@@ -70,8 +75,16 @@ pub(super) async fn serve<S>(
                 last_frame = Instant::now();
                 let mut next = Some(response);
                 while let Some(response) = next {
-                    if let Some(frame) = response {
-                        queue(&mut encoder, &mut writer, &frame, &listener);
+                    if let Some((frame, undo)) = response {
+                        if broken {
+                            if let Some(undo) = undo {
+                                undo_later(&switch, undo);
+                            }
+                        } else if queue(&mut encoder, &mut writer, &frame, &listener) {
+                            unflushed.extend(undo);
+                        } else if let Some(undo) = undo {
+                            undo_later(&switch, undo);
+                        }
                     }
                     if writer.write_buffer().len() >= WRITE_HIGH_WATER {
                         break;
@@ -121,26 +134,67 @@ pub(super) async fn serve<S>(
                     idle.as_mut().reset(due);
                 }
             }
-            flushed = poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx)), if buffered > 0 => {
+            flushed = poll_fn(|cx| SinkExt::<Frame>::poll_flush_unpin(&mut writer, cx)), if buffered > 0 && !broken => {
                 if flushed.is_err() {
                     // The terminal is gone: its answers have nowhere to go.
-                    break;
+                    // What is still being answered is seen through, so no
+                    // approval is left at the issuer unreversed.
+                    broken = true;
+                    reading = false;
+                    writer.write_buffer_mut().clear();
+                    for undo in unflushed.drain(..) {
+                        undo_later(&switch, undo);
+                    }
+                } else {
+                    unflushed.clear();
                 }
             }
         }
     }
 }
 
-/// Appends one response to the write buffer.
+/// Appends one response to the write buffer; false when it does not fit the
+/// framing and is not sent.
 fn queue<W>(
     encoder: &mut FrameCodec,
     writer: &mut FramedWrite<W, FrameCodec>,
     frame: &Frame,
     listener: &str,
-) {
-    if let Err(e) = encoder.encode(frame, writer.write_buffer_mut()) {
-        tracing::error!(listener = %listener, error = %e, "response does not fit the framing; not sent");
+) -> bool {
+    match encoder.encode(frame, writer.write_buffer_mut()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(listener = %listener, error = %e, "response does not fit the framing; not sent");
+            false
+        }
     }
+}
+
+/// The 96 that replaces a response that does not encode: what it echoes is
+/// dropped field by field until it encodes (the field that failed may be one
+/// it echoes), never the card number.
+fn encode_fallback(spec: &Spec, response: &Message, error: CodecError) -> Option<Vec<u8>> {
+    let mut fallback = response_to(response, Refusal::Encode(error));
+    fallback.remove(2);
+    // At most every echoed field once, then the bare MTI and field 39.
+    for _ in 0..16 {
+        match fallback.encode(spec) {
+            Ok(payload) => return Some(payload),
+            Err(e) => match e.field() {
+                Some(n) if n != 39 && fallback.has(n) => {
+                    fallback.remove(n);
+                }
+                _ => return None,
+            },
+        }
+    }
+    None
+}
+
+/// Reverses an approval its terminal will not get, off the connection's task.
+fn undo_later(switch: &Arc<Switch>, undo: Undo) {
+    let switch = switch.clone();
+    tokio::spawn(async move { switch.undo(undo).await });
 }
 
 fn framing_error(listener: &str, e: &FrameError) {
@@ -157,10 +211,17 @@ fn framing_error(listener: &str, e: &FrameError) {
 /// 30, echoing what could be read of it (STAN, terminal id) so the terminal
 /// can tell which request was refused; a response, or a message whose MTI
 /// cannot be read, gets no answer.
-async fn answer(context: &ListenerContext, switch: &Switch, frame: Frame) -> Option<Frame> {
+async fn answer(
+    context: &ListenerContext,
+    switch: &Switch,
+    frame: Frame,
+) -> Option<(Frame, Option<Undo>)> {
     let spec = &context.spec;
-    let response = match Message::decode(spec, frame.payload.clone()) {
-        Ok(request) => switch.handle(&context.inbound, request).await?,
+    let (response, undo) = match Message::decode(spec, frame.payload.clone()) {
+        Ok(request) => {
+            let answer = switch.answer(&context.inbound, request).await?;
+            (answer.message, answer.undo)
+        }
         Err(e) => {
             metrics::counter!(
                 "isoswitch_decode_errors_total",
@@ -182,17 +243,19 @@ async fn answer(context: &ListenerContext, switch: &Switch, frame: Frame) -> Opt
                 // Answering a response could pass for the answer to a request.
                 return None;
             }
-            response_to(&readable, Refusal::Decode(e))
+            (response_to(&readable, Refusal::Decode(e)), None)
         }
     };
-    let payload = match response.encode(spec) {
-        Ok(p) => p,
+    let (payload, undo) = match response.encode(spec) {
+        Ok(p) => (p, undo),
         Err(e) => {
             tracing::error!(listener = %context.inbound.listener, part = %e.part(), kind = %e.kind(), "response does not encode");
-            let mut fallback = response_to(&response, Refusal::Encode(e));
-            fallback.remove(2);
-            fallback.encode(spec).ok()?
+            // The terminal gets 96, not the approval: the issuer's is undone.
+            if let Some(undo) = undo {
+                switch.undo(undo).await;
+            }
+            (encode_fallback(spec, &response, e)?, None)
         }
     };
-    Some(frame.response(payload))
+    Some((frame.response(payload), undo))
 }

@@ -12,11 +12,14 @@ use super::events::{TransactionDone, UnsolicitedResponse};
 use super::journaling::{outcome_of, record_answered, txn_start};
 use super::originals::{Original, OriginalKey, RiskHold};
 use super::outcome::{ChannelRefusal, Outcome, Refusal};
+use super::stand_in::StandIn;
 use super::{Inbound, Switch};
 use crate::channel::Channel;
 use crate::iso8583::fields::ProcessingCode;
-use crate::iso8583::{FieldError, Message, Mti};
-use crate::journal::{now_ms, DecidedBy, Forward, ReversalFields, SafKind, TxnId};
+use crate::iso8583::{FieldError, Message, Mti, ResponseCode};
+use crate::journal::{
+    now_ms, ClearPan, DecidedBy, Forward, ReversalFields, SafKind, TimeRange, TxnId, TxnQuery,
+};
 use crate::risk::{Held, RiskContext, RiskRules, Timestamp};
 use crate::upstream::{reversal_for, UpstreamError};
 
@@ -63,7 +66,23 @@ pub fn response_to(request: &Message, outcome: impl Into<Outcome>) -> Message {
     response
 }
 
-pub(super) async fn handle(sw: &Switch, from: &Inbound, request: Message) -> Option<Message> {
+/// An approval that must reach its terminal: if it does not (the connection
+/// broke, or the answer does not encode for it), [`Switch::undo`] reverses it.
+#[derive(Debug)]
+pub struct Undo {
+    pub(super) txn: TxnId,
+    pub(super) issuer: Arc<str>,
+}
+
+/// The switch's answer to one message, and how to take it back if the
+/// terminal never gets it.
+#[derive(Debug)]
+pub struct Answer {
+    pub message: Message,
+    pub undo: Option<Undo>,
+}
+
+pub(super) async fn handle(sw: &Switch, from: &Inbound, request: Message) -> Option<Answer> {
     // One span per transaction: every line logged inside (issuer link warnings,
     // risk decisions) carries the listener, route and RRN. Fields are filled in
     // as the stages learn them; nothing here holds card data.
@@ -79,9 +98,10 @@ pub(super) async fn handle(sw: &Switch, from: &Inbound, request: Message) -> Opt
     handle_in_span(sw, from, request).instrument(span).await
 }
 
-async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option<Message> {
+async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option<Answer> {
     let started = Instant::now();
     let kind = classify(request.mti());
+    let mut undo = None;
     let (response, route) = match kind {
         Kind::Response => {
             UnsolicitedResponse {
@@ -92,7 +112,7 @@ async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option
             return None;
         }
         Kind::Network => (network(&request), None),
-        Kind::Request => authorize(sw, from, &request).await,
+        Kind::Request => authorize(sw, from, &request, &mut undo).await,
         Kind::Advice => advice(sw, from, &request).await,
         Kind::Reversal => reverse(sw, &request).await,
         Kind::Unsupported => (response_to(&request, Refusal::Unsupported), None),
@@ -109,7 +129,10 @@ async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option
         elapsed: started.elapsed(),
     }
     .emit();
-    Some(response)
+    Some(Answer {
+        message: response,
+        undo,
+    })
 }
 
 /// MTIs the switch handles, as a bounded label set.
@@ -240,7 +263,13 @@ fn settle_risk(risk: Option<&RiskRules>, request: &Message, held: &Held, approve
 }
 
 /// 0100/0200: check, route, journal, forward, journal the outcome, answer.
-async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, Option<Arc<str>>) {
+/// An approval comes with its `undo`.
+async fn authorize(
+    sw: &Switch,
+    from: &Inbound,
+    request: &Message,
+    undo: &mut Option<Undo>,
+) -> (Message, Option<Arc<str>>) {
     let received_at_ms = now_ms();
     let started = Instant::now();
     // Answered by the switch before any issuer: journaled, then answered.
@@ -280,6 +309,7 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
     };
     let issuer = route.issuer.clone();
     let route_name = route.name.clone();
+    let stand_in = route.stand_in.clone();
     tracing::Span::current().record("route", route_name.as_ref());
     drop(snapshot);
 
@@ -401,12 +431,13 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
             if !e.is_upstream_fault() {
                 tracing::error!(issuer = issuer.name(), error = %e, "forwarding failed");
             }
+            let unreachable = e.is_upstream_fault();
             let refusal = Refusal::Upstream(e);
             let decided_by = refusal.decided_by();
             let response = answer(refusal);
             if sent {
                 // The issuer may have approved: its reversal is queued before
-                // the terminal hears 91.
+                // the terminal hears 91 (or a stand-in approval).
                 let _ = remember(true, None);
                 if sw
                     .queue_reversal(issuer.name(), txn, reversal)
@@ -416,13 +447,139 @@ async fn authorize(sw: &Switch, from: &Inbound, request: &Message) -> (Message, 
                     return (response, Some(route_name));
                 }
             }
+            let stood_in = match (&stand_in, unreachable) {
+                (Some(policy), true) => {
+                    stand_in_for(
+                        sw,
+                        request,
+                        &as_sent,
+                        policy,
+                        issuer.name(),
+                        txn,
+                        &route_name,
+                    )
+                    .await
+                }
+                _ => None,
+            };
+            let (response, decided_by, approved) = match stood_in {
+                Some(mut approval) => {
+                    if let Some(rrn) = generated_rrn {
+                        let _ = approval.set(37, rrn);
+                    }
+                    (approval, DecidedBy::StandIn, true)
+                }
+                None => (response, decided_by, false),
+            };
             let outcome = outcome_of(&response, decided_by, started);
-            let _ = sw.stores.journal.record_outcome(txn, outcome).await;
-            (response, false)
+            match sw.stores.journal.record_outcome(txn, outcome).await {
+                Ok(()) => (response, approved),
+                // A stand-in approval the journal cannot hold is not given;
+                // its advice is queued, and the issuer declines nothing it
+                // never approved.
+                Err(e) if approved => (answer(Refusal::Storage(e)), false),
+                Err(_) => (response, false),
+            }
         }
     };
     settle_risk(risk.as_deref(), request, &held, approved);
+    if approved {
+        *undo = Some(Undo {
+            txn,
+            issuer: issuer.shared_name(),
+        });
+    }
     (response, Some(route_name))
+}
+
+/// Approves `request` in the issuer's place when its route's limits allow,
+/// and queues the advice (0120/0220, carrying the switch's auth code) that
+/// tells the issuer; behind the original's reversal, where there is one. None
+/// (answer 91) when the limits refuse or the advice cannot be queued.
+async fn stand_in_for(
+    sw: &Switch,
+    request: &Message,
+    as_sent: &Message,
+    policy: &StandIn,
+    issuer: &str,
+    txn: TxnId,
+    route: &str,
+) -> Option<Message> {
+    let approvals_today = match stand_in_approvals_today(sw, request).await {
+        Ok(count) => count,
+        Err(e) => {
+            tracing::warn!(route, error = %e, "stand-in refused: the card's approvals today cannot be counted");
+            metrics::counter!("isoswitch_stand_in_total", "result" => "storage").increment(1);
+            return None;
+        }
+    };
+    if let Err(refusal) = policy.check(request, approvals_today) {
+        metrics::counter!("isoswitch_stand_in_total", "result" => refusal.kind()).increment(1);
+        tracing::info!(route, pan = %request.masked_pan(), reason = %refusal, "stand-in refused; answering 91");
+        return None;
+    }
+    let auth_code = policy.auth_code();
+    let mut advice = as_sent.clone();
+    advice.set_mti(advice_mti(request.mti()));
+    let _ = advice.set(38, auth_code);
+    let _ = advice.set(39, ResponseCode::APPROVED.as_bytes());
+    if let Err(e) = sw
+        .queue_message(issuer, SafKind::Advice, Some(txn), &advice)
+        .await
+    {
+        tracing::error!(route, error = %e, "stand-in refused: its advice cannot be queued");
+        metrics::counter!("isoswitch_stand_in_total", "result" => "storage").increment(1);
+        return None;
+    }
+    metrics::counter!("isoswitch_stand_in_total", "result" => "approved").increment(1);
+    tracing::info!(
+        route,
+        issuer,
+        pan = %request.masked_pan(),
+        amount = request.get_str(4).unwrap_or("-"),
+        auth_code = %String::from_utf8_lossy(&auth_code),
+        "stood in for the issuer: approved, advice queued"
+    );
+    let mut approval = response_to(request, Outcome::Approved);
+    let _ = approval.set(38, auth_code);
+    Some(approval)
+}
+
+/// The advice that reports a stand-in approval of `original`: 0100 → 0120,
+/// 0200 → 0220 (repeats included).
+fn advice_mti(original: Mti) -> Mti {
+    let [version, class, ..] = *original.as_bytes();
+    Mti::new([version, class, b'2', b'0']).unwrap_or(original)
+}
+
+/// Stand-in approvals of this card since midnight UTC, from the journal.
+async fn stand_in_approvals_today(
+    sw: &Switch,
+    request: &Message,
+) -> Result<u32, crate::journal::JournalError> {
+    let Some(pan) = request.get_str(2).and_then(ClearPan::new) else {
+        return Ok(0);
+    };
+    let now = now_ms();
+    let midnight = now - now.rem_euclid(24 * 3600 * 1000);
+    let found = sw
+        .stores
+        .journal
+        .find(TxnQuery {
+            pan: Some(pan),
+            range: TimeRange {
+                since_ms: Some(midnight),
+                until_ms: None,
+            },
+            ..TxnQuery::default()
+        })
+        .await?;
+    let approvals = found
+        .iter()
+        .filter_map(|r| r.outcome.as_ref())
+        .filter(|o| o.decided_by == DecidedBy::StandIn && o.response_code.is_approval())
+        .count();
+    Ok(u32::try_from(approvals).unwrap_or(u32::MAX))
 }
 
 /// 0120/0220: the switch takes responsibility for delivery and acknowledges

@@ -26,7 +26,7 @@ use crate::risk::RiskError;
 use crate::route::BinTableError;
 use crate::simulator::{Simulator, SimulatorError};
 use crate::upstream::{SafSettings, UpstreamError};
-pub use handler::response_to;
+pub use handler::{response_to, Answer, Undo};
 use originals::Originals;
 pub use snapshot::Snapshot;
 
@@ -394,6 +394,35 @@ impl Switch {
         from: &Inbound,
         request: crate::iso8583::Message,
     ) -> Option<crate::iso8583::Message> {
+        self.answer(from, request).await.map(|a| a.message)
+    }
+
+    /// As [`Switch::handle`], with what undoes an approval the terminal does
+    /// not get: a connection hands it to [`Switch::undo`] when it cannot
+    /// deliver the answer.
+    pub async fn answer(&self, from: &Inbound, request: crate::iso8583::Message) -> Option<Answer> {
         handler::handle(self, from, request).await
+    }
+
+    /// Reverses an approval that never reached its terminal (the connection
+    /// broke, or the answer did not encode for it): its reversal is queued
+    /// once, as for a timeout.
+    pub async fn undo(&self, undo: Undo) {
+        let Undo { txn, issuer } = undo;
+        metrics::counter!("isoswitch_undelivered_approvals_total").increment(1);
+        let fields = match self.stores.journal.reversal_fields(txn).await {
+            Ok(Some(fields)) => fields,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(txn = txn.0, error = %e, "approval not delivered and its reversal cannot be read; the journal keeps the transaction");
+                return;
+            }
+        };
+        tracing::warn!(
+            issuer = %issuer,
+            txn = txn.0,
+            "approval not delivered to the terminal; reversing it"
+        );
+        let _ = self.queue_reversal(&issuer, txn, fields).await;
     }
 }

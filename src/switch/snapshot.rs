@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::stand_in::StandIn;
 use super::SwitchError;
 use crate::config::{Config, IssuerConfig};
 use crate::risk::{RiskRules, RiskState};
@@ -37,6 +38,9 @@ impl Drop for StartedIssuers {
 pub struct Route {
     pub name: Arc<str>,
     pub issuer: Issuer,
+    /// Whether, and within which limits, the switch approves for the issuer
+    /// when it cannot be reached.
+    pub stand_in: Option<Arc<StandIn>>,
 }
 
 /// Everything a transaction reads from configuration.
@@ -116,6 +120,7 @@ impl Snapshot {
             route_list.push(Route {
                 name: Arc::from(rc.name.as_str()),
                 issuer: entry.issuer.clone(),
+                stand_in: rc.stand_in.as_ref().map(|c| Arc::new(StandIn::new(c))),
             });
         }
         let retired = previous

@@ -16,4 +16,10 @@ pub type Delivery<'a> = Pin<Box<dyn Future<Output = Result<Message, UpstreamErro
 /// `deadline`. Nothing is reversed on failure: the caller repeats it.
 pub trait Deliver: Send + Sync + 'static {
     fn deliver(&self, message: Message, deadline: Instant) -> Delivery<'_>;
+
+    /// Whether a delivery could go out now (a live link). Store-and-forward
+    /// waits rather than count attempts that could not be sent.
+    fn ready(&self) -> bool {
+        true
+    }
 }

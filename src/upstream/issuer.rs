@@ -387,6 +387,10 @@ impl Deliver for Issuer {
                 .map(|(response, _)| response)
         })
     }
+
+    fn ready(&self) -> bool {
+        self.is_available()
+    }
 }
 
 #[cfg(test)]

@@ -374,6 +374,11 @@ impl Run {
     /// taken; else the deliveries and whether the fetch came back full.
     async fn take_due(&mut self, room: usize) -> Option<(Vec<Pending<'static>>, bool)> {
         let (deliver, timeout) = self.directory.find(&self.shared.issuer)?;
+        if !deliver.ready() {
+            // No live link: nothing could go out, and an attempt counted now
+            // would make the first send a repeat.
+            return None;
+        }
         // Fetch a little more than there is room for: items in flight, or
         // waiting behind their transaction's reversal, are skipped.
         let limit = room + self.in_flight_items.len().min(room);

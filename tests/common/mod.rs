@@ -24,11 +24,12 @@ use futures_util::{SinkExt, StreamExt};
 use isoswitch::config::Config;
 use isoswitch::frame::{Frame, FrameCodec, Tpdu};
 use isoswitch::iso8583::{Message, Mti, Spec};
+use isoswitch::journal::Stores;
 use isoswitch::server::Listener;
 use isoswitch::simulator::Simulator;
 use isoswitch::simulator::SimulatorConfig;
 use isoswitch::switch::Switch;
-use isoswitch::upstream::Issuer;
+use isoswitch::upstream::{Issuer, SafSettings};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
@@ -123,6 +124,19 @@ impl TestSwitch {
     /// Starts the switch and every `[[listener]]` of `toml`, and waits until each
     /// issuer has a link up (so the first request does not race the links).
     pub async fn start(toml: &str) -> TestSwitch {
+        TestSwitch::start_with(toml, Stores::in_memory()).await
+    }
+
+    /// As [`TestSwitch::start`], journaling to `stores` (shared with a
+    /// later switch to play a restart).
+    pub async fn start_with(toml: &str, stores: Stores) -> TestSwitch {
+        let running = TestSwitch::start_with_issuers_down(toml, stores).await;
+        running.wait_for_issuers().await;
+        running
+    }
+
+    /// As [`TestSwitch::start_with`], without waiting for any issuer link.
+    pub async fn start_with_issuers_down(toml: &str, stores: Stores) -> TestSwitch {
         init_logging();
         let config = parse_config(toml);
         let shutdown = CancellationToken::new();
@@ -130,7 +144,8 @@ impl TestSwitch {
         for listener in &config.listeners {
             bound.push(Listener::bind(listener).await.expect("listener binds"));
         }
-        let switch = Switch::start(config, shutdown.clone()).expect("switch starts");
+        let switch = Switch::start_with(config, stores, SafSettings::default(), shutdown.clone())
+            .expect("switch starts");
         let mut listeners = HashMap::new();
         for listener in bound {
             let addr = listener
@@ -139,13 +154,11 @@ impl TestSwitch {
             listeners.insert(listener.name().to_string(), addr);
             tokio::spawn(listener.run(switch.clone(), shutdown.clone()));
         }
-        let running = TestSwitch {
+        TestSwitch {
             switch,
             listeners,
             shutdown,
-        };
-        running.wait_for_issuers().await;
-        running
+        }
     }
 
     /// Waits until every issuer of the current snapshot can take a request.
