@@ -271,6 +271,7 @@ fn find(args: &FindArgs) -> Result<()> {
         pan,
         range: args.range.range(),
         limit: args.limit,
+        ..TxnQuery::default()
     };
     let found = block_on(journal.find(query))??;
     journal.close();

@@ -17,11 +17,11 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use self::reader::Reader;
-use self::writer::{Request, SafRow, TxnRow, Write, Writer};
+use self::writer::{Applied, Request, SafRow, TxnRow, Write, Writer};
 use super::card_data::{saf_record, txn_record, CardVault, DataKey};
 use super::record::{
-    InDoubt, Outcome, ReversalFields, ReversalState, SafId, SafItem, SafNew, Stats, TimeRange,
-    TxnId, TxnQuery, TxnRecord, TxnStart,
+    InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId, SafItem, SafNew, Stats,
+    TimeRange, TxnId, TxnQuery, TxnRecord, TxnStart,
 };
 use super::{Durability, Health, HealthCell, Journal, JournalError, SafStore, StoreFuture};
 
@@ -36,6 +36,9 @@ pub struct SqliteOptions {
     pub queue_capacity: usize,
     /// Most records one commit takes.
     pub max_batch: usize,
+    /// Most rows of each table one retention commit deletes, so `purge`
+    /// never holds the write lock long.
+    pub purge_chunk: usize,
 }
 
 impl SqliteOptions {
@@ -46,6 +49,7 @@ impl SqliteOptions {
             durability: Durability::Commit,
             queue_capacity: 16_384,
             max_batch: 4_096,
+            purge_chunk: 10_000,
         }
     }
 }
@@ -123,6 +127,7 @@ pub struct SqliteJournal {
     vault: Arc<CardVault>,
     next_txn: AtomicI64,
     next_saf: AtomicI64,
+    purge_chunk: usize,
     health: Arc<HealthCell>,
 }
 
@@ -144,6 +149,7 @@ impl SqliteJournal {
             durability,
             queue_capacity,
             max_batch,
+            purge_chunk,
         } = options;
         let (conn, identity) = open_connection(&path, true)?;
         let max_id = |table: &str| -> Result<i64, JournalError> {
@@ -162,7 +168,7 @@ impl SqliteJournal {
         let reader = Reader {
             path: path.clone(),
             conn: Some(open_connection(&path, false)?),
-            vault: Arc::clone(&vault),
+            vault: Some(Arc::clone(&vault)),
         };
         let health = Arc::new(HealthCell::new());
         let (requests, queue) = mpsc::channel(queue_capacity.max(1));
@@ -189,6 +195,7 @@ impl SqliteJournal {
             vault,
             next_txn: AtomicI64::new(next_txn),
             next_saf: AtomicI64::new(next_saf),
+            purge_chunk: purge_chunk.max(1),
             health,
         })
     }
@@ -221,26 +228,33 @@ impl SqliteJournal {
 
     /// Queues `write`; in commit mode, resolves once it is committed.
     async fn submit(&self, write: Write) -> Result<(), JournalError> {
-        let closed = || JournalError::Closed {
-            path: self.path.clone(),
-        };
-        let requests = self.requests.as_ref().ok_or_else(closed)?;
         match self.durability {
-            Durability::Async => requests
-                .send(Request { write, ack: None })
-                .await
-                .map_err(|_| closed()),
-            Durability::Commit => {
-                let (ack, committed) = oneshot::channel();
-                requests
-                    .send(Request {
-                        write,
-                        ack: Some(ack),
-                    })
-                    .await
-                    .map_err(|_| closed())?;
-                committed.await.map_err(|_| closed())?
-            }
+            Durability::Async => self.queue(Request { write, ack: None }).await,
+            Durability::Commit => self.submit_and_wait(write).await.map(drop),
+        }
+    }
+
+    /// Queues `write` and resolves once it is committed, whatever the
+    /// durability, with what it did.
+    async fn submit_and_wait(&self, write: Write) -> Result<Applied, JournalError> {
+        let (ack, committed) = oneshot::channel();
+        self.queue(Request {
+            write,
+            ack: Some(ack),
+        })
+        .await?;
+        committed.await.map_err(|_| self.closed())?
+    }
+
+    /// Hands `request` to the writer, waiting while its queue is full.
+    async fn queue(&self, request: Request) -> Result<(), JournalError> {
+        let requests = self.requests.as_ref().ok_or_else(|| self.closed())?;
+        requests.send(request).await.map_err(|_| self.closed())
+    }
+
+    fn closed(&self) -> JournalError {
+        JournalError::Closed {
+            path: self.path.clone(),
         }
     }
 
@@ -313,8 +327,8 @@ impl Journal for SqliteJournal {
         self.read(move |reader| reader.stats(range))
     }
 
-    fn in_doubt(&self) -> StoreFuture<'_, Vec<InDoubt>> {
-        self.read(Reader::in_doubt)
+    fn in_doubt(&self, received_before_ms: i64) -> StoreFuture<'_, Vec<InDoubt>> {
+        self.read(move |reader| reader.in_doubt(received_before_ms))
     }
 
     fn reversal_fields(&self, id: TxnId) -> StoreFuture<'_, Option<ReversalFields>> {
@@ -323,6 +337,26 @@ impl Journal for SqliteJournal {
 
     fn health(&self) -> Health {
         self.health.get()
+    }
+
+    fn purge(&self, received_before_ms: i64) -> StoreFuture<'_, Purged> {
+        Box::pin(async move {
+            let mut total = Purged::default();
+            loop {
+                let write = Write::Purge {
+                    before_ms: received_before_ms,
+                    chunk: self.purge_chunk,
+                };
+                let Applied::Purged(chunk) = self.submit_and_wait(write).await? else {
+                    unreachable!("the writer answers a purge with its counts")
+                };
+                total.add(chunk);
+                let full = |n: u64| n >= self.purge_chunk as u64;
+                if !full(chunk.transactions) && !full(chunk.queue_items) {
+                    return Ok(total);
+                }
+            }
+        })
     }
 }
 

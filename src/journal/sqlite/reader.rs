@@ -21,7 +21,8 @@ use crate::journal::JournalError;
 pub(crate) struct Reader {
     pub path: PathBuf,
     pub conn: Option<(Connection, FileIdentity)>,
-    pub vault: Arc<CardVault>,
+    /// `None` for a look-up tool without the key: it reads no sealed data.
+    pub vault: Option<Arc<CardVault>>,
 }
 
 /// What a read failed with, before it is given the file and operation.
@@ -29,6 +30,8 @@ enum ReadFailure {
     Sqlite(rusqlite::Error),
     Corrupt(String),
     Tampered(String),
+    /// Sealed data asked of a reader opened without the key.
+    NoKey,
 }
 
 impl From<rusqlite::Error> for ReadFailure {
@@ -60,7 +63,7 @@ impl Reader {
     fn with<T>(
         &mut self,
         op: &'static str,
-        read: impl FnOnce(&Connection, &CardVault) -> ReadResult<T>,
+        read: impl FnOnce(&Connection, Option<&CardVault>) -> ReadResult<T>,
     ) -> Result<T, JournalError> {
         let current = FileIdentity::of(&self.path);
         if self
@@ -74,7 +77,7 @@ impl Reader {
             self.conn = Some(open_connection(&self.path, false)?);
         }
         let (conn, _) = self.conn.as_ref().expect("a connection was just opened");
-        read(conn, &self.vault).map_err(|failure| match failure {
+        read(conn, self.vault.as_deref()).map_err(|failure| match failure {
             ReadFailure::Sqlite(e) => {
                 self.conn = None;
                 JournalError::Read {
@@ -89,6 +92,13 @@ impl Reader {
                 cause: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(what)),
             },
             ReadFailure::Tampered(record) => JournalError::Tampered { record },
+            ReadFailure::NoKey => JournalError::Read {
+                path: self.path.clone(),
+                op,
+                cause: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
+                    "card data cannot be read without the journal's data key",
+                )),
+            },
         })
     }
 
@@ -135,8 +145,17 @@ impl Reader {
             if let Some(until) = query.range.until_ms {
                 bind(&mut sql, " AND received_at_ms < ?", Box::new(until));
             }
+            if let Some(by) = query.decided_by {
+                bind(&mut sql, " AND decided_by = ?", Box::new(by.as_str()));
+            }
+            if query.approved_only {
+                // Which codes approve is `ResponseCode::is_approval`'s to
+                // say, below; here only the unanswered are left out.
+                sql.push_str(" AND response_code IS NOT NULL");
+            }
             sql.push_str(" ORDER BY received_at_ms, id");
-            if let Some(limit) = query.limit {
+            // With approved_only, rows are dropped below, so the limit is too.
+            if let Some(limit) = query.limit.filter(|_| !query.approved_only) {
                 bind(
                     &mut sql,
                     " LIMIT ?",
@@ -148,7 +167,13 @@ impl Reader {
             let mut rows = statement.query(params.as_slice())?;
             let mut found = Vec::new();
             while let Some(row) = rows.next()? {
-                found.push(txn_from_row(row)?);
+                if query.limit.is_some_and(|limit| found.len() >= limit) {
+                    break;
+                }
+                let record = txn_from_row(row)?;
+                if record.answer_matches(query) {
+                    found.push(record);
+                }
             }
             let mut links = conn.prepare_cached(
                 "SELECT id, kind, state, attempts FROM saf WHERE txn_id = ?1 ORDER BY id",
@@ -199,15 +224,20 @@ impl Reader {
         })
     }
 
-    pub(crate) fn in_doubt(&mut self) -> Result<Vec<InDoubt>, JournalError> {
+    pub(crate) fn in_doubt(
+        &mut self,
+        received_before_ms: i64,
+    ) -> Result<Vec<InDoubt>, JournalError> {
         self.with("in_doubt", |conn, vault| {
+            let vault = vault.ok_or(ReadFailure::NoKey)?;
             let mut statement = conn.prepare_cached(
                 "SELECT id, received_at_ms, route, issuer, upstream_stan, upstream_rrn,
                     terminal_id, terminal_stan, fields_nonce, fields_sealed
                  FROM txn WHERE issuer IS NOT NULL AND response_code IS NULL AND reversal = 'none'
+                    AND received_at_ms < ?1
                  ORDER BY id",
             )?;
-            let mut rows = statement.query([])?;
+            let mut rows = statement.query([received_before_ms])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 let id: i64 = row.get("id")?;
@@ -235,6 +265,7 @@ impl Reader {
         id: TxnId,
     ) -> Result<Option<ReversalFields>, JournalError> {
         self.with("reversal_fields", |conn, vault| {
+            let vault = vault.ok_or(ReadFailure::NoKey)?;
             let mut statement =
                 conn.prepare_cached("SELECT fields_nonce, fields_sealed FROM txn WHERE id = ?1")?;
             let mut rows = statement.query([id.0])?;
@@ -252,6 +283,7 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<SafItem>, JournalError> {
         self.with("due", |conn, vault| {
+            let vault = vault.ok_or(ReadFailure::NoKey)?;
             // Walks the issuer's pending items in id order (the partial index)
             // and skips those not due yet.
             let mut statement = conn.prepare_cached(

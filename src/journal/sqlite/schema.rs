@@ -66,6 +66,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // cost of a commit. A look-up by PAN goes through the last-4 index and
     // compares the hash on the few rows it yields.
     "DROP INDEX IF EXISTS txn_pan_hash;",
+    // 3: at most one reversal per transaction, whatever its state (enqueue
+    // ignores a second one), and the closed items retention deletes.
+    "CREATE UNIQUE INDEX saf_one_reversal ON saf (txn_id) WHERE kind = 'reversal';
+    CREATE INDEX saf_closed ON saf (closed_at_ms) WHERE state != 'pending';",
 ];
 
 /// Why the schema could not be brought up to date.
