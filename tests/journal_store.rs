@@ -1044,3 +1044,112 @@ async fn the_memory_store_fails_writes_while_broken() {
     store.begin(forwarded(2)).await.expect("recovered");
     assert!(store.health().ready);
 }
+
+/// A closed journal at `path` holding transactions 1 and 2.
+async fn closed_journal_with_two(path: &Path) {
+    let journal = open(path);
+    journal.begin(forwarded(1)).await.expect("begin");
+    journal.begin(forwarded(2)).await.expect("begin");
+    journal.close();
+}
+
+fn schema_versions(path: &Path) -> Vec<i64> {
+    let raw = rusqlite::Connection::open(path).expect("raw connection");
+    let mut statement = raw
+        .prepare("SELECT version FROM schema_version ORDER BY version")
+        .expect("prepare");
+    let versions = statement
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<Vec<i64>, _>>()
+        .expect("versions");
+    versions
+}
+
+#[tokio::test]
+async fn the_read_only_journal_reads_beside_the_writer_and_sees_each_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let journal = open(&path);
+    journal.begin(forwarded(1)).await.expect("begin");
+    let mut reader = SqliteJournal::open_read_only(&path, None).expect("open read-only");
+    assert_eq!(reader.find(&TxnQuery::default()).expect("find").len(), 1);
+    journal.begin(forwarded(2)).await.expect("begin");
+    assert_eq!(reader.find(&TxnQuery::default()).expect("find").len(), 2);
+    let stats = reader.stats(TimeRange::default()).expect("stats");
+    assert_eq!(stats.by_route[0].count, 2);
+    // The writer is not held up by the reader.
+    journal.begin(forwarded(3)).await.expect("begin");
+    journal.close();
+    assert_eq!(reader.find(&TxnQuery::default()).expect("find").len(), 3);
+}
+
+#[tokio::test]
+async fn the_read_only_journal_needs_the_key_only_for_a_pan() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Characters an SQLite URI would take for its own.
+    let path = dir.path().join("copy 100%#?.db");
+    closed_journal_with_two(&path).await;
+    let by_pan = TxnQuery {
+        pan: ClearPan::new(PAN),
+        ..TxnQuery::default()
+    };
+    let mut keyless = SqliteJournal::open_read_only(&path, None).expect("open");
+    let error = keyless.find(&by_pan).expect_err("no key");
+    assert!(error.to_string().contains("data key"), "{error}");
+    let by_last4 = TxnQuery {
+        last4: Some("1111".into()),
+        ..TxnQuery::default()
+    };
+    assert_eq!(keyless.find(&by_last4).expect("find").len(), 2);
+    let mut keyed =
+        SqliteJournal::open_read_only(&path, Some(DataKey::from_bytes(KEY))).expect("open");
+    assert_eq!(keyed.find(&by_pan).expect("find").len(), 2);
+}
+
+#[tokio::test]
+async fn the_read_only_journal_never_creates_nor_migrates_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("absent.db");
+    let error = SqliteJournal::open_read_only(&missing, None).expect_err("missing");
+    assert!(matches!(error, JournalError::Open { .. }), "{error}");
+    assert!(error.to_string().contains("absent.db"), "{error}");
+    assert!(!missing.exists(), "a reader created the file");
+
+    // An older schema is read as it is, not brought up to date.
+    let path = dir.path().join("journal.db");
+    closed_journal_with_two(&path).await;
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute_batch("DELETE FROM schema_version WHERE version = 3; DROP INDEX saf_one_reversal;")
+        .expect("back to schema 2");
+    drop(raw);
+    let mut reader = SqliteJournal::open_read_only(&path, None).expect("open");
+    assert_eq!(reader.find(&TxnQuery::default()).expect("find").len(), 2);
+    reader.stats(TimeRange::default()).expect("stats");
+    // Nothing beside it either: a -shm made by another user would lock the
+    // switch out, and a read-only directory could not hold one.
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, vec!["journal.db".to_owned()]);
+    drop(reader);
+    assert_eq!(schema_versions(&path), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn the_read_only_journal_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    closed_journal_with_two(&path).await;
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute("INSERT INTO schema_version (version) VALUES (99)", [])
+        .expect("a newer build's version");
+    drop(raw);
+    let error = SqliteJournal::open_read_only(&path, None).expect_err("newer");
+    let text = error.to_string();
+    assert!(
+        text.contains("journal.db") && text.contains("schema version 99 is newer"),
+        "{text}"
+    );
+}

@@ -20,7 +20,7 @@ pub use record::{
     SafItem, SafKind, SafLink, SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery,
     TxnRecord, TxnStart,
 };
-pub use sqlite::{SqliteJournal, SqliteOptions};
+pub use sqlite::{JournalReader, SqliteJournal, SqliteOptions};
 
 /// What a journal call resolves to. Boxed so the traits stay object-safe
 /// (`Arc<dyn Journal>`); one allocation is small beside a commit.

@@ -2,6 +2,7 @@
 //! go through a bounded channel to one writer thread that commits in groups;
 //! reads use their own connection. Card data is sealed before it is queued.
 
+mod read_only;
 mod reader;
 mod schema;
 mod writer;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::read_only::JournalReader;
 use self::reader::Reader;
 use self::writer::{Applied, Request, SafRow, TxnRow, Write, Writer};
 use super::card_data::{saf_record, txn_record, CardVault, DataKey};
@@ -169,6 +171,7 @@ impl SqliteJournal {
             path: path.clone(),
             conn: Some(open_connection(&path, false)?),
             vault: Some(Arc::clone(&vault)),
+            read_only: false,
         };
         let health = Arc::new(HealthCell::new());
         let (requests, queue) = mpsc::channel(queue_capacity.max(1));
@@ -198,6 +201,13 @@ impl SqliteJournal {
             purge_chunk: purge_chunk.max(1),
             health,
         })
+    }
+
+    /// Opens an existing journal for the look-up tools: read-only, never
+    /// creating, migrating or writing it, beside a switch that is writing
+    /// it. `key` is needed only to look up by PAN.
+    pub fn open_read_only(path: &Path, key: Option<DataKey>) -> Result<JournalReader, JournalError> {
+        JournalReader::open(path, key)
     }
 
     pub fn path(&self) -> &Path {

@@ -23,6 +23,8 @@ pub(crate) struct Reader {
     pub conn: Option<(Connection, FileIdentity)>,
     /// `None` for a look-up tool without the key: it reads no sealed data.
     pub vault: Option<Arc<CardVault>>,
+    /// Reopened read-only, for the tools.
+    pub read_only: bool,
 }
 
 /// What a read failed with, before it is given the file and operation.
@@ -74,7 +76,11 @@ impl Reader {
             self.conn = None;
         }
         if self.conn.is_none() {
-            self.conn = Some(open_connection(&self.path, false)?);
+            self.conn = Some(if self.read_only {
+                super::read_only::connect(&self.path)?
+            } else {
+                open_connection(&self.path, false)?
+            });
         }
         let (conn, _) = self.conn.as_ref().expect("a connection was just opened");
         read(conn, self.vault.as_deref()).map_err(|failure| match failure {
