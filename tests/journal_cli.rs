@@ -610,7 +610,9 @@ fn find_reads_a_journal_the_switch_is_writing_and_makes_no_key() {
     assert_eq!(rrns(&found), ["000000000001", "000000000002"]);
     let stats = json_lines(&ok(&["journal", "stats", "--db", &arg, "--json"]));
     assert!(
-        stats.iter().any(|r| r["group"] == "route" && r["count"] == 2),
+        stats
+            .iter()
+            .any(|r| r["group"] == "route" && r["count"] == 2),
         "{stats:?}"
     );
     assert!(

@@ -462,7 +462,10 @@ async fn a_reversal_carries_its_transaction_state_through_the_queue(h: &mut Harn
     let s = h.store();
     assert_eq!(
         reversal_of_txn(s, acked).await,
-        (Acknowledged, vec![(SafKind::Reversal, SafState::Acknowledged)])
+        (
+            Acknowledged,
+            vec![(SafKind::Reversal, SafState::Acknowledged)]
+        )
     );
 
     let expired = s.begin(forwarded(2)).await.expect("begin");
@@ -493,7 +496,9 @@ async fn a_transaction_has_at_most_one_reversal(h: &mut Harness) {
     let s = h.store();
     let txn = s.begin(forwarded(1)).await.expect("begin");
     let first = s.enqueue(reversal_of(txn, 1)).await.expect("enqueue");
-    s.mark_attempt(first, T0, T0 + 5_000).await.expect("attempt");
+    s.mark_attempt(first, T0, T0 + 5_000)
+        .await
+        .expect("attempt");
     s.enqueue(reversal_of(txn, 1))
         .await
         .expect("a second reversal is no error");
@@ -546,12 +551,17 @@ async fn purge_keeps_what_the_queue_still_needs(h: &mut Harness) {
     let item = s.enqueue(reversal_of(reversed, 3)).await.expect("enqueue");
     s.acknowledge(item, T0 + 3_500).await.expect("ack");
     let closed_late = s.begin(forwarded(4)).await.expect("begin");
-    let item = s.enqueue(reversal_of(closed_late, 4)).await.expect("enqueue");
+    let item = s
+        .enqueue(reversal_of(closed_late, 4))
+        .await
+        .expect("enqueue");
     s.fail(item, cutoff).await.expect("fail");
     let recent = s.begin(forwarded(11)).await.expect("begin");
     let advice = s.enqueue(saf("bank-b", 5)).await.expect("enqueue");
     s.acknowledge(advice, T0 + 5_000).await.expect("ack");
-    s.enqueue(saf("bank-b", 6)).await.expect("pending, no transaction");
+    s.enqueue(saf("bank-b", 6))
+        .await
+        .expect("pending, no transaction");
 
     let purged = s.purge(cutoff).await.expect("purge");
     assert_eq!(
@@ -617,12 +627,18 @@ async fn find_filters_by_decider_and_approval(h: &mut Harness) {
         approved_only: true,
         ..TxnQuery::default()
     };
-    assert_eq!(ids_of(stand_in_approvals.clone()).await, vec![ids[0], ids[4]]);
+    assert_eq!(
+        ids_of(stand_in_approvals.clone()).await,
+        vec![ids[0], ids[4]]
+    );
     let approvals = TxnQuery {
         approved_only: true,
         ..TxnQuery::default()
     };
-    assert_eq!(ids_of(approvals.clone()).await, vec![ids[0], ids[2], ids[4]]);
+    assert_eq!(
+        ids_of(approvals.clone()).await,
+        vec![ids[0], ids[2], ids[4]]
+    );
     let first_two = TxnQuery {
         limit: Some(2),
         ..approvals
@@ -1150,6 +1166,89 @@ async fn the_read_only_journal_refuses_a_newer_schema() {
     let text = error.to_string();
     assert!(
         text.contains("journal.db") && text.contains("schema version 99 is newer"),
+        "{text}"
+    );
+}
+
+/// The value of sample `name` in Prometheus text, 0 when absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_counts_what_it_commits_and_callers_that_waited_for_room() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let mut options = async_options(&path);
+    options.queue_capacity = 1;
+    let journal = metrics::with_local_recorder(&recorder, || SqliteJournal::open(options));
+    let journal = Arc::new(journal.expect("open"));
+    let mut writers = tokio::task::JoinSet::new();
+    for task in 0..8u32 {
+        let journal = Arc::clone(&journal);
+        writers.spawn(async move {
+            for n in 0..50 {
+                journal
+                    .begin(forwarded(task * 100 + n + 1))
+                    .await
+                    .expect("begin");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+    Arc::into_inner(journal).expect("last handle").close();
+
+    let text = metrics.render();
+    assert_eq!(
+        sample(&text, "isoswitch_journal_records_total"),
+        400.0,
+        "{text}"
+    );
+    // Eight writers into a queue of one, beside a writer that fsyncs.
+    assert!(
+        sample(&text, "isoswitch_journal_backpressure_total") >= 1.0,
+        "{text}"
+    );
+    let commits = sample(&text, "isoswitch_journal_commit_seconds_count");
+    assert!((1.0..=400.0).contains(&commits), "{text}");
+    assert_eq!(
+        sample(&text, "isoswitch_journal_write_errors_total"),
+        0.0,
+        "{text}"
+    );
+    assert!(text.contains("isoswitch_journal_queue_depth"), "{text}");
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_counted() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let path = data.join("journal.db");
+    let journal = metrics::with_local_recorder(&recorder, || open(&path));
+    journal.begin(forwarded(1)).await.expect("begin");
+    std::fs::remove_dir_all(&data).expect("remove the directory");
+    journal
+        .begin(forwarded(2))
+        .await
+        .expect_err("nowhere to write");
+    let text = metrics.render();
+    assert_eq!(
+        sample(&text, "isoswitch_journal_write_errors_total"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "isoswitch_journal_records_total"),
+        1.0,
         "{text}"
     );
 }

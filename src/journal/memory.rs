@@ -359,12 +359,7 @@ impl SafStore for MemoryJournal {
             state.next_saf += 1;
             let id = SafId(state.next_saf);
             let reversed = new.txn_id.filter(|_| new.kind == SafKind::Reversal);
-            if reversed.is_some()
-                && state
-                    .saf
-                    .values()
-                    .any(|s| s.reversed_txn() == reversed)
-            {
+            if reversed.is_some() && state.saf.values().any(|s| s.reversed_txn() == reversed) {
                 return Ok(id);
             }
             let item = SafItem {
@@ -416,11 +411,17 @@ impl SafStore for MemoryJournal {
     }
 
     fn acknowledge(&self, id: SafId, at_ms: i64) -> StoreFuture<'_, ()> {
-        self.change_saf("acknowledge", id, false, ReversalState::Acknowledged, |stored| {
-            stored.state = SafState::Acknowledged;
-            stored.closed_at_ms = Some(at_ms);
-            stored.item.fields = ReversalFields::default();
-        })
+        self.change_saf(
+            "acknowledge",
+            id,
+            false,
+            ReversalState::Acknowledged,
+            |stored| {
+                stored.state = SafState::Acknowledged;
+                stored.closed_at_ms = Some(at_ms);
+                stored.item.fields = ReversalFields::default();
+            },
+        )
     }
 
     fn fail(&self, id: SafId, at_ms: i64) -> StoreFuture<'_, ()> {

@@ -290,9 +290,9 @@ impl TxnRecord {
     /// Whether `query`'s conditions on the answer hold: who decided it and
     /// whether it was an approval. The other conditions are the backend's.
     pub(crate) fn answer_matches(&self, query: &TxnQuery) -> bool {
-        let decided_by = query
-            .decided_by
-            .map_or(true, |by| self.outcome.as_ref().is_some_and(|o| o.decided_by == by));
+        let decided_by = query.decided_by.map_or(true, |by| {
+            self.outcome.as_ref().is_some_and(|o| o.decided_by == by)
+        });
         let approved = !query.approved_only
             || self
                 .outcome

@@ -5,6 +5,7 @@
 mod read_only;
 mod reader;
 mod schema;
+mod telemetry;
 mod writer;
 
 use std::os::unix::fs::MetadataExt as _;
@@ -15,10 +16,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::read_only::JournalReader;
 use self::reader::Reader;
+use self::telemetry::JournalMetrics;
 use self::writer::{Applied, Request, SafRow, TxnRow, Write, Writer};
 use super::card_data::{saf_record, txn_record, CardVault, DataKey};
 use super::record::{
@@ -131,6 +134,7 @@ pub struct SqliteJournal {
     next_saf: AtomicI64,
     purge_chunk: usize,
     health: Arc<HealthCell>,
+    metrics: JournalMetrics,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -174,12 +178,14 @@ impl SqliteJournal {
             read_only: false,
         };
         let health = Arc::new(HealthCell::new());
+        let metrics = JournalMetrics::new();
         let (requests, queue) = mpsc::channel(queue_capacity.max(1));
         let writer = Writer {
             path: path.clone(),
             conn: Some((conn, identity)),
             max_batch: max_batch.max(1),
             health: Arc::clone(&health),
+            metrics: metrics.clone(),
             last_logged: None,
         };
         let writer = std::thread::Builder::new()
@@ -200,13 +206,17 @@ impl SqliteJournal {
             next_saf: AtomicI64::new(next_saf),
             purge_chunk: purge_chunk.max(1),
             health,
+            metrics,
         })
     }
 
     /// Opens an existing journal for the look-up tools: read-only, never
     /// creating, migrating or writing it, beside a switch that is writing
     /// it. `key` is needed only to look up by PAN.
-    pub fn open_read_only(path: &Path, key: Option<DataKey>) -> Result<JournalReader, JournalError> {
+    pub fn open_read_only(
+        path: &Path,
+        key: Option<DataKey>,
+    ) -> Result<JournalReader, JournalError> {
         JournalReader::open(path, key)
     }
 
@@ -256,10 +266,18 @@ impl SqliteJournal {
         committed.await.map_err(|_| self.closed())?
     }
 
-    /// Hands `request` to the writer, waiting while its queue is full.
+    /// Hands `request` to the writer, waiting while its queue is full
+    /// (counted: backpressure on the hot path is worth seeing).
     async fn queue(&self, request: Request) -> Result<(), JournalError> {
         let requests = self.requests.as_ref().ok_or_else(|| self.closed())?;
-        requests.send(request).await.map_err(|_| self.closed())
+        match requests.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(request)) => {
+                self.metrics.backpressure.increment(1);
+                requests.send(request).await.map_err(|_| self.closed())
+            }
+            Err(TrySendError::Closed(_)) => Err(self.closed()),
+        }
     }
 
     fn closed(&self) -> JournalError {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::telemetry::JournalMetrics;
 use super::{open_connection, FileIdentity};
 use crate::journal::card_data::Sealed;
 use crate::journal::record::{Outcome, Purged, ReversalState, SafKind, TxnRecord};
@@ -40,14 +41,33 @@ pub(crate) struct SafRow {
 #[derive(Debug)]
 pub(crate) enum Write {
     Begin(Box<TxnRow>),
-    Outcome { id: i64, outcome: Outcome },
-    Reversal { id: i64, state: ReversalState },
+    Outcome {
+        id: i64,
+        outcome: Outcome,
+    },
+    Reversal {
+        id: i64,
+        state: ReversalState,
+    },
     Enqueue(Box<SafRow>),
-    Attempt { id: i64, at_ms: i64, next_ms: i64 },
-    Acknowledge { id: i64, at_ms: i64 },
-    Fail { id: i64, at_ms: i64 },
+    Attempt {
+        id: i64,
+        at_ms: i64,
+        next_ms: i64,
+    },
+    Acknowledge {
+        id: i64,
+        at_ms: i64,
+    },
+    Fail {
+        id: i64,
+        at_ms: i64,
+    },
     /// One chunk of retention: at most `chunk` rows of each table.
-    Purge { before_ms: i64, chunk: usize },
+    Purge {
+        before_ms: i64,
+        chunk: usize,
+    },
 }
 
 impl Write {
@@ -90,6 +110,7 @@ pub(crate) struct Writer {
     pub conn: Option<(Connection, FileIdentity)>,
     pub max_batch: usize,
     pub health: Arc<HealthCell>,
+    pub metrics: JournalMetrics,
     pub last_logged: Option<Instant>,
 }
 
@@ -105,6 +126,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.metrics.queue_depth.set(requests.len() as f64);
             self.commit(&mut batch);
         }
     }
@@ -112,8 +134,11 @@ impl Writer {
     /// Commits `batch` and answers each caller in it; on failure every caller
     /// gets the error and the next batch starts on a fresh connection.
     fn commit(&mut self, batch: &mut Vec<Request>) {
+        let started = Instant::now();
         match self.try_commit(batch) {
             Ok(results) => {
+                self.metrics.commit_seconds.record(started.elapsed());
+                self.metrics.records.increment(batch.len() as u64);
                 self.health.succeeded();
                 for (request, result) in batch.drain(..).zip(results) {
                     if let Some(ack) = request.ack {
@@ -122,6 +147,7 @@ impl Writer {
                 }
             }
             Err(error) => {
+                self.metrics.write_errors.increment(1);
                 self.conn = None;
                 self.health.failed(&error);
                 if self
