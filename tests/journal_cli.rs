@@ -577,6 +577,59 @@ fn a_malformed_pan_is_refused_without_echoing_it() {
 }
 
 #[test]
+fn find_reads_a_journal_the_switch_is_writing_and_makes_no_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("journal.db");
+    let arg = db.display().to_string();
+    // As the switch holds it: its writer open, the key not in a file here.
+    let journal =
+        SqliteJournal::open(SqliteOptions::new(&db, DataKey::from_bytes([7; 32]))).expect("open");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let begin = |n: u32| {
+        let start = TxnStart {
+            received_at_ms: DEC7_15H + i64::from(n),
+            listener: "pos".to_owned(),
+            channel: "pos".to_owned(),
+            mti: Mti::from_str("0100").expect("mti"),
+            processing_code: None,
+            pan: ClearPan::new(VISA),
+            amount: Some(100),
+            currency: Some(840),
+            terminal_id: Some("TERM0001".to_owned()),
+            merchant_id: None,
+            terminal_stan: Some(format!("{n:06}")),
+            terminal_rrn: Some(format!("{n:012}")),
+            forward: None,
+        };
+        runtime.block_on(journal.begin(start)).expect("begin");
+    };
+    begin(1);
+    begin(2);
+    let found = json_lines(&ok(&["journal", "find", "--db", &arg, "--json"]));
+    assert_eq!(rrns(&found), ["000000000001", "000000000002"]);
+    let stats = json_lines(&ok(&["journal", "stats", "--db", &arg, "--json"]));
+    assert!(
+        stats
+            .iter()
+            .any(|r| r["group"] == "route" && r["count"] == 2),
+        "{stats:?}"
+    );
+    assert!(
+        !dir.path().join("journal.key").exists(),
+        "a look-up without --pan made a key file"
+    );
+
+    // The switch writes on undisturbed, and the next look-up sees it.
+    begin(3);
+    let found = json_lines(&ok(&["journal", "find", "--db", &arg, "--json"]));
+    assert_eq!(found.len(), 3);
+    journal.close();
+    assert!(!dir.path().join("journal.key").exists());
+}
+
+#[test]
 fn help_says_the_pan_is_hashed_locally_and_never_printed() {
     let out = ok(&["journal", "find", "--help"]);
     assert!(out.contains("hashed"), "{out}");

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use isoswitch::iso8583::{Message, Mti, ResponseCode};
 use isoswitch::journal::{
     ClearPan, DataKey, DecidedBy, Durability, Forward, Journal, JournalError, MemoryJournal,
-    Outcome, ReversalFields, ReversalState, SafKind, SafNew, SafState, SafStore, SqliteJournal,
-    SqliteOptions, StatsRow, TimeRange, TxnId, TxnQuery, TxnStart,
+    Outcome, Purged, ReversalFields, ReversalState, SafKind, SafNew, SafState, SafStore,
+    SqliteJournal, SqliteOptions, StatsRow, TimeRange, TxnId, TxnQuery, TxnStart,
 };
 
 const PAN: &str = "4111111111111111";
@@ -214,6 +214,12 @@ async fn in_doubt_lists_forwarded_requests_without_an_answer(h: &mut Harness) {
         doubts.iter().map(|d| d.id).collect::<Vec<_>>(),
         vec![unanswered]
     );
+    // The cutoff is exclusive: one received at it may still be in flight.
+    let received = T0 + 1000;
+    let still_in_flight = h.store().in_doubt(received).await.expect("in doubt");
+    assert!(still_in_flight.is_empty(), "{still_in_flight:?}");
+    let past = h.store().in_doubt(received + 1).await.expect("in doubt");
+    assert_eq!(past.len(), 1);
     assert_eq!(doubts[0].issuer, "bank-a");
     assert_eq!(doubts[0].upstream_stan, "500001");
     assert_eq!(doubts[0].reversal.get(11), Some(&b"000001"[..]));
@@ -421,6 +427,239 @@ async fn updates_of_unknown_rows_are_refused(h: &mut Harness) {
     assert!(h.store().health().ready);
 }
 
+/// A reversal item of transaction `txn`.
+fn reversal_of(txn: TxnId, n: u32) -> SafNew {
+    SafNew {
+        txn_id: Some(txn),
+        ..saf("bank-a", n)
+    }
+}
+
+/// The reversal state and queue items (kind, state) of transaction `id`.
+async fn reversal_of_txn(s: &dyn Store, id: TxnId) -> (ReversalState, Vec<(SafKind, SafState)>) {
+    let found = s.find(TxnQuery::default()).await.expect("find");
+    let record = found
+        .into_iter()
+        .find(|r| r.id == id)
+        .expect("the transaction is there");
+    let links = record.links.iter().map(|l| (l.kind, l.state)).collect();
+    (record.reversal, links)
+}
+
+async fn a_reversal_carries_its_transaction_state_through_the_queue(h: &mut Harness) {
+    use ReversalState::{Acknowledged, Failed, Queued, Sent};
+    let s = h.store();
+    let acked = s.begin(forwarded(1)).await.expect("begin");
+    let item = s.enqueue(reversal_of(acked, 1)).await.expect("enqueue");
+    assert_eq!(reversal_of_txn(s, acked).await.0, Queued);
+    assert!(
+        s.in_doubt(i64::MAX).await.expect("in doubt").is_empty(),
+        "a queued reversal is no longer in doubt"
+    );
+    s.mark_attempt(item, T0, T0 + 5_000).await.expect("attempt");
+    assert_eq!(reversal_of_txn(s, acked).await.0, Sent);
+    s.acknowledge(item, T0 + 1).await.expect("ack");
+    h.reopen();
+    let s = h.store();
+    assert_eq!(
+        reversal_of_txn(s, acked).await,
+        (
+            Acknowledged,
+            vec![(SafKind::Reversal, SafState::Acknowledged)]
+        )
+    );
+
+    let expired = s.begin(forwarded(2)).await.expect("begin");
+    let item = s.enqueue(reversal_of(expired, 2)).await.expect("enqueue");
+    s.fail(item, T0 + 60_000).await.expect("fail");
+    assert_eq!(reversal_of_txn(s, expired).await.0, Failed);
+
+    // A final state set by hand is not taken back by a later attempt.
+    let settled = s.begin(forwarded(3)).await.expect("begin");
+    let item = s.enqueue(reversal_of(settled, 3)).await.expect("enqueue");
+    s.set_reversal(settled, Acknowledged).await.expect("set");
+    s.mark_attempt(item, T0, T0 + 5_000).await.expect("attempt");
+    assert_eq!(reversal_of_txn(s, settled).await.0, Acknowledged);
+
+    // An advice leaves the reversal state alone, through its whole life.
+    let advised = s.begin(forwarded(4)).await.expect("begin");
+    let advice = SafNew {
+        kind: SafKind::Advice,
+        ..reversal_of(advised, 4)
+    };
+    let item = s.enqueue(advice).await.expect("enqueue");
+    s.mark_attempt(item, T0, T0 + 5_000).await.expect("attempt");
+    s.acknowledge(item, T0 + 1).await.expect("ack");
+    assert_eq!(reversal_of_txn(s, advised).await.0, ReversalState::None);
+}
+
+async fn a_transaction_has_at_most_one_reversal(h: &mut Harness) {
+    let s = h.store();
+    let txn = s.begin(forwarded(1)).await.expect("begin");
+    let first = s.enqueue(reversal_of(txn, 1)).await.expect("enqueue");
+    s.mark_attempt(first, T0, T0 + 5_000)
+        .await
+        .expect("attempt");
+    s.enqueue(reversal_of(txn, 1))
+        .await
+        .expect("a second reversal is no error");
+    assert_eq!(s.depth("bank-a").await.expect("depth"), 1);
+    assert_eq!(
+        reversal_of_txn(s, txn).await,
+        (
+            ReversalState::Sent,
+            vec![(SafKind::Reversal, SafState::Pending)]
+        ),
+        "the second changed nothing"
+    );
+    let due = s.due("bank-a", T0 + 5_000, 10).await.expect("due");
+    assert_eq!(
+        due.iter().map(|i| (i.id, i.attempts)).collect::<Vec<_>>(),
+        vec![(first, 1)]
+    );
+
+    // Not even once the first is answered.
+    s.acknowledge(first, T0 + 6_000).await.expect("ack");
+    h.reopen();
+    let s = h.store();
+    s.enqueue(reversal_of(txn, 1)).await.expect("enqueue");
+    assert_eq!(s.depth("bank-a").await.expect("depth"), 0);
+    assert_eq!(reversal_of_txn(s, txn).await.0, ReversalState::Acknowledged);
+
+    // Advices of one transaction, and items of none, are never duplicates.
+    for _ in 0..2 {
+        let advice = SafNew {
+            kind: SafKind::Advice,
+            ..reversal_of(txn, 1)
+        };
+        s.enqueue(advice).await.expect("advice");
+        s.enqueue(saf("bank-a", 2)).await.expect("no transaction");
+    }
+    assert_eq!(s.depth("bank-a").await.expect("depth"), 4);
+    assert_eq!(reversal_of_txn(s, txn).await.1.len(), 3);
+}
+
+async fn purge_keeps_what_the_queue_still_needs(h: &mut Harness) {
+    let s = h.store();
+    let cutoff = T0 + 10_000;
+    let answered = s.begin(forwarded(1)).await.expect("begin");
+    s.record_outcome(answered, outcome("00", DecidedBy::Issuer))
+        .await
+        .expect("outcome");
+    let pending = s.begin(forwarded(2)).await.expect("begin");
+    s.enqueue(reversal_of(pending, 2)).await.expect("enqueue");
+    let reversed = s.begin(forwarded(3)).await.expect("begin");
+    let item = s.enqueue(reversal_of(reversed, 3)).await.expect("enqueue");
+    s.acknowledge(item, T0 + 3_500).await.expect("ack");
+    let closed_late = s.begin(forwarded(4)).await.expect("begin");
+    let item = s
+        .enqueue(reversal_of(closed_late, 4))
+        .await
+        .expect("enqueue");
+    s.fail(item, cutoff).await.expect("fail");
+    let recent = s.begin(forwarded(11)).await.expect("begin");
+    let advice = s.enqueue(saf("bank-b", 5)).await.expect("enqueue");
+    s.acknowledge(advice, T0 + 5_000).await.expect("ack");
+    s.enqueue(saf("bank-b", 6))
+        .await
+        .expect("pending, no transaction");
+
+    let purged = s.purge(cutoff).await.expect("purge");
+    assert_eq!(
+        purged,
+        Purged {
+            transactions: 2,
+            queue_items: 2
+        }
+    );
+    h.reopen();
+    let s = h.store();
+    let left: Vec<TxnId> = s
+        .find(TxnQuery::default())
+        .await
+        .expect("find")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, vec![pending, closed_late, recent]);
+    assert_eq!(s.depth("bank-a").await.expect("depth"), 1);
+    assert_eq!(s.depth("bank-b").await.expect("depth"), 1);
+    assert_eq!(
+        reversal_of_txn(s, closed_late).await.1,
+        vec![(SafKind::Reversal, SafState::Failed)]
+    );
+    assert_eq!(s.purge(cutoff).await.expect("again"), Purged::default());
+}
+
+async fn find_filters_by_decider_and_approval(h: &mut Harness) {
+    let s = h.store();
+    let mut ids = Vec::new();
+    for (n, answer) in [
+        (1, Some(("00", DecidedBy::StandIn))),
+        (2, Some(("05", DecidedBy::StandIn))),
+        (3, Some(("00", DecidedBy::Issuer))),
+        (4, None),
+        (5, Some(("08", DecidedBy::StandIn))),
+    ] {
+        let id = s.begin(forwarded(n)).await.expect("begin");
+        if let Some((code, by)) = answer {
+            s.record_outcome(id, outcome(code, by))
+                .await
+                .expect("outcome");
+        }
+        ids.push(id);
+    }
+    let ids_of = |query: TxnQuery| async move {
+        s.find(query)
+            .await
+            .expect("find")
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    // The stand-in's question: approvals it gave this card in a window.
+    let stand_in_approvals = TxnQuery {
+        pan: ClearPan::new(PAN),
+        range: TimeRange {
+            since_ms: Some(T0),
+            until_ms: Some(T0 + 10_000),
+        },
+        decided_by: Some(DecidedBy::StandIn),
+        approved_only: true,
+        ..TxnQuery::default()
+    };
+    assert_eq!(
+        ids_of(stand_in_approvals.clone()).await,
+        vec![ids[0], ids[4]]
+    );
+    let approvals = TxnQuery {
+        approved_only: true,
+        ..TxnQuery::default()
+    };
+    assert_eq!(
+        ids_of(approvals.clone()).await,
+        vec![ids[0], ids[2], ids[4]]
+    );
+    let first_two = TxnQuery {
+        limit: Some(2),
+        ..approvals
+    };
+    assert_eq!(ids_of(first_two).await, vec![ids[0], ids[2]]);
+    let by_issuer = TxnQuery {
+        decided_by: Some(DecidedBy::Issuer),
+        ..TxnQuery::default()
+    };
+    assert_eq!(ids_of(by_issuer).await, vec![ids[2]]);
+    let earlier = TxnQuery {
+        range: TimeRange {
+            since_ms: Some(T0),
+            until_ms: Some(T0 + 5_000),
+        },
+        ..stand_in_approvals
+    };
+    assert_eq!(ids_of(earlier).await, vec![ids[0]]);
+}
+
 /// Each behaviour as a test for each backend.
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
@@ -447,7 +686,38 @@ suite!(
     saf_is_fifo_per_issuer_and_persists_attempts,
     an_expired_item_is_marked_failed_on_its_transaction,
     updates_of_unknown_rows_are_refused,
+    a_reversal_carries_its_transaction_state_through_the_queue,
+    a_transaction_has_at_most_one_reversal,
+    purge_keeps_what_the_queue_still_needs,
+    find_filters_by_decider_and_approval,
 );
+
+#[tokio::test]
+async fn purge_deletes_in_chunks_until_nothing_is_left() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let mut options = SqliteOptions::new(&path, DataKey::from_bytes(KEY));
+    options.purge_chunk = 3;
+    let journal = SqliteJournal::open(options).expect("open");
+    for n in 1..=10 {
+        journal.begin(forwarded(n)).await.expect("begin");
+    }
+    for n in 1..=7 {
+        let item = journal.enqueue(saf("bank-a", n)).await.expect("enqueue");
+        journal.acknowledge(item, T0 + 1).await.expect("ack");
+    }
+    let purged = journal.purge(T0 + 9_500).await.expect("purge");
+    assert_eq!(
+        purged,
+        Purged {
+            transactions: 9,
+            queue_items: 7
+        }
+    );
+    let left = journal.find(TxnQuery::default()).await.expect("find");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].received_at_ms, T0 + 10_000);
+}
 
 #[tokio::test]
 async fn committed_records_survive_a_journal_that_was_never_closed() {
@@ -790,4 +1060,198 @@ async fn the_memory_store_fails_writes_while_broken() {
     store.set_broken(None);
     store.begin(forwarded(2)).await.expect("recovered");
     assert!(store.health().ready);
+}
+
+/// A closed journal at `path` holding transactions 1 and 2.
+async fn closed_journal_with_two(path: &Path) {
+    let journal = open(path);
+    journal.begin(forwarded(1)).await.expect("begin");
+    journal.begin(forwarded(2)).await.expect("begin");
+    journal.close();
+}
+
+fn schema_versions(path: &Path) -> Vec<i64> {
+    let raw = rusqlite::Connection::open(path).expect("raw connection");
+    let mut statement = raw
+        .prepare("SELECT version FROM schema_version ORDER BY version")
+        .expect("prepare");
+    let versions = statement
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<Vec<i64>, _>>()
+        .expect("versions");
+    versions
+}
+
+#[tokio::test]
+async fn the_read_only_journal_reads_beside_the_writer_and_sees_each_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let journal = open(&path);
+    journal.begin(forwarded(1)).await.expect("begin");
+    let mut reader = SqliteJournal::open_read_only(&path, None).expect("open read-only");
+    assert_eq!(reader.find(&TxnQuery::default()).expect("find").len(), 1);
+    journal.begin(forwarded(2)).await.expect("begin");
+    assert_eq!(reader.find(&TxnQuery::default()).expect("find").len(), 2);
+    let stats = reader.stats(TimeRange::default()).expect("stats");
+    assert_eq!(stats.by_route[0].count, 2);
+    // The writer is not held up by the reader.
+    journal.begin(forwarded(3)).await.expect("begin");
+    journal.close();
+    assert_eq!(reader.find(&TxnQuery::default()).expect("find").len(), 3);
+}
+
+#[tokio::test]
+async fn the_read_only_journal_needs_the_key_only_for_a_pan() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Characters an SQLite URI would take for its own.
+    let path = dir.path().join("copy 100%#?.db");
+    closed_journal_with_two(&path).await;
+    let by_pan = TxnQuery {
+        pan: ClearPan::new(PAN),
+        ..TxnQuery::default()
+    };
+    let mut keyless = SqliteJournal::open_read_only(&path, None).expect("open");
+    let error = keyless.find(&by_pan).expect_err("no key");
+    assert!(error.to_string().contains("data key"), "{error}");
+    let by_last4 = TxnQuery {
+        last4: Some("1111".into()),
+        ..TxnQuery::default()
+    };
+    assert_eq!(keyless.find(&by_last4).expect("find").len(), 2);
+    let mut keyed =
+        SqliteJournal::open_read_only(&path, Some(DataKey::from_bytes(KEY))).expect("open");
+    assert_eq!(keyed.find(&by_pan).expect("find").len(), 2);
+}
+
+#[tokio::test]
+async fn the_read_only_journal_never_creates_nor_migrates_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("absent.db");
+    let error = SqliteJournal::open_read_only(&missing, None).expect_err("missing");
+    assert!(matches!(error, JournalError::Open { .. }), "{error}");
+    assert!(error.to_string().contains("absent.db"), "{error}");
+    assert!(!missing.exists(), "a reader created the file");
+
+    // An older schema is read as it is, not brought up to date.
+    let path = dir.path().join("journal.db");
+    closed_journal_with_two(&path).await;
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute_batch(
+        "DELETE FROM schema_version WHERE version >= 3; DROP INDEX saf_one_reversal;",
+    )
+    .expect("back to schema 2");
+    drop(raw);
+    let mut reader = SqliteJournal::open_read_only(&path, None).expect("open");
+    assert_eq!(reader.find(&TxnQuery::default()).expect("find").len(), 2);
+    reader.stats(TimeRange::default()).expect("stats");
+    // Nothing beside it either: a -shm made by another user would lock the
+    // switch out, and a read-only directory could not hold one.
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, vec!["journal.db".to_owned()]);
+    drop(reader);
+    assert_eq!(schema_versions(&path), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn the_read_only_journal_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    closed_journal_with_two(&path).await;
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute("INSERT INTO schema_version (version) VALUES (99)", [])
+        .expect("a newer build's version");
+    drop(raw);
+    let error = SqliteJournal::open_read_only(&path, None).expect_err("newer");
+    let text = error.to_string();
+    assert!(
+        text.contains("journal.db") && text.contains("schema version 99 is newer"),
+        "{text}"
+    );
+}
+
+/// The value of sample `name` in Prometheus text, 0 when absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_counts_what_it_commits_and_callers_that_waited_for_room() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let mut options = async_options(&path);
+    options.queue_capacity = 1;
+    let journal = metrics::with_local_recorder(&recorder, || SqliteJournal::open(options));
+    let journal = Arc::new(journal.expect("open"));
+    let mut writers = tokio::task::JoinSet::new();
+    for task in 0..8u32 {
+        let journal = Arc::clone(&journal);
+        writers.spawn(async move {
+            for n in 0..50 {
+                journal
+                    .begin(forwarded(task * 100 + n + 1))
+                    .await
+                    .expect("begin");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+    Arc::into_inner(journal).expect("last handle").close();
+
+    let text = metrics.render();
+    assert_eq!(
+        sample(&text, "isoswitch_journal_records_total"),
+        400.0,
+        "{text}"
+    );
+    // Eight writers into a queue of one, beside a writer that fsyncs.
+    assert!(
+        sample(&text, "isoswitch_journal_backpressure_total") >= 1.0,
+        "{text}"
+    );
+    let commits = sample(&text, "isoswitch_journal_commit_seconds_count");
+    assert!((1.0..=400.0).contains(&commits), "{text}");
+    assert_eq!(
+        sample(&text, "isoswitch_journal_write_errors_total"),
+        0.0,
+        "{text}"
+    );
+    assert!(text.contains("isoswitch_journal_queue_depth"), "{text}");
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_counted() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let path = data.join("journal.db");
+    let journal = metrics::with_local_recorder(&recorder, || open(&path));
+    journal.begin(forwarded(1)).await.expect("begin");
+    std::fs::remove_dir_all(&data).expect("remove the directory");
+    journal
+        .begin(forwarded(2))
+        .await
+        .expect_err("nowhere to write");
+    let text = metrics.render();
+    assert_eq!(
+        sample(&text, "isoswitch_journal_write_errors_total"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "isoswitch_journal_records_total"),
+        1.0,
+        "{text}"
+    );
 }

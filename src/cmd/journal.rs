@@ -1,6 +1,8 @@
 //! `journal find` and `journal stats`: support's look-ups in the transaction
 //! journal, for "the payment didn't go through" and "the amount is unclear".
-//! They only read; the PAN is shown masked and a PAN searched for is hashed here.
+//! They open the journal read-only, so they never create, migrate or write it
+//! and can run beside the switch; the PAN is shown masked and a PAN searched
+//! for is hashed here.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,7 @@ use isoswitch::iso8583::fields::mask_pan;
 use isoswitch::iso8583::ResponseCode;
 use isoswitch::journal::record::{NO_ROUTE, PENDING};
 use isoswitch::journal::{
-    ClearPan, DataKey, Journal, SafLink, SqliteJournal, SqliteOptions, Stats, StatsRow, TimeRange,
-    TxnQuery, TxnRecord,
+    ClearPan, DataKey, SafLink, SqliteJournal, Stats, StatsRow, TimeRange, TxnQuery, TxnRecord,
 };
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -198,38 +199,6 @@ fn format_latency(us: u64) -> String {
     format!("{}.{:03} ms", us / 1000, us % 1000)
 }
 
-/// Opens an existing journal. `SqliteJournal::open` creates a missing file,
-/// which a look-up must not, so the file is checked first.
-fn open_journal(db: &Path, key: DataKey) -> Result<SqliteJournal> {
-    let fail = |cause: &dyn std::fmt::Display| {
-        anyhow!("cannot open the journal {}: {cause}", db.display())
-    };
-    let metadata = std::fs::metadata(db).map_err(|e| fail(&e))?;
-    if metadata.is_dir() {
-        return Err(fail(&"it is a directory"));
-    }
-    // SQLite would take an empty file for an empty database and the open
-    // would write a schema into it.
-    if metadata.len() == 0 {
-        return Err(fail(&"the file is empty"));
-    }
-    Ok(SqliteJournal::open(SqliteOptions::new(db, key))?)
-}
-
-/// A key for look-ups that open no card data: find and stats without --pan
-/// read only masked and plain columns, so any key does.
-fn throwaway_key() -> Result<DataKey> {
-    Ok(DataKey::generate()?)
-}
-
-/// Runs one journal read on a small runtime of its own.
-fn block_on<T>(read: impl std::future::Future<Output = T>) -> Result<T> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .context("starting the async runtime")?;
-    Ok(runtime.block_on(read))
-}
-
 /// The PAN from --pan (or stdin for `-`). Errors never echo it.
 fn read_pan(arg: &str) -> Result<ClearPan> {
     let mut text = arg.to_owned();
@@ -249,8 +218,8 @@ fn find(args: &FindArgs) -> Result<()> {
         }
     }
     let pan = args.pan.as_deref().map(read_pan).transpose()?;
-    // The key is needed only to hash --pan; check the database first so a
-    // missing one is reported as such.
+    // The key is needed only to hash --pan, and is only ever read, never
+    // made; check the database first so a missing one is reported as such.
     let key = match &pan {
         Some(_) => {
             std::fs::metadata(&args.db)
@@ -259,11 +228,11 @@ fn find(args: &FindArgs) -> Result<()> {
                 .key_file
                 .clone()
                 .unwrap_or_else(|| default_key_file(&args.db));
-            DataKey::load(&path)?
+            Some(DataKey::load(&path)?)
         }
-        None => throwaway_key()?,
+        None => None,
     };
-    let journal = open_journal(&args.db, key)?;
+    let mut journal = SqliteJournal::open_read_only(&args.db, key)?;
     let query = TxnQuery {
         rrn: args.rrn.clone(),
         terminal_stan: args.terminal.clone().zip(args.stan.clone()),
@@ -271,9 +240,9 @@ fn find(args: &FindArgs) -> Result<()> {
         pan,
         range: args.range.range(),
         limit: args.limit,
+        ..TxnQuery::default()
     };
-    let found = block_on(journal.find(query))??;
-    journal.close();
+    let found = journal.find(&query)?;
     let mut out = String::new();
     if args.json {
         for record in &found {
@@ -444,9 +413,8 @@ fn record_json(record: &TxnRecord) -> Value {
 }
 
 fn stats(args: &StatsArgs) -> Result<()> {
-    let journal = open_journal(&args.db, throwaway_key()?)?;
-    let stats = block_on(journal.stats(args.range.range()))??;
-    journal.close();
+    let mut journal = SqliteJournal::open_read_only(&args.db, None)?;
+    let stats = journal.stats(args.range.range())?;
     let out = if args.json {
         stats_json(&stats)
     } else {

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::card_data::{CardVault, DataKey};
 use super::record::{
-    InDoubt, Outcome, ReversalFields, ReversalState, SafId, SafItem, SafLink, SafNew, SafState,
-    Stats, StatsRow, TimeRange, TxnId, TxnQuery, TxnRecord, TxnStart, NO_ROUTE, PENDING,
+    InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId, SafItem, SafKind, SafLink,
+    SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery, TxnRecord, TxnStart, NO_ROUTE,
+    PENDING,
 };
 use super::{Health, HealthCell, Journal, JournalError, SafStore, StoreFuture};
 
@@ -25,6 +26,33 @@ struct StoredTxn {
 struct StoredSaf {
     item: SafItem,
     state: SafState,
+    closed_at_ms: Option<i64>,
+}
+
+impl StoredSaf {
+    /// The transaction whose reversal state this item carries.
+    fn reversed_txn(&self) -> Option<TxnId> {
+        self.item
+            .txn_id
+            .filter(|_| self.item.kind == SafKind::Reversal)
+    }
+}
+
+impl State {
+    /// Moves transaction `txn`'s reversal to `state`, as the SQLite writer
+    /// does: `sent` never takes back a final state.
+    fn reversal_follows(&mut self, txn: Option<TxnId>, state: ReversalState) {
+        let Some(stored) = txn.and_then(|id| self.txns.get_mut(&id.0)) else {
+            return;
+        };
+        let is_final = matches!(
+            stored.record.reversal,
+            ReversalState::Acknowledged | ReversalState::Failed
+        );
+        if state != ReversalState::Sent || !is_final {
+            stored.record.reversal = state;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -139,12 +167,14 @@ impl MemoryJournal {
     }
 
     /// Applies `change` to queue item `id`, which must exist (and be pending
-    /// when `pending_only`), as the SQLite updates' conditions require.
+    /// when `pending_only`), as the SQLite updates' conditions require, and
+    /// moves its transaction's reversal to `follows` if it is a reversal.
     fn change_saf(
         &self,
         op: &'static str,
         id: SafId,
         pending_only: bool,
+        follows: ReversalState,
         change: impl FnOnce(&mut StoredSaf),
     ) -> StoreFuture<'_, ()> {
         let result = self.write(op, |state| {
@@ -159,6 +189,8 @@ impl MemoryJournal {
                 .filter(|s| !pending_only || s.state == SafState::Pending)
                 .ok_or_else(|| unknown(op, what, id.0))?;
             change(stored);
+            let txn = stored.reversed_txn();
+            state.reversal_follows(txn, follows);
             Ok(())
         });
         Box::pin(std::future::ready(result))
@@ -230,7 +262,11 @@ impl Journal for MemoryJournal {
                         .is_some_and(|m| m.ends_with(l.as_str()))
                 });
                 let pan = pan_hash.map_or(true, |h| r.pan_hash == Some(h));
-                rrn && terminal_stan && last4 && pan && query.range.contains(r.received_at_ms)
+                rrn && terminal_stan
+                    && last4
+                    && pan
+                    && query.range.contains(r.received_at_ms)
+                    && r.answer_matches(&query)
             })
             .map(|s| self.record(&state, s))
             .collect();
@@ -277,8 +313,8 @@ impl Journal for MemoryJournal {
             .txns
             .values()
             .filter(|s| {
-                s.record.issuer.is_some()
-                    && s.record.received_at_ms < received_before_ms
+                s.record.received_at_ms < received_before_ms
+                    && s.record.issuer.is_some()
                     && s.record.outcome.is_none()
                     && s.record.reversal == ReversalState::None
             })
@@ -305,6 +341,26 @@ impl Journal for MemoryJournal {
     fn health(&self) -> Health {
         self.health.get()
     }
+
+    fn purge(&self, received_before_ms: i64) -> StoreFuture<'_, Purged> {
+        let result = self.write("purge", |state| {
+            let (saf_before, txns_before) = (state.saf.len(), state.txns.len());
+            state.saf.retain(|_, s| {
+                s.state == SafState::Pending
+                    || s.closed_at_ms.map_or(true, |at| at >= received_before_ms)
+            });
+            let named: std::collections::HashSet<TxnId> =
+                state.saf.values().filter_map(|s| s.item.txn_id).collect();
+            state.txns.retain(|id, s| {
+                s.record.received_at_ms >= received_before_ms || named.contains(&TxnId(*id))
+            });
+            Ok(Purged {
+                transactions: (txns_before - state.txns.len()) as u64,
+                queue_items: (saf_before - state.saf.len()) as u64,
+            })
+        });
+        Box::pin(std::future::ready(result))
+    }
 }
 
 impl SafStore for MemoryJournal {
@@ -312,6 +368,10 @@ impl SafStore for MemoryJournal {
         let result = self.write("enqueue", |state| {
             state.next_saf += 1;
             let id = SafId(state.next_saf);
+            let reversed = new.txn_id.filter(|_| new.kind == SafKind::Reversal);
+            if reversed.is_some() && state.saf.values().any(|s| s.reversed_txn() == reversed) {
+                return Ok(id);
+            }
             let item = SafItem {
                 id,
                 issuer: new.issuer,
@@ -329,8 +389,10 @@ impl SafStore for MemoryJournal {
                 StoredSaf {
                     item,
                     state: SafState::Pending,
+                    closed_at_ms: None,
                 },
             );
+            state.reversal_follows(reversed, ReversalState::Queued);
             Ok(id)
         });
         Box::pin(std::future::ready(result))
@@ -353,22 +415,30 @@ impl SafStore for MemoryJournal {
     }
 
     fn mark_attempt(&self, id: SafId, _at_ms: i64, next_attempt_at_ms: i64) -> StoreFuture<'_, ()> {
-        self.change_saf("mark_attempt", id, true, |stored| {
+        self.change_saf("mark_attempt", id, true, ReversalState::Sent, |stored| {
             stored.item.attempts += 1;
             stored.item.next_attempt_at_ms = next_attempt_at_ms;
         })
     }
 
-    fn acknowledge(&self, id: SafId, _at_ms: i64) -> StoreFuture<'_, ()> {
-        self.change_saf("acknowledge", id, false, |stored| {
-            stored.state = SafState::Acknowledged;
-            stored.item.fields = ReversalFields::default();
-        })
+    fn acknowledge(&self, id: SafId, at_ms: i64) -> StoreFuture<'_, ()> {
+        self.change_saf(
+            "acknowledge",
+            id,
+            false,
+            ReversalState::Acknowledged,
+            |stored| {
+                stored.state = SafState::Acknowledged;
+                stored.closed_at_ms = Some(at_ms);
+                stored.item.fields = ReversalFields::default();
+            },
+        )
     }
 
-    fn fail(&self, id: SafId, _at_ms: i64) -> StoreFuture<'_, ()> {
-        self.change_saf("fail", id, true, |stored| {
+    fn fail(&self, id: SafId, at_ms: i64) -> StoreFuture<'_, ()> {
+        self.change_saf("fail", id, true, ReversalState::Failed, |stored| {
             stored.state = SafState::Failed;
+            stored.closed_at_ms = Some(at_ms);
             stored.item.fields = ReversalFields::default();
         })
     }

@@ -17,11 +17,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use card_data::{CardVault, DataKey, KeyError};
 pub use memory::MemoryJournal;
 pub use record::{
-    ClearPan, DecidedBy, Forward, InDoubt, Outcome, ReversalFields, ReversalState, SafId, SafItem,
-    SafKind, SafLink, SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery, TxnRecord,
-    TxnStart,
+    ClearPan, DecidedBy, Forward, InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId,
+    SafItem, SafKind, SafLink, SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery,
+    TxnRecord, TxnStart,
 };
-pub use sqlite::{SqliteJournal, SqliteOptions};
+pub use sqlite::{JournalReader, SqliteJournal, SqliteOptions};
 
 /// What a journal call resolves to. Boxed so the traits stay object-safe
 /// (`Arc<dyn Journal>`); one allocation is small beside a commit.
@@ -137,17 +137,26 @@ pub trait Journal: Send + Sync {
     fn begin(&self, start: TxnStart) -> StoreFuture<'_, TxnId>;
     /// What the terminal was answered.
     fn record_outcome(&self, id: TxnId, outcome: Outcome) -> StoreFuture<'_, ()>;
+    /// Sets the reversal state by hand. The queue keeps it up to date on its
+    /// own (see [`SafStore`]); this is for what happens outside the queue.
     fn set_reversal(&self, id: TxnId, state: ReversalState) -> StoreFuture<'_, ()>;
     fn find(&self, query: TxnQuery) -> StoreFuture<'_, Vec<TxnRecord>>;
     fn stats(&self, range: TimeRange) -> StoreFuture<'_, Stats>;
     /// Forwarded requests received before `received_before_ms` with no
-    /// recorded answer and no reversal yet, oldest first: at start-up (all of
-    /// them) and in the run-time sweep, each needs its reversal queued.
+    /// recorded answer and no reversal yet, oldest first: each needs its
+    /// reversal queued. At start-up, `i64::MAX` takes them all; while running,
+    /// a cutoff of now − 2 × the timeout leaves alone those still in flight.
     fn in_doubt(&self, received_before_ms: i64) -> StoreFuture<'_, Vec<InDoubt>>;
     /// What a reversal of `id` needs (for a terminal's own 0400, before or
     /// after a restart); `None` when it was never forwarded.
     fn reversal_fields(&self, id: TxnId) -> StoreFuture<'_, Option<ReversalFields>>;
     fn health(&self) -> Health;
+    /// Retention: deletes the transactions received before
+    /// `received_before_ms` and the queue items closed (acknowledged or
+    /// failed) before it. A pending item is never deleted, nor a transaction
+    /// any queue item still names, so a transaction outlives its queue items.
+    /// SQLite deletes in bounded chunks, so writes go on meanwhile.
+    fn purge(&self, received_before_ms: i64) -> StoreFuture<'_, Purged>;
 }
 
 /// The journal and the queue the switch writes through: one store (SQLite,
@@ -184,7 +193,16 @@ impl std::fmt::Debug for Stores {
 }
 
 /// The persistent store-and-forward queue of reversals and advices, FIFO per issuer.
+///
+/// A reversal item (`SafKind::Reversal` with a `txn_id`) carries its
+/// transaction's reversal state along in the same write: `enqueue` sets it
+/// `queued`, `mark_attempt` `sent` (unless already acknowledged or failed),
+/// `acknowledge` `acknowledged` and `fail` `failed`. Advices leave it alone.
 pub trait SafStore: Send + Sync {
+    /// Queues `item`. A transaction has at most one reversal: a second
+    /// reversal for the same `txn_id` is not an error and queues nothing, and
+    /// the id returned then names no item. Items without a `txn_id` are never
+    /// taken for duplicates.
     fn enqueue(&self, item: SafNew) -> StoreFuture<'_, SafId>;
     /// Up to `limit` pending items of `issuer` whose next attempt is due at
     /// `now_ms`, oldest first.

@@ -290,6 +290,20 @@ pub struct TxnRecord {
 }
 
 impl TxnRecord {
+    /// Whether `query`'s conditions on the answer hold: who decided it and
+    /// whether it was an approval. The other conditions are the backend's.
+    pub(crate) fn answer_matches(&self, query: &TxnQuery) -> bool {
+        let decided_by = query.decided_by.map_or(true, |by| {
+            self.outcome.as_ref().is_some_and(|o| o.decided_by == by)
+        });
+        let approved = !query.approved_only
+            || self
+                .outcome
+                .as_ref()
+                .is_some_and(|o| o.response_code.is_approval());
+        decided_by && approved
+    }
+
     /// What `start` is journaled as under `id` (the PAN kept only masked and
     /// hashed by `pan_hash`, nothing answered yet) and the fields its reversal
     /// needs. Every backend builds its first row here.
@@ -360,6 +374,11 @@ pub struct TxnQuery {
     pub last4: Option<String>,
     pub pan: Option<ClearPan>,
     pub range: TimeRange,
+    /// Only transactions whose answer was decided by this.
+    pub decided_by: Option<DecidedBy>,
+    /// Only transactions answered with an approval
+    /// ([`ResponseCode::is_approval`]).
+    pub approved_only: bool,
     /// At most this many, oldest first; `None` for all.
     pub limit: Option<usize>,
 }
@@ -401,6 +420,20 @@ pub struct Stats {
 pub const PENDING: &str = "pending";
 /// The key `stats` shows for a transaction without a route.
 pub const NO_ROUTE: &str = "-";
+
+/// What one `purge` deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub transactions: u64,
+    pub queue_items: u64,
+}
+
+impl Purged {
+    pub(crate) fn add(&mut self, other: Purged) {
+        self.transactions += other.transactions;
+        self.queue_items += other.queue_items;
+    }
+}
 
 /// A reversal or advice to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,10 @@
 //! go through a bounded channel to one writer thread that commits in groups;
 //! reads use their own connection. Card data is sealed before it is queued.
 
+mod read_only;
 mod reader;
 mod schema;
+mod telemetry;
 mod writer;
 
 use std::os::unix::fs::MetadataExt as _;
@@ -14,14 +16,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::read_only::JournalReader;
 use self::reader::Reader;
-use self::writer::{Request, SafRow, TxnRow, Write, Writer};
+use self::telemetry::JournalMetrics;
+use self::writer::{Applied, Request, SafRow, TxnRow, Write, Writer};
 use super::card_data::{saf_record, txn_record, CardVault, DataKey};
 use super::record::{
-    InDoubt, Outcome, ReversalFields, ReversalState, SafId, SafItem, SafNew, Stats, TimeRange,
-    TxnId, TxnQuery, TxnRecord, TxnStart,
+    InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId, SafItem, SafNew, Stats,
+    TimeRange, TxnId, TxnQuery, TxnRecord, TxnStart,
 };
 use super::{Durability, Health, HealthCell, Journal, JournalError, SafStore, StoreFuture};
 
@@ -36,6 +41,9 @@ pub struct SqliteOptions {
     pub queue_capacity: usize,
     /// Most records one commit takes.
     pub max_batch: usize,
+    /// Most rows of each table one retention commit deletes, so `purge`
+    /// never holds the write lock long.
+    pub purge_chunk: usize,
 }
 
 impl SqliteOptions {
@@ -46,6 +54,7 @@ impl SqliteOptions {
             durability: Durability::Commit,
             queue_capacity: 16_384,
             max_batch: 4_096,
+            purge_chunk: 10_000,
         }
     }
 }
@@ -123,7 +132,9 @@ pub struct SqliteJournal {
     vault: Arc<CardVault>,
     next_txn: AtomicI64,
     next_saf: AtomicI64,
+    purge_chunk: usize,
     health: Arc<HealthCell>,
+    metrics: JournalMetrics,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -144,6 +155,7 @@ impl SqliteJournal {
             durability,
             queue_capacity,
             max_batch,
+            purge_chunk,
         } = options;
         let (conn, identity) = open_connection(&path, true)?;
         let max_id = |table: &str| -> Result<i64, JournalError> {
@@ -162,15 +174,18 @@ impl SqliteJournal {
         let reader = Reader {
             path: path.clone(),
             conn: Some(open_connection(&path, false)?),
-            vault: Arc::clone(&vault),
+            vault: Some(Arc::clone(&vault)),
+            read_only: false,
         };
         let health = Arc::new(HealthCell::new());
+        let metrics = JournalMetrics::new();
         let (requests, queue) = mpsc::channel(queue_capacity.max(1));
         let writer = Writer {
             path: path.clone(),
             conn: Some((conn, identity)),
             max_batch: max_batch.max(1),
             health: Arc::clone(&health),
+            metrics: metrics.clone(),
             last_logged: None,
         };
         let writer = std::thread::Builder::new()
@@ -189,8 +204,20 @@ impl SqliteJournal {
             vault,
             next_txn: AtomicI64::new(next_txn),
             next_saf: AtomicI64::new(next_saf),
+            purge_chunk: purge_chunk.max(1),
             health,
+            metrics,
         })
+    }
+
+    /// Opens an existing journal for the look-up tools: read-only, never
+    /// creating, migrating or writing it, beside a switch that is writing
+    /// it. `key` is needed only to look up by PAN.
+    pub fn open_read_only(
+        path: &Path,
+        key: Option<DataKey>,
+    ) -> Result<JournalReader, JournalError> {
+        JournalReader::open(path, key)
     }
 
     pub fn path(&self) -> &Path {
@@ -221,26 +248,41 @@ impl SqliteJournal {
 
     /// Queues `write`; in commit mode, resolves once it is committed.
     async fn submit(&self, write: Write) -> Result<(), JournalError> {
-        let closed = || JournalError::Closed {
-            path: self.path.clone(),
-        };
-        let requests = self.requests.as_ref().ok_or_else(closed)?;
         match self.durability {
-            Durability::Async => requests
-                .send(Request { write, ack: None })
-                .await
-                .map_err(|_| closed()),
-            Durability::Commit => {
-                let (ack, committed) = oneshot::channel();
-                requests
-                    .send(Request {
-                        write,
-                        ack: Some(ack),
-                    })
-                    .await
-                    .map_err(|_| closed())?;
-                committed.await.map_err(|_| closed())?
+            Durability::Async => self.queue(Request { write, ack: None }).await,
+            Durability::Commit => self.submit_and_wait(write).await.map(drop),
+        }
+    }
+
+    /// Queues `write` and resolves once it is committed, whatever the
+    /// durability, with what it did.
+    async fn submit_and_wait(&self, write: Write) -> Result<Applied, JournalError> {
+        let (ack, committed) = oneshot::channel();
+        self.queue(Request {
+            write,
+            ack: Some(ack),
+        })
+        .await?;
+        committed.await.map_err(|_| self.closed())?
+    }
+
+    /// Hands `request` to the writer, waiting while its queue is full
+    /// (counted: backpressure on the hot path is worth seeing).
+    async fn queue(&self, request: Request) -> Result<(), JournalError> {
+        let requests = self.requests.as_ref().ok_or_else(|| self.closed())?;
+        match requests.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(request)) => {
+                self.metrics.backpressure.increment(1);
+                requests.send(request).await.map_err(|_| self.closed())
             }
+            Err(TrySendError::Closed(_)) => Err(self.closed()),
+        }
+    }
+
+    fn closed(&self) -> JournalError {
+        JournalError::Closed {
+            path: self.path.clone(),
         }
     }
 
@@ -323,6 +365,26 @@ impl Journal for SqliteJournal {
 
     fn health(&self) -> Health {
         self.health.get()
+    }
+
+    fn purge(&self, received_before_ms: i64) -> StoreFuture<'_, Purged> {
+        Box::pin(async move {
+            let mut total = Purged::default();
+            loop {
+                let write = Write::Purge {
+                    before_ms: received_before_ms,
+                    chunk: self.purge_chunk,
+                };
+                let Applied::Purged(chunk) = self.submit_and_wait(write).await? else {
+                    unreachable!("the writer answers a purge with its counts")
+                };
+                total.add(chunk);
+                let full = |n: u64| n >= self.purge_chunk as u64;
+                if !full(chunk.transactions) && !full(chunk.queue_items) {
+                    return Ok(total);
+                }
+            }
+        })
     }
 }
 

@@ -21,7 +21,10 @@ use crate::journal::JournalError;
 pub(crate) struct Reader {
     pub path: PathBuf,
     pub conn: Option<(Connection, FileIdentity)>,
-    pub vault: Arc<CardVault>,
+    /// `None` for a look-up tool without the key: it reads no sealed data.
+    pub vault: Option<Arc<CardVault>>,
+    /// Reopened read-only, for the tools.
+    pub read_only: bool,
 }
 
 /// What a read failed with, before it is given the file and operation.
@@ -29,6 +32,8 @@ enum ReadFailure {
     Sqlite(rusqlite::Error),
     Corrupt(String),
     Tampered(String),
+    /// Sealed data asked of a reader opened without the key.
+    NoKey,
 }
 
 impl From<rusqlite::Error> for ReadFailure {
@@ -60,7 +65,7 @@ impl Reader {
     fn with<T>(
         &mut self,
         op: &'static str,
-        read: impl FnOnce(&Connection, &CardVault) -> ReadResult<T>,
+        read: impl FnOnce(&Connection, Option<&CardVault>) -> ReadResult<T>,
     ) -> Result<T, JournalError> {
         let current = FileIdentity::of(&self.path);
         if self
@@ -71,10 +76,14 @@ impl Reader {
             self.conn = None;
         }
         if self.conn.is_none() {
-            self.conn = Some(open_connection(&self.path, false)?);
+            self.conn = Some(if self.read_only {
+                super::read_only::connect(&self.path)?
+            } else {
+                open_connection(&self.path, false)?
+            });
         }
         let (conn, _) = self.conn.as_ref().expect("a connection was just opened");
-        read(conn, &self.vault).map_err(|failure| match failure {
+        read(conn, self.vault.as_deref()).map_err(|failure| match failure {
             ReadFailure::Sqlite(e) => {
                 self.conn = None;
                 JournalError::Read {
@@ -89,6 +98,13 @@ impl Reader {
                 cause: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(what)),
             },
             ReadFailure::Tampered(record) => JournalError::Tampered { record },
+            ReadFailure::NoKey => JournalError::Read {
+                path: self.path.clone(),
+                op,
+                cause: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
+                    "card data cannot be read without the journal's data key",
+                )),
+            },
         })
     }
 
@@ -135,8 +151,17 @@ impl Reader {
             if let Some(until) = query.range.until_ms {
                 bind(&mut sql, " AND received_at_ms < ?", Box::new(until));
             }
+            if let Some(by) = query.decided_by {
+                bind(&mut sql, " AND decided_by = ?", Box::new(by.as_str()));
+            }
+            if query.approved_only {
+                // Which codes approve is `ResponseCode::is_approval`'s to
+                // say, below; here only the unanswered are left out.
+                sql.push_str(" AND response_code IS NOT NULL");
+            }
             sql.push_str(" ORDER BY received_at_ms, id");
-            if let Some(limit) = query.limit {
+            // With approved_only, rows are dropped below, so the limit is too.
+            if let Some(limit) = query.limit.filter(|_| !query.approved_only) {
                 bind(
                     &mut sql,
                     " LIMIT ?",
@@ -148,7 +173,13 @@ impl Reader {
             let mut rows = statement.query(params.as_slice())?;
             let mut found = Vec::new();
             while let Some(row) = rows.next()? {
-                found.push(txn_from_row(row)?);
+                if query.limit.is_some_and(|limit| found.len() >= limit) {
+                    break;
+                }
+                let record = txn_from_row(row)?;
+                if record.answer_matches(query) {
+                    found.push(record);
+                }
             }
             let mut links = conn.prepare_cached(
                 "SELECT id, kind, state, attempts FROM saf WHERE txn_id = ?1 ORDER BY id",
@@ -204,6 +235,7 @@ impl Reader {
         received_before_ms: i64,
     ) -> Result<Vec<InDoubt>, JournalError> {
         self.with("in_doubt", |conn, vault| {
+            let vault = vault.ok_or(ReadFailure::NoKey)?;
             let mut statement = conn.prepare_cached(
                 "SELECT id, received_at_ms, route, issuer, upstream_stan, upstream_rrn,
                     terminal_id, terminal_stan, fields_nonce, fields_sealed
@@ -239,6 +271,7 @@ impl Reader {
         id: TxnId,
     ) -> Result<Option<ReversalFields>, JournalError> {
         self.with("reversal_fields", |conn, vault| {
+            let vault = vault.ok_or(ReadFailure::NoKey)?;
             let mut statement =
                 conn.prepare_cached("SELECT fields_nonce, fields_sealed FROM txn WHERE id = ?1")?;
             let mut rows = statement.query([id.0])?;
@@ -256,6 +289,7 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<SafItem>, JournalError> {
         self.with("due", |conn, vault| {
+            let vault = vault.ok_or(ReadFailure::NoKey)?;
             // Walks the issuer's pending items in id order (the partial index)
             // and skips those not due yet.
             let mut statement = conn.prepare_cached(

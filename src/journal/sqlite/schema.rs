@@ -66,6 +66,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // cost of a commit. A look-up by PAN goes through the last-4 index and
     // compares the hash on the few rows it yields.
     "DROP INDEX IF EXISTS txn_pan_hash;",
+    // 3: at most one reversal per transaction, whatever its state (enqueue
+    // ignores a second one), and the closed items retention deletes.
+    "CREATE UNIQUE INDEX saf_one_reversal ON saf (txn_id) WHERE kind = 'reversal';
+    CREATE INDEX saf_closed ON saf (closed_at_ms) WHERE state != 'pending';",
+    // 4: the MTI an item is first sent as (repeats are its xxx1).
     "ALTER TABLE saf ADD COLUMN mti TEXT;
     UPDATE saf SET mti = CASE kind WHEN 'reversal' THEN '0400' ELSE '0220' END;",
 ];
@@ -77,18 +82,46 @@ pub(crate) enum SchemaError {
     Sqlite(#[from] rusqlite::Error),
     #[error("schema version {found} is newer than this build knows ({known})")]
     TooNew { found: usize, known: usize },
+    #[error("it is not an isoswitch journal (no schema version recorded)")]
+    NotAJournal,
 }
 
-/// Applies the migrations `conn` has not had, each in its own transaction.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-    let found: usize = conn
+/// How many migrations `conn` has had; 0 for a database without any.
+fn version(conn: &Connection) -> rusqlite::Result<usize> {
+    Ok(conn
         .query_row("SELECT max(version) FROM schema_version", [], |row| {
             row.get::<_, Option<i64>>(0)
         })
         .optional()?
         .flatten()
-        .map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX));
+        .map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX)))
+}
+
+/// The schema version of a database a tool reads, which is never migrated:
+/// older versions read the same columns, a newer one may not.
+pub(crate) fn readable_version(conn: &Connection) -> Result<usize, SchemaError> {
+    let recorded: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+        [],
+        |row| row.get(0),
+    )?;
+    let found = if recorded > 0 { version(conn)? } else { 0 };
+    if found == 0 {
+        return Err(SchemaError::NotAJournal);
+    }
+    if found > MIGRATIONS.len() {
+        return Err(SchemaError::TooNew {
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
+    Ok(found)
+}
+
+/// Applies the migrations `conn` has not had, each in its own transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let found = version(conn)?;
     if found > MIGRATIONS.len() {
         return Err(SchemaError::TooNew {
             found,
@@ -132,5 +165,23 @@ mod tests {
             migrate(&mut conn),
             Err(SchemaError::TooNew { found: 99, .. })
         ));
+        assert!(matches!(
+            readable_version(&conn),
+            Err(SchemaError::TooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn a_reader_takes_an_older_schema_as_it_is_and_refuses_a_stranger() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        assert!(matches!(
+            readable_version(&conn),
+            Err(SchemaError::NotAJournal)
+        ));
+        migrate(&mut conn).expect("migrate");
+        conn.execute("DELETE FROM schema_version WHERE version > 1", [])
+            .expect("back to version 1");
+        assert_eq!(readable_version(&conn).expect("readable"), 1);
+        assert_eq!(version(&conn).expect("version"), 1, "not migrated");
     }
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::telemetry::JournalMetrics;
 use super::{open_connection, FileIdentity};
 use crate::journal::card_data::Sealed;
-use crate::journal::record::{Outcome, ReversalState, SafKind, TxnRecord};
+use crate::journal::record::{Outcome, Purged, ReversalState, SafKind, TxnRecord};
 use crate::journal::{HealthCell, JournalError};
 
 /// A transaction's first row as [`TxnRecord::begun`] builds it, with the
@@ -41,12 +42,33 @@ pub(crate) struct SafRow {
 #[derive(Debug)]
 pub(crate) enum Write {
     Begin(Box<TxnRow>),
-    Outcome { id: i64, outcome: Outcome },
-    Reversal { id: i64, state: ReversalState },
+    Outcome {
+        id: i64,
+        outcome: Outcome,
+    },
+    Reversal {
+        id: i64,
+        state: ReversalState,
+    },
     Enqueue(Box<SafRow>),
-    Attempt { id: i64, at_ms: i64, next_ms: i64 },
-    Acknowledge { id: i64, at_ms: i64 },
-    Fail { id: i64, at_ms: i64 },
+    Attempt {
+        id: i64,
+        at_ms: i64,
+        next_ms: i64,
+    },
+    Acknowledge {
+        id: i64,
+        at_ms: i64,
+    },
+    Fail {
+        id: i64,
+        at_ms: i64,
+    },
+    /// One chunk of retention: at most `chunk` rows of each table.
+    Purge {
+        before_ms: i64,
+        chunk: usize,
+    },
 }
 
 impl Write {
@@ -60,15 +82,23 @@ impl Write {
             Write::Attempt { .. } => "mark_attempt",
             Write::Acknowledge { .. } => "acknowledge",
             Write::Fail { .. } => "fail",
+            Write::Purge { .. } => "purge",
         }
     }
+}
+
+/// What a committed write did, for the caller waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    Done,
+    Purged(Purged),
 }
 
 /// A write and, in commit mode, who waits for it to be committed.
 #[derive(Debug)]
 pub(crate) struct Request {
     pub write: Write,
-    pub ack: Option<oneshot::Sender<Result<(), JournalError>>>,
+    pub ack: Option<oneshot::Sender<Result<Applied, JournalError>>>,
 }
 
 /// How often a persisting write failure is logged.
@@ -81,6 +111,7 @@ pub(crate) struct Writer {
     pub conn: Option<(Connection, FileIdentity)>,
     pub max_batch: usize,
     pub health: Arc<HealthCell>,
+    pub metrics: JournalMetrics,
     pub last_logged: Option<Instant>,
 }
 
@@ -96,6 +127,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.metrics.queue_depth.set(requests.len() as f64);
             self.commit(&mut batch);
         }
     }
@@ -103,8 +135,11 @@ impl Writer {
     /// Commits `batch` and answers each caller in it; on failure every caller
     /// gets the error and the next batch starts on a fresh connection.
     fn commit(&mut self, batch: &mut Vec<Request>) {
+        let started = Instant::now();
         match self.try_commit(batch) {
             Ok(results) => {
+                self.metrics.commit_seconds.record(started.elapsed());
+                self.metrics.records.increment(batch.len() as u64);
                 self.health.succeeded();
                 for (request, result) in batch.drain(..).zip(results) {
                     if let Some(ack) = request.ack {
@@ -113,6 +148,7 @@ impl Writer {
                 }
             }
             Err(error) => {
+                self.metrics.write_errors.increment(1);
                 self.conn = None;
                 self.health.failed(&error);
                 if self
@@ -136,7 +172,7 @@ impl Writer {
     fn try_commit(
         &mut self,
         batch: &[Request],
-    ) -> Result<Vec<Result<(), JournalError>>, JournalError> {
+    ) -> Result<Vec<Result<Applied, JournalError>>, JournalError> {
         let path = self.path.clone();
         let failed = |op: &'static str| {
             let path = path.clone();
@@ -178,47 +214,9 @@ impl Writer {
 }
 
 /// `Ok(Err(..))` when the row to change is not there.
-fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), JournalError>> {
+fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<Applied, JournalError>> {
     let changed = match write {
-        Write::Begin(row) => {
-            let r = &row.record;
-            let (nonce, sealed) = row
-                .fields
-                .as_ref()
-                .map(|s| (&s.nonce[..], &s.ciphertext[..]))
-                .unzip();
-            tx.prepare_cached(
-                "INSERT INTO txn (id, received_at_ms, listener, channel, mti, processing_code,
-                    pan_masked, pan_last4, pan_hash, amount, currency, terminal_id, merchant_id,
-                    terminal_stan, terminal_rrn, route, issuer, upstream_stan, upstream_rrn,
-                    fields_nonce, fields_sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21)",
-            )?
-            .execute(params![
-                r.id.0,
-                r.received_at_ms,
-                r.listener,
-                r.channel,
-                r.mti.as_str(),
-                r.processing_code,
-                r.pan_masked,
-                row.pan_last4,
-                r.pan_hash.as_ref().map(|h| &h[..]),
-                r.amount,
-                r.currency,
-                r.terminal_id,
-                r.merchant_id,
-                r.terminal_stan,
-                r.terminal_rrn,
-                r.route,
-                r.issuer,
-                r.upstream_stan,
-                r.upstream_rrn,
-                nonce,
-                sealed,
-            ])?
-        }
+        Write::Begin(row) => insert_txn(tx, row)?,
         Write::Outcome { id, outcome } => tx
             .prepare_cached(
                 "UPDATE txn SET answered_at_ms = ?2, response_code = ?3, decided_by = ?4,
@@ -235,45 +233,75 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), Jou
         Write::Reversal { id, state } => tx
             .prepare_cached("UPDATE txn SET reversal = ?2 WHERE id = ?1")?
             .execute(params![id, state.as_str()])?,
-        Write::Enqueue(row) => tx
-            .prepare_cached(
-                "INSERT INTO saf (id, issuer, kind, txn_id, created_at_ms, next_attempt_at_ms,
-                    expires_at_ms, fields_nonce, fields_sealed, mti)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                row.id,
-                row.issuer,
-                row.kind.as_str(),
-                row.txn_id,
-                row.created_at_ms,
-                row.expires_at_ms,
-                &row.fields.nonce[..],
-                row.fields.ciphertext,
-                row.mti,
-            ])?,
-        Write::Attempt { id, at_ms, next_ms } => tx
-            .prepare_cached(
-                "UPDATE saf SET attempts = attempts + 1, last_attempt_at_ms = ?2,
-                    next_attempt_at_ms = ?3 WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![id, at_ms, next_ms])?,
+        Write::Enqueue(row) => {
+            // A second reversal of a transaction is ignored, not refused:
+            // whoever queues it wants one reversal, and there is one.
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO saf (id, issuer, kind, txn_id, created_at_ms, next_attempt_at_ms,
+                        expires_at_ms, fields_nonce, fields_sealed, mti)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (txn_id) WHERE kind = 'reversal' DO NOTHING",
+                )?
+                .execute(params![
+                    row.id,
+                    row.issuer,
+                    row.kind.as_str(),
+                    row.txn_id,
+                    row.created_at_ms,
+                    row.expires_at_ms,
+                    &row.fields.nonce[..],
+                    row.fields.ciphertext,
+                    row.mti,
+                ])?;
+            if inserted > 0 {
+                reversal_follows(tx, row.id, ReversalState::Queued)?;
+            }
+            return Ok(Ok(Applied::Done));
+        }
+        Write::Attempt { id, at_ms, next_ms } => {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE saf SET attempts = attempts + 1, last_attempt_at_ms = ?2,
+                        next_attempt_at_ms = ?3 WHERE id = ?1 AND state = 'pending'",
+                )?
+                .execute(params![id, at_ms, next_ms])?;
+            if changed > 0 {
+                reversal_follows(tx, *id, ReversalState::Sent)?;
+            }
+            changed
+        }
         // A closed item no longer needs its card data.
-        Write::Acknowledge { id, at_ms } => tx
-            .prepare_cached(
-                "UPDATE saf SET state = 'acknowledged', closed_at_ms = ?2, fields_nonce = NULL,
-                    fields_sealed = NULL WHERE id = ?1",
-            )?
-            .execute(params![id, at_ms])?,
-        Write::Fail { id, at_ms } => tx
-            .prepare_cached(
-                "UPDATE saf SET state = 'failed', closed_at_ms = ?2, fields_nonce = NULL,
-                    fields_sealed = NULL WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![id, at_ms])?,
+        Write::Acknowledge { id, at_ms } => {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE saf SET state = 'acknowledged', closed_at_ms = ?2, fields_nonce = NULL,
+                        fields_sealed = NULL WHERE id = ?1",
+                )?
+                .execute(params![id, at_ms])?;
+            if changed > 0 {
+                reversal_follows(tx, *id, ReversalState::Acknowledged)?;
+            }
+            changed
+        }
+        Write::Fail { id, at_ms } => {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE saf SET state = 'failed', closed_at_ms = ?2, fields_nonce = NULL,
+                        fields_sealed = NULL WHERE id = ?1 AND state = 'pending'",
+                )?
+                .execute(params![id, at_ms])?;
+            if changed > 0 {
+                reversal_follows(tx, *id, ReversalState::Failed)?;
+            }
+            changed
+        }
+        Write::Purge { before_ms, chunk } => {
+            return purge_chunk(tx, *before_ms, *chunk).map(|p| Ok(Applied::Purged(p)))
+        }
     };
     if changed > 0 {
-        return Ok(Ok(()));
+        return Ok(Ok(Applied::Done));
     }
     let (what, id) = match write {
         Write::Begin(row) => ("transaction", row.record.id.0),
@@ -281,10 +309,92 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<(), Jou
         Write::Enqueue(row) => ("queue item", row.id),
         Write::Acknowledge { id, .. } => ("queue item", *id),
         Write::Attempt { id, .. } | Write::Fail { id, .. } => ("pending queue item", *id),
+        Write::Purge { .. } => return Ok(Ok(Applied::Done)),
     };
     Ok(Err(JournalError::Unknown {
         op: write.op(),
         what,
         id,
     }))
+}
+
+fn insert_txn(tx: &Transaction<'_>, row: &TxnRow) -> rusqlite::Result<usize> {
+    let r = &row.record;
+    let (nonce, sealed) = row
+        .fields
+        .as_ref()
+        .map(|s| (&s.nonce[..], &s.ciphertext[..]))
+        .unzip();
+    tx.prepare_cached(
+        "INSERT INTO txn (id, received_at_ms, listener, channel, mti, processing_code,
+            pan_masked, pan_last4, pan_hash, amount, currency, terminal_id, merchant_id,
+            terminal_stan, terminal_rrn, route, issuer, upstream_stan, upstream_rrn,
+            fields_nonce, fields_sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+            ?17, ?18, ?19, ?20, ?21)",
+    )?
+    .execute(params![
+        r.id.0,
+        r.received_at_ms,
+        r.listener,
+        r.channel,
+        r.mti.as_str(),
+        r.processing_code,
+        r.pan_masked,
+        row.pan_last4,
+        r.pan_hash.as_ref().map(|h| &h[..]),
+        r.amount,
+        r.currency,
+        r.terminal_id,
+        r.merchant_id,
+        r.terminal_stan,
+        r.terminal_rrn,
+        r.route,
+        r.issuer,
+        r.upstream_stan,
+        r.upstream_rrn,
+        nonce,
+        sealed,
+    ])
+}
+
+/// Moves the transaction of reversal item `saf_id` (if it is one) to
+/// `state`, in the caller's transaction. `sent` never takes back a final
+/// state: an answer can be recorded before the attempt that drew it.
+fn reversal_follows(
+    tx: &Transaction<'_>,
+    saf_id: i64,
+    state: ReversalState,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE txn SET reversal = ?2
+         WHERE id = (SELECT txn_id FROM saf WHERE id = ?1 AND kind = 'reversal')
+           AND (?2 != 'sent' OR reversal NOT IN ('acknowledged', 'failed'))",
+    )?
+    .execute(params![saf_id, state.as_str()])?;
+    Ok(())
+}
+
+/// Deletes up to `chunk` closed queue items closed before `before_ms`, then
+/// up to `chunk` transactions received before it that no queue item names.
+fn purge_chunk(tx: &Transaction<'_>, before_ms: i64, chunk: usize) -> rusqlite::Result<Purged> {
+    let chunk = i64::try_from(chunk).unwrap_or(i64::MAX);
+    let queue_items = tx
+        .prepare_cached(
+            "DELETE FROM saf WHERE id IN (
+                SELECT id FROM saf WHERE state != 'pending' AND closed_at_ms < ?1 LIMIT ?2)",
+        )?
+        .execute(params![before_ms, chunk])?;
+    let transactions = tx
+        .prepare_cached(
+            "DELETE FROM txn WHERE id IN (
+                SELECT id FROM txn WHERE received_at_ms < ?1
+                    AND NOT EXISTS (SELECT 1 FROM saf WHERE saf.txn_id = txn.id)
+                LIMIT ?2)",
+        )?
+        .execute(params![before_ms, chunk])?;
+    Ok(Purged {
+        transactions: transactions as u64,
+        queue_items: queue_items as u64,
+    })
 }
