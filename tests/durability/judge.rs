@@ -75,55 +75,48 @@ pub fn judge(
     }
     let by_rrn: HashMap<&str, &Sent> = sent.iter().map(|s| (s.rrn.as_str(), s)).collect();
 
-    // Purchases at the issuer, by the (terminal, STAN) a reversal names.
-    let mut originals: HashMap<(&str, &str), &Recorded> = HashMap::new();
-    let mut original_by_rrn: HashMap<&str, &Recorded> = HashMap::new();
+    // Purchases at the issuer by RRN (each purchase has its own), and the
+    // reversals of each: a reversal the switch built from its journal carries
+    // the purchase's RRN. One without (a terminal's reversal of a purchase the
+    // switch never took, forwarded as the terminal sent it) reverses nothing seen.
+    let mut originals: HashMap<&str, &Recorded> = HashMap::new();
     for original in record.iter().filter(|r| r.mti == "0200") {
-        let key = (original.terminal(), original.stan.as_str());
-        assert!(
-            originals.insert(key, original).is_none(),
-            "the issuer saw two purchases as {key:?}: their reversals cannot be told apart"
-        );
-        if let Some(rrn) = original.rrn.as_deref() {
-            original_by_rrn.insert(rrn, original);
-        }
-    }
-    let mut reversals: HashMap<(&str, &str), Vec<&Recorded>> = HashMap::new();
-    for reversal in record.iter().filter(|r| r.is_reversal()) {
-        verdict.reversal_lines += 1;
-        let stan = reversal
-            .original_stan
-            .as_deref()
-            .unwrap_or_else(|| panic!("a reversal naming no original: {reversal:?}"));
-        // A reversal carrying a purchase's RRN must name the STAN the issuer saw on it.
-        if let Some(original) = reversal.rrn.as_deref().and_then(|r| original_by_rrn.get(r)) {
-            assert_eq!(
-                stan, original.stan,
-                "a reversal of RRN {:?} names another STAN than the issuer saw: {reversal:?}",
-                original.rrn
-            );
-        }
-        let key = (reversal.terminal(), stan);
-        if originals.contains_key(&key) {
-            reversals.entry(key).or_default().push(reversal);
-        } else {
-            // Journaled but killed before it went out, or a terminal's
-            // reversal of a purchase that never reached the switch.
-            verdict.reversals_of_originals_never_seen += 1;
-        }
-    }
-
-    for (key, original) in &originals {
-        verdict.originals_at_issuer += 1;
-        verdict.dropped_at_issuer += usize::from(original.answer == "drop");
         let rrn = original
             .rrn
             .as_deref()
             .unwrap_or_else(|| panic!("a purchase at the issuer without its RRN: {original:?}"));
+        assert!(
+            originals.insert(rrn, original).is_none(),
+            "the issuer saw RRN {rrn} twice"
+        );
+    }
+    let mut reversals: HashMap<&str, Vec<&Recorded>> = HashMap::new();
+    for reversal in record.iter().filter(|r| r.is_reversal()) {
+        verdict.reversal_lines += 1;
+        let original = reversal
+            .rrn
+            .as_deref()
+            .and_then(|rrn| Some((rrn, *originals.get(rrn)?)));
+        let Some((rrn, original)) = original else {
+            verdict.reversals_of_originals_never_seen += 1;
+            continue;
+        };
+        assert_eq!(
+            reversal.original_stan.as_deref(),
+            Some(original.stan.as_str()),
+            "a reversal of RRN {rrn} names another STAN than the issuer saw: {reversal:?}"
+        );
+        assert_eq!(reversal.terminal(), original.terminal(), "{reversal:?}");
+        reversals.entry(rrn).or_default().push(reversal);
+    }
+
+    for (&rrn, original) in &originals {
+        verdict.originals_at_issuer += 1;
+        verdict.dropped_at_issuer += usize::from(original.answer == "drop");
         let terminal = by_rrn
             .get(rrn)
             .unwrap_or_else(|| panic!("the issuer saw RRN {rrn}, which no terminal sent"));
-        let its_reversals = reversals.get(key).map_or(&[][..], Vec::as_slice);
+        let its_reversals = reversals.get(rrn).map_or(&[][..], Vec::as_slice);
         if terminal.approved() {
             assert!(
                 its_reversals.is_empty(),
