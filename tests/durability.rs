@@ -226,8 +226,6 @@ async fn kill_9_mid_load() -> Verdict {
 }
 
 #[tokio::test]
-#[ignore = "src bug: a terminal's 0400 after a crash queues a second reversal item for a \
-            transaction in-doubt recovery already reversed (txn.reversal is never set)"]
 async fn kill_9_mid_load_loses_no_reversal_and_reverses_no_delivered_approval() {
     let verdict = kill_9_mid_load().await;
     assert!(
@@ -237,16 +235,7 @@ async fn kill_9_mid_load_loses_no_reversal_and_reverses_no_delivered_approval() 
     );
 }
 
-/// Everything of the test above but the one-item-per-transaction rule, so the
-/// crash path stays exercised while that bug is open.
 #[tokio::test]
-async fn kill_9_mid_load_reverses_every_unheard_approval_and_journals_every_heard_one() {
-    kill_9_mid_load().await;
-}
-
-#[tokio::test]
-#[ignore = "src bug: in-doubt recovery never marks the transaction reversed, so every \
-            restart (and the periodic sweep) queues its reversal again"]
 async fn a_second_restart_does_not_reverse_an_in_doubt_purchase_again() {
     let bench = Bench::start(false).await;
     let switch = SwitchProcess::start(&bench.switch_config).await;
