@@ -31,7 +31,7 @@ enum Harness {
     Sqlite {
         _dir: tempfile::TempDir,
         path: PathBuf,
-        journal: Option<SqliteJournal>,
+        journal: Option<Box<SqliteJournal>>,
     },
 }
 
@@ -47,14 +47,14 @@ impl Harness {
         Harness::Sqlite {
             _dir: dir,
             path,
-            journal: Some(journal),
+            journal: Some(Box::new(journal)),
         }
     }
 
     fn store(&self) -> &dyn Store {
         match self {
             Harness::Memory(m) => m.as_ref(),
-            Harness::Sqlite { journal, .. } => journal.as_ref().expect("open"),
+            Harness::Sqlite { journal, .. } => journal.as_deref().expect("open"),
         }
     }
 
@@ -64,7 +64,7 @@ impl Harness {
             if let Some(j) = journal.take() {
                 j.close();
             }
-            *journal = Some(open(path));
+            *journal = Some(Box::new(open(path)));
         }
     }
 }
