@@ -1,6 +1,7 @@
 //! The one SQLite writer: a thread draining a bounded channel, committing
 //! everything queued (up to a batch) in one transaction and then acknowledging
-//! every caller in it — group commit, one fsync for many records.
+//! every caller in it — group commit, one fsync for many records. With a
+//! syncer, the fsync and the acknowledgements move to its thread.
 
 use std::fs::File;
 use std::path::PathBuf;
