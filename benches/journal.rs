@@ -4,7 +4,10 @@
 //! two cores. Each record is a forwarded purchase: PAN masked and hashed,
 //! reversal fields sealed. `distinct_cards` gives every record its own PAN,
 //! STAN and RRN, as traffic does; `same_card` repeats one card and RRN (the
-//! first version of this bench), kept to compare figures. Run by hand:
+//! first version of this bench), kept to compare figures. Each runs with the
+//! log synced inside each commit (`sync_in_commit`, synchronous=FULL) and on
+//! a second thread while the next batch is written (`sync_overlapped`), so
+//! one run shows both. Run by hand:
 //! `cargo bench --bench journal -- --warm-up-time 1 --measurement-time 5`.
 
 use std::str::FromStr;
@@ -79,17 +82,21 @@ fn group_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("journal");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
-    for (name, distinct) in [
-        ("commit_256_outstanding/distinct_cards", true),
-        ("commit_256_outstanding/same_card", false),
-    ] {
+    let cases = [("distinct_cards", true), ("same_card", false)];
+    let syncs = [("sync_in_commit", false), ("sync_overlapped", true)];
+    for ((cards, distinct), (sync, overlap_sync)) in cases
+        .into_iter()
+        .flat_map(|case| syncs.map(|sync| (case, sync)))
+    {
+        let name = format!("commit_256_outstanding/{cards}/{sync}");
         let dir = tempfile::tempdir().expect("temp dir");
-        let options =
+        let mut options =
             SqliteOptions::new(dir.path().join("journal.db"), DataKey::from_bytes([1; 32]));
+        options.overlap_sync = overlap_sync;
         let journal = Arc::new(SqliteJournal::open(options).expect("open journal"));
         // Record numbers keep rising across iterations, so every RRN is new.
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        group.bench_function(name, |b| {
+        group.bench_function(&name, |b| {
             b.iter_custom(|iters| {
                 let journal = Arc::clone(&journal);
                 let base = next.fetch_add(iters, std::sync::atomic::Ordering::Relaxed);

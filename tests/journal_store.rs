@@ -744,6 +744,28 @@ async fn committed_records_survive_a_journal_that_was_never_closed() {
 }
 
 #[tokio::test]
+async fn a_journal_that_syncs_inside_each_commit_keeps_every_record_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let mut options = SqliteOptions::new(&path, DataKey::from_bytes(KEY));
+    options.overlap_sync = false;
+    let journal = SqliteJournal::open(options).expect("open");
+    let mut ids = Vec::new();
+    for n in 1..=20 {
+        ids.push(journal.begin(forwarded(n)).await.expect("begin"));
+    }
+    std::mem::forget(journal);
+    let found: Vec<TxnId> = open(&path)
+        .find(TxnQuery::default())
+        .await
+        .expect("find")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(found, ids);
+}
+
+#[tokio::test]
 async fn async_durability_writes_reach_the_file_by_close() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("journal.db");

@@ -1,10 +1,12 @@
 //! The embedded journal: one SQLite file (WAL) any SQLite tool can open. Writes
-//! go through a bounded channel to one writer thread that commits in groups;
-//! reads use their own connection. Card data is sealed before it is queued.
+//! go through a bounded channel to one writer thread that commits in groups
+//! (and, by default, a second that syncs the log meanwhile); reads use their
+//! own connection. Card data is sealed before it is queued.
 
 mod read_only;
 mod reader;
 mod schema;
+mod syncer;
 mod telemetry;
 mod writer;
 
@@ -21,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::read_only::JournalReader;
 use self::reader::Reader;
+use self::syncer::Syncer;
 use self::telemetry::JournalMetrics;
 use self::writer::{Applied, Request, SafRow, TxnRow, Write, Writer};
 use super::card_data::{saf_record, txn_record, CardVault, DataKey};
@@ -44,6 +47,10 @@ pub struct SqliteOptions {
     /// Most rows of each table one retention commit deletes, so `purge`
     /// never holds the write lock long.
     pub purge_chunk: usize,
+    /// Sync the log on a second thread while the writer commits the next
+    /// batch, rather than inside each commit. Callers are acknowledged only
+    /// once their batch is on disk either way.
+    pub overlap_sync: bool,
 }
 
 impl SqliteOptions {
@@ -55,6 +62,7 @@ impl SqliteOptions {
             queue_capacity: 16_384,
             max_batch: 4_096,
             purge_chunk: 10_000,
+            overlap_sync: true,
         }
     }
 }
@@ -80,7 +88,9 @@ impl FileIdentity {
 ///
 /// `synchronous = FULL`: in WAL mode, NORMAL syncs the log only at
 /// checkpoints, so a power cut could take back a commit the caller was told
-/// of; FULL syncs the log at every commit, which group commit pays once per batch.
+/// of; FULL syncs the log at every commit, which group commit pays once per
+/// batch. With `overlap_sync` the writer lowers it to NORMAL and its syncer
+/// thread syncs the log before anyone is told (`syncer.rs`).
 pub(crate) fn open_connection(
     path: &Path,
     writer: bool,
@@ -134,7 +144,8 @@ pub struct SqliteJournal {
     next_saf: AtomicI64,
     purge_chunk: usize,
     health: Arc<HealthCell>,
-    metrics: JournalMetrics,
+    /// Writes that found the queue full (the writer keeps the other metrics).
+    backpressure: metrics::Counter,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -156,8 +167,13 @@ impl SqliteJournal {
             queue_capacity,
             max_batch,
             purge_chunk,
+            overlap_sync,
         } = options;
         let (conn, identity) = open_connection(&path, true)?;
+        writer::leave_sync_to_syncer(&conn, overlap_sync).map_err(|e| JournalError::Open {
+            path: path.clone(),
+            cause: Arc::new(e),
+        })?;
         let max_id = |table: &str| -> Result<i64, JournalError> {
             conn.query_row(
                 &format!("SELECT coalesce(max(id), 0) FROM {table}"),
@@ -180,6 +196,13 @@ impl SqliteJournal {
         let health = Arc::new(HealthCell::new());
         let metrics = JournalMetrics::new();
         let (requests, queue) = mpsc::channel(queue_capacity.max(1));
+        let syncer = overlap_sync
+            .then(|| Syncer::start(Arc::clone(&health), metrics.clone()))
+            .transpose()
+            .map_err(|e| JournalError::Open {
+                path: path.clone(),
+                cause: Arc::new(e),
+            })?;
         let writer = Writer {
             path: path.clone(),
             conn: Some((conn, identity)),
@@ -187,6 +210,8 @@ impl SqliteJournal {
             health: Arc::clone(&health),
             metrics: metrics.clone(),
             last_logged: None,
+            syncer,
+            wal: None,
         };
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -206,7 +231,7 @@ impl SqliteJournal {
             next_saf: AtomicI64::new(next_saf),
             purge_chunk: purge_chunk.max(1),
             health,
-            metrics,
+            backpressure: metrics.backpressure,
         })
     }
 
@@ -273,7 +298,7 @@ impl SqliteJournal {
         match requests.try_send(request) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(request)) => {
-                self.metrics.backpressure.increment(1);
+                self.backpressure.increment(1);
                 requests.send(request).await.map_err(|_| self.closed())
             }
             Err(TrySendError::Closed(_)) => Err(self.closed()),

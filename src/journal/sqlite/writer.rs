@@ -1,7 +1,9 @@
 //! The one SQLite writer: a thread draining a bounded channel, committing
 //! everything queued (up to a batch) in one transaction and then acknowledging
-//! every caller in it — group commit, one fsync for many records.
+//! every caller in it — group commit, one fsync for many records. With a
+//! syncer, the fsync and the acknowledgements move to its thread.
 
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::syncer::{Answer, Syncer};
 use super::telemetry::JournalMetrics;
 use super::{open_connection, FileIdentity};
 use crate::journal::card_data::Sealed;
@@ -113,6 +116,10 @@ pub(crate) struct Writer {
     pub health: Arc<HealthCell>,
     pub metrics: JournalMetrics,
     pub last_logged: Option<Instant>,
+    /// When set, commits do not sync the log: this thread does, and answers.
+    pub syncer: Option<Syncer>,
+    /// The connection's WAL, for the syncer; reset with the connection.
+    pub wal: Option<Arc<File>>,
 }
 
 impl Writer {
@@ -130,26 +137,70 @@ impl Writer {
             self.metrics.queue_depth.set(requests.len() as f64);
             self.commit(&mut batch);
         }
+        // Every committed batch is synced and answered before the connection closes.
+        if let Some(syncer) = &mut self.syncer {
+            syncer.finish();
+        }
+    }
+
+    fn drop_connection(&mut self) {
+        self.conn = None;
+        self.wal = None;
+    }
+
+    /// The open WAL of the connection, for the syncer.
+    fn wal(&mut self) -> Result<Arc<File>, JournalError> {
+        if let Some(wal) = &self.wal {
+            return Ok(Arc::clone(wal));
+        }
+        let mut path = self.path.clone().into_os_string();
+        path.push("-wal");
+        let wal = File::open(&path)
+            .map(Arc::new)
+            .map_err(|e| JournalError::Write {
+                path: self.path.clone(),
+                op: "open the log to sync it",
+                cause: Arc::new(e),
+            })?;
+        self.wal = Some(Arc::clone(&wal));
+        Ok(wal)
     }
 
     /// Commits `batch` and answers each caller in it; on failure every caller
     /// gets the error and the next batch starts on a fresh connection.
     fn commit(&mut self, batch: &mut Vec<Request>) {
+        if self.syncer.as_ref().is_some_and(Syncer::take_failure) {
+            self.drop_connection();
+        }
         let started = Instant::now();
-        match self.try_commit(batch) {
-            Ok(results) => {
+        let committed = self
+            .try_commit(batch)
+            .and_then(|results| match self.syncer.is_some() {
+                true => self.wal().map(|wal| (results, Some(wal))),
+                false => Ok((results, None)),
+            });
+        match committed {
+            Ok((results, wal)) => {
+                let records = batch.len();
+                let answers: Vec<Answer> = batch
+                    .drain(..)
+                    .zip(results)
+                    .filter_map(|(request, result)| request.ack.map(|ack| (ack, result)))
+                    .collect();
+                if let (Some(syncer), Some(wal)) = (&self.syncer, wal) {
+                    syncer.sync_then_answer(wal, &self.path, answers, records, started);
+                    return;
+                }
                 self.metrics.commit_seconds.record(started.elapsed());
-                self.metrics.records.increment(batch.len() as u64);
+                self.metrics.records.increment(records as u64);
                 self.health.succeeded();
-                for (request, result) in batch.drain(..).zip(results) {
-                    if let Some(ack) = request.ack {
-                        let _ = ack.send(result);
-                    }
+                for (ack, result) in answers {
+                    let _ = ack.send(result);
                 }
             }
             Err(error) => {
                 self.metrics.write_errors.increment(1);
-                self.conn = None;
+                self.drop_connection();
                 self.health.failed(&error);
                 if self
                     .last_logged
@@ -203,14 +254,28 @@ impl Writer {
             .is_some_and(|(_, id)| Some(*id) != current)
         {
             tracing::warn!(path = %self.path.display(), "journal file removed or replaced; reopening");
-            self.conn = None;
+            self.drop_connection();
         }
         if self.conn.is_none() {
-            self.conn = Some(open_connection(&self.path, true)?);
+            let (conn, identity) = open_connection(&self.path, true)?;
+            leave_sync_to_syncer(&conn, self.syncer.is_some()).map_err(|e| JournalError::Open {
+                path: self.path.clone(),
+                cause: Arc::new(e),
+            })?;
+            self.conn = Some((conn, identity));
         }
         let (conn, _) = self.conn.as_mut().expect("a connection was just opened");
         Ok(conn)
     }
+}
+
+/// With a syncer, commits stop syncing the log (`synchronous = NORMAL`): the
+/// syncer does it before anyone is told. Checkpoints still sync as before.
+pub(crate) fn leave_sync_to_syncer(conn: &Connection, syncer: bool) -> rusqlite::Result<()> {
+    if syncer {
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+    }
+    Ok(())
 }
 
 /// `Ok(Err(..))` when the row to change is not there.
