@@ -141,6 +141,9 @@ impl Switch {
         let mut child = Command::new(env!("CARGO_BIN_EXE_isoswitch"))
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&path)
+            // As `serve` without a config would: the journal in the current
+            // directory, where the README's `journal` examples look.
+            .args(["--db", "isoswitch.db"])
             .current_dir(scratch.work())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -213,6 +216,14 @@ fn every_readme_sh_block_runs_as_written() {
                 text(&out.stdout).contains(r#""39":"00""#),
                 "the README's authorization is approved: {}",
                 text(&out.stdout)
+            );
+        }
+        if block.contains("journal find") {
+            // The authorization the send block made is in the journal, masked.
+            let out = text(&out.stdout);
+            assert!(
+                out.contains("411111******1111") && !out.contains("4111111111111111"),
+                "the README's journal look-ups find the authorization, masked: {out}"
             );
         }
         ran += 1;

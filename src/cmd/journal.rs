@@ -260,6 +260,15 @@ fn find(args: &FindArgs) -> Result<()> {
 }
 
 /// The masked PAN, masked again in case a row holds more than it should.
+/// The RRN the terminal's answer carried: its own, or the one the switch
+/// generated for it (which the issuer saw too).
+fn rrn_answered(record: &TxnRecord) -> Option<String> {
+    record
+        .terminal_rrn
+        .clone()
+        .or_else(|| record.upstream_rrn.clone())
+}
+
 fn masked_pan(record: &TxnRecord) -> Option<String> {
     record.pan_masked.as_deref().map(mask_pan)
 }
@@ -332,7 +341,7 @@ fn record_text(record: &TxnRecord) -> String {
             or_dash(&record.terminal_id),
             or_dash(&record.merchant_id),
             or_dash(&record.terminal_stan),
-            or_dash(&record.terminal_rrn)
+            or_dash(&rrn_answered(record))
         ),
     );
     line(
@@ -384,7 +393,7 @@ fn record_json(record: &TxnRecord) -> Value {
         .collect();
     json!({
         "time": format_time(record.received_at_ms),
-        "rrn": record.terminal_rrn,
+        "rrn": rrn_answered(record),
         "stan": record.terminal_stan,
         "terminal": record.terminal_id,
         "merchant": record.merchant_id,

@@ -8,6 +8,7 @@ mod journaling;
 pub mod originals;
 pub mod outcome;
 mod queue;
+mod retention;
 pub mod snapshot;
 pub mod stand_in;
 
@@ -201,6 +202,7 @@ impl Switch {
         });
         switch.start_senders();
         switch.spawn_in_doubt_sweep();
+        switch.spawn_retention();
         let sweeper = Arc::downgrade(&switch);
         let token = switch.shutdown.clone();
         tokio::spawn(async move {
