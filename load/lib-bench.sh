@@ -10,6 +10,10 @@ SIM_THREADS=${SIM_THREADS:-0}
 SWITCH_THREADS=${SWITCH_THREADS:-0}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 
+# The switch's journal: commit (the default: an approval waits for its
+# record's commit), async, or none (in memory: the cost of journaling off).
+JOURNAL=${JOURNAL:-commit}
+
 SWITCH_PORT=18583
 SIM_PORT=19100
 SWITCH_ADDR="127.0.0.1:${SWITCH_PORT}"
@@ -54,6 +58,11 @@ refuse_busy_port() {
     fi
 }
 
+stop_switch_and_simulator() {
+    stop_all
+    PIDS=()
+}
+
 start_switch_and_simulator() {
     refuse_busy_port "$SIM_PORT"
     refuse_busy_port "$SWITCH_PORT"
@@ -61,7 +70,14 @@ start_switch_and_simulator() {
     SIM_PID=$!
     PIDS+=("$SIM_PID")
     wait_for_port "$SIM_PORT" issuer-sim "$SIM_PID"
-    RUST_LOG=${RUST_LOG:-warn} "${BIN}/isoswitch" serve --config "$CONFIG" --worker-threads "${SWITCH_THREADS}" >"${OUT}/switch.log" 2>&1 &
+    # A fresh journal in OUT each start, in the mode JOURNAL names.
+    local switch_config="${OUT}/switch-${JOURNAL}.toml"
+    rm -f "${OUT}/journal-${JOURNAL}.db" "${OUT}/journal-${JOURNAL}.db-wal" "${OUT}/journal-${JOURNAL}.db-shm"
+    {
+        cat "$CONFIG"
+        printf '\n[journal]\npath = "journal-%s.db"\ndurability = "%s"\n' "$JOURNAL" "$JOURNAL"
+    } >"$switch_config"
+    RUST_LOG=${RUST_LOG:-warn} "${BIN}/isoswitch" serve --config "$switch_config" --worker-threads "${SWITCH_THREADS}" >"${OUT}/switch.log" 2>&1 &
     SWITCH_PID=$!
     PIDS+=("$SWITCH_PID")
     wait_for_port "$SWITCH_PORT" switch "$SWITCH_PID"
