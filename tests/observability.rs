@@ -96,8 +96,8 @@ async fn start_with(text: &str, stores: Stores) -> Running {
     let token = CancellationToken::new();
     let listener = Listener::bind(&config.listeners[0]).await.expect("binds");
     let terminal = listener.local_addr().expect("addr");
-    let switch = Switch::start_with(config, stores, SafSettings::default(), token.clone())
-        .expect("starts");
+    let switch =
+        Switch::start_with(config, stores, SafSettings::default(), token.clone()).expect("starts");
     let ops = OpsState::new(switch.clone(), None, Some("s3cret".into()));
     ops.listeners_bound
         .store(true, std::sync::atomic::Ordering::Release);
@@ -514,7 +514,8 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
     let running = start_with(
         &config("obs-names", "\"sim\"", &format!("{RISK_RULE}{STAND_IN}")),
         stores,
-    ).await;
+    )
+    .await;
     assert_eq!(
         running.switch.reverse_in_doubt(i64::MAX).await.ok(),
         Some(1),
