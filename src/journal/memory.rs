@@ -68,6 +68,9 @@ struct State {
 /// The in-memory journal and store-and-forward queue.
 pub struct MemoryJournal {
     state: Mutex<State>,
+    /// At most this many transactions are kept, the oldest forgotten first
+    /// (their queued items keep what they need to be sent).
+    capacity: usize,
     vault: CardVault,
     health: HealthCell,
 }
@@ -82,7 +85,14 @@ impl MemoryJournal {
     pub fn new() -> MemoryJournal {
         // A fixed key: nothing leaves memory, and hashes stay comparable
         // between two test journals.
+        MemoryJournal::with_capacity(usize::MAX)
+    }
+
+    /// A journal that keeps only the newest `capacity` transactions: the
+    /// switch's `durability = "none"`, which must not grow without bound.
+    pub fn with_capacity(capacity: usize) -> MemoryJournal {
         MemoryJournal {
+            capacity: capacity.max(1),
             state: Mutex::new(State::default()),
             vault: CardVault::new(&DataKey::from_bytes([0x5a; 32])),
             health: HealthCell::new(),
@@ -227,6 +237,9 @@ impl Journal for MemoryJournal {
             let id = TxnId(state.next_txn);
             let (record, fields) = TxnRecord::begun(id, start, |pan| self.vault.pan_hash(pan));
             state.txns.insert(id.0, StoredTxn { record, fields });
+            while state.txns.len() > self.capacity {
+                state.txns.pop_first();
+            }
             Ok(id)
         });
         Box::pin(std::future::ready(result))

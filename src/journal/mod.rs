@@ -178,10 +178,19 @@ impl Stores {
         }
     }
 
-    /// A fresh in-memory store: for tests, and for `durability = "none"`.
+    /// A fresh in-memory store: for tests, and for `durability = "none"`
+    /// (which keeps the newest [`Stores::IN_MEMORY_TRANSACTIONS`]).
     pub fn in_memory() -> Stores {
-        Stores::new(Arc::new(MemoryJournal::new()), false)
+        Stores::new(
+            Arc::new(MemoryJournal::with_capacity(Stores::IN_MEMORY_TRANSACTIONS)),
+            false,
+        )
     }
+
+    /// How many transactions the in-memory store keeps (a few hundred MiB at
+    /// most); terminal reversals within minutes are matched in memory anyway
+    /// (`switch::originals`).
+    pub const IN_MEMORY_TRANSACTIONS: usize = 200_000;
 }
 
 impl std::fmt::Debug for Stores {

@@ -2,7 +2,6 @@
 //! transaction updated through its life, the queue's items, and the queries
 //! over them. Closed sets are enums with one spelling each, shared by every backend.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -132,8 +131,12 @@ impl fmt::Debug for ClearPan {
 
 /// The fields a reversal or advice is built from, kept encrypted at rest.
 /// Nothing else of the message is kept: no track data, PIN block, CVV or field 55.
+///
+/// Held as its own storage encoding (field number, two-byte length, value;
+/// ascending field numbers): one allocation, cloned with one copy, sealed as
+/// it is. It is built once per forwarded request.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct ReversalFields(BTreeMap<u8, Vec<u8>>);
+pub struct ReversalFields(Vec<u8>);
 
 impl ReversalFields {
     /// Fields 2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 32, 37, 38, 39, 41, 42, 49
@@ -144,28 +147,62 @@ impl ReversalFields {
 
     /// The kept fields present in `message`.
     pub fn from_message(message: &Message) -> ReversalFields {
-        let kept = Self::KEPT
-            .iter()
-            .filter_map(|&n| message.get(n).map(|v| (n, v.to_vec())))
-            .collect();
-        ReversalFields(kept)
+        let mut fields = ReversalFields(Vec::with_capacity(160));
+        for n in Self::KEPT {
+            if let Some(value) = message.get(n) {
+                fields.push(n, value);
+            }
+        }
+        fields
+    }
+
+    /// Appends a field numbered above every field already here.
+    fn push(&mut self, field: u8, value: &[u8]) {
+        let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+        self.0.push(field);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(&value[..usize::from(len)]);
     }
 
     /// Sets one field; fields outside [`Self::KEPT`] are refused.
     pub fn set(&mut self, field: u8, value: impl Into<Vec<u8>>) -> bool {
-        let kept = Self::KEPT.contains(&field);
-        if kept {
-            self.0.insert(field, value.into());
+        if !Self::KEPT.contains(&field) {
+            return false;
         }
-        kept
+        let value = value.into();
+        let mut rebuilt = ReversalFields(Vec::with_capacity(self.0.len() + value.len() + 3));
+        let mut placed = false;
+        for (n, existing) in self.iter() {
+            if !placed && n >= field {
+                rebuilt.push(field, &value);
+                placed = true;
+            }
+            if n != field {
+                rebuilt.push(n, existing);
+            }
+        }
+        if !placed {
+            rebuilt.push(field, &value);
+        }
+        *self = rebuilt;
+        true
     }
 
     pub fn get(&self, field: u8) -> Option<&[u8]> {
-        self.0.get(&field).map(Vec::as_slice)
+        self.iter().find(|(n, _)| *n == field).map(|(_, v)| v)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u8, &[u8])> + '_ {
-        self.0.iter().map(|(n, v)| (*n, v.as_slice()))
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let [n, hi, lo, tail @ ..] = rest else {
+                return None;
+            };
+            let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+            let value = tail.get(..len)?;
+            rest = &tail[len..];
+            Some((*n, value))
+        })
     }
 
     /// A message of type `mti` carrying these fields.
@@ -178,35 +215,33 @@ impl ReversalFields {
         message
     }
 
-    /// Field number, two-byte length, value; repeated.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.0.values().map(|v| v.len() + 3).sum());
-        for (n, value) in &self.0 {
-            let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
-            out.push(*n);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&value[..usize::from(len)]);
-        }
-        out
+    /// The storage encoding: field number, two-byte length, value; repeated.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
-    /// The inverse of [`Self::encode`]; `None` when the bytes are cut short.
-    pub(crate) fn decode(mut bytes: &[u8]) -> Option<ReversalFields> {
-        let mut fields = BTreeMap::new();
-        while let [n, hi, lo, rest @ ..] = bytes {
+    /// The inverse of [`Self::as_bytes`]; `None` when the bytes are cut short
+    /// or not in ascending field order.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<ReversalFields> {
+        let mut rest = bytes;
+        let mut last: Option<u8> = None;
+        while let [n, hi, lo, tail @ ..] = rest {
             let len = usize::from(u16::from_be_bytes([*hi, *lo]));
-            let value = rest.get(..len)?;
-            fields.insert(*n, value.to_vec());
-            bytes = &rest[len..];
+            tail.get(..len)?;
+            if last.is_some_and(|l| l >= *n) {
+                return None;
+            }
+            last = Some(*n);
+            rest = &tail[len..];
         }
-        bytes.is_empty().then_some(ReversalFields(fields))
+        rest.is_empty().then(|| ReversalFields(bytes.to_vec()))
     }
 }
 
 impl fmt::Debug for ReversalFields {
     /// Field numbers only: the values include the PAN.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
+        f.debug_set().entries(self.iter().map(|(n, _)| n)).finish()
     }
 }
 
@@ -501,9 +536,20 @@ mod tests {
         assert!(fields.set(2, "4111111111111111"));
         assert!(fields.set(90, vec![b'0'; 42]));
         assert!(!fields.set(35, "track"));
-        let bytes = fields.encode();
+        // Set out of order and replaced: kept in field order, once each.
+        assert!(fields.set(4, "000000000100"));
+        assert!(fields.set(2, "5500000000000004"));
+        assert_eq!(
+            fields.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec![2, 4, 90]
+        );
+        assert_eq!(fields.get(2), Some(&b"5500000000000004"[..]));
+        let bytes = fields.as_bytes().to_vec();
         assert_eq!(ReversalFields::decode(&bytes), Some(fields));
         assert_eq!(ReversalFields::decode(&bytes[..bytes.len() - 1]), None);
+        // Out of order is not ours: refused.
+        let swapped = [&bytes[19..], &bytes[..19]].concat();
+        assert_eq!(ReversalFields::decode(&swapped), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::events::{TransactionDone, UnsolicitedResponse};
-use super::journaling::{outcome_of, record_answered, txn_start};
+use super::journaling::{outcome_of, record_answered, reversal_of, txn_start};
 use super::originals::{Original, OriginalKey, RiskHold};
 use super::outcome::{ChannelRefusal, Outcome, Refusal};
 use super::stand_in::StandIn;
@@ -17,11 +17,9 @@ use super::{Inbound, Switch};
 use crate::channel::Channel;
 use crate::iso8583::fields::ProcessingCode;
 use crate::iso8583::{FieldError, Message, Mti, ResponseCode};
-use crate::journal::{
-    now_ms, ClearPan, DecidedBy, Forward, ReversalFields, SafKind, TimeRange, TxnId, TxnQuery,
-};
+use crate::journal::{now_ms, ClearPan, DecidedBy, Forward, SafKind, TimeRange, TxnId, TxnQuery};
 use crate::risk::{Held, RiskContext, RiskRules, Timestamp};
-use crate::upstream::{reversal_for, UpstreamError};
+use crate::upstream::UpstreamError;
 
 /// Fields a switch-built response echoes from the request.
 const ECHOED: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 70];
@@ -333,14 +331,12 @@ async fn authorize(
     // Write-ahead: the journal knows where it goes, under which STAN, and the
     // reversal that undoes it, before the issuer sees it.
     let stan = issuer.reserve_stan();
-    let mut as_sent = outbound.clone();
-    let _ = as_sent.set(11, stan.to_digits());
-    let reversal = ReversalFields::from_message(&reversal_for(&as_sent));
+    let reversal = reversal_of(&outbound, stan);
     let forward = Forward {
         route: route_name.to_string(),
         issuer: issuer.name().to_owned(),
         upstream_stan: stan.to_string(),
-        upstream_rrn: as_sent.get_str(37).map(str::to_owned),
+        upstream_rrn: outbound.get_str(37).map(str::to_owned),
         reversal: reversal.clone(),
     };
     let start = txn_start(from, request, received_at_ms, Some(forward));
@@ -452,7 +448,7 @@ async fn authorize(
                     stand_in_for(
                         sw,
                         request,
-                        &as_sent,
+                        generated_rrn,
                         policy,
                         issuer.name(),
                         txn,
@@ -499,7 +495,7 @@ async fn authorize(
 async fn stand_in_for(
     sw: &Switch,
     request: &Message,
-    as_sent: &Message,
+    generated_rrn: Option<[u8; 12]>,
     policy: &StandIn,
     issuer: &str,
     txn: TxnId,
@@ -519,7 +515,11 @@ async fn stand_in_for(
         return None;
     }
     let auth_code = policy.auth_code();
-    let mut advice = as_sent.clone();
+    // The link gives it a STAN of its own.
+    let mut advice = request.clone();
+    if let Some(rrn) = generated_rrn {
+        let _ = advice.set(37, rrn);
+    }
     advice.set_mti(advice_mti(request.mti()));
     let _ = advice.set(38, auth_code);
     let _ = advice.set(39, ResponseCode::APPROVED.as_bytes());

@@ -6,11 +6,12 @@
 use std::time::Instant;
 
 use super::Inbound;
-use crate::iso8583::{Message, Mti, ResponseCode};
+use crate::iso8583::{Message, Mti, OriginalData, ResponseCode, Stan};
 use crate::journal::{
     now_ms, ClearPan, DecidedBy, Forward, JournalError, Outcome, ReversalFields, SafId, SafKind,
     SafNew, Stores, TxnId, TxnStart,
 };
+use crate::upstream::REVERSAL_FIELDS;
 
 /// The journal's view of a request as it arrived.
 pub(super) fn txn_start(
@@ -48,6 +49,29 @@ pub(super) fn outcome_of(response: &Message, decided_by: DecidedBy, started: Ins
         auth_code: response.get_str(38).map(|s| s.trim_end().to_owned()),
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     }
+}
+
+/// The reversal of `request` as the issuer will see it, sent as `stan`: what
+/// [`reversal_for`](crate::upstream::reversal_for) builds, straight into the
+/// journal's encoding (no copy of the request).
+pub(super) fn reversal_of(request: &Message, stan: Stan) -> ReversalFields {
+    let mut reversal = ReversalFields::default();
+    for n in REVERSAL_FIELDS {
+        let value = if n == 11 {
+            Some(&stan.to_digits()[..])
+        } else {
+            request.get(n)
+        };
+        if let Some(value) = value {
+            reversal.set(n, value);
+        }
+    }
+    let original = OriginalData {
+        stan,
+        ..OriginalData::from_request(request)
+    };
+    reversal.set(90, original.to_field());
+    reversal
 }
 
 /// Records a transaction the switch answered itself, without asking an issuer.
@@ -153,6 +177,32 @@ mod tests {
             Some("411111******1111")
         );
         assert_eq!(start.channel, "pos");
+    }
+
+    #[test]
+    fn the_reversal_built_for_the_journal_is_the_one_the_queue_would_build() {
+        let mut request = Message::new(Mti::from_static("0200"));
+        for (n, v) in [
+            (2, "4111111111111111"),
+            (3, "000000"),
+            (4, "000000001234"),
+            (7, "1207181500"),
+            (11, "000042"),
+            (32, "12345"),
+            (35, "4111111111111111=2812"),
+            (37, "634118000001"),
+            (41, "TERM0001"),
+            (52, "PINBLOCK"),
+        ] {
+            request.set(n, v).expect("data field");
+        }
+        let stan = Stan(777);
+        let mut as_sent = request.clone();
+        as_sent.set(11, stan.to_digits()).expect("data field");
+        let expected = ReversalFields::from_message(&reversal_for(&as_sent));
+        assert_eq!(reversal_of(&request, stan), expected);
+        assert_eq!(expected.get(11), Some(&b"000777"[..]));
+        assert!(expected.get(35).is_none());
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub use crate::tls;
 pub use deliver::{Deliver, Delivery};
 pub use in_process::{Decision, InProcessIssuer};
 pub use issuer::{EndpointStatus, Issuer, IssuerStatus};
-pub use saf::{is_reversible, repeat_of, reversal_for, IssuerDirectory, SafSender, SafSettings};
+pub use saf::{
+    is_reversible, repeat_of, reversal_for, IssuerDirectory, SafSender, SafSettings,
+    REVERSAL_FIELDS,
+};
 pub use tls::TlsError;
 
 use crate::frame::FrameError;

@@ -25,7 +25,7 @@ use crate::journal::config::SafConfig;
 use crate::journal::{now_ms, JournalError, SafId, SafItem, SafKind, SafStore, TxnId};
 
 /// Fields of the original request a reversal carries (never track data, PIN or chip data).
-const REVERSAL_FIELDS: [u8; 14] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 32, 37, 41, 42, 49];
+pub const REVERSAL_FIELDS: [u8; 14] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 32, 37, 41, 42, 49];
 
 /// How often a sender with nothing due looks at the queue again (new items
 /// wake it at once; this catches items whose next attempt came due).

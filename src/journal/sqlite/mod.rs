@@ -120,7 +120,7 @@ pub(crate) fn open_connection(
         // every few commits. The cache is sized to hold them.
         conn.execute_batch(
             "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;",
+             PRAGMA cache_size = -8192; PRAGMA wal_autocheckpoint = 16384;",
         )
         .map_err(|e| failed(e.into()))?;
         schema::migrate(&mut conn).map_err(|e| failed(e.into()))?;
@@ -337,7 +337,7 @@ impl SqliteJournal {
         let pan_last4 = start.pan.as_ref().map(|p| p.last4().to_owned());
         let (record, reversal) = TxnRecord::begun(TxnId(id), start, |pan| self.vault.pan_hash(pan));
         let fields = reversal
-            .map(|r| self.vault.seal(&txn_record(id), &r.encode()))
+            .map(|r| self.vault.seal(&txn_record(id), r.as_bytes()))
             .transpose()?;
         Ok(TxnRow {
             record,
@@ -417,7 +417,7 @@ impl SafStore for SqliteJournal {
     fn enqueue(&self, item: SafNew) -> StoreFuture<'_, SafId> {
         Box::pin(async move {
             let id = self.next_saf.fetch_add(1, Ordering::Relaxed);
-            let fields = self.vault.seal(&saf_record(id), &item.fields.encode())?;
+            let fields = self.vault.seal(&saf_record(id), item.fields.as_bytes())?;
             let row = SafRow {
                 id,
                 issuer: item.issuer,
