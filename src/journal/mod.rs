@@ -106,11 +106,18 @@ impl HealthCell {
     }
 
     pub(crate) fn succeeded(&self) {
-        self.lock().ready = true;
+        let mut health = self.lock();
+        if !health.ready {
+            metrics::gauge!("isoswitch_journal_ready").set(1.0);
+        }
+        health.ready = true;
     }
 
+    /// Also sets `isoswitch_journal_ready` to 0, which stays until a write
+    /// succeeds: an alert on it holds while there is no traffic to fail.
     pub(crate) fn failed(&self, error: &JournalError) {
         let mut health = self.lock();
+        metrics::gauge!("isoswitch_journal_ready").set(0.0);
         health.ready = false;
         health.last_error = Some((error.to_string(), now_ms()));
     }
