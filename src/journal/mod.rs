@@ -95,6 +95,7 @@ pub(crate) struct HealthCell(Mutex<Health>);
 
 impl HealthCell {
     pub(crate) fn new() -> HealthCell {
+        metrics::gauge!("isoswitch_journal_ready").set(1.0);
         HealthCell(Mutex::new(Health {
             ready: true,
             last_error: None,
