@@ -42,17 +42,19 @@ impl Telemetry {
         }
     }
 
+    /// Moves the count and the gauge by `delta`. The gauge moves by deltas,
+    /// not to this instance's count: after a reload the old and the new
+    /// instance of an issuer share its series, which then shows their sum
+    /// while both have requests out, never one instance's stale value.
     pub(super) fn outstanding_changed(&self, delta: isize) {
-        let now = if delta >= 0 {
-            self.outstanding
-                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed)
-                + delta.unsigned_abs()
+        let magnitude = delta.unsigned_abs();
+        if delta >= 0 {
+            self.outstanding.fetch_add(magnitude, Ordering::Relaxed);
+            self.outstanding_gauge.increment(magnitude as f64);
         } else {
-            self.outstanding
-                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed)
-                .saturating_sub(delta.unsigned_abs())
-        };
-        self.outstanding_gauge.set(now as f64);
+            self.outstanding.fetch_sub(magnitude, Ordering::Relaxed);
+            self.outstanding_gauge.decrement(magnitude as f64);
+        }
     }
 
     pub(super) fn late_response(&self) {
@@ -75,5 +77,34 @@ impl Telemetry {
 
     pub(crate) fn unmatched_responses(&self) -> u64 {
         self.unmatched_count.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    #[test]
+    fn two_instances_of_an_issuer_show_their_sum_never_a_stale_value() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let retiring = Telemetry::new("bank");
+            let successor = Telemetry::new("bank");
+            retiring.outstanding_changed(3);
+            successor.outstanding_changed(2);
+            // The retiring instance drains last: its writes must not hide
+            // what the successor holds.
+            retiring.outstanding_changed(-3);
+            assert_eq!(retiring.outstanding(), 0);
+            assert_eq!(successor.outstanding(), 2);
+        });
+        let rendered = handle.render();
+        let line = rendered
+            .lines()
+            .find(|l| l.starts_with("isoswitch_issuer_outstanding{"))
+            .expect("the gauge is exported");
+        assert_eq!(line, "isoswitch_issuer_outstanding{issuer=\"bank\"} 2");
     }
 }
