@@ -828,3 +828,65 @@ async fn tls_link_talks_to_a_tls_issuer() {
     assert_eq!(fake.next_message().await.1.mti(), mti("0100"));
     shutdown.cancel();
 }
+
+/// An issuer answers one transaction under another outstanding one's STAN:
+/// the answer names a different terminal, RRN and amount, so it is nobody's.
+/// Each terminal gets only its own answer, and the misdirected one is counted.
+#[tokio::test]
+async fn an_answer_under_another_requests_stan_is_not_delivered_to_it() {
+    let holds_purchases: Script = Arc::new(|m: &Message| match m.mti().as_str() {
+        "0200" => Act::Hold,
+        _ => match m.mti().response() {
+            Some(_) => Act::Answer(vec![answer(m, "00")]),
+            None => Act::Hold,
+        },
+    });
+    let mut fake = FakeIssuer::start(holds_purchases).await;
+    let switch = TestSwitch::start(&one_issuer_config(&fake.endpoint(), 30_000)).await;
+    let bank = switch.issuer("bank");
+    let mut first = switch.terminal("pos").await;
+    let mut second = switch.terminal("pos").await;
+
+    let mut a = request("0200", "100001", 1_000);
+    a.set(37, "000000000101").expect("field");
+    let mut b = request("0200", "100002", 2_000);
+    b.set(37, "000000000102").expect("field");
+    b.set(41, "TERM0002").expect("field");
+    first.send(&a).await;
+    let (a_on_wire, out) = fake.next_of_class(2).await;
+    second.send(&b).await;
+    let (b_on_wire, _) = fake.next_of_class(2).await;
+
+    // B's answer, declined, under A's STAN.
+    let mut misdirected = answer(&b_on_wire, "05");
+    misdirected
+        .set(11, a_on_wire.get_str(11).expect("STAN"))
+        .expect("field");
+    out.send(misdirected).expect("connection open");
+    eventually("the misdirected answer is counted", || {
+        bank.status().unmatched_responses == 1
+    })
+    .await;
+
+    // The real answers.
+    out.send(answer(&b_on_wire, "05")).expect("connection open");
+    out.send(answer(&a_on_wire, "00")).expect("connection open");
+    let to_first = first.recv().await;
+    let to_second = second.recv().await;
+    assert_eq!(
+        (
+            to_first.get_str(11),
+            to_first.get_str(37),
+            to_first.get_str(39)
+        ),
+        (Some("100001"), Some("000000000101"), Some("00"))
+    );
+    assert_eq!(
+        (
+            to_second.get_str(11),
+            to_second.get_str(37),
+            to_second.get_str(39)
+        ),
+        (Some("100002"), Some("000000000102"), Some("05"))
+    );
+}

@@ -310,15 +310,22 @@ impl<'l> Session<'l> {
             self.unmatched(&message, "no valid STAN");
             return Ok(());
         };
-        let expected = self
-            .outstanding
-            .get(&stan.0)
-            .map(|pending| pending.request.mti().response());
+        let expected = self.outstanding.get(&stan.0).map(|pending| {
+            (
+                pending.request.mti().response(),
+                echo_mismatch(&pending.request, &message),
+            )
+        });
         match expected {
-            Some(Some(response_mti)) if response_mti == mti => {
+            Some((Some(response_mti), None)) if response_mti == mti => {
                 if let Some(pending) = self.remove(stan) {
                     self.complete(stan, pending, message)?;
                 }
+            }
+            // Another transaction's answer under this STAN: never handed to
+            // this caller, who keeps waiting for its own (or its timeout).
+            Some((Some(response_mti), Some(why))) if response_mti == mti => {
+                self.unmatched(&message, why)
             }
             Some(_) => self.unmatched(&message, "MTI does not answer the request with this STAN"),
             None => match self.link.late.take(stan.0) {
@@ -566,6 +573,30 @@ async fn sleep_until_some(at: Option<Instant>) {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Fields an answer echoes that identify its request: terminal id, RRN,
+/// card number, amount.
+const IDENTIFYING: [(u8, &str); 4] = [
+    (
+        41,
+        "terminal id (41) differs from the request with this STAN",
+    ),
+    (37, "RRN (37) differs from the request with this STAN"),
+    (2, "card number (2) differs from the request with this STAN"),
+    (4, "amount (4) differs from the request with this STAN"),
+];
+
+/// Why `response` cannot be `request`'s answer although the STAN matches:
+/// an identifying field both carry differs. None when every one that both
+/// carry is equal (an issuer need not echo them all).
+fn echo_mismatch(request: &Message, response: &Message) -> Option<&'static str> {
+    IDENTIFYING.iter().find_map(
+        |&(field, why)| match (request.get(field), response.get(field)) {
+            (Some(sent), Some(echoed)) if sent != echoed => Some(why),
+            _ => None,
+        },
+    )
 }
 
 fn is_approval(response: &Message) -> bool {
