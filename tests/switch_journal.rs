@@ -353,12 +353,22 @@ async fn an_approval_that_does_not_encode_for_the_terminal_is_answered_96_and_re
     let switch = TestSwitch::start_with(&toml, stores.clone()).await;
     let mut terminal = switch.terminal("pos").await;
 
-    let response = terminal.exchange(&purchase(CARD, 700)).await;
+    let request = purchase(CARD, 700);
+    let response = terminal.exchange(&request).await;
     assert_eq!(code(&response), "96");
+    assert_eq!(response.get_str(11), request.get_str(11), "its own answer");
     let (original, _) = fake.next_of_class(2).await;
     let stan = original.get_str(11).expect("STAN").to_string();
     fake.reversal_naming(&stan, WAIT)
         .await
         .expect("the approval the terminal never got is reversed");
     queue_empties(&stores).await;
+    // The journal says what the terminal got.
+    let record = record_of(&stores, &request).await;
+    let outcome = record.outcome.expect("recorded");
+    assert_eq!(
+        (outcome.response_code.as_str(), outcome.decided_by),
+        ("96", DecidedBy::Switch)
+    );
+    assert_eq!(record.reversal, ReversalState::Acknowledged);
 }

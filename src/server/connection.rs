@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::ListenerContext;
 use crate::frame::{Frame, FrameCodec, FrameError};
-use crate::iso8583::{CodecError, Message, Spec};
+use crate::iso8583::Message;
 use crate::switch::outcome::Refusal;
-use crate::switch::{response_to, Switch, Undo};
+use crate::switch::{refusal_that_encodes, response_to, Switch, Undo};
 
 /// Messages being answered at once on one connection; beyond this the
 /// connection stops reading, so a flooding terminal slows only itself.
@@ -170,27 +170,6 @@ fn queue<W>(
     }
 }
 
-/// The 96 that replaces a response that does not encode: what it echoes is
-/// dropped field by field until it encodes (the field that failed may be one
-/// it echoes), never the card number.
-fn encode_fallback(spec: &Spec, response: &Message, error: CodecError) -> Option<Vec<u8>> {
-    let mut fallback = response_to(response, Refusal::Encode(error));
-    fallback.remove(2);
-    // At most every echoed field once, then the bare MTI and field 39.
-    for _ in 0..16 {
-        match fallback.encode(spec) {
-            Ok(payload) => return Some(payload),
-            Err(e) => match e.field() {
-                Some(n) if n != 39 && fallback.has(n) => {
-                    fallback.remove(n);
-                }
-                _ => return None,
-            },
-        }
-    }
-    None
-}
-
 /// Reverses an approval its terminal will not get, off the connection's task.
 fn undo_later(switch: &Arc<Switch>, undo: Undo) {
     let switch = switch.clone();
@@ -220,6 +199,10 @@ async fn answer(
     let (response, undo) = match Message::decode(spec, frame.payload.clone()) {
         Ok(request) => {
             let answer = switch.answer(&context.inbound, request).await?;
+            if let Some(payload) = answer.payload {
+                // Encoded, and counted as encoded, by the switch.
+                return Some((frame.response(payload), answer.undo));
+            }
             (answer.message, answer.undo)
         }
         Err(e) => {
@@ -254,7 +237,7 @@ async fn answer(
             if let Some(undo) = undo {
                 switch.undo(undo).await;
             }
-            (encode_fallback(spec, &response, e)?, None)
+            (refusal_that_encodes(spec, &response, e)?.1, None)
         }
     };
     Some((frame.response(payload), undo))

@@ -139,12 +139,13 @@ impl Listener {
             })?),
             None => None,
         };
+        let spec = Arc::new(spec);
         Ok(PreparedListener {
             bind: config.bind,
             tls,
             context: Arc::new(ListenerContext {
-                inbound: Inbound::new(&config.name, config.channel),
-                spec: Arc::new(spec),
+                inbound: Inbound::new(&config.name, config.channel).with_spec(spec.clone()),
+                spec,
                 frame,
                 idle_timeout: Duration::from_secs(config.idle_timeout_s.max(1)),
             }),

@@ -77,6 +77,8 @@ pub struct Undo {
 #[derive(Debug)]
 pub struct Answer {
     pub message: Message,
+    /// `message` encoded with the listener's spec, when the inbound has one.
+    pub payload: Option<Vec<u8>>,
     pub undo: Option<Undo>,
 }
 
@@ -115,6 +117,10 @@ async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option
         Kind::Reversal => reverse(sw, &request).await,
         Kind::Unsupported => (response_to(&request, Refusal::Unsupported), None),
     };
+    let (response, payload) = match &from.spec {
+        Some(spec) => encode_for_terminal(sw, from, spec, response, &mut undo, started).await?,
+        None => (response, None),
+    };
     TransactionDone {
         inbound: from,
         request: &request,
@@ -129,8 +135,72 @@ async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option
     .emit();
     Some(Answer {
         message: response,
+        payload,
         undo,
     })
+}
+
+/// Encodes `response` for the terminal. One that does not encode becomes a
+/// 96 that does (its echoed fields dropped one by one until it does); an
+/// approval in its place is reversed and the journal records the 96 the
+/// terminal got. None only when not even the bare 96 encodes.
+async fn encode_for_terminal(
+    sw: &Switch,
+    from: &Inbound,
+    spec: &crate::iso8583::Spec,
+    response: Message,
+    undo: &mut Option<Undo>,
+    started: Instant,
+) -> Option<(Message, Option<Vec<u8>>)> {
+    let error = match response.encode(spec) {
+        Ok(payload) => return Some((response, Some(payload))),
+        Err(e) => e,
+    };
+    tracing::error!(
+        listener = %from.listener,
+        part = %error.part(),
+        kind = %error.kind(),
+        "response does not encode for the terminal; answering 96"
+    );
+    let replaced = refusal_that_encodes(spec, &response, error);
+    if let Some(taken_back) = undo.take() {
+        let txn = taken_back.txn;
+        // The terminal gets 96 (or nothing), not the approval: the issuer's
+        // is undone, and the journal says 96.
+        sw.undo(taken_back).await;
+        let answered = match &replaced {
+            Some((fallback, _)) => outcome_of(fallback, DecidedBy::Switch, started),
+            None => outcome_of(&Message::new(response.mti()), DecidedBy::Switch, started),
+        };
+        let _ = sw.stores.journal.record_outcome(txn, answered).await;
+    }
+    replaced.map(|(fallback, payload)| (fallback, Some(payload)))
+}
+
+/// The 96 that replaces `response`, which does not encode with `spec`
+/// (`error`), and its bytes: what it echoes is dropped field by field until
+/// it encodes (the field that failed may be one it echoes), never the card
+/// number. None when not even the bare MTI and field 39 encode.
+pub fn refusal_that_encodes(
+    spec: &crate::iso8583::Spec,
+    response: &Message,
+    error: crate::iso8583::CodecError,
+) -> Option<(Message, Vec<u8>)> {
+    let mut fallback = response_to(response, Refusal::Encode(error));
+    fallback.remove(2);
+    // At most every echoed field once, then the bare MTI and field 39.
+    for _ in 0..16 {
+        match fallback.encode(spec) {
+            Ok(payload) => return Some((fallback, payload)),
+            Err(e) => match e.field() {
+                Some(n) if n != 39 && fallback.has(n) => {
+                    fallback.remove(n);
+                }
+                _ => return None,
+            },
+        }
+    }
+    None
 }
 
 /// MTIs the switch handles, as a bounded label set.

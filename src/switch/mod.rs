@@ -27,7 +27,7 @@ use crate::risk::RiskError;
 use crate::route::BinTableError;
 use crate::simulator::{Simulator, SimulatorError};
 use crate::upstream::{SafSettings, UpstreamError};
-pub use handler::{response_to, Answer, Undo};
+pub use handler::{refusal_that_encodes, response_to, Answer, Undo};
 use originals::Originals;
 pub use snapshot::Snapshot;
 
@@ -66,6 +66,10 @@ pub struct Inbound {
     pub listener: Arc<str>,
     pub channel: Channel,
     pub metrics: Arc<events::ListenerMetrics>,
+    /// The listener's spec: answers are encoded with it before they are
+    /// counted, so what is logged, counted and journaled is what the
+    /// terminal gets. None for callers that take messages, not bytes.
+    pub spec: Option<Arc<crate::iso8583::Spec>>,
 }
 
 impl Inbound {
@@ -74,7 +78,14 @@ impl Inbound {
             listener: Arc::from(listener),
             channel,
             metrics: Arc::new(events::ListenerMetrics::new(listener, channel)),
+            spec: None,
         }
+    }
+
+    /// Answers are encoded with `spec` (the listener's).
+    pub fn with_spec(mut self, spec: Arc<crate::iso8583::Spec>) -> Inbound {
+        self.spec = Some(spec);
+        self
     }
 }
 
