@@ -93,6 +93,19 @@ pub struct Config {
     /// How queued reversals and advices are retried.
     #[serde(default)]
     pub store_and_forward: SafConfig,
+    /// What tells this switch instance apart from others serving the same issuers.
+    #[serde(default)]
+    pub instance: InstanceConfig,
+}
+
+/// `[instance]`: each switch sharing issuers with others needs its own
+/// `rrn_digit` (0–9), the first digit of the RRNs it generates, so theirs
+/// never collide.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    #[serde(default)]
+    pub rrn_digit: u8,
 }
 
 /// Where terminals (or acquiring hosts) connect to the switch.
@@ -303,6 +316,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), Problem> {
+        if self.instance.rrn_digit > 9 {
+            return Err(problem(
+                "instance.rrn_digit",
+                format!("expected a digit 0-9, found {}", self.instance.rrn_digit),
+            ));
+        }
         check_unique_names("listener", self.listeners.iter().map(|l| l.name.as_str()))?;
         check_unique_names("issuer", self.issuers.iter().map(|i| i.name.as_str()))?;
         check_unique_names("route", self.routes.iter().map(|r| r.name.as_str()))?;

@@ -9,10 +9,10 @@ pub mod originals;
 pub mod outcome;
 mod queue;
 mod retention;
+mod rrn;
 pub mod snapshot;
 pub mod stand_in;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use crate::simulator::{Simulator, SimulatorError};
 use crate::upstream::{SafSettings, UpstreamError};
 pub use handler::{refusal_that_encodes, response_to, Answer, Undo};
 use originals::Originals;
+use rrn::RrnSource;
 pub use snapshot::Snapshot;
 
 /// Why the switch could not start or reload, keeping the error behind it.
@@ -86,31 +87,6 @@ impl Inbound {
     pub fn with_spec(mut self, spec: Arc<crate::iso8583::Spec>) -> Inbound {
         self.spec = Some(spec);
         self
-    }
-}
-
-/// Retrieval reference numbers for requests that arrive without one:
-/// YDDDHH (UTC) and a six-digit sequence, 12 digits as field 37 wants.
-struct RrnSource {
-    next: AtomicU32,
-}
-
-impl RrnSource {
-    fn next(&self) -> [u8; 12] {
-        let now = time::OffsetDateTime::now_utc();
-        let seq = self.next.fetch_add(1, Ordering::Relaxed) % 1_000_000;
-        let mut out = [b'0'; 12];
-        let mut put = |at: usize, width: usize, mut n: u32| {
-            for slot in out[at..at + width].iter_mut().rev() {
-                *slot = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
-        };
-        put(0, 1, now.year().rem_euclid(10) as u32);
-        put(1, 3, u32::from(now.ordinal()));
-        put(4, 2, u32::from(now.hour()));
-        put(6, 6, seq);
-        out
     }
 }
 
@@ -196,14 +172,13 @@ impl Switch {
             (Some(sim), true) => Some(Arc::new(Simulator::new(sim)?)),
             _ => None,
         };
+        let rrn_digit = config.instance.rrn_digit;
         let (snapshot, _) = Snapshot::build(config, None, simulator.as_ref(), &shutdown)?;
         let switch = Arc::new(Switch {
             snapshot: ArcSwap::from_pointee(snapshot),
             simulator,
             originals: Originals::new(ORIGINALS_GENERATIONS as usize, ORIGINALS_MAX),
-            rrn: RrnSource {
-                next: AtomicU32::new(1),
-            },
+            rrn: RrnSource::new(rrn_digit),
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown,
             stores,
