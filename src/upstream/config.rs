@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -47,6 +47,23 @@ impl IssuerConfig {
     /// The length-header kind, one of [`HEADER_KINDS`](crate::config_values::HEADER_KINDS).
     pub fn header(&self) -> &str {
         &self.header
+    }
+
+    /// The files this issuer reads when it starts: its spec file (a path
+    /// that does not exist means a built-in spec, as `specs::resolve` reads
+    /// it), and its TLS CA, client certificate and key. A reload compares
+    /// what they contain, not only their paths.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = Vec::new();
+        if self.spec.exists() {
+            files.push(self.spec.as_path());
+        }
+        if let Some(tls) = &self.tls {
+            files.push(tls.ca.as_path());
+            files.extend(tls.cert.as_deref());
+            files.extend(tls.key.as_deref());
+        }
+        files
     }
 }
 
