@@ -123,3 +123,42 @@ fn default_echo_interval_s() -> u64 {
 fn default_sign_on() -> bool {
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::tests::TempDir;
+
+    fn issuer(keys: &str) -> IssuerConfig {
+        toml::from_str(&format!("name = \"bank\"\nendpoints = [\"sim\"]\n{keys}"))
+            .expect("valid issuer section")
+    }
+
+    fn quoted(path: &Path) -> String {
+        toml::Value::String(path.display().to_string()).to_string()
+    }
+
+    #[test]
+    fn files_are_the_spec_file_and_every_tls_file() {
+        let dir = TempDir::new("issuer-files");
+        let spec = dir.write("bank.toml", "");
+        let (ca, cert, key) = (
+            dir.0.join("ca.pem"),
+            dir.0.join("c.pem"),
+            dir.0.join("c.key"),
+        );
+        let config = issuer(&format!(
+            "spec = {}\ntls = {{ ca = {}, cert = {}, key = {} }}",
+            quoted(&spec),
+            quoted(&ca),
+            quoted(&cert),
+            quoted(&key)
+        ));
+        assert_eq!(config.files(), [&spec, &ca, &cert, &key]);
+    }
+
+    #[test]
+    fn a_built_in_spec_name_is_no_file() {
+        assert!(issuer("spec = \"iso87bcd\"").files().is_empty());
+    }
+}
