@@ -251,9 +251,9 @@ impl Switch {
     /// Swaps in a new configuration's routes and issuers. Issuers whose config
     /// and files (spec, TLS material: compared by content, so a file edited in
     /// place counts as a change) are unchanged keep their links; changed ones
-    /// are started afresh and connect with the new material. New issuers get up to [`NEW_ISSUER_WAIT`]
-    /// to bring a link up before the swap, so a changed route does not answer 91
-    /// while its links connect; removed issuers keep serving requests that
+    /// are started afresh and connect with the new material. New issuers get
+    /// up to [`NEW_ISSUER_WAIT`] to bring a link up before the swap, so a
+    /// changed route does not answer 91 while its links connect; removed issuers keep serving requests that
     /// loaded the old snapshot for a grace period, then drain and close.
     /// Listener changes need a restart and are reported, not applied.
     pub async fn reload(self: &Arc<Self>, config: Config) -> Result<u64, SwitchError> {
