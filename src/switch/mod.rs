@@ -3,6 +3,7 @@
 //! while traffic flows.
 
 pub mod events;
+pub mod file_contents;
 mod handler;
 mod journaling;
 pub mod originals;
@@ -45,6 +46,13 @@ pub enum SwitchError {
     Routes(#[from] BinTableError),
     #[error(transparent)]
     Risk(#[from] RiskError),
+    /// A file an issuer reads (spec, TLS) cannot be read.
+    #[error("issuer {issuer:?}: {source}")]
+    IssuerFile {
+        issuer: String,
+        #[source]
+        source: file_contents::UnreadableFile,
+    },
     #[error("issuer {issuer:?}: {source}")]
     IssuerSpec {
         issuer: String,
@@ -227,9 +235,11 @@ impl Switch {
     }
 
     /// Swaps in a new configuration's routes and issuers. Issuers whose config
-    /// is unchanged keep their links. New issuers get up to [`NEW_ISSUER_WAIT`]
-    /// to bring a link up before the swap, so a changed route does not answer 91
-    /// while its links connect; removed issuers keep serving requests that
+    /// and files (spec, TLS material: compared by content, so a file edited in
+    /// place counts as a change) are unchanged keep their links; changed ones
+    /// are started afresh and connect with the new material. New issuers get
+    /// up to [`NEW_ISSUER_WAIT`] to bring a link up before the swap, so a
+    /// changed route does not answer 91 while its links connect; removed issuers keep serving requests that
     /// loaded the old snapshot for a grace period, then drain and close.
     /// Listener changes need a restart and are reported, not applied.
     pub async fn reload(self: &Arc<Self>, config: Config) -> Result<u64, SwitchError> {
@@ -247,7 +257,7 @@ impl Switch {
         let fresh: Vec<_> = next
             .issuers
             .iter()
-            .filter(|e| !current.issuers.iter().any(|c| c.config == e.config))
+            .filter(|e| !current.issuers.iter().any(|c| c.runs(&e.config, &e.files)))
             .map(|e| e.issuer.clone())
             .collect();
         let deadline = tokio::time::Instant::now() + NEW_ISSUER_WAIT;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::file_contents::FileContents;
 use super::stand_in::StandIn;
 use super::SwitchError;
 use crate::config::{Config, IssuerConfig};
@@ -17,9 +18,19 @@ use crate::upstream::{InProcessIssuer, Issuer};
 /// An issuer as configured, with the running links behind it.
 pub struct IssuerEntry {
     pub config: IssuerConfig,
+    /// What the files it read (spec, TLS) contained when it started.
+    pub files: FileContents,
     pub issuer: Issuer,
     /// Cancelled when a reload drops this issuer; its links drain and close.
     pub token: CancellationToken,
+}
+
+impl IssuerEntry {
+    /// Whether this running issuer is what `config` over `files` would start:
+    /// same config text and same file contents. Only then are its links kept.
+    pub fn runs(&self, config: &IssuerConfig, files: &FileContents) -> bool {
+        self.config == *config && self.files == *files
+    }
 }
 
 /// Issuers a build has started; cancelled if the build fails, so a refused
@@ -57,7 +68,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot, reusing the running issuers of `previous` whose
-    /// configuration did not change (their links and outstanding requests stay).
+    /// configuration and files (spec, TLS material) did not change: their links
+    /// and outstanding requests stay. A file that cannot be read refuses the build.
     /// Returns the tokens of the previous issuers that are no longer used; cancel
     /// them once the new snapshot is live.
     pub fn build(
@@ -73,10 +85,17 @@ impl Snapshot {
         let mut kept = Vec::new();
         let mut started = StartedIssuers(Vec::new());
         for ic in &config.issuers {
+            // Read before the issuer is built from the files: an edit landing
+            // in between is seen as a change at the next reload, never missed.
+            let files =
+                FileContents::read(ic.files()).map_err(|source| SwitchError::IssuerFile {
+                    issuer: ic.name.clone(),
+                    source,
+                })?;
             let reused = previous.and_then(|p| {
                 p.issuers
                     .iter()
-                    .position(|e| e.config == *ic)
+                    .position(|e| e.runs(ic, &files))
                     .map(|i| (i, &p.issuers[i]))
             });
             let entry = match reused {
@@ -84,6 +103,7 @@ impl Snapshot {
                     kept.push(i);
                     IssuerEntry {
                         config: e.config.clone(),
+                        files,
                         issuer: e.issuer.clone(),
                         token: e.token.clone(),
                     }
@@ -101,6 +121,7 @@ impl Snapshot {
                     let issuer = Issuer::start(ic, Arc::new(spec), in_process, token.clone())?;
                     IssuerEntry {
                         config: ic.clone(),
+                        files,
                         issuer,
                         token,
                     }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -47,6 +47,23 @@ impl IssuerConfig {
     /// The length-header kind, one of [`HEADER_KINDS`](crate::config_values::HEADER_KINDS).
     pub fn header(&self) -> &str {
         &self.header
+    }
+
+    /// The files this issuer reads when it starts: its spec file (a path
+    /// that does not exist means a built-in spec, as `specs::resolve` reads
+    /// it), and its TLS CA, client certificate and key. A reload compares
+    /// what they contain, not only their paths.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = Vec::new();
+        if self.spec.exists() {
+            files.push(self.spec.as_path());
+        }
+        if let Some(tls) = &self.tls {
+            files.push(tls.ca.as_path());
+            files.extend(tls.cert.as_deref());
+            files.extend(tls.key.as_deref());
+        }
+        files
     }
 }
 
@@ -105,4 +122,43 @@ fn default_echo_interval_s() -> u64 {
 }
 fn default_sign_on() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::tests::TempDir;
+
+    fn issuer(keys: &str) -> IssuerConfig {
+        toml::from_str(&format!("name = \"bank\"\nendpoints = [\"sim\"]\n{keys}"))
+            .expect("valid issuer section")
+    }
+
+    fn quoted(path: &Path) -> String {
+        toml::Value::String(path.display().to_string()).to_string()
+    }
+
+    #[test]
+    fn files_are_the_spec_file_and_every_tls_file() {
+        let dir = TempDir::new("issuer-files");
+        let spec = dir.write("bank.toml", "");
+        let (ca, cert, key) = (
+            dir.0.join("ca.pem"),
+            dir.0.join("c.pem"),
+            dir.0.join("c.key"),
+        );
+        let config = issuer(&format!(
+            "spec = {}\ntls = {{ ca = {}, cert = {}, key = {} }}",
+            quoted(&spec),
+            quoted(&ca),
+            quoted(&cert),
+            quoted(&key)
+        ));
+        assert_eq!(config.files(), [&spec, &ca, &cert, &key]);
+    }
+
+    #[test]
+    fn a_built_in_spec_name_is_no_file() {
+        assert!(issuer("spec = \"iso87bcd\"").files().is_empty());
+    }
 }
