@@ -567,6 +567,16 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     pub fn generate() -> TlsFiles {
+        TlsFiles::build(None)
+    }
+
+    /// As [`TlsFiles::generate`], with a server certificate that is valid
+    /// only until `not_after` (X.509 keeps whole seconds).
+    pub fn generate_server_expiring(not_after: time::OffsetDateTime) -> TlsFiles {
+        TlsFiles::build(Some(not_after))
+    }
+
+    fn build(server_not_after: Option<time::OffsetDateTime>) -> TlsFiles {
         static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "isoswitch-test-tls-{}-{}",
@@ -589,8 +599,11 @@ impl TlsFiles {
         let ca = rcgen::Issuer::new(ca_params, ca_key);
 
         let server_key = rcgen::KeyPair::generate().expect("server key");
-        let server_params =
+        let mut server_params =
             rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+        if let Some(not_after) = server_not_after {
+            server_params.not_after = not_after;
+        }
         let server_cert = server_params
             .signed_by(&server_key, &ca)
             .expect("server certificate");
@@ -703,6 +716,11 @@ pub enum Act {
     Close,
     /// Close this connection and stop accepting new ones (issuer down).
     CloseAndDie,
+    /// Write these bytes as they are, past the framing (garbage, a bare
+    /// length header), and keep the connection.
+    Raw(Vec<u8>),
+    /// Write these bytes as they are, then close (an answer cut off midway).
+    RawThenClose(Vec<u8>),
 }
 
 pub type Script = Arc<dyn Fn(&Message) -> Act + Send + Sync>;
@@ -887,6 +905,15 @@ async fn serve_fake_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     Act::Hold => {}
+                    Act::Raw(bytes) => {
+                        if write_raw(framed.get_mut(), &bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    Act::RawThenClose(bytes) => {
+                        let _ = write_raw(framed.get_mut(), &bytes).await;
+                        return;
+                    }
                     Act::Close => return,
                     Act::CloseAndDie => {
                         die.cancel();
@@ -902,6 +929,22 @@ async fn serve_fake_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+async fn write_raw<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// `message` as the fake issuer frames it (2-byte binary length header), for
+/// a script that writes it whole, cut short or after garbage.
+pub fn framed_bytes(message: &Message) -> Vec<u8> {
+    let payload = message.encode(&spec()).expect("test messages encode");
+    isoswitch::frame::encode_frame(
+        &isoswitch::frame::FrameConfig::default(),
+        &Frame::new(payload),
+    )
+    .expect("test messages frame")
 }
 
 /// Answers every request with 00.
