@@ -85,7 +85,7 @@ pub fn client_config(tls: &IssuerTls) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(&tls.ca)?);
-    let config = match (&tls.cert, &tls.key) {
+    let mut config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?
         }
@@ -98,6 +98,10 @@ pub fn client_config(tls: &IssuerTls) -> Result<Arc<ClientConfig>, TlsError> {
             ))
         }
     };
+    // Every redial verifies the issuer's certificate afresh: a resumed
+    // session skips the check, so a certificate that expired (or a CA that
+    // was replaced) while the link was up would go unnoticed.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 
@@ -129,9 +133,14 @@ pub fn acceptor(tls: &ListenerTls) -> Result<tokio_rustls::TlsAcceptor, TlsError
             )
             .build()
             .map_err(|e| file_error(ca, e))?;
-            builder
+            let mut config = builder
                 .with_client_cert_verifier(verifier)
-                .with_single_cert(certs, key)?
+                .with_single_cert(certs, key)?;
+            // Each connection presents and verifies its client certificate:
+            // no resumption that would skip the check.
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+            config
         }
         None => builder.with_no_client_auth().with_single_cert(certs, key)?,
     };

@@ -504,10 +504,6 @@ async fn an_issuer_that_never_completes_the_tls_handshake_is_redialled_and_nothi
 /// purchase the close cut off stays queued for reversal until the issuer
 /// presents a valid certificate.
 #[tokio::test]
-#[ignore = "the redial resumes the TLS session (rustls client resumption is on by default in \
-            tls::client_config), and a resumed handshake does not check the certificate again, \
-            so the link comes back up on the expired one; passes with \
-            `config.resumption = rustls::client::Resumption::disabled()` there"]
 async fn a_certificate_expiring_while_the_link_is_up_stops_the_next_handshake() {
     let expires = OffsetDateTime::now_utc() + time::Duration::seconds(2);
     let pki = TlsFiles::generate_server_expiring(expires);
