@@ -407,6 +407,15 @@ async fn an_answer_with_an_unknown_stan_is_dropped_and_the_purchase_reversed() {
     let status = switch.issuer("bank").status();
     assert_eq!((status.unmatched_responses, status.late_responses), (1, 0));
     assert!(received.connections.is_empty(), "the link is kept");
+    // The stray was an approval nobody got: it is reversed too, from what
+    // it echoes, naming the STAN it came under.
+    let named: std::collections::BTreeSet<String> = received
+        .messages
+        .iter()
+        .filter(|m| m.mti().class() == 4 && m.get_str(37) == Some("000000000101"))
+        .filter_map(field_90_stan)
+        .collect();
+    assert_eq!(named.len(), 2, "the purchase's and the stray's: {named:?}");
 }
 
 /// An 0110 under the STAN of an 0200 answers something else: it is not

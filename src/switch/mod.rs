@@ -195,6 +195,7 @@ impl Switch {
             saf_settings: Arc::new(saf_settings),
         });
         switch.start_senders();
+        switch.catch_unmatched_approvals();
         switch.spawn_in_doubt_sweep();
         switch.spawn_retention();
         let sweeper = Arc::downgrade(&switch);
@@ -297,6 +298,7 @@ impl Switch {
             });
         }
         self.start_senders();
+        self.catch_unmatched_approvals();
         Ok(generation)
     }
 

@@ -87,6 +87,28 @@ impl Switch {
         }
     }
 
+    /// Every issuer of the current snapshot hands the reversal of an
+    /// approval that matched no request to the queue. Set again after a
+    /// reload (harmless for issuers that kept theirs).
+    pub(super) fn catch_unmatched_approvals(self: &Arc<Switch>) {
+        for entry in &self.snapshot.load().issuers {
+            let weak = Arc::downgrade(self);
+            entry.issuer.on_unmatched_approval(Box::new(move |issuer, reversal| {
+                let Some(switch) = weak.upgrade() else { return };
+                metrics::counter!("isoswitch_unmatched_approvals_reversed_total").increment(1);
+                let issuer = issuer.to_owned();
+                tokio::spawn(async move {
+                    let queued = switch
+                        .queue_message(&issuer, SafKind::Reversal, None, &reversal)
+                        .await;
+                    if let Err(e) = queued {
+                        tracing::error!(%issuer, error = %e, "reversal of an unmatched approval not queued");
+                    }
+                });
+            }));
+        }
+    }
+
     fn wake_sender(&self, issuer: &str) {
         if let Some(sender) = self.senders.get(issuer) {
             sender.wake();

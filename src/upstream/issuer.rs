@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{Endpoint, IssuerConfig};
 use super::deliver::{Deliver, Delivery};
 use super::in_process::InProcessIssuer;
-use super::link::{self, LinkContext, LinkHandle, LinkSettings};
+use super::link::{self, LinkContext, LinkHandle, LinkSettings, UnmatchedApprovalSink};
 use super::stan::StanSource;
 use super::telemetry::Telemetry;
 use super::transport::Connector;
@@ -34,6 +35,7 @@ struct Inner {
     links: Arc<Links>,
     stans: Arc<StanSource>,
     telemetry: Arc<Telemetry>,
+    unmatched_approvals: Arc<ArcSwapOption<UnmatchedApprovalSink>>,
     /// Cleared by [`Issuer::stop_taking_requests`], a stage of a graceful stop.
     taking_requests: AtomicBool,
 }
@@ -93,10 +95,12 @@ impl Issuer {
         let settings = Arc::new(settings);
         let telemetry = Arc::new(Telemetry::new(name));
         let stans = Arc::new(StanSource::from_clock());
+        let unmatched_approvals = Arc::new(ArcSwapOption::empty());
         let context = LinkContext {
             settings,
             telemetry: telemetry.clone(),
             stans: stans.clone(),
+            unmatched_approvals: unmatched_approvals.clone(),
             shutdown,
         };
         let endpoints = endpoints
@@ -120,6 +124,7 @@ impl Issuer {
                 links,
                 stans,
                 telemetry,
+                unmatched_approvals,
                 taking_requests: AtomicBool::new(true),
             }),
         }
@@ -133,6 +138,12 @@ impl Issuer {
     /// allocation per transaction).
     pub fn shared_name(&self) -> Arc<str> {
         self.inner.name.clone()
+    }
+
+    /// Where the reversal of an approval that matches no request goes (the
+    /// switch queues it); without one it is only counted and logged.
+    pub fn on_unmatched_approval(&self, sink: UnmatchedApprovalSink) {
+        self.inner.unmatched_approvals.store(Some(Arc::new(sink)));
     }
 
     /// How long a request waits for the issuer's answer.

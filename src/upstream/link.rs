@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use metrics::{gauge, Gauge};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
@@ -45,6 +46,8 @@ pub(crate) struct LinkContext {
     pub telemetry: Arc<Telemetry>,
     /// The issuer's STANs, for the link's own sign-ons and echoes.
     pub stans: Arc<StanSource>,
+    /// Where the reversal of an approval that matches no request goes.
+    pub unmatched_approvals: Arc<ArcSwapOption<UnmatchedApprovalSink>>,
     pub shutdown: CancellationToken,
 }
 
@@ -59,6 +62,10 @@ pub(super) struct LinkFlags {
     pub up: AtomicBool,
     pub signed_on: AtomicBool,
 }
+
+/// Takes the reversal of an approval that matched no request (its issuer's
+/// name, the reversal): the switch queues it for store-and-forward.
+pub type UnmatchedApprovalSink = Box<dyn Fn(&str, Message) + Send + Sync>;
 
 pub(super) type Reply = oneshot::Sender<Result<(Message, Stan), UpstreamError>>;
 

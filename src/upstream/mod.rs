@@ -19,6 +19,7 @@ pub use crate::tls;
 pub use deliver::{Deliver, Delivery};
 pub use in_process::{Decision, InProcessIssuer};
 pub use issuer::{EndpointStatus, Issuer, IssuerStatus};
+pub use link::UnmatchedApprovalSink;
 pub use saf::{
     is_reversible, repeat_of, reversal_for, IssuerDirectory, SafSender, SafSettings,
     REVERSAL_FIELDS,

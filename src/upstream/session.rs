@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::link::{Command, Link, Reply};
+use super::saf::reversal_for;
 use super::stan::{LateEntry, LATE_RETENTION};
 use super::transport::{Incoming, Transport};
 use super::UpstreamError;
@@ -334,7 +335,10 @@ impl<'l> Session<'l> {
                     self.link.late.put_back(stan.0, late);
                     self.unmatched(&message, "MTI does not answer the request with this STAN");
                 }
-                None => self.unmatched(&message, "no request outstanding with this STAN"),
+                None => {
+                    self.unmatched(&message, "no request outstanding with this STAN");
+                    self.reverse_stray_approval(&message);
+                }
             },
         }
         Ok(())
@@ -417,6 +421,25 @@ impl<'l> Session<'l> {
             why,
             "unmatched issuer message dropped"
         );
+    }
+
+    /// An approval under a STAN with nothing outstanding (nor a late answer
+    /// expected) may still hold money at the issuer: it is reversed from what
+    /// it echoes (STAN, card, amount, RRN). One under a STAN that is
+    /// outstanding is not: that request is reversed at its own timeout.
+    fn reverse_stray_approval(&self, message: &Message) {
+        if !is_approval(message) || !matches!(message.mti().class(), 1 | 2) {
+            return;
+        }
+        let Some(sink) = self.link.context.unmatched_approvals.load_full() else {
+            return;
+        };
+        let [version, class, ..] = *message.mti().as_bytes();
+        if let Some(request_mti) = Mti::new([version, class, b'0', b'0']) {
+            let mut original = message.clone();
+            original.set_mti(request_mti);
+            sink(&self.link.context.telemetry.issuer, reversal_for(&original));
+        }
     }
 
     /// Answers an issuer's 0800 (sign-on, echo); any other request from the issuer
