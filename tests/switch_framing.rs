@@ -370,3 +370,33 @@ async fn bad_length_header_closes_only_that_connection() {
     let response = fresh.exchange(&purchase(CARD, 300)).await;
     assert_eq!(code(&response), "00", "the listener still accepts");
 }
+
+/// A card number one digit too long does not decode, but its length prefix
+/// still says where it ends: the refusal echoes what comes after it (STAN,
+/// terminal id, RRN), so a terminal with several requests out can tell which
+/// was refused — and never the card number.
+#[tokio::test]
+async fn a_refusal_of_a_20_digit_card_number_echoes_the_stan_terminal_and_rrn() {
+    let switch = TestSwitch::start(&config(GARBAGE_LISTENERS)).await;
+    let mut terminal = switch.terminal("pos").await;
+    let mut request = purchase(CARD, 700);
+    request.set(37, "000000000777").expect("field");
+    let wire = request.encode(&common::spec()).expect("encodes");
+    let pan_on_wire = format!("{}{CARD}", CARD.len());
+    let at = wire
+        .windows(pan_on_wire.len())
+        .position(|w| w == pan_on_wire.as_bytes())
+        .expect("field 2 on the wire");
+    let mut body = wire[..at].to_vec();
+    body.extend_from_slice(format!("20{CARD}0000").as_bytes());
+    body.extend_from_slice(&wire[at + pan_on_wire.len()..]);
+    terminal.send_raw(&framed_2b(&body)).await;
+
+    let refused = terminal.recv().await;
+    assert_eq!(refused.mti(), Mti::from_static("0210"));
+    assert_eq!(code(&refused), "30");
+    assert_eq!(refused.get(11), request.get(11));
+    assert_eq!(refused.get(41), request.get(41));
+    assert_eq!(refused.get_str(37), Some("000000000777"));
+    assert!(!refused.has(2), "no card number in the answer");
+}

@@ -93,10 +93,12 @@ impl Message {
         Message::decode_or_salvage(spec, input, false).map_err(|(e, _)| e)
     }
 
-    /// For answering a message that does not decode: its MTI and the fields
-    /// before the first that fails (a refusal then echoes the STAN and
-    /// terminal id it could read). None if not even the MTI and the bitmaps
-    /// can be read.
+    /// For answering a message that does not decode: its MTI and every field
+    /// that decodes, up to the first whose extent cannot be read (a field too
+    /// long or with a bad character is left out and the ones after it are
+    /// read, so a refusal echoes the STAN, terminal id and RRN that follow
+    /// a bad card number). None if not even the MTI and the bitmaps can be
+    /// read.
     pub fn decode_readable_part(spec: &Spec, input: Bytes) -> Option<Message> {
         match Message::decode_or_salvage(spec, input, true) {
             Ok(msg) | Err((_, Some(msg))) => Some(msg),
@@ -160,6 +162,7 @@ impl Message {
                 msg
             })
         };
+        let mut first_error = None;
         for n in present.iter() {
             let Some(field) = spec.field(n) else {
                 let word = usize::from(n - 1) / 64;
@@ -167,10 +170,25 @@ impl Message {
                 let e = d.error(Part::Field(n), at, ErrorKind::UndefinedField);
                 return Err((e, salvaged(msg, &input)));
             };
+            let start = d.pos;
             match d.field(field, &mut msg.owned) {
                 Ok(slot) => msg.slots.push(slot),
-                Err(e) => return Err((e, salvaged(msg, &input))),
+                // Salvaging: a field whose extent can still be read is left
+                // out and the rest read on, so a refusal can echo the STAN,
+                // terminal id and RRN that come after a bad card number.
+                Err(e) if salvage => {
+                    d.pos = start;
+                    let resumed = d.skip(field);
+                    first_error.get_or_insert(e);
+                    if !resumed {
+                        break;
+                    }
+                }
+                Err(e) => return Err((e, None)),
             }
+        }
+        if let Some(e) = first_error {
+            return Err((e, salvaged(msg, &input)));
         }
         if d.pos != input.len() {
             let count = input.len() - d.pos;
@@ -471,6 +489,37 @@ impl<'a> Decoder<'a> {
     }
 
     fn prefix(&mut self, field: &Field) -> Result<usize, CodecError> {
+        let at = self.pos;
+        let len = self.prefix_value(field)?;
+        if len > field.max {
+            return Err(self.error(
+                Part::Field(field.number),
+                at,
+                ErrorKind::TooLong {
+                    length: len,
+                    max: field.max,
+                },
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Moves past `field` without checking its content or its maximum:
+    /// whether its extent could be read (then the next field can be).
+    fn skip(&mut self, field: &Field) -> bool {
+        let len = match field.length {
+            LengthKind::Fixed => field.max,
+            _ => match self.prefix_value(field) {
+                Ok(len) => len,
+                Err(_) => return false,
+            },
+        };
+        self.take(Part::Field(field.number), field.wire_len(len))
+            .is_ok()
+    }
+
+    /// The length a variable field's prefix says, whatever the field's maximum.
+    fn prefix_value(&mut self, field: &Field) -> Result<usize, CodecError> {
         let part = Part::Field(field.number);
         let at = self.pos;
         let digits = field.length.prefix_digits();
@@ -511,16 +560,6 @@ impl<'a> Decoder<'a> {
                     len = len * 10 + usize::from(d);
                 }
             }
-        }
-        if len > field.max {
-            return Err(self.error(
-                part,
-                at,
-                ErrorKind::TooLong {
-                    length: len,
-                    max: field.max,
-                },
-            ));
         }
         Ok(len)
     }
