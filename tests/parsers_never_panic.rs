@@ -167,9 +167,16 @@ fn check_frame_error(e: &FrameError, fed: usize) -> Result<(), TestCaseError> {
         | FrameError::Oversized { offset, .. }
         | FrameError::Undersized { offset, .. }
         | FrameError::Truncated { offset, .. } => *offset,
-        other => return Err(TestCaseError::fail(format!("not a decoding error: {other}"))),
+        other => {
+            return Err(TestCaseError::fail(format!(
+                "not a decoding error: {other}"
+            )))
+        }
     };
-    prop_assert!(offset < fed as u64, "offset {offset} past the {fed} bytes fed: {e}");
+    prop_assert!(
+        offset < fed as u64,
+        "offset {offset} past the {fed} bytes fed: {e}"
+    );
     prop_assert!(
         e.to_string().contains(&format!("byte offset {offset}")),
         "the message does not say where: {e}"
@@ -187,7 +194,6 @@ fn random_and_mutated_streams_never_panic_the_frame_decoder() {
             let mut buf = BytesMut::new();
             let mut fed = 0;
             let mut sizes = chunks.iter().cycle();
-            let mut consumed = 0;
             while fed < input.len() {
                 let take = (*sizes.next().unwrap_or(&1)).min(input.len() - fed);
                 buf.extend_from_slice(&input[fed..fed + take]);
@@ -198,7 +204,6 @@ fn random_and_mutated_streams_never_panic_the_frame_decoder() {
                             let len = frame.payload.len();
                             prop_assert!(len >= 1, "an empty frame was returned");
                             prop_assert!(len <= config.max_frame_len);
-                            consumed += 1;
                         }
                         Ok(None) => {
                             // What the decoder reserved while waiting is
@@ -220,7 +225,6 @@ fn random_and_mutated_streams_never_panic_the_frame_decoder() {
                 Ok(_) => {}
                 Err(e) => check_frame_error(&e, fed.max(1))?,
             }
-            let _ = consumed;
             Ok(())
         });
     }
