@@ -190,7 +190,10 @@ const MAX_CHUNK: usize = 40;
 #[test]
 fn random_and_mutated_streams_never_panic_the_frame_decoder() {
     for config in frame_configs() {
-        let strategy = (hostile(vec![valid_stream(&config)]), vec(1..=MAX_CHUNK, 1..8));
+        let strategy = (
+            hostile(vec![valid_stream(&config)]),
+            vec(1..=MAX_CHUNK, 1..8),
+        );
         check(&format!("{config:?}"), strategy, |(input, chunks)| {
             // Fed in uneven chunks, as a socket delivers them.
             let mut codec = FrameCodec::new(config);
