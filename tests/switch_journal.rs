@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    answer, code, poll_until, purchase, Act, FakeIssuer, HeldPort, Script, TestSwitch,
+    answer, bank_config, code, poll_until, purchase, Act, FakeIssuer, HeldPort, Script, TestSwitch,
     TRANSMISSION_TIME, WAIT,
 };
 use isoswitch::iso8583::Message;
@@ -19,27 +19,9 @@ use isoswitch::journal::{
 
 const CARD: &str = "4761739001010010";
 
+/// The common one-issuer switch, its route given `stand_in` (a TOML line or "").
 fn config(endpoints: &str, timeout_ms: u64, stand_in: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "pos"
-bind = "127.0.0.1:0"
-
-[[issuer]]
-name = "bank"
-endpoints = [{endpoints}]
-timeout_ms = {timeout_ms}
-echo_interval_s = 0
-sign_on = false
-
-[[route]]
-name = "visa"
-bins = ["4"]
-issuer = "bank"
-{stand_in}
-"#
-    )
+    format!("{}{stand_in}\n", bank_config(endpoints, timeout_ms))
 }
 
 /// Approves everything but purchases of `held_from` or more, which it holds.
