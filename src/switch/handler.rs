@@ -641,15 +641,12 @@ async fn stand_in_approvals_today(
                 since_ms: Some(midnight),
                 until_ms: None,
             },
+            decided_by: Some(DecidedBy::StandIn),
+            approved_only: true,
             ..TxnQuery::default()
         })
         .await?;
-    let approvals = found
-        .iter()
-        .filter_map(|r| r.outcome.as_ref())
-        .filter(|o| o.decided_by == DecidedBy::StandIn && o.response_code.is_approval())
-        .count();
-    Ok(u32::try_from(approvals).unwrap_or(u32::MAX))
+    Ok(u32::try_from(found.len()).unwrap_or(u32::MAX))
 }
 
 /// 0120/0220: the switch takes responsibility for delivery and acknowledges

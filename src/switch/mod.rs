@@ -110,8 +110,6 @@ pub struct Switch {
     stores: Stores,
     senders: queue::Senders,
     saf_settings: Arc<SafSettings>,
-    /// How long a queued item is tried before it is marked failed.
-    saf_expiry_ms: i64,
 }
 
 /// How long a forwarded authorization stays matchable by a terminal reversal:
@@ -191,7 +189,6 @@ impl Switch {
             shutdown,
             stores,
             senders: queue::Senders::default(),
-            saf_expiry_ms: i64::try_from(saf_settings.expiry.as_millis()).unwrap_or(i64::MAX),
             saf_settings: Arc::new(saf_settings),
         });
         switch.start_senders();

@@ -109,6 +109,11 @@ impl Switch {
         }
     }
 
+    /// How long a queued item is tried before it is marked failed, in ms.
+    fn saf_expiry_ms(&self) -> i64 {
+        i64::try_from(self.saf_settings.expiry.as_millis()).unwrap_or(i64::MAX)
+    }
+
     fn wake_sender(&self, issuer: &str) {
         if let Some(sender) = self.senders.get(issuer) {
             sender.wake();
@@ -122,7 +127,7 @@ impl Switch {
         txn: TxnId,
         fields: crate::journal::ReversalFields,
     ) -> Result<SafId, JournalError> {
-        let id = queue_reversal(&self.stores, issuer, txn, fields, self.saf_expiry_ms).await;
+        let id = queue_reversal(&self.stores, issuer, txn, fields, self.saf_expiry_ms()).await;
         match &id {
             Ok(_) => self.wake_sender(issuer),
             Err(e) => tracing::error!(
@@ -143,7 +148,15 @@ impl Switch {
         txn: Option<TxnId>,
         message: &Message,
     ) -> Result<SafId, JournalError> {
-        let id = queue_message(&self.stores, issuer, kind, txn, message, self.saf_expiry_ms).await;
+        let id = queue_message(
+            &self.stores,
+            issuer,
+            kind,
+            txn,
+            message,
+            self.saf_expiry_ms(),
+        )
+        .await;
         if id.is_ok() {
             self.wake_sender(issuer);
         }
