@@ -291,6 +291,8 @@ struct Pending {
     card: u32,
     expect: u16,
     mti: Mti,
+    /// Field 4 as sent, to check the answer's echo.
+    amount: u64,
 }
 
 /// STAN allocation and the table of outstanding requests with their deadlines.
@@ -662,6 +664,7 @@ impl Connection {
             card: planned.card,
             expect: planned.expect,
             mti: planned.message.mti(),
+            amount: planned.amount,
         };
         self.outstanding
             .insert(stan, pending, Instant::now() + self.timeout);
@@ -718,6 +721,13 @@ impl Connection {
             }
             return Ok(());
         };
+        if let Some(field) = self.foreign_echo(&response, &pending) {
+            lock(&self.tally).foreign += 1;
+            self.say_limited(&format!(
+                "answer for STAN {stan:06} echoes another request's field {field}"
+            ));
+            return self.refill();
+        }
         let code = response
             .get(39)
             .and_then(|v| <[u8; 2]>::try_from(v).ok())
@@ -768,6 +778,29 @@ impl Connection {
             self.say_limited(&line);
         }
         self.refill()
+    }
+
+    /// The first identifying field the answer echoes differently from the
+    /// request it was matched to by STAN: terminal id (41), card (2) or amount
+    /// (4). Absent fields are not checked; a refusal may lack 2 and 4.
+    fn foreign_echo(&self, response: &Message, pending: &Pending) -> Option<u8> {
+        if response
+            .get(41)
+            .is_some_and(|id| id != self.terminal_id.as_bytes())
+        {
+            return Some(41);
+        }
+        if let (Some(pan), Some(card)) = (response.get(2), self.scenario.card(pending.card)) {
+            if pan != card.pan.as_bytes() {
+                return Some(2);
+            }
+        }
+        if let Some(amount) = response.get_str(4) {
+            if amount.parse::<u64>().ok() != Some(pending.amount) {
+                return Some(4);
+            }
+        }
+        None
     }
 
     /// Ends the connection after a failure: counts it and what was outstanding.
@@ -830,6 +863,7 @@ mod tests {
             card: 0,
             expect: 0,
             mti: Mti::from_static("0100"),
+            amount: 0,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Tally {
     /// the timeout was counted).
     pub late: u64,
     pub unknown_stan: u64,
+    /// Answers matched by STAN whose echoed terminal id (41), card (2) or
+    /// amount (4) is not the request's: another transaction's answer.
+    pub foreign: u64,
     pub decode_errors: u64,
     pub connection_errors: u64,
     /// Requests outstanding when their connection failed.
@@ -68,6 +71,7 @@ impl Default for Tally {
             timeouts: 0,
             late: 0,
             unknown_stan: 0,
+            foreign: 0,
             decode_errors: 0,
             connection_errors: 0,
             lost: 0,
@@ -85,6 +89,7 @@ impl Tally {
         self.mismatches
             + self.timeouts
             + self.unknown_stan
+            + self.foreign
             + self.decode_errors
             + self.connection_errors
             + self.lost
@@ -104,6 +109,7 @@ impl Tally {
         self.timeouts += other.timeouts;
         self.late += other.late;
         self.unknown_stan += other.unknown_stan;
+        self.foreign += other.foreign;
         self.decode_errors += other.decode_errors;
         self.connection_errors += other.connection_errors;
         self.lost += other.lost;
@@ -202,6 +208,8 @@ pub struct ErrorCounts {
     pub connection_errors: u64,
     pub decode_errors: u64,
     pub unknown_stan: u64,
+    /// Answers carrying another request's terminal id, card or amount.
+    pub foreign_answers: u64,
     pub unsent: u64,
     pub lost: u64,
     pub total: u64,
@@ -293,6 +301,7 @@ impl Report {
                 connection_errors: tally.connection_errors,
                 decode_errors: tally.decode_errors,
                 unknown_stan: tally.unknown_stan,
+                foreign_answers: tally.foreign,
                 unsent: tally.unsent,
                 lost: tally.lost,
                 total: tally.errors(),
@@ -374,8 +383,8 @@ impl Report {
         let e = &self.errors;
         let _ = writeln!(
             out,
-            "  errors      {}  (mismatches {}, timeouts {}, connection {}, decode {}, unknown STAN {}, unsent {}, lost {})",
-            e.total, e.mismatches, e.timeouts, e.connection_errors, e.decode_errors, e.unknown_stan, e.unsent, e.lost
+            "  errors      {}  (mismatches {}, timeouts {}, connection {}, decode {}, unknown STAN {}, foreign {}, unsent {}, lost {})",
+            e.total, e.mismatches, e.timeouts, e.connection_errors, e.decode_errors, e.unknown_stan, e.foreign_answers, e.unsent, e.lost
         );
         out
     }

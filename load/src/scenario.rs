@@ -339,6 +339,8 @@ pub struct Planned {
     pub card: u32,
     /// Index into [`Scenario::expectations`].
     pub expect: u16,
+    /// Field 4, in minor units.
+    pub amount: u64,
 }
 
 /// Fields 7, 12 and 13 for one UTC second. Computed once a second per connection
@@ -503,6 +505,7 @@ impl Scenario {
             message,
             card: card_index,
             expect: card.expect,
+            amount,
         })
     }
 

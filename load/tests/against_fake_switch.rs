@@ -70,7 +70,7 @@ fn config(fake: &FakeSwitch, mode: Mode, connections: usize, requests: u64) -> R
 fn declines_correctly() -> Behaviour {
     Behaviour {
         codes: vec![(DECLINED, "05")],
-        drop_request: None,
+        ..Behaviour::default()
     }
 }
 
@@ -148,6 +148,7 @@ async fn a_dropped_request_is_a_timeout() {
     let fake = fake_switch::start(Behaviour {
         codes: vec![(DECLINED, "05")],
         drop_request: Some(10),
+        ..Behaviour::default()
     })
     .await;
     let mut cfg = config(&fake, Mode::Closed { window: 4 }, 1, 100);
@@ -156,6 +157,25 @@ async fn a_dropped_request_is_a_timeout() {
     assert_eq!(report.requests_sent, 100);
     assert_eq!(report.responses, 99);
     assert_eq!(report.errors.timeouts, 1);
+    assert_eq!(report.errors.total, 1);
+    assert!(!report.is_clean());
+}
+
+#[tokio::test]
+async fn an_answer_echoing_another_terminal_is_a_foreign_answer() {
+    let fake = fake_switch::start(Behaviour {
+        codes: vec![(DECLINED, "05")],
+        foreign_request: Some(7),
+        ..Behaviour::default()
+    })
+    .await;
+    let report = run(config(&fake, Mode::Closed { window: 4 }, 1, 50)).await;
+    assert_eq!(
+        report.responses, 49,
+        "the foreign answer is not counted as the request's"
+    );
+    assert_eq!(report.errors.foreign_answers, 1);
+    assert_eq!(report.errors.mismatches, 0);
     assert_eq!(report.errors.total, 1);
     assert!(!report.is_clean());
 }

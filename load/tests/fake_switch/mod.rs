@@ -25,6 +25,9 @@ pub struct Behaviour {
     /// The request with this number (1-based, counted over all connections) is
     /// never answered.
     pub drop_request: Option<u64>,
+    /// The request with this number is answered with terminal id `XX000000`
+    /// in field 41: another terminal's answer under the right STAN.
+    pub foreign_request: Option<u64>,
 }
 
 /// What the fake saw.
@@ -135,6 +138,9 @@ fn answer(spec: &Spec, behaviour: &Behaviour, seen: &Seen, frame: &Frame) -> Opt
         }
     }
     response.set(39, code).expect("data field");
+    if behaviour.foreign_request == Some(number) {
+        response.set(41, "XX000000").expect("data field");
+    }
     let payload = response.encode(spec).expect("response encodes");
     Some(frame.response(payload))
 }
