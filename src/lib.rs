@@ -13,6 +13,7 @@ pub mod config_values;
 pub mod frame;
 pub mod iso8583;
 pub mod journal;
+pub mod log_limit;
 pub mod metrics_http;
 pub mod risk;
 pub mod route;

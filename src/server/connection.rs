@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::ListenerContext;
 use crate::frame::{Frame, FrameCodec, FrameError};
 use crate::iso8583::Message;
+use crate::log_limit::LogLimit;
 use crate::switch::outcome::Refusal;
 use crate::switch::{refusal_that_encodes, response_to, Switch, Undo};
 
@@ -183,7 +184,10 @@ fn framing_error(listener: &str, e: &FrameError) {
         "reason" => e.reason(),
     )
     .increment(1);
-    tracing::warn!(listener = %listener, error = %e, "framing error, closing connection");
+    static LINES: LogLimit = LogLimit::new(10);
+    if let Some(suppressed) = LINES.admit() {
+        tracing::warn!(listener = %listener, error = %e, suppressed, "framing error, closing connection");
+    }
 }
 
 /// Decodes, hands to the switch, encodes. A request that does not decode gets
@@ -213,13 +217,17 @@ async fn answer(
             )
             .increment(1);
             // Only the part, offset and kind: the bytes may hold card data.
-            tracing::warn!(
-                listener = %context.inbound.listener,
-                part = %e.part(),
-                offset = e.offset(),
-                kind = %e.kind(),
-                "message does not decode"
-            );
+            static LINES: LogLimit = LogLimit::new(10);
+            if let Some(suppressed) = LINES.admit() {
+                tracing::warn!(
+                    listener = %context.inbound.listener,
+                    part = %e.part(),
+                    offset = e.offset(),
+                    kind = %e.kind(),
+                    suppressed,
+                    "message does not decode"
+                );
+            }
             let readable = Message::decode_readable_part(spec, frame.payload.clone())
                 .or_else(|| Message::peek_mti(spec, &frame.payload).map(Message::new))?;
             if !readable.mti().is_request() {

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ListenerConfig;
 use crate::frame::{FrameConfig, LengthHeader, ParseLengthHeaderError};
 use crate::iso8583::{Spec, SpecError};
+use crate::log_limit::LogLimit;
 use crate::switch::{Inbound, Switch};
 
 /// Why a listener could not start, keeping the error behind it. Messages
@@ -200,7 +201,10 @@ impl Listener {
             };
             let Ok(permit) = self.limit.clone().try_acquire_owned() else {
                 metrics::counter!("isoswitch_connections_refused_total", "listener" => name.clone()).increment(1);
-                tracing::warn!(listener = %name, "connection refused: max_connections reached");
+                static LINES: LogLimit = LogLimit::new(1);
+                if let Some(suppressed) = LINES.admit() {
+                    tracing::warn!(listener = %name, suppressed, "connection refused: max_connections reached");
+                }
                 drop(stream);
                 continue;
             };
@@ -226,7 +230,10 @@ impl Listener {
                         let failed = |reason: &dyn std::fmt::Display| {
                             metrics::counter!("isoswitch_tls_handshake_failures_total", "listener" => label.clone())
                                 .increment(1);
-                            tracing::warn!(listener = %label, %peer, error = %reason, "TLS handshake failed");
+                            static LINES: LogLimit = LogLimit::new(10);
+                            if let Some(suppressed) = LINES.admit() {
+                                tracing::warn!(listener = %label, %peer, error = %reason, suppressed, "TLS handshake failed");
+                            }
                         };
                         match handshake {
                             Some(Ok(Ok(tls_stream))) => connection::serve(tls_stream, context, switch, shutdown).await,

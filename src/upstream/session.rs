@@ -16,6 +16,7 @@ use super::transport::{Incoming, Transport};
 use super::UpstreamError;
 use crate::frame::FrameError;
 use crate::iso8583::{Message, Mti, Stan};
+use crate::log_limit::LogLimit;
 
 /// Requests written before one flush, so a flood cannot starve reading.
 const MAX_BATCH: usize = 256;
@@ -398,29 +399,37 @@ impl<'l> Session<'l> {
     fn on_late(&self, stan: Stan, response: &Message) {
         let telemetry = &self.link.context.telemetry;
         telemetry.late_response();
-        tracing::warn!(
-            issuer = %telemetry.issuer,
-            endpoint = %self.link.endpoint,
-            mti = %response.mti(),
-            issuer_stan = %stan,
-            pan = %response.masked_pan(),
-            response_code = response.get_str(39).unwrap_or("-"),
-            "late issuer response"
-        );
+        static LINES: LogLimit = LogLimit::new(20);
+        if let Some(suppressed) = LINES.admit() {
+            tracing::warn!(
+                issuer = %telemetry.issuer,
+                endpoint = %self.link.endpoint,
+                mti = %response.mti(),
+                issuer_stan = %stan,
+                pan = %response.masked_pan(),
+                response_code = response.get_str(39).unwrap_or("-"),
+                suppressed,
+                "late issuer response"
+            );
+        }
     }
 
     fn unmatched(&self, message: &Message, why: &'static str) {
         let telemetry = &self.link.context.telemetry;
         telemetry.unmatched_response();
-        tracing::warn!(
-            issuer = %telemetry.issuer,
-            endpoint = %self.link.endpoint,
-            mti = %message.mti(),
-            issuer_stan = message.get_str(11).unwrap_or("-"),
-            pan = %message.masked_pan(),
-            why,
-            "unmatched issuer message dropped"
-        );
+        static LINES: LogLimit = LogLimit::new(20);
+        if let Some(suppressed) = LINES.admit() {
+            tracing::warn!(
+                issuer = %telemetry.issuer,
+                endpoint = %self.link.endpoint,
+                mti = %message.mti(),
+                issuer_stan = message.get_str(11).unwrap_or("-"),
+                pan = %message.masked_pan(),
+                why,
+                suppressed,
+                "unmatched issuer message dropped"
+            );
+        }
     }
 
     /// An approval under a STAN with nothing outstanding (nor a late answer
