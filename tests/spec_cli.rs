@@ -91,7 +91,10 @@ fn an_unsupported_jpos_class_is_named_and_the_list_is_in_help() {
     assert!(stderr.contains("spec import --help"), "{stderr}");
     // The problem, then the summary.
     assert_eq!(stderr.lines().count(), 2, "{stderr}");
-    assert!(stderr.lines().all(|l| l.len() < 250), "short lines: {stderr}");
+    assert!(
+        stderr.lines().all(|l| l.len() < 250),
+        "short lines: {stderr}"
+    );
 
     let help = isoswitch(&["spec", "import", "--help"]);
     let help = text(&help.stdout);
