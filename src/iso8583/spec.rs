@@ -719,6 +719,47 @@ class = "n"
     }
 
     #[test]
+    fn five_and_six_digit_prefixes_are_ascii_or_ebcdic_digits() {
+        let spec =
+            with_field("[fields.60]\nname=\"x\"\nlength=\"LLLLL\"\nmax=65535\nclass=\"ans\"")
+                .expect("valid");
+        assert_eq!(spec.field(60).map(|f| f.prefix_len()), Some(5));
+        let err = with_field(
+            "[fields.60]\nname=\"x\"\nlength=\"LLLLLL\"\nmax=9\nclass=\"ans\"\nprefix=\"bcd\"",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field 60: prefix: a LLLLLL prefix must be ascii or ebcdic"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hex_prefixes_take_two_characters_per_length_byte() {
+        let spec = with_field(
+            "[fields.62]\nname=\"x\"\nlength=\"LL\"\nmax=255\nclass=\"ans\"\nprefix=\"hex\"\n\
+             [fields.63]\nname=\"y\"\nlength=\"LLLL\"\nmax=65535\nclass=\"ans\"\nprefix=\"hex\"",
+        )
+        .expect("valid");
+        assert_eq!(
+            spec.field(62)
+                .map(|f| (f.prefix_len(), f.prefix_capacity())),
+            Some((2, 255))
+        );
+        assert_eq!(
+            spec.field(63)
+                .map(|f| (f.prefix_len(), f.prefix_capacity())),
+            Some((4, 65_535))
+        );
+        let err = with_field(
+            "[fields.62]\nname=\"x\"\nlength=\"LL\"\nmax=256\nclass=\"ans\"\nprefix=\"hex\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
+
+    #[test]
     fn tertiary_bitmap_follows_fields_above_128() {
         let spec = with_field("[fields.130]\nname=\"x\"\nmax=3\nclass=\"n\"").expect("valid");
         assert!(spec.has_tertiary_bitmap());

@@ -1,6 +1,7 @@
 //! jPOS GenericPackager XML import: each `<isofield>`'s `org.jpos.iso.IF*` class is
-//! mapped onto a length kind, content class and encodings; subfield packagers,
-//! custom classes and layouts our spec model cannot express are refused by name.
+//! mapped onto a length kind, content class and encodings (or the layout that
+//! reads the same bytes, with a warning); subfield packagers, custom classes and
+//! layouts the codec cannot read are reported by name, every one in one run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -1,6 +1,7 @@
-//! moov-io/iso8583 JSON specs in and out: String, Numeric, Binary and Bitmap fields
-//! with their `enc`, `prefix` and `padding` map onto our spec model; Composite
-//! fields and encodings or prefixes we cannot express are refused by name.
+//! moov-io/iso8583 JSON specs in and out (also moov's first format, `Field000`
+//! keys): String, Numeric, Binary, Hex, Track1/2 and Bitmap fields with their
+//! `enc`, `prefix` and `padding` map onto our spec model; every field we cannot
+//! express (Composite, for now) is reported by name, all in one run.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -38,7 +39,8 @@ pub(super) const SUPPORTED_ENCODINGS: &str =
      and the encoder names of moov's first JSON format (asciiEncoder, hexEncoder, ...)";
 pub(super) const SUPPORTED_PREFIXES: &str =
     "supported: ASCII, EBCDIC or BCD with .Fixed, .LL, .LLL or \
-     .LLLL; Binary.Fixed, Binary.L, Binary.LL; Hex.Fixed, Hex.L, Hex.LL; None.Fixed";
+     .LLLL (ASCII and EBCDIC also .LLLLL, .LLLLLL); Binary.Fixed, Binary.L, Binary.LL; \
+     Hex.Fixed, Hex.L, Hex.LL; None.Fixed";
 
 /// Imports a moov-io/iso8583 JSON spec; `origin` names it in errors.
 ///
@@ -828,6 +830,9 @@ fn parse_prefix(name: &str, at: &At) -> Result<Prefix, ImportError> {
         "LL" => Some(LengthKind::LL),
         "LLL" => Some(LengthKind::LLL),
         "LLLL" => Some(LengthKind::LLLL),
+        // moov's prefixers have them, though its JSON builder does not list them.
+        "LLLLL" => Some(LengthKind::LLLLL),
+        "LLLLLL" => Some(LengthKind::LLLLLL),
         _ => return unsupported(SUPPORTED_PREFIXES),
     };
     match (family, length) {
@@ -1270,7 +1275,16 @@ prefix = "ascii"
         );
     }
 
-    const TYPES: &[&str] = &["String", "Numeric", "Binary", "Bitmap", "Composite", "X"];
+    const TYPES: &[&str] = &[
+        "String",
+        "Numeric",
+        "Binary",
+        "Hex",
+        "Track2",
+        "Bitmap",
+        "Composite",
+        "X",
+    ];
     const ENCODINGS: &[&str] = &[
         "ASCII",
         "EBCDIC",
@@ -1280,6 +1294,8 @@ prefix = "ascii"
         "HexToASCII",
         "Hex",
         "ASCIIToHex",
+        "BytesToASCIIHex",
+        "asciiEncoder",
         "?",
     ];
     const PREFIXES: &[&str] = &[
@@ -1295,6 +1311,10 @@ prefix = "ascii"
         "Binary.L",
         "Binary.LL",
         "Binary.LLLL",
+        "Hex.L",
+        "Hex.LL",
+        "ASCII.LLLLL",
+        "ASCII.fixed",
         "Hex.Fixed",
         "Hex.LL",
         "BerTLV",
