@@ -200,7 +200,6 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Imported, ImportProblem
     let mut mti_encoding = None;
     let mut bitmap_encoding = None;
     let mut fields = BTreeMap::new();
-    let mut places = BTreeMap::new();
     for node in root.children() {
         let here = at(node);
         match node.node_type() {
@@ -291,7 +290,7 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Imported, ImportProblem
                         origin: here,
                         field: field.label(),
                     };
-                    places.insert(id.to_string(), place);
+                    report.places.insert(id.to_string(), place);
                 }
             }
         }
@@ -323,7 +322,6 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Imported, ImportProblem
         fields,
         origin,
         report,
-        &places,
     )
 }
 

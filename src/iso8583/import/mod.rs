@@ -98,6 +98,8 @@ pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Imported, ImportProblems
 struct Report {
     problems: Vec<ImportError>,
     warnings: Vec<ImportWarning>,
+    /// Where each field was defined, for the spec check's errors.
+    places: BTreeMap<String, Place>,
 }
 
 impl Report {
@@ -331,7 +333,6 @@ fn compile(
     fields: BTreeMap<String, FieldFile>,
     origin: &str,
     mut report: Report,
-    places: &BTreeMap<String, Place>,
 ) -> Result<Imported, ImportProblems> {
     let defaults = choose_defaults(&fields, mti_encoding, bitmap_encoding);
     let file = SpecFile {
@@ -364,7 +365,8 @@ fn compile(
                     report.problem(first.into());
                 }
                 for e in each {
-                    report.problem(placed(e, places).into());
+                    let e = placed(e, &report.places);
+                    report.problem(e.into());
                 }
             }
         }

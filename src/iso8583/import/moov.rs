@@ -170,7 +170,6 @@ pub fn from_moov_json(text: &str, origin: &str) -> Result<Imported, ImportProble
         fields,
         origin,
         report,
-        &BTreeMap::new(),
     )
 }
 
