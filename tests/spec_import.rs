@@ -253,7 +253,9 @@ fn moov_hex_encodings_hex_prefixes_and_track2_decode_the_bytes_moov_writes() {
     let at = bad.len() - 13;
     bad[at] = b'G';
     let err = Message::decode_slice(&spec, &bad).expect_err("refused");
-    assert!(err.to_string().contains("field 62"), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("field 62"), "{text}");
+    assert!(text.contains("\"GB\""), "the prefix as text: {text}");
 }
 
 #[test]

@@ -528,7 +528,7 @@ impl<'a> Decoder<'a> {
         let wire = self.take(part, field.prefix_len())?;
         let bad = |d: &Self| {
             let found = match field.prefix {
-                Encoding::Ascii => format!("{:?}", String::from_utf8_lossy(wire)),
+                Encoding::Ascii | Encoding::Hex => format!("{:?}", String::from_utf8_lossy(wire)),
                 _ => format!("0x{}", hex::to_string(wire)),
             };
             d.error(part, at, ErrorKind::BadLengthPrefix { digits, found })
