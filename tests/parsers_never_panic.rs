@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use bytes::BytesMut;
 use isoswitch::config::Config;
 use isoswitch::frame::{decode_one, FrameCodec, FrameConfig, FrameError, LengthHeader};
-use isoswitch::iso8583::import::{from_jpos_xml, from_moov_json};
+use isoswitch::iso8583::import::{from_bytes, from_jpos_xml, from_moov_json};
 use isoswitch::risk::{RiskRules, RiskState};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -325,6 +325,36 @@ fn random_and_mutated_moov_json_never_panics_and_is_refused_naming_where() {
             let message = e.to_string();
             prop_assert!(message.starts_with(ORIGIN), "no origin: {message}");
             prop_assert!(message.len() > ORIGIN.len() + 2, "says nothing: {message}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn random_and_mutated_spec_file_bytes_never_panic_and_every_problem_names_where() {
+    let seeds = vec![
+        fixture("tests/fixtures/specs/jpos-classes.xml"),
+        fixture("tests/fixtures/specs/jpos-problems.xml"),
+        fixture("tests/fixtures/specs/moov-hex-track2.json"),
+        fixture("tests/fixtures/specs/moov-field000.json"),
+    ];
+    check("spec file bytes", hostile(seeds), |input| {
+        match from_bytes(&input, ORIGIN) {
+            Ok(imported) => {
+                for warning in &imported.warnings {
+                    let line = warning.to_string();
+                    prop_assert!(line.starts_with(ORIGIN), "no origin: {line}");
+                    prop_assert!(!line.contains('\n'), "one line: {line}");
+                }
+            }
+            Err(failed) => {
+                prop_assert!(!failed.problems.is_empty(), "a failure names a problem");
+                for problem in &failed.problems {
+                    let line = problem.to_string();
+                    prop_assert!(line.starts_with(ORIGIN), "no origin: {line}");
+                    prop_assert!(line.len() > ORIGIN.len() + 2, "says nothing: {line}");
+                }
+            }
         }
         Ok(())
     });

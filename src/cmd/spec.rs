@@ -38,18 +38,22 @@ pub fn run(command: SpecCommand) -> Result<()> {
     match command {
         SpecCommand::Import { file } => {
             let origin = file.display().to_string();
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("reading {origin}"))?;
-            let is_xml = file
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
-                || text.trim_start().starts_with('<');
-            let spec = if is_xml {
-                import::from_jpos_xml(&text, &origin)?
-            } else {
-                import::from_moov_json(&text, &origin)?
-            };
-            super::stdout::print(spec.to_toml())?;
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {origin}"))?;
+            match import::from_bytes(&bytes, &origin) {
+                Ok(imported) => {
+                    print_lines(&imported.warnings);
+                    super::stdout::print(imported.spec.to_toml())?;
+                }
+                Err(failed) => {
+                    print_lines(&failed.warnings);
+                    print_lines(&failed.problems);
+                    anyhow::bail!(
+                        "{origin}: not imported: {} problem{} (listed above)",
+                        failed.problems.len(),
+                        if failed.problems.len() == 1 { "" } else { "s" }
+                    );
+                }
+            }
         }
         SpecCommand::Export { spec, format } => {
             let spec = isoswitch::specs::resolve(&spec)?;
@@ -63,6 +67,13 @@ pub fn run(command: SpecCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line each on stderr: an import's warnings and problems.
+fn print_lines(lines: &[impl std::fmt::Display]) {
+    for line in lines {
+        eprintln!("{line}");
+    }
 }
 
 /// The field table `spec show` prints.

@@ -348,23 +348,25 @@ fn write_prefix(field: &Field, len: usize, out: &mut Vec<u8>) {
                 out.extend_from_slice(&(len as u16).to_be_bytes());
             }
         }
+        Encoding::Hex => {
+            // The binary prefix's bytes as hex text: `0A` or `010F`.
+            let bytes = (len as u16).to_be_bytes();
+            hex::encode_into(&bytes[2 - field.prefix_len() / 2..], out);
+        }
         Encoding::Bcd => {
             let text = format!("{len:0digits$}");
             // Already validated digits; pack cannot fail on them.
             let _ = bcd::pack_into(text.as_bytes(), BcdFiller::Left, false, out);
         }
         encoding => {
-            // ASCII digits, or EBCDIC digits (0xF0 + d): the prefix is at most 4.
+            // ASCII digits, or EBCDIC digits (0xF0 + d): the prefix is at most 6.
             let zero = if encoding == Encoding::Ebcdic {
                 0xF0
             } else {
                 b'0'
             };
-            let d = |n: usize| zero + (n % 10) as u8;
-            match digits {
-                2 => out.extend_from_slice(&[d(len / 10), d(len)]),
-                3 => out.extend_from_slice(&[d(len / 100), d(len / 10), d(len)]),
-                _ => out.extend_from_slice(&[d(len / 1000), d(len / 100), d(len / 10), d(len)]),
+            for place in (0..digits as u32).rev() {
+                out.push(zero + (len / 10usize.pow(place) % 10) as u8);
             }
         }
     }
@@ -526,7 +528,7 @@ impl<'a> Decoder<'a> {
         let wire = self.take(part, field.prefix_len())?;
         let bad = |d: &Self| {
             let found = match field.prefix {
-                Encoding::Ascii => format!("{:?}", String::from_utf8_lossy(wire)),
+                Encoding::Ascii | Encoding::Hex => format!("{:?}", String::from_utf8_lossy(wire)),
                 _ => format!("0x{}", hex::to_string(wire)),
             };
             d.error(part, at, ErrorKind::BadLengthPrefix { digits, found })
@@ -536,6 +538,12 @@ impl<'a> Decoder<'a> {
             Encoding::Binary => {
                 for &b in wire {
                     len = len << 8 | usize::from(b);
+                }
+            }
+            Encoding::Hex => {
+                for &b in wire {
+                    let d = (b as char).to_digit(16).ok_or_else(|| bad(self))?;
+                    len = len << 4 | d as usize;
                 }
             }
             Encoding::Bcd => {

@@ -23,7 +23,8 @@ pub enum Encoding {
     Bcd,
     /// Raw bytes as they are.
     Binary,
-    /// Raw bytes written as two uppercase hex characters each.
+    /// Raw bytes written as two uppercase hex characters each. As a length
+    /// prefix (moov's `Hex.L`, `Hex.LL`): the binary prefix's bytes as hex text.
     Hex,
 }
 
@@ -39,7 +40,9 @@ impl fmt::Display for Encoding {
     }
 }
 
-/// Fixed length, or a variable length carried in a 2, 3 or 4 digit prefix.
+/// Fixed length, or a variable length carried in a 2 to 6 digit prefix (5 and 6
+/// digits are jPOS's `IFA_LLLLLCHAR`/`IFA_LLLLLLBINARY`; the 65 535 cap on `max`
+/// still holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LengthKind {
     #[serde(rename = "fixed")]
@@ -50,6 +53,10 @@ pub enum LengthKind {
     LLL,
     #[serde(rename = "LLLL")]
     LLLL,
+    #[serde(rename = "LLLLL")]
+    LLLLL,
+    #[serde(rename = "LLLLLL")]
+    LLLLLL,
 }
 
 impl LengthKind {
@@ -60,6 +67,8 @@ impl LengthKind {
             LengthKind::LL => 2,
             LengthKind::LLL => 3,
             LengthKind::LLLL => 4,
+            LengthKind::LLLLL => 5,
+            LengthKind::LLLLLL => 6,
         }
     }
 
@@ -70,6 +79,8 @@ impl LengthKind {
             LengthKind::LL => 99,
             LengthKind::LLL => 999,
             LengthKind::LLLL => 9999,
+            LengthKind::LLLLL => 99_999,
+            LengthKind::LLLLLL => 999_999,
         }
     }
 }
@@ -81,6 +92,8 @@ impl fmt::Display for LengthKind {
             LengthKind::LL => "LL",
             LengthKind::LLL => "LLL",
             LengthKind::LLLL => "LLLL",
+            LengthKind::LLLLL => "LLLLL",
+            LengthKind::LLLLLL => "LLLLLL",
         })
     }
 }
@@ -261,6 +274,7 @@ impl Field {
         match self.prefix {
             _ if digits == 0 => 0,
             Encoding::Bcd | Encoding::Binary => digits.div_ceil(2),
+            Encoding::Hex => digits.div_ceil(2) * 2,
             _ => digits,
         }
     }
@@ -268,8 +282,8 @@ impl Field {
     /// Largest length the prefix can express in this prefix encoding.
     pub fn prefix_capacity(&self) -> usize {
         match self.prefix {
-            Encoding::Binary => match self.prefix_len() {
-                1 => 0xFF,
+            Encoding::Binary | Encoding::Hex => match self.length.prefix_digits() {
+                2 => 0xFF,
                 _ => 0xFFFF,
             },
             _ => self.length.max_decimal(),
@@ -559,8 +573,13 @@ fn compile_field(number: u8, def: &FieldFile, d: &DefaultsFile) -> Result<Field,
             names.join(", ")
         ));
     }
-    if def.length != LengthKind::Fixed && prefix == Encoding::Hex {
-        return Err("prefix: expected ascii, ebcdic, bcd or binary, found hex".into());
+    if matches!(def.length, LengthKind::LLLLL | LengthKind::LLLLLL)
+        && !matches!(prefix, Encoding::Ascii | Encoding::Ebcdic)
+    {
+        return Err(format!(
+            "prefix: a {} prefix must be ascii or ebcdic digits, found {prefix}",
+            def.length
+        ));
     }
     if def.max == 0 {
         return Err("max: expected a length of at least 1, found 0".into());
@@ -697,6 +716,47 @@ class = "n"
                 with_field(&format!("[fields.{key}]\nname=\"x\"\nmax=1\nclass=\"n\"")).unwrap_err();
             assert!(err.to_string().contains(&format!("field {key}")), "{err}");
         }
+    }
+
+    #[test]
+    fn five_and_six_digit_prefixes_are_ascii_or_ebcdic_digits() {
+        let spec =
+            with_field("[fields.60]\nname=\"x\"\nlength=\"LLLLL\"\nmax=65535\nclass=\"ans\"")
+                .expect("valid");
+        assert_eq!(spec.field(60).map(|f| f.prefix_len()), Some(5));
+        let err = with_field(
+            "[fields.60]\nname=\"x\"\nlength=\"LLLLLL\"\nmax=9\nclass=\"ans\"\nprefix=\"bcd\"",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field 60: prefix: a LLLLLL prefix must be ascii or ebcdic"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hex_prefixes_take_two_characters_per_length_byte() {
+        let spec = with_field(
+            "[fields.62]\nname=\"x\"\nlength=\"LL\"\nmax=255\nclass=\"ans\"\nprefix=\"hex\"\n\
+             [fields.63]\nname=\"y\"\nlength=\"LLLL\"\nmax=65535\nclass=\"ans\"\nprefix=\"hex\"",
+        )
+        .expect("valid");
+        assert_eq!(
+            spec.field(62)
+                .map(|f| (f.prefix_len(), f.prefix_capacity())),
+            Some((2, 255))
+        );
+        assert_eq!(
+            spec.field(63)
+                .map(|f| (f.prefix_len(), f.prefix_capacity())),
+            Some((4, 65_535))
+        );
+        let err = with_field(
+            "[fields.62]\nname=\"x\"\nlength=\"LL\"\nmax=256\nclass=\"ans\"\nprefix=\"hex\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
     }
 
     #[test]

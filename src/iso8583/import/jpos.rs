@@ -1,21 +1,22 @@
 //! jPOS GenericPackager XML import: each `<isofield>`'s `org.jpos.iso.IF*` class is
-//! mapped onto a length kind, content class and encodings; subfield packagers,
-//! custom classes and layouts our spec model cannot express are refused by name.
+//! mapped onto a length kind, content class and encodings (or the layout that
+//! reads the same bytes, with a warning); subfield packagers, custom classes and
+//! layouts the codec cannot read are reported by name, every one in one run.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use roxmltree::{Document, Node, NodeType, ParsingOptions};
 
-use super::{compile, ImportError};
-use crate::iso8583::spec::{
-    BcdFiller, ContentClass, Encoding, FieldFile, LengthKind, Spec, MAX_FIELD,
-};
+use super::{compile, ImportError, ImportProblems, Imported, Place, Report};
+use crate::iso8583::spec::{BcdFiller, ContentClass, Encoding, FieldFile, LengthKind, MAX_FIELD};
 
 // Short names for the class table; `Raw` is `Encoding::Binary`, `Binary` the kind.
 use Encoding::{Ascii, Bcd, Binary as Raw, Ebcdic, Hex};
-use Kind::{Amount, Binary, Bitmap, Char, Numeric};
-use LengthKind::{Fixed, LL, LLL, LLLL};
+use Kind::{
+    Amount, BcdBytes, Binary, Bitmap, Char, EbcdicHex, FieldNumbered, Filled, Nothing, Numeric,
+};
+use LengthKind::{Fixed, LL, LLL, LLLL, LLLLL, LLLLLL};
 
 const PACKAGE: &str = "org.jpos.iso.";
 
@@ -35,6 +36,16 @@ enum Kind {
     Amount,
     /// `*BITMAP`: field 1 only.
     Bitmap,
+    /// `IF_NOP`: nothing on the wire; not imported.
+    Nothing,
+    /// `IFEP_LLCHAR`: an LL prefix counting a 2-digit field number and the text.
+    FieldNumbered,
+    /// `IFEB_LLNUM`: an EBCDIC LL prefix counting BCD bytes, `F` after odd digits.
+    BcdBytes,
+    /// `IFA_FLL*`: an LL prefix, then the value space-filled to its full length.
+    Filled,
+    /// `IFE_BINARY`, `IFE_BITMAP`: bytes as EBCDIC hex digits.
+    EbcdicHex,
 }
 
 /// One supported jPOS class and the layout it implies.
@@ -70,7 +81,11 @@ const fn class(
 /// length byte or two), `IFE_*` write EBCDIC.
 /// The jPOS field classes the importer reads, for `spec import --help`.
 pub fn class_names() -> String {
-    let names: Vec<&str> = CLASSES.iter().map(|c| c.name).collect();
+    let names: Vec<&str> = CLASSES
+        .iter()
+        .filter(|c| c.kind != EbcdicHex)
+        .map(|c| c.name)
+        .collect();
     format!("{PACKAGE}{{{}}}", names.join(", "))
 }
 
@@ -115,12 +130,28 @@ const CLASSES: &[Class] = &[
     class("IFE_LLCHAR", Char, LL, Ebcdic, Ebcdic),
     class("IFE_LLLCHAR", Char, LLL, Ebcdic, Ebcdic),
     class("IFE_LLLBINARY", Binary, LLL, Raw, Ebcdic),
+    class("IFB_LLHECHAR", Char, LL, Ebcdic, Raw),
+    // jPOS makes an ISOAmount of it (currency, exponent, amount); the wire is
+    // IFB_NUMERIC's.
+    class("IFB_AMOUNT2003", Numeric, Fixed, Bcd, Bcd),
+    class("IF_ECHAR", Char, Fixed, Ebcdic, Ebcdic),
+    class("IFE_LLBINARY", Binary, LL, Raw, Ebcdic),
+    class("IFA_LLLLLCHAR", Char, LLLLL, Ascii, Ascii),
+    class("IFA_LLLLLLBINARY", Binary, LLLLLL, Raw, Ascii),
+    class("IF_NOP", Nothing, Fixed, Ascii, Ascii),
+    class("IFEP_LLCHAR", FieldNumbered, LL, Ascii, Ascii),
+    class("IFEB_LLNUM", BcdBytes, LL, Raw, Ebcdic),
+    class("IFA_FLLNUM", Filled, Fixed, Ascii, Ascii),
+    class("IFA_FLLCHAR", Filled, Fixed, Ascii, Ascii),
+    class("IFE_BINARY", EbcdicHex, Fixed, Ebcdic, Ebcdic),
+    class("IFE_BITMAP", EbcdicHex, Fixed, Ebcdic, Ebcdic),
 ];
 
 /// The attributes GenericPackager's DTD allows on `<isofield>`.
 const FIELD_ATTRIBUTES: &str = "id, length, name, class, pad, token";
 
-/// Imports a jPOS GenericPackager XML file; `origin` names it in errors.
+/// Imports a jPOS GenericPackager XML file; `origin` names it in errors. Every
+/// problem in the file is reported, one per field or element.
 ///
 /// - `length` counts digits for `*NUM*` classes, characters for `*CHAR` and bytes
 ///   for `*BINARY`; for `*AMOUNT` it includes the C/D sign, so `IFA_AMOUNT`
@@ -135,8 +166,12 @@ const FIELD_ATTRIBUTES: &str = "id, length, name, class, pad, token";
 ///   (`IFB_BITMAP` binary, `IFA_BITMAP` hex). Field 65, usually a `b 1`
 ///   placeholder in jPOS 87 packagers, is not imported: here bit 65 always marks
 ///   the tertiary bitmap.
+/// - Classes our codec has no exact layout for are imported as the layout that
+///   reads the same bytes, with a warning saying how the value differs
+///   (`IFEP_LLCHAR`, `IFEB_LLNUM`, `IFA_FLLNUM`, `IFA_FLLCHAR`); `IF_NOP` fields
+///   are left out. Validators are ignored with a warning.
 /// - `[defaults]` take the most common encodings among the imported fields.
-pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Spec, ImportError> {
+pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Imported, ImportProblems> {
     let options = ParsingOptions {
         allow_dtd: true,
         nodes_limit: NODES_LIMIT,
@@ -155,11 +190,13 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Spec, ImportError> {
                 "root element: expected <isopackager>, found <{}>",
                 root.tag_name().name()
             ),
-        });
+        }
+        .into());
     }
-    check_packager_attributes(root, &at(root))?;
+    let mut report = Report::default();
+    check_packager_attributes(root, &at(root), &mut report);
 
-    let mut seen = HashSet::new();
+    let mut seen = HashMap::new();
     let mut mti_encoding = None;
     let mut bitmap_encoding = None;
     let mut fields = BTreeMap::new();
@@ -168,53 +205,93 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Spec, ImportError> {
         match node.node_type() {
             NodeType::Element => {}
             NodeType::Text if node.text().is_some_and(|t| !t.trim().is_empty()) => {
-                return Err(ImportError::Document {
+                report.problem(ImportError::Document {
                     origin: here,
                     message:
                         "unexpected text inside <isopackager>; expected only <isofield> elements"
                             .into(),
                 });
+                continue;
             }
             _ => continue,
         }
         match node.tag_name().name() {
             "isofield" => {}
             "isofieldpackager" => {
-                return Err(ImportError::Unsupported {
-                    origin: here,
-                    field: node.attribute("id").unwrap_or("?").to_string(),
-                    what: "<isofieldpackager> (a subfield packager)".into(),
-                    why: "composite fields cannot be expressed in an isoswitch spec; \
-                          declare the outer field as a plain ans or b <isofield>"
-                        .into(),
-                });
+                report.problem(composite(
+                    &here,
+                    node.attribute("id").unwrap_or("?"),
+                    "<isofieldpackager>",
+                ));
+                continue;
+            }
+            name if is_validator(name) => {
+                report.warn(
+                    &here,
+                    format!("<{name}> ignored: isoswitch does not run jPOS validators"),
+                );
+                continue;
             }
             other => {
-                return Err(ImportError::Document {
+                report.problem(ImportError::Document {
                     origin: here,
                     message: format!("unexpected element <{other}>; expected <isofield>"),
                 });
+                continue;
             }
         }
-        let field = IsoField::read(node, &here)?;
-        if !seen.insert(field.id) {
-            return Err(ImportError::Duplicate {
-                origin: here,
-                field: field.id.to_string(),
-            });
+        let Some(field) = report.keep(IsoField::read(node, &here)) else {
+            continue;
+        };
+        // jPOS keeps the last definition of a field number; so does the import.
+        if let Some(first) = seen.insert(field.id, here.clone()) {
+            report.warn(
+                &here,
+                format!(
+                    "field {} is defined twice (first at {first}); jPOS uses this one, so does the import",
+                    field.id
+                ),
+            );
         }
-        if node.children().any(|c| c.is_element()) {
-            return Err(ImportError::Document {
-                origin: here,
-                message: format!("field {}: expected an empty <isofield>", field.id),
-            });
+        let mut clean = true;
+        for child in node.children().filter(|c| c.is_element()) {
+            let name = child.tag_name().name();
+            if is_validator(name) {
+                report.warn(
+                    &at(child),
+                    format!(
+                        "field {}: <{name}> ignored: isoswitch does not run jPOS validators",
+                        field.id
+                    ),
+                );
+            } else {
+                clean = false;
+                report.problem(ImportError::Document {
+                    origin: at(child),
+                    message: format!(
+                        "field {}: unexpected <{name}> inside <isofield>; expected nothing or a validator",
+                        field.id
+                    ),
+                });
+            }
+        }
+        if !clean {
+            continue;
         }
         match field.id {
             65 => continue,
-            0 => mti_encoding = Some(field.mti_encoding(&here)?),
-            1 => bitmap_encoding = Some(field.bitmap_encoding(&here)?),
+            0 => mti_encoding = report.keep(field.mti_encoding(&here)),
+            1 => bitmap_encoding = report.keep(field.bitmap_encoding(&here)),
             id => {
-                fields.insert(id.to_string(), field.data_field(&here)?);
+                let result = field.data_field(&here, &mut report);
+                if let Some(Some(f)) = report.keep(result) {
+                    fields.insert(id.to_string(), f);
+                    let place = Place {
+                        origin: here,
+                        field: field.label(),
+                    };
+                    report.places.insert(id.to_string(), place);
+                }
             }
         }
     }
@@ -222,8 +299,15 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Spec, ImportError> {
         origin: origin.to_string(),
         message: format!("no <isofield id=\"{id}\"> ({role})"),
     };
-    let mti_encoding = mti_encoding.ok_or_else(|| missing(0, "the MTI"))?;
-    let bitmap_encoding = bitmap_encoding.ok_or_else(|| missing(1, "the bitmap"))?;
+    if !seen.contains_key(&0) {
+        report.problem(missing(0, "the MTI"));
+    }
+    if !seen.contains_key(&1) {
+        report.problem(missing(1, "the bitmap"));
+    }
+    let (Some(mti_encoding), Some(bitmap_encoding)) = (mti_encoding, bitmap_encoding) else {
+        return Err(report.fail());
+    };
     let name = Path::new(origin)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -237,11 +321,28 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Spec, ImportError> {
         bitmap_encoding,
         fields,
         origin,
+        report,
     )
 }
 
-/// Packager-level settings: refused unless they are the values our codec assumes.
-fn check_packager_attributes(root: Node, origin: &str) -> Result<(), ImportError> {
+/// `<isovalidator>`, `<isofieldvalidator>` and whatever else names itself a
+/// validator: checks jPOS runs after unpacking, not part of the layout.
+fn is_validator(element: &str) -> bool {
+    element.to_ascii_lowercase().contains("validator")
+}
+
+/// The problem line for a field made of subfields (`what` names how).
+fn composite(origin: &str, field: &str, what: &str) -> ImportError {
+    ImportError::Composite {
+        origin: origin.to_string(),
+        field: field.to_string(),
+        what: what.to_string(),
+    }
+}
+
+/// Packager-level settings: each one we cannot honour is a problem; a message
+/// header is a warning, as it belongs to the link.
+fn check_packager_attributes(root: Node, origin: &str, report: &mut Report) {
     for attr in root.attributes() {
         let value = attr.value();
         let expected = match attr.name() {
@@ -254,18 +355,29 @@ fn check_packager_attributes(root: Node, origin: &str) -> Result<(), ImportError
             "firstField" if value == "2" => continue,
             "firstField" => "2 (the first field after the bitmap)",
             "headerLength" if value == "0" => continue,
-            "headerLength" => "0 (message headers belong to the link, not the spec)",
+            "headerLength" => {
+                report.warn(
+                    origin,
+                    format!(
+                        "headerLength={value:?}: jPOS reads a message header before the MTI; \
+                         a header belongs to the link config ([[listener]]/[[issuer]] header \
+                         settings), so the imported spec starts at the MTI"
+                    ),
+                );
+                continue;
+            }
             other => {
-                return Err(ImportError::Document {
+                report.problem(ImportError::Document {
                     origin: origin.to_string(),
                     message: format!(
                         "<isopackager> attribute `{other}` is not supported \
                          (known: maxValidField, emitBitmap, bitmapField, firstField, headerLength)"
                     ),
                 });
+                continue;
             }
         };
-        return Err(ImportError::Document {
+        report.problem(ImportError::Document {
             origin: origin.to_string(),
             message: format!(
                 "<isopackager> {}: expected {expected}, found {value:?}",
@@ -273,7 +385,6 @@ fn check_packager_attributes(root: Node, origin: &str) -> Result<(), ImportError
             ),
         });
     }
-    Ok(())
 }
 
 /// One `<isofield>`'s attributes, checked for presence and syntax.
@@ -326,7 +437,11 @@ impl<'a> IsoField<'a> {
             .parse::<usize>()
             .map_err(|_| invalid("length", "a whole number", raw_length))?;
         let name = node.attribute("name").ok_or_else(|| missing("name"))?;
-        let class = node.attribute("class").ok_or_else(|| missing("class"))?;
+        // jPOS reads the class name trimmed; packagers wrap it across lines.
+        let class = node
+            .attribute("class")
+            .ok_or_else(|| missing("class"))?
+            .trim();
         let pad = match node.attribute("pad") {
             None => false,
             Some(p) if p.eq_ignore_ascii_case("true") => true,
@@ -342,10 +457,15 @@ impl<'a> IsoField<'a> {
         })
     }
 
+    /// How problem lines name the field: `35 (class org.jpos.iso.IFB_LLHNUM)`.
+    fn label(&self) -> String {
+        format!("{} (class {})", self.id, self.class)
+    }
+
     fn invalid(&self, origin: &str, attribute: &str, expected: &str, found: String) -> ImportError {
         ImportError::Invalid {
             origin: origin.to_string(),
-            field: self.id.to_string(),
+            field: self.label(),
             attribute: attribute.to_string(),
             expected: expected.to_string(),
             found,
@@ -356,14 +476,21 @@ impl<'a> IsoField<'a> {
     /// so stray spaces show) and pointing to the list in `spec import --help`.
     fn class(&self, origin: &str) -> Result<&'static Class, ImportError> {
         let short = self.class.strip_prefix(PACKAGE);
-        if let Some(found) = short.and_then(|s| CLASSES.iter().find(|c| c.name == s)) {
-            return Ok(found);
-        }
-        let why = if short == Some("IFE_BITMAP") {
-            "EBCDIC hex bitmaps are not supported; use IFB_BITMAP (binary) or IFA_BITMAP (ASCII hex)"
-                .to_string()
-        } else {
-            "`isoswitch spec import --help` lists the supported classes".to_string()
+        let found = short.and_then(|s| CLASSES.iter().find(|c| c.name == s));
+        let why = match found {
+            Some(class) if class.kind != EbcdicHex => return Ok(class),
+            Some(_) => "the codec has no EBCDIC hex encoding yet; \
+                        IFB_BITMAP/IFB_BINARY (raw) or IFA_BITMAP/IFA_BINARY (ASCII hex) are"
+                .to_string(),
+            None if self.class.ends_with(".Base1_BITMAP126") => {
+                return Err(composite(origin, &self.id.to_string(), self.class));
+            }
+            None if short == Some("IFA_LLHBINARY") => {
+                "jPOS has no such class (jPOS itself would not load this packager); \
+                 IFB_LLHBINARY is a binary length byte then bytes"
+                    .to_string()
+            }
+            None => "`isoswitch spec import --help` lists the supported classes".to_string(),
         };
         Err(ImportError::Unsupported {
             origin: origin.to_string(),
@@ -414,8 +541,17 @@ impl<'a> IsoField<'a> {
         Ok(class.encoding)
     }
 
-    fn data_field(&self, origin: &str) -> Result<FieldFile, ImportError> {
+    /// The field's layout, `None` for a field with nothing on the wire. Where
+    /// our codec reads the same bytes only under another layout, `report` gets
+    /// a warning saying how the value differs from what jPOS gives.
+    fn data_field(
+        &self,
+        origin: &str,
+        report: &mut Report,
+    ) -> Result<Option<FieldFile>, ImportError> {
         let class = self.class(origin)?;
+        let mut warn =
+            |message: String| report.warn(origin, format!("field {}: {message}", self.label()));
         let (content, max) = match class.kind {
             Bitmap => {
                 return Err(self.invalid(
@@ -424,6 +560,14 @@ impl<'a> IsoField<'a> {
                     "a data field class (bitmap classes belong to field 1)",
                     self.class.to_string(),
                 ));
+            }
+            Nothing => {
+                warn(
+                    "not imported: IF_NOP puts nothing on the wire; a message with this bit set \
+                     is refused as an undefined field"
+                        .into(),
+                );
+                return Ok(None);
             }
             Numeric if matches!(self.id, 35 | 36) => (ContentClass::Z, self.length),
             Numeric => (ContentClass::N, self.length),
@@ -441,13 +585,72 @@ impl<'a> IsoField<'a> {
                 })?;
                 (ContentClass::XN, digits)
             }
+            FieldNumbered => {
+                warn(
+                    "imported as ans LL with the 2-digit field number jPOS writes first \
+                     kept as the value's first two characters"
+                        .into(),
+                );
+                (ContentClass::Ans, (self.length + 2).min(99))
+            }
+            BcdBytes => {
+                warn(
+                    "imported as b LL (the prefix counts bytes): the digits show as hex, \
+                     an odd count ending in an F nibble"
+                        .into(),
+                );
+                (ContentClass::B, self.length.div_ceil(2))
+            }
+            Filled => {
+                warn(format!(
+                    "imported as ans {} fixed: the value starts with the 2 length digits \
+                     and is space-filled to {} characters",
+                    self.length + 2,
+                    self.length
+                ));
+                (ContentClass::Ans, self.length + 2)
+            }
+            // Refused by `IsoField::class` already; kept exhaustive.
+            EbcdicHex => {
+                return Err(self.invalid(
+                    origin,
+                    "class",
+                    "a class the codec can read",
+                    self.class.to_string(),
+                ))
+            }
+        };
+        if class.name == "IFB_AMOUNT2003" {
+            warn(
+                "imported as its digits (n): jPOS reads them as currency code, \
+                 minor-unit digit and amount"
+                    .into(),
+            );
+        }
+        let capacity = match (class.length, class.prefix) {
+            (Fixed, _) => usize::MAX,
+            (LL, Raw) => 0xFF,
+            (_, Raw) => 0xFFFF,
+            (kind, _) => kind.max_decimal(),
+        };
+        let max = if max > capacity.min(MAX_LENGTH) {
+            let limit = capacity.min(MAX_LENGTH);
+            let why = if capacity <= MAX_LENGTH {
+                format!("the most its {} prefix can say, as in jPOS", class.length)
+            } else {
+                "the longest value isoswitch reads; a longer one is refused".to_string()
+            };
+            warn(format!("length {max} lowered to {limit}, {why}"));
+            limit
+        } else {
+            max
         };
         let bcd_filler = (class.encoding == Bcd).then_some(if self.pad {
             BcdFiller::Left
         } else {
             BcdFiller::Right
         });
-        Ok(FieldFile {
+        Ok(Some(FieldFile {
             name: self.name.to_string(),
             length: class.length,
             max,
@@ -457,14 +660,18 @@ impl<'a> IsoField<'a> {
             pad: None,
             pad_char: None,
             bcd_filler,
-        })
+        }))
     }
 }
+
+/// The longest value a spec allows (`Spec::compile` refuses more).
+const MAX_LENGTH: usize = 65_535;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::iso8583::spec::PadSide;
+    use crate::iso8583::spec::Spec;
     use proptest::prelude::*;
 
     fn fixture(name: &str) -> String {
@@ -482,8 +689,8 @@ mod tests {
         )
     }
 
-    fn import(body: &str) -> Result<Spec, ImportError> {
-        from_jpos_xml(&packager(body), "t.xml")
+    fn import(body: &str) -> Result<Spec, ImportProblems> {
+        from_jpos_xml(&packager(body), "t.xml").map(|i| i.spec)
     }
 
     fn refusal(body: &str) -> String {
@@ -506,8 +713,9 @@ mod tests {
 
     #[test]
     fn the_ascii_fixture_imports_with_jpos_layouts() {
-        let spec =
-            from_jpos_xml(&fixture("jpos-iso87ascii.xml"), "jpos-iso87ascii.xml").expect("imports");
+        let spec = from_jpos_xml(&fixture("jpos-iso87ascii.xml"), "jpos-iso87ascii.xml")
+            .expect("imports")
+            .spec;
         assert_eq!(spec.name, "jpos-iso87ascii");
         assert_eq!(spec.mti_encoding, Ascii);
         assert_eq!(spec.bitmap_encoding, Raw);
@@ -557,8 +765,9 @@ mod tests {
 
     #[test]
     fn the_bcd_fixture_imports_with_bcd_numbers_and_prefixes() {
-        let spec =
-            from_jpos_xml(&fixture("jpos-iso87bcd.xml"), "jpos-iso87bcd.xml").expect("imports");
+        let spec = from_jpos_xml(&fixture("jpos-iso87bcd.xml"), "jpos-iso87bcd.xml")
+            .expect("imports")
+            .spec;
         assert_eq!(spec.mti_encoding, Bcd);
         assert_eq!(spec.bitmap_encoding, Raw);
         let n = ContentClass::N;
@@ -590,7 +799,9 @@ mod tests {
 
     #[test]
     fn an_imported_spec_survives_the_toml_round_trip() {
-        let spec = from_jpos_xml(&fixture("jpos-iso87bcd.xml"), "bcd.xml").expect("imports");
+        let spec = from_jpos_xml(&fixture("jpos-iso87bcd.xml"), "bcd.xml")
+            .expect("imports")
+            .spec;
         let again = Spec::from_toml_str(&spec.to_toml(), "export").expect("export loads");
         assert_eq!(spec, again);
     }
@@ -628,7 +839,7 @@ mod tests {
               <isofield id="52" length="8" name="PIN" class="org.jpos.iso.IFA_BINARY"/>
               <isofield id="55" length="255" name="ICC" class="org.jpos.iso.IFE_LLLBINARY"/>
             </isopackager>"#;
-        let spec = from_jpos_xml(xml, "e.xml").expect("imports");
+        let spec = from_jpos_xml(xml, "e.xml").expect("imports").spec;
         assert_eq!(spec.mti_encoding, Ebcdic);
         assert_eq!(spec.bitmap_encoding, Hex);
         let n = ContentClass::N;
@@ -687,9 +898,11 @@ mod tests {
             err.contains("\"com.acme.IFX_MAGIC\" is not supported"),
             "{err}"
         );
-        let err =
-            refusal(r#"<isofield id="48" length="9" name="x" class="org.jpos.iso.IFA_NUMERIC "/>"#);
-        assert!(err.contains("\"org.jpos.iso.IFA_NUMERIC \""), "{err}");
+        let spec = import(
+            "<isofield id=\"48\" length=\"9\" name=\"x\" class=\"\n  org.jpos.iso.IFA_NUMERIC \"/>",
+        )
+        .expect("jPOS trims class names; so does the import");
+        assert_eq!(spec.field(48).map(|f| f.class), Some(ContentClass::N));
     }
 
     #[test]
@@ -700,7 +913,10 @@ mod tests {
             "{list}"
         );
         for class in CLASSES {
-            assert!(list.contains(class.name), "{}", class.name);
+            let listed = list.contains(&format!(" {},", class.name))
+                || list.contains(&format!("{{{},", class.name))
+                || list.contains(&format!(" {}}}", class.name));
+            assert_eq!(listed, class.kind != EbcdicHex, "{}", class.name);
         }
     }
 
@@ -730,7 +946,7 @@ mod tests {
                </isofieldpackager>"#,
         );
         assert!(
-            err.contains("field 48: <isofieldpackager> (a subfield packager) is not supported"),
+            err.contains("field 48: composite field: not yet supported (<isofieldpackager>)"),
             "{err}"
         );
     }
@@ -788,12 +1004,21 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_field_id_is_refused() {
-        let err = refusal(
+    fn a_duplicate_field_id_keeps_the_last_definition_as_jpos_does() {
+        let xml = packager(
             r#"<isofield id="3" length="6" name="a" class="org.jpos.iso.IFA_NUMERIC"/>
-               <isofield id="3" length="6" name="b" class="org.jpos.iso.IFA_NUMERIC"/>"#,
+               <isofield id="3" length="4" name="b" class="org.jpos.iso.IFA_NUMERIC"/>"#,
         );
-        assert!(err.contains("t.xml:5: field 3 is defined twice"), "{err}");
+        let imported = from_jpos_xml(&xml, "t.xml").expect("imports");
+        assert_eq!(imported.spec.field(3).map(|f| f.max), Some(4));
+        let warnings: Vec<String> = imported.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            [
+                "t.xml:5: warning: field 3 is defined twice (first at t.xml:4); \
+              jPOS uses this one, so does the import"
+            ]
+        );
     }
 
     #[test]
@@ -824,7 +1049,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("field 0: class: expected a fixed numeric or character class"),
+            err.contains("field 0 (class org.jpos.iso.IFA_LLNUM): class: expected a fixed numeric or character class"),
             "{err}"
         );
         let err = from_jpos_xml(
@@ -838,7 +1063,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("field 0: length: expected 4, found 6"),
+            err.contains("field 0 (class org.jpos.iso.IFA_NUMERIC): length: expected 4, found 6"),
             "{err}"
         );
         let err = from_jpos_xml(
@@ -851,11 +1076,16 @@ mod tests {
         .map(|_| ())
         .unwrap_err()
         .to_string();
-        assert!(err.contains("field 1: length: expected 8 or 16"), "{err}");
+        assert!(
+            err.contains("field 1 (class org.jpos.iso.IFB_BITMAP): length: expected 8 or 16"),
+            "{err}"
+        );
         let err =
             refusal(r#"<isofield id="2" length="16" name="x" class="org.jpos.iso.IFB_BITMAP"/>"#);
         assert!(
-            err.contains("field 2: class: expected a data field class"),
+            err.contains(
+                "field 2 (class org.jpos.iso.IFB_BITMAP): class: expected a data field class"
+            ),
             "{err}"
         );
     }
@@ -885,13 +1115,34 @@ mod tests {
     }
 
     #[test]
-    fn packager_settings_the_codec_cannot_honour_are_refused() {
-        let err = from_jpos_xml(r#"<isopackager headerLength="2"/>"#, "h.xml")
+    fn packager_settings_the_codec_cannot_honour_are_refused_and_a_header_is_a_warning() {
+        let xml = |attributes: &str| {
+            format!(
+                "<isopackager {attributes}>\n\
+                 <isofield id=\"0\" length=\"4\" name=\"MTI\" class=\"org.jpos.iso.IFA_NUMERIC\"/>\n\
+                 <isofield id=\"1\" length=\"16\" name=\"BITMAP\" class=\"org.jpos.iso.IFB_BITMAP\"/>\n\
+                 </isopackager>"
+            )
+        };
+        let err = from_jpos_xml(&xml(r#"emitBitmap="false" firstField="3""#), "h.xml")
             .map(|_| ())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("headerLength: expected 0"), "{err}");
-        assert!(err.contains("found \"2\""), "{err}");
+        assert!(
+            err.contains("h.xml:1: <isopackager> emitBitmap: expected true"),
+            "{err}"
+        );
+        assert!(
+            err.contains("\nh.xml:1: <isopackager> firstField: expected 2"),
+            "{err}"
+        );
+        let imported = from_jpos_xml(&xml(r#"headerLength="2""#), "h.xml").expect("imports");
+        let warning = imported.warnings[0].to_string();
+        assert!(
+            warning.starts_with("h.xml:1: warning: headerLength=\"2\""),
+            "{warning}"
+        );
+        assert!(warning.contains("[[listener]]/[[issuer]]"), "{warning}");
     }
 
     #[test]
@@ -899,24 +1150,33 @@ mod tests {
         let err =
             refusal(r#"<isofield id="28" length="1" name="x" class="org.jpos.iso.IFA_AMOUNT"/>"#);
         assert!(
-            err.contains("field 28: length: expected at least 2"),
+            err.contains("field 28 (class org.jpos.iso.IFA_AMOUNT): length: expected at least 2"),
             "{err}"
         );
     }
 
     #[test]
-    fn a_max_the_prefix_cannot_carry_is_refused_by_the_spec_check() {
-        let err =
-            refusal(r#"<isofield id="44" length="120" name="x" class="org.jpos.iso.IFA_LLCHAR"/>"#);
+    fn a_length_the_prefix_cannot_say_is_lowered_with_a_warning() {
+        let xml = packager(
+            r#"<isofield id="44" length="120" name="x" class="org.jpos.iso.IFA_LLCHAR"/>
+               <isofield id="45" length="300" name="y" class="org.jpos.iso.IFB_LLHCHAR"/>"#,
+        );
+        let imported = from_jpos_xml(&xml, "t.xml").expect("imports");
+        assert_eq!(imported.spec.field(44).map(|f| f.max), Some(99));
+        assert_eq!(imported.spec.field(45).map(|f| f.max), Some(255));
+        let first = imported.warnings[0].to_string();
         assert!(
-            err.contains("t.xml: field 44: max 120 does not fit"),
-            "{err}"
+            first.contains("t.xml:4: warning: field 44 (class org.jpos.iso.IFA_LLCHAR): length 120 lowered to 99"),
+            "{first}"
         );
     }
 
     #[test]
     fn every_supported_class_imports_on_a_data_field() {
-        for c in CLASSES.iter().filter(|c| c.kind != Bitmap) {
+        let layouts = CLASSES
+            .iter()
+            .filter(|c| !matches!(c.kind, Bitmap | EbcdicHex | Nothing));
+        for c in layouts {
             let body = format!(
                 r#"<isofield id="60" length="9" name="x" class="org.jpos.iso.{}"/>"#,
                 c.name

@@ -6,12 +6,126 @@ mod jpos;
 mod moov;
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::iso8583::spec::{DefaultsFile, Encoding, FieldFile, LengthKind, Spec, SpecFile};
 use crate::iso8583::SpecError;
 
 pub use jpos::from_jpos_xml;
 pub use moov::{from_moov_json, to_moov_json};
+
+/// A spec imported, with what was imported only with a caveat (a validator
+/// ignored, a header left to the link config, a class read as its nearest
+/// exact equivalent).
+#[derive(Debug)]
+pub struct Imported {
+    pub spec: Spec,
+    pub warnings: Vec<ImportWarning>,
+}
+
+/// Something imported with a caveat: where, and what the caveat is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportWarning {
+    /// The file, with a line for XML.
+    pub origin: String,
+    pub message: String,
+}
+
+impl fmt::Display for ImportWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: warning: {}", self.origin, self.message)
+    }
+}
+
+/// Every problem found in one file, so a user fixes them all in one pass.
+/// Displays as one line per problem.
+#[derive(Debug)]
+pub struct ImportProblems {
+    pub problems: Vec<ImportError>,
+    /// The caveats found meanwhile, still worth printing.
+    pub warnings: Vec<ImportWarning>,
+}
+
+impl fmt::Display for ImportProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ImportProblems {}
+
+impl From<ImportError> for ImportProblems {
+    fn from(problem: ImportError) -> Self {
+        ImportProblems {
+            problems: vec![problem],
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Imports a file's bytes, jPOS XML when `origin` ends in `.xml` or the text
+/// starts with `<`, moov JSON otherwise. Bytes that are not UTF-8 are refused
+/// naming the offset of the first bad byte.
+pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Imported, ImportProblems> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ImportError::Syntax {
+        origin: origin.to_string(),
+        format: "UTF-8",
+        message: format!(
+            "byte 0x{:02X} at offset {} is not UTF-8; save the file as UTF-8",
+            bytes.get(e.valid_up_to()).copied().unwrap_or_default(),
+            e.valid_up_to()
+        ),
+    })?;
+    let is_xml = std::path::Path::new(origin)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
+        || text.trim_start().starts_with('<');
+    if is_xml {
+        from_jpos_xml(text, origin)
+    } else {
+        from_moov_json(text, origin)
+    }
+}
+
+/// Problems and warnings as an importer finds them.
+#[derive(Default)]
+struct Report {
+    problems: Vec<ImportError>,
+    warnings: Vec<ImportWarning>,
+    /// Where each field was defined, for the spec check's errors.
+    places: BTreeMap<String, Place>,
+}
+
+impl Report {
+    fn problem(&mut self, problem: ImportError) {
+        self.problems.push(problem);
+    }
+
+    fn warn(&mut self, origin: &str, message: String) {
+        self.warnings.push(ImportWarning {
+            origin: origin.to_string(),
+            message,
+        });
+    }
+
+    /// Keeps `value`, or records its problem and gives `None`.
+    fn keep<T>(&mut self, result: Result<T, ImportError>) -> Option<T> {
+        result.map_err(|e| self.problem(e)).ok()
+    }
+
+    fn fail(self) -> ImportProblems {
+        ImportProblems {
+            problems: self.problems,
+            warnings: self.warnings,
+        }
+    }
+}
 
 /// What `spec import` reads, for its `--help`.
 pub fn supported_help() -> String {
@@ -84,6 +198,13 @@ pub enum ImportError {
         field: String,
         what: String,
         why: String,
+    },
+    /// A field made of subfields: the composite-field work will map it.
+    #[error("{origin}: field {field}: composite field: not yet supported ({what})")]
+    Composite {
+        origin: String,
+        field: String,
+        what: String,
     },
     /// The same field number appears twice.
     #[error("{origin}: field {field} is defined twice")]
@@ -171,7 +292,39 @@ fn choose_defaults(
     }
 }
 
-/// Builds the spec file from imported parts and compiles it.
+/// Where a field was defined, for the spec check's errors: the origin with a
+/// line, and the field as the foreign format names it (`4 (class …)`).
+struct Place {
+    origin: String,
+    field: String,
+}
+
+/// `error` naming the field's line and class where `places` knows them.
+fn placed(error: SpecError, places: &BTreeMap<String, Place>) -> SpecError {
+    match error {
+        SpecError::Field {
+            field,
+            message,
+            origin,
+        } => match places.get(&field) {
+            Some(place) => SpecError::Field {
+                origin: place.origin.clone(),
+                field: place.field.clone(),
+                message,
+            },
+            None => SpecError::Field {
+                origin,
+                field,
+                message,
+            },
+        },
+        other => other,
+    }
+}
+
+/// Builds the spec file from imported parts and compiles it, unless `report`
+/// already holds problems. A spec that does not compile is checked field by
+/// field, so every field the spec check refuses is reported, not the first.
 fn compile(
     name: String,
     description: String,
@@ -179,7 +332,8 @@ fn compile(
     bitmap_encoding: Encoding,
     fields: BTreeMap<String, FieldFile>,
     origin: &str,
-) -> Result<Spec, ImportError> {
+    mut report: Report,
+) -> Result<Imported, ImportProblems> {
     let defaults = choose_defaults(&fields, mti_encoding, bitmap_encoding);
     let file = SpecFile {
         name,
@@ -189,7 +343,35 @@ fn compile(
         defaults,
         fields,
     };
-    Ok(Spec::compile(file, origin)?)
+    if report.problems.is_empty() {
+        match Spec::compile(file.clone(), origin) {
+            Ok(spec) => {
+                return Ok(Imported {
+                    spec,
+                    warnings: report.warnings,
+                })
+            }
+            Err(first) => {
+                let alone = |(key, field): (&String, &FieldFile)| SpecFile {
+                    fields: BTreeMap::from([(key.clone(), field.clone())]),
+                    ..file.clone()
+                };
+                let each: Vec<SpecError> = file
+                    .fields
+                    .iter()
+                    .filter_map(|f| Spec::compile(alone(f), origin).err())
+                    .collect();
+                if each.is_empty() {
+                    report.problem(first.into());
+                }
+                for e in each {
+                    let e = placed(e, &report.places);
+                    report.problem(e.into());
+                }
+            }
+        }
+    }
+    Err(report.fail())
 }
 
 #[cfg(test)]

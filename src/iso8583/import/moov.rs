@@ -1,6 +1,7 @@
-//! moov-io/iso8583 JSON specs in and out: String, Numeric, Binary and Bitmap fields
-//! with their `enc`, `prefix` and `padding` map onto our spec model; Composite
-//! fields and encodings or prefixes we cannot express are refused by name.
+//! moov-io/iso8583 JSON specs in and out (also moov's first format, `Field000`
+//! keys): String, Numeric, Binary, Hex, Track1/2 and Bitmap fields with their
+//! `enc`, `prefix` and `padding` map onto our spec model; every field we cannot
+//! express (Composite, for now) is reported by name, all in one run.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -11,7 +12,7 @@ use serde::Serialize;
 use serde_json::ser::PrettyFormatter;
 use serde_json::{json, Map, Value};
 
-use super::{compile, ImportError};
+use super::{compile, ImportError, ImportProblems, Imported, Report};
 use crate::iso8583::spec::{
     BcdFiller, ContentClass, Encoding, Field, FieldFile, LengthKind, PadSide, Spec, MAX_FIELD,
 };
@@ -31,12 +32,15 @@ const FIELD_KEYS: &[&str] = &[
     "bcd_filler",
 ];
 
-pub(super) const SUPPORTED_TYPES: &str = "supported: String, Numeric, Binary, Bitmap";
+pub(super) const SUPPORTED_TYPES: &str =
+    "supported: String, Numeric, Binary, Hex, Track1, Track2, Bitmap";
 pub(super) const SUPPORTED_ENCODINGS: &str =
-    "supported: ASCII, EBCDIC, BCD, LBCD, Binary, HexToASCII (also under its old name Hex)";
+    "supported: ASCII, EBCDIC, BCD, LBCD, Binary, HexToASCII (also BytesToASCIIHex, Hex), \
+     and the encoder names of moov's first JSON format (asciiEncoder, hexEncoder, ...)";
 pub(super) const SUPPORTED_PREFIXES: &str =
     "supported: ASCII, EBCDIC or BCD with .Fixed, .LL, .LLL or \
-     .LLLL; Binary.Fixed, Binary.L, Binary.LL; Hex.Fixed";
+     .LLLL (ASCII and EBCDIC also .LLLLL, .LLLLLL); Binary.Fixed, Binary.L, Binary.LL; \
+     Hex.Fixed, Hex.L, Hex.LL; None.Fixed";
 
 /// Imports a moov-io/iso8583 JSON spec; `origin` names it in errors.
 ///
@@ -53,7 +57,7 @@ pub(super) const SUPPORTED_PREFIXES: &str =
 ///   (e.g. `"z"`, `"x+n"`, whose moov `length` includes the sign) and
 ///   `bcd_filler` (`"right-f"`). [`to_moov_json`] writes them only when needed.
 /// - Field 65 is skipped: here bit 65 always marks the tertiary bitmap.
-pub fn from_moov_json(text: &str, origin: &str) -> Result<Spec, ImportError> {
+pub fn from_moov_json(text: &str, origin: &str) -> Result<Imported, ImportProblems> {
     let document = |message: String| ImportError::Document {
         origin: origin.to_string(),
         message,
@@ -67,30 +71,34 @@ pub fn from_moov_json(text: &str, origin: &str) -> Result<Spec, ImportError> {
         return Err(document(format!(
             "expected an object with \"name\" and \"fields\", found {}",
             json.describe()
-        )));
+        ))
+        .into());
     };
+    let mut report = Report::default();
     let (mut name, mut fields_json) = (None, None);
     for (key, value) in top {
         let slot = match key.as_str() {
             "name" => &mut name,
             "fields" => &mut fields_json,
             other => {
-                return Err(document(format!(
+                report.problem(document(format!(
                     "unknown top-level key {other:?}; expected \"name\" and \"fields\""
                 )));
+                continue;
             }
         };
         if slot.replace(value).is_some() {
-            return Err(document(format!("key {key:?} appears twice")));
+            report.problem(document(format!("key {key:?} appears twice")));
         }
     }
     let name = match name {
         Some(Json::String(s)) => s.clone(),
         Some(other) => {
-            return Err(document(format!(
+            report.problem(document(format!(
                 "name: expected a string, found {}",
                 other.describe()
             )));
+            String::new()
         }
         None => Path::new(origin)
             .file_stem()
@@ -99,14 +107,18 @@ pub fn from_moov_json(text: &str, origin: &str) -> Result<Spec, ImportError> {
             .unwrap_or_else(|| "moov".into()),
     };
     let entries = match fields_json {
-        Some(Json::Object(entries)) => entries,
+        Some(Json::Object(entries)) => entries.as_slice(),
         Some(other) => {
-            return Err(document(format!(
+            report.problem(document(format!(
                 "fields: expected an object keyed by field number, found {}",
                 other.describe()
             )));
+            return Err(report.fail());
         }
-        None => return Err(document("no \"fields\" object".into())),
+        None => {
+            report.problem(document("no \"fields\" object".into()));
+            return Err(report.fail());
+        }
     };
 
     let mut seen = HashSet::new();
@@ -115,38 +127,41 @@ pub fn from_moov_json(text: &str, origin: &str) -> Result<Spec, ImportError> {
     let mut fields = BTreeMap::new();
     for (key, value) in entries {
         let at = At { origin, field: key };
-        let number = key
-            .parse::<u8>()
-            .ok()
-            .filter(|n| *n <= MAX_FIELD)
-            .ok_or_else(|| {
-                at.invalid(
-                    "key",
-                    &format!("a field number 0-{MAX_FIELD}"),
-                    &format!("{key:?}"),
-                )
-            })?;
+        let Some(number) = report.keep(field_number(key, &at)) else {
+            continue;
+        };
         if !seen.insert(number) {
-            return Err(ImportError::Duplicate {
+            report.problem(ImportError::Duplicate {
                 origin: origin.to_string(),
                 field: number.to_string(),
             });
+            continue;
         }
         if number == 65 {
             continue;
         }
-        let def = MoovField::read(value, &at)?;
+        let Some(def) = report.keep(MoovField::read(value, &at)) else {
+            continue;
+        };
         match number {
-            0 => mti_encoding = Some(def.mti_encoding(&at)?),
-            1 => bitmap_encoding = Some(def.bitmap_encoding(&at)?),
+            0 => mti_encoding = report.keep(def.mti_encoding(&at)),
+            1 => bitmap_encoding = report.keep(def.bitmap_encoding(&at)),
             n => {
-                fields.insert(n.to_string(), def.data_field(&at)?);
+                if let Some(field) = report.keep(def.data_field(&at)) {
+                    fields.insert(n.to_string(), field);
+                }
             }
         }
     }
-    let mti_encoding = mti_encoding.ok_or_else(|| document("no field \"0\" (the MTI)".into()))?;
-    let bitmap_encoding =
-        bitmap_encoding.ok_or_else(|| document("no field \"1\" (the bitmap)".into()))?;
+    if !seen.contains(&0) {
+        report.problem(document("no field \"0\" (the MTI)".into()));
+    }
+    if !seen.contains(&1) {
+        report.problem(document("no field \"1\" (the bitmap)".into()));
+    }
+    let (Some(mti_encoding), Some(bitmap_encoding)) = (mti_encoding, bitmap_encoding) else {
+        return Err(report.fail());
+    };
     compile(
         name,
         String::new(),
@@ -154,7 +169,24 @@ pub fn from_moov_json(text: &str, origin: &str) -> Result<Spec, ImportError> {
         bitmap_encoding,
         fields,
         origin,
+        report,
     )
+}
+
+/// A field key: `"35"`, or `"Field035"` as moov's first JSON format wrote it.
+fn field_number(key: &str, at: &At) -> Result<u8, ImportError> {
+    key.strip_prefix("Field")
+        .unwrap_or(key)
+        .parse::<u8>()
+        .ok()
+        .filter(|n| *n <= MAX_FIELD)
+        .ok_or_else(|| {
+            at.invalid(
+                "key",
+                &format!("a field number 0-{MAX_FIELD} (or Field000-Field{MAX_FIELD})"),
+                &format!("{key:?}"),
+            )
+        })
 }
 
 /// Writes `spec` as moov-io/iso8583 JSON, fields in numeric order, so that
@@ -215,6 +247,8 @@ fn field_entry(f: &Field) -> Value {
         (LengthKind::Fixed, _) => format!("{}.Fixed", fixed_family(f.encoding)),
         (LengthKind::LL, Encoding::Binary) => "Binary.L".into(),
         (_, Encoding::Binary) => "Binary.LL".into(),
+        (LengthKind::LL, Encoding::Hex) => "Hex.L".into(),
+        (_, Encoding::Hex) => "Hex.LL".into(),
         (kind, prefix) => format!("{}.{kind}", fixed_family(prefix)),
     };
     let mut entry = Map::new();
@@ -415,8 +449,9 @@ enum Enc {
 enum Prefix {
     Fixed,
     Variable(LengthKind, Encoding),
-    /// `Binary.LL`: two length bytes, LLL or LLLL depending on the max.
-    TwoBinaryBytes,
+    /// `Binary.LL` (two length bytes) or `Hex.LL` (the same as four hex
+    /// characters): LLL or LLLL depending on the max.
+    TwoBytes(Encoding),
 }
 
 /// One field object, each key checked for type.
@@ -464,13 +499,16 @@ impl<'j> MoovField<'j> {
                 Some(key) => format!("moov type {kind} with {key:?}"),
                 None => "moov type Composite".to_string(),
             };
-            return Err(at.unsupported(
+            return Err(ImportError::Composite {
+                origin: at.origin.to_string(),
+                field: at.field.to_string(),
                 what,
-                "subfields cannot be expressed in an isoswitch spec; \
-                 declare the outer field as a String or Binary",
-            ));
+            });
         }
-        if !matches!(kind, "String" | "Numeric" | "Binary" | "Bitmap") {
+        if !matches!(
+            kind,
+            "String" | "Numeric" | "Binary" | "Hex" | "Track1" | "Track2" | "Bitmap"
+        ) {
             return Err(at.unsupported(format!("moov type {kind}"), SUPPORTED_TYPES));
         }
         let length = match get("length") {
@@ -586,7 +624,13 @@ impl<'j> MoovField<'j> {
     fn data_field(&self, at: &At) -> Result<FieldFile, ImportError> {
         let enc_error =
             |expected: &str| at.invalid("enc", expected, &format!("{:?}", self.enc_name));
-        let (derived, encoding, mut filler) = match (self.kind, self.enc) {
+        // Hex fields are bytes shown as hex; track data is text.
+        let kind = match self.kind {
+            "Hex" => "Binary",
+            "Track1" | "Track2" => "String",
+            other => other,
+        };
+        let (derived, encoding, mut filler) = match (kind, self.enc) {
             ("Bitmap", _) => {
                 return Err(at.invalid(
                     "type",
@@ -610,6 +654,10 @@ impl<'j> MoovField<'j> {
             (_, Enc::Binary) => (ContentClass::B, Encoding::Binary, None),
             (_, Enc::HexText) => (ContentClass::B, Encoding::Hex, None),
             _ => return Err(enc_error("Binary or HexToASCII for a Binary field")),
+        };
+        let derived = match (self.kind, derived) {
+            ("Track2", ContentClass::Ans | ContentClass::N) => ContentClass::Z,
+            _ => derived,
         };
         let class = match self.class {
             None => derived,
@@ -651,8 +699,8 @@ impl<'j> MoovField<'j> {
         let (length_kind, prefix) = match self.prefix {
             Prefix::Fixed => (LengthKind::Fixed, None),
             Prefix::Variable(kind, encoding) => (kind, Some(encoding)),
-            Prefix::TwoBinaryBytes if max <= 999 => (LengthKind::LLL, Some(Encoding::Binary)),
-            Prefix::TwoBinaryBytes => (LengthKind::LLLL, Some(Encoding::Binary)),
+            Prefix::TwoBytes(e) if max <= 999 => (LengthKind::LLL, Some(e)),
+            Prefix::TwoBytes(e) => (LengthKind::LLLL, Some(e)),
         };
         let (pad, pad_char) = match (length_kind, self.padding) {
             (LengthKind::Fixed, Some((side, c))) => (Some(side), c),
@@ -697,15 +745,25 @@ fn read_padding(value: &Json, at: &At) -> Result<(PadSide, Option<char>), Import
                 ));
             }
         };
-        let Json::String(s) = v else {
-            return Err(at.invalid(&format!("padding.{key}"), "a string", &v.describe()));
-        };
-        *slot = Some(s.as_str());
+        *slot = Some(match v {
+            Json::String(s) => s.clone(),
+            // moov's first JSON format wrote the pad character as its code: 48 is '0'.
+            Json::Number(n) if key == "pad" => n
+                .as_u64()
+                .and_then(|code| u32::try_from(code).ok())
+                .and_then(char::from_u32)
+                .map(String::from)
+                .ok_or_else(|| at.invalid("padding.pad", "a character code", &n.to_string()))?,
+            _ => {
+                return Err(at.invalid(&format!("padding.{key}"), "a string", &v.describe()));
+            }
+        });
     }
+    let (side, pad) = (side.as_deref(), pad.as_deref());
     let side = match side {
-        Some("Left") => PadSide::Left,
-        Some("Right") => PadSide::Right,
-        Some("None") => return Ok((PadSide::None, None)),
+        Some("Left" | "leftPadder") => PadSide::Left,
+        Some("Right" | "rightPadder") => PadSide::Right,
+        Some("None" | "nonePadder") => return Ok((PadSide::None, None)),
         Some(other) => {
             return Err(at.invalid("padding.type", "Left, Right or None", &format!("{other:?}")))
         }
@@ -731,13 +789,17 @@ fn class_named(name: &str) -> Option<ContentClass> {
 
 fn parse_encoding(name: &str, at: &At) -> Result<Enc, ImportError> {
     Ok(match name {
-        "ASCII" => Enc::Ascii,
-        "EBCDIC" => Enc::Ebcdic,
-        "BCD" => Enc::Bcd,
-        "LBCD" => Enc::Lbcd,
-        "Binary" => Enc::Binary,
-        "HexToASCII" | "Hex" => Enc::HexText,
-        "ASCIIToHex" => {
+        // The names moov's JSON uses, its Go variable names, and the encoder
+        // type names its first JSON format wrote.
+        "ASCII" | "asciiEncoder" => Enc::Ascii,
+        "EBCDIC" | "ebcdicEncoder" => Enc::Ebcdic,
+        "BCD" | "bcdEncoder" => Enc::Bcd,
+        "LBCD" | "lBCDEncoder" => Enc::Lbcd,
+        "Binary" | "binaryEncoder" => Enc::Binary,
+        "HexToASCII" | "Hex" | "BytesToASCIIHex" | "hexToASCIIEncoder" | "hexEncoder" => {
+            Enc::HexText
+        }
+        "ASCIIToHex" | "ASCIIHexToBytes" | "asciiToHexEncoder" => {
             return Err(at.unsupported(
                 "moov encoding ASCIIToHex".into(),
                 "moov counts its length in hex characters when packing but in bytes when \
@@ -753,26 +815,33 @@ fn parse_prefix(name: &str, at: &At) -> Result<Prefix, ImportError> {
     let Some((family, kind)) = name.split_once('.') else {
         return unsupported(SUPPORTED_PREFIXES);
     };
-    if !matches!(family, "ASCII" | "BCD" | "EBCDIC" | "Binary" | "Hex") {
+    if !matches!(
+        family,
+        "ASCII" | "BCD" | "EBCDIC" | "Binary" | "Hex" | "None"
+    ) {
         return unsupported(SUPPORTED_PREFIXES);
     }
     let length = match kind {
-        "Fixed" => return Ok(Prefix::Fixed),
+        // moov's first JSON format wrote `.fixed`.
+        "Fixed" | "fixed" => return Ok(Prefix::Fixed),
+        _ if family == "None" => return unsupported(SUPPORTED_PREFIXES),
         "L" => None,
         "LL" => Some(LengthKind::LL),
         "LLL" => Some(LengthKind::LLL),
         "LLLL" => Some(LengthKind::LLLL),
+        // moov's prefixers have them, though its JSON builder does not list them.
+        "LLLLL" => Some(LengthKind::LLLLL),
+        "LLLLLL" => Some(LengthKind::LLLLLL),
         _ => return unsupported(SUPPORTED_PREFIXES),
     };
     match (family, length) {
         ("Binary", None) => Ok(Prefix::Variable(LengthKind::LL, Encoding::Binary)),
-        ("Binary", Some(LengthKind::LL)) => Ok(Prefix::TwoBinaryBytes),
-        ("Binary", _) => {
-            unsupported("length prefixes of three or four binary bytes; use Binary.L or Binary.LL")
-        }
-        ("Hex", _) => {
-            unsupported("lengths written as hex text; use ASCII, EBCDIC, BCD or Binary prefixes")
-        }
+        ("Binary", Some(LengthKind::LL)) => Ok(Prefix::TwoBytes(Encoding::Binary)),
+        ("Hex", None) => Ok(Prefix::Variable(LengthKind::LL, Encoding::Hex)),
+        ("Hex", Some(LengthKind::LL)) => Ok(Prefix::TwoBytes(Encoding::Hex)),
+        ("Binary" | "Hex", _) => unsupported(
+            "length prefixes of three or more bytes; use .L or .LL (one or two length bytes)",
+        ),
         (_, None) => unsupported("one-digit length prefixes; use .LL or longer"),
         (family, Some(kind)) => {
             let encoding = match family {
@@ -796,7 +865,7 @@ mod tests {
     }
 
     /// A moov spec with an ASCII MTI, a binary bitmap and `extra` as field 2.
-    fn with_field_2(extra: &str) -> Result<Spec, ImportError> {
+    fn with_field_2(extra: &str) -> Result<Spec, ImportProblems> {
         let json = format!(
             r#"{{"name": "t", "fields": {{
                 "0": {{"type": "String", "length": 4, "enc": "ASCII", "prefix": "ASCII.Fixed"}},
@@ -804,7 +873,7 @@ mod tests {
                 "2": {extra}
             }}}}"#
         );
-        from_moov_json(&json, "t.json")
+        from_moov_json(&json, "t.json").map(|i| i.spec)
     }
 
     fn refusal(extra: &str) -> String {
@@ -843,8 +912,9 @@ mod tests {
         use ContentClass::{Ans, B, N};
         use Encoding::{Ascii, Bcd, Binary, Ebcdic, Hex};
         use LengthKind::{Fixed, LL, LLL, LLLL};
-        let spec =
-            from_moov_json(&fixture("moov-spec87.json"), "moov-spec87.json").expect("imports");
+        let spec = from_moov_json(&fixture("moov-spec87.json"), "moov-spec87.json")
+            .expect("imports")
+            .spec;
         assert_eq!(spec.name, "ISO 8583 v1987 mixed encodings (moov-io style)");
         assert_eq!(spec.mti_encoding, Ascii);
         assert_eq!(spec.bitmap_encoding, Binary);
@@ -885,8 +955,12 @@ mod tests {
     #[test]
     fn export_then_import_keeps_every_field_of_the_jpos_fixtures() {
         for name in ["jpos-iso87ascii.xml", "jpos-iso87bcd.xml"] {
-            let spec = super::super::from_jpos_xml(&fixture(name), name).expect("imports");
-            let again = from_moov_json(&to_moov_json(&spec), "export.json").expect("re-imports");
+            let spec = super::super::from_jpos_xml(&fixture(name), name)
+                .expect("imports")
+                .spec;
+            let again = from_moov_json(&to_moov_json(&spec), "export.json")
+                .expect("re-imports")
+                .spec;
             assert_eq!(wire(&spec), wire(&again), "{name}");
         }
     }
@@ -948,15 +1022,18 @@ prefix = "ascii"
 "#,
         );
         let json = to_moov_json(&spec);
-        let again = from_moov_json(&json, "export.json").expect("re-imports");
+        let again = from_moov_json(&json, "export.json")
+            .expect("re-imports")
+            .spec;
         assert_eq!(wire(&spec), wire(&again), "{json}");
         assert!(again.has_tertiary_bitmap());
     }
 
     #[test]
     fn export_writes_fields_in_numeric_order_with_moov_names() {
-        let spec =
-            super::super::from_jpos_xml(&fixture("jpos-iso87ascii.xml"), "a.xml").expect("imports");
+        let spec = super::super::from_jpos_xml(&fixture("jpos-iso87ascii.xml"), "a.xml")
+            .expect("imports")
+            .spec;
         let json = to_moov_json(&spec);
         let at = |key: &str| json.find(&format!("\"{key}\": {{")).unwrap_or(usize::MAX);
         assert!(
@@ -984,21 +1061,26 @@ prefix = "ascii"
     fn composite_fields_are_refused_by_name() {
         let err = refusal(r#"{"type": "Composite", "length": 99, "prefix": "ASCII.LL"}"#);
         assert!(
-            err.contains("t.json: field 2: moov type Composite is not supported"),
+            err.contains(
+                "t.json: field 2: composite field: not yet supported (moov type Composite)"
+            ),
             "{err}"
         );
         let err = refusal(
             r#"{"type": "String", "length": 9, "enc": "ASCII", "prefix": "ASCII.LL", "subfields": {}}"#,
         );
-        assert!(err.contains("with \"subfields\" is not supported"), "{err}");
+        assert!(
+            err.contains("not yet supported (moov type String with \"subfields\")"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_types_encodings_and_prefixes_are_refused_with_the_supported_names() {
         let err =
-            refusal(r#"{"type": "Track2", "length": 37, "enc": "ASCII", "prefix": "ASCII.LL"}"#);
+            refusal(r#"{"type": "Track3", "length": 104, "enc": "ASCII", "prefix": "ASCII.LLL"}"#);
         assert!(
-            err.contains("moov type Track2 is not supported (supported: String"),
+            err.contains("moov type Track3 is not supported (supported: String"),
             "{err}"
         );
         let err =
@@ -1014,8 +1096,11 @@ prefix = "ascii"
             "{err}"
         );
         let err =
-            refusal(r#"{"type": "String", "length": 19, "enc": "ASCII", "prefix": "Hex.LL"}"#);
-        assert!(err.contains("moov prefix Hex.LL is not supported"), "{err}");
+            refusal(r#"{"type": "String", "length": 19, "enc": "ASCII", "prefix": "Hex.LLL"}"#);
+        assert!(
+            err.contains("moov prefix Hex.LLL is not supported"),
+            "{err}"
+        );
         let err =
             refusal(r#"{"type": "Binary", "length": 19, "enc": "Binary", "prefix": "Binary.LLL"}"#);
         assert!(
@@ -1174,7 +1259,7 @@ prefix = "ascii"
             "0": {"type": "String", "length": 4, "enc": "ASCII", "prefix": "ASCII.Fixed"},
             "1": {"type": "Bitmap", "length": 8, "enc": "Binary", "prefix": "Binary.Fixed"},
             "65": {"type": "Binary", "length": 1, "enc": "Binary", "prefix": "Binary.Fixed"}}}"#;
-        let spec = from_moov_json(json, "m.json").expect("imports");
+        let spec = from_moov_json(json, "m.json").expect("imports").spec;
         assert_eq!(spec.fields().count(), 0);
         assert_eq!(spec.name, "m");
     }
@@ -1189,7 +1274,16 @@ prefix = "ascii"
         );
     }
 
-    const TYPES: &[&str] = &["String", "Numeric", "Binary", "Bitmap", "Composite", "X"];
+    const TYPES: &[&str] = &[
+        "String",
+        "Numeric",
+        "Binary",
+        "Hex",
+        "Track2",
+        "Bitmap",
+        "Composite",
+        "X",
+    ];
     const ENCODINGS: &[&str] = &[
         "ASCII",
         "EBCDIC",
@@ -1199,6 +1293,8 @@ prefix = "ascii"
         "HexToASCII",
         "Hex",
         "ASCIIToHex",
+        "BytesToASCIIHex",
+        "asciiEncoder",
         "?",
     ];
     const PREFIXES: &[&str] = &[
@@ -1214,6 +1310,10 @@ prefix = "ascii"
         "Binary.L",
         "Binary.LL",
         "Binary.LLLL",
+        "Hex.L",
+        "Hex.LL",
+        "ASCII.LLLLL",
+        "ASCII.fixed",
         "Hex.Fixed",
         "Hex.LL",
         "BerTLV",
@@ -1247,8 +1347,8 @@ prefix = "ascii"
                     "{number}": {{"type": "{}", "length": {length}, "enc": "{}", "prefix": "{}"{class}}}}}}}"#,
                 TYPES[kind], ENCODINGS[enc], PREFIXES[prefix]
             );
-            if let Ok(spec) = from_moov_json(&json, "fuzz.json") {
-                let again = from_moov_json(&to_moov_json(&spec), "again.json");
+            if let Ok(imported) = from_moov_json(&json, "fuzz.json") {
+                let again = from_moov_json(&to_moov_json(&imported.spec), "again.json");
                 prop_assert!(again.is_ok(), "{:?}", again.err().map(|e| e.to_string()));
             }
         }

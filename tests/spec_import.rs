@@ -1,0 +1,362 @@
+//! Specs imported from jPOS and moov decode the bytes those libraries write:
+//! each message below is built by hand from the other library's source (its
+//! prefixer, interpreter and padder), decoded with the imported spec, compared
+//! with the value the other library reads, and encoded back byte for byte.
+//! Also: every problem of a file comes out in one run of `spec import`.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use isoswitch::iso8583::import::{from_bytes, from_jpos_xml, from_moov_json, Imported};
+use isoswitch::iso8583::spec::{ContentClass, Encoding, LengthKind};
+use isoswitch::iso8583::{Message, Spec};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> String {
+    let path = root().join("tests/fixtures/specs").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn imported_jpos(name: &str) -> Imported {
+    from_jpos_xml(&fixture(name), name).unwrap_or_else(|e| panic!("{name}:\n{e}"))
+}
+
+fn imported_moov(name: &str) -> Imported {
+    from_moov_json(&fixture(name), name).unwrap_or_else(|e| panic!("{name}:\n{e}"))
+}
+
+/// A binary primary bitmap with `fields` (all 2..=64) set.
+fn binary_bitmap(fields: &[u8]) -> [u8; 8] {
+    let mut word = 0u64;
+    for &n in fields {
+        word |= 1 << (64 - u32::from(n));
+    }
+    word.to_be_bytes()
+}
+
+/// EBCDIC (code page 037) for digits and upper-case letters.
+fn ebcdic(text: &str) -> Vec<u8> {
+    text.bytes()
+        .map(|b| match b {
+            b'0'..=b'9' => 0xF0 + (b - b'0'),
+            b'A'..=b'I' => 0xC1 + (b - b'A'),
+            b'J'..=b'R' => 0xD1 + (b - b'J'),
+            b'S'..=b'Z' => 0xE2 + (b - b'S'),
+            other => panic!("no EBCDIC for {other:?} in this helper"),
+        })
+        .collect()
+}
+
+/// Decodes `wire`, checks it encodes back to the same bytes, returns it.
+fn decode_both_ways(spec: &Spec, wire: &[u8]) -> Message {
+    let msg = Message::decode_slice(spec, wire).unwrap_or_else(|e| panic!("decode: {e}"));
+    let again = msg.encode(spec).unwrap_or_else(|e| panic!("encode: {e}"));
+    assert_eq!(again, wire, "re-encodes byte for byte");
+    msg
+}
+
+#[test]
+fn jpos_classes_decode_the_bytes_jpos_writes() {
+    let spec = imported_jpos("jpos-classes.xml").spec;
+    let mut wire = b"0100".to_vec();
+    wire.extend(binary_bitmap(&[2, 4, 44, 45, 46, 48, 49, 53, 60, 61]));
+    // 2 IFEB_LLNUM: EBCDIC count of BCD bytes, odd digits end in an F nibble.
+    wire.extend(ebcdic("08"));
+    wire.extend([0x47, 0x61, 0x73, 0x90, 0x01, 0x01, 0x01, 0x1F]);
+    // 4 IFB_AMOUNT2003: 16 BCD digits (currency 840, exponent 2, amount 1000).
+    wire.extend([0x84, 0x02, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00]);
+    // 44 IFB_LLHECHAR: one binary length byte, EBCDIC text.
+    wire.push(5);
+    wire.extend(ebcdic("HELLO"));
+    // 45 IFA_FLLCHAR length 10: ASCII LL with the real length, space-filled to 10.
+    wire.extend(b"05ABCDE     ");
+    // 46 IFA_FLLNUM length 6.
+    wire.extend(b"03123   ");
+    // 48 IFEP_LLCHAR: LL counts the 2-digit field number and the text.
+    wire.extend(b"0548XYZ");
+    // 49 IF_ECHAR: fixed EBCDIC.
+    wire.extend(ebcdic("840"));
+    // 53 IFE_LLBINARY: EBCDIC LL, raw bytes.
+    wire.extend(ebcdic("03"));
+    wire.extend([0x01, 0x02, 0x03]);
+    // 60 IFA_LLLLLCHAR, 61 IFA_LLLLLLBINARY: 5 and 6 ASCII length digits.
+    wire.extend(b"00003ABC");
+    wire.extend(b"000002");
+    wire.extend([0xFF, 0x00]);
+
+    let msg = decode_both_ways(&spec, &wire);
+    let bcd_pan = [0x47, 0x61, 0x73, 0x90, 0x01, 0x01, 0x01, 0x1F];
+    assert_eq!(msg.get(2), Some(&bcd_pan[..]), "jPOS: 476173900101011");
+    assert_eq!(msg.get_str(4), Some("8402000000001000"));
+    assert_eq!(msg.get_str(44), Some("HELLO"));
+    assert_eq!(msg.get_str(45), Some("05ABCDE     "), "jPOS: ABCDE");
+    assert_eq!(msg.get_str(46), Some("03123   "), "jPOS: 123");
+    assert_eq!(msg.get_str(48), Some("48XYZ"), "jPOS: XYZ as field 48");
+    assert_eq!(msg.get_str(49), Some("840"));
+    assert_eq!(msg.get(53), Some(&[1u8, 2, 3][..]));
+    assert_eq!(msg.get_str(60), Some("ABC"));
+    assert_eq!(msg.get(61), Some(&[0xFFu8, 0x00][..]));
+}
+
+#[test]
+fn jpos_classes_get_the_layouts_that_read_those_bytes() {
+    let imported = imported_jpos("jpos-classes.xml");
+    let spec = &imported.spec;
+    let layout = |n: u8| {
+        let f = spec
+            .field(n)
+            .unwrap_or_else(|| panic!("field {n} imported"));
+        (f.length, f.max, f.class, f.encoding, f.prefix_len())
+    };
+    use ContentClass::{Ans, B, N};
+    use Encoding::{Ascii, Bcd, Binary, Ebcdic};
+    use LengthKind::{Fixed, LL, LLLLL, LLLLLL};
+    assert_eq!(layout(2), (LL, 10, B, Binary, 2));
+    assert_eq!(layout(4), (Fixed, 16, N, Bcd, 0));
+    assert_eq!(layout(44), (LL, 25, Ans, Ebcdic, 1));
+    assert_eq!(layout(45), (Fixed, 12, Ans, Ascii, 0));
+    assert_eq!(layout(48), (LL, 22, Ans, Ascii, 2));
+    assert_eq!(layout(49), (Fixed, 3, Ans, Ebcdic, 0));
+    assert_eq!(layout(53), (LL, 16, B, Binary, 2));
+    assert_eq!(layout(60), (LLLLL, 65_535, Ans, Ascii, 5));
+    assert_eq!(layout(61), (LLLLLL, 65_535, B, Binary, 6));
+    assert!(spec.field(47).is_none(), "IF_NOP has nothing to import");
+    assert_eq!(spec.field(44).map(|f| f.prefix), Some(Binary));
+    assert_eq!(spec.field(53).map(|f| f.prefix), Some(Ebcdic));
+
+    let warnings: Vec<String> = imported.warnings.iter().map(|w| w.to_string()).collect();
+    let about = |needle: &str| warnings.iter().filter(|w| w.contains(needle)).count();
+    assert_eq!(about("headerLength=\"5\""), 1, "{warnings:#?}");
+    assert_eq!(about("<isofieldvalidator> ignored"), 1, "{warnings:#?}");
+    for class in [
+        "IFEB_LLNUM",
+        "IFB_AMOUNT2003",
+        "IFA_FLLCHAR",
+        "IFA_FLLNUM",
+        "IF_NOP",
+        "IFEP_LLCHAR",
+    ] {
+        assert_eq!(about(&format!("org.jpos.iso.{class})")), 1, "{warnings:#?}");
+    }
+    assert_eq!(about("lowered to 65535"), 2, "{warnings:#?}");
+    assert_eq!(warnings.len(), 10, "{warnings:#?}");
+    assert!(warnings
+        .iter()
+        .all(|w| w.starts_with("jpos-classes.xml:") && !w.contains('\n')));
+}
+
+#[test]
+fn every_problem_of_a_jpos_file_is_reported_in_one_run() {
+    let failed = from_jpos_xml(&fixture("jpos-problems.xml"), "p.xml")
+        .map(|_| ())
+        .expect_err("refused");
+    let lines: Vec<String> = failed.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "p.xml:7: field 3: jPOS class \"org.jpos.iso.IFA_NUMBER\" is not supported \
+             (`isoswitch spec import --help` lists the supported classes)",
+            "p.xml:8: field 11: missing attribute `length`",
+            "p.xml:9: field 28 (class org.jpos.iso.IFA_AMOUNT): length: expected at least 2 \
+             (the C/D sign and one digit), found 1",
+            "p.xml:13: field 48: composite field: not yet supported (<isofieldpackager>)",
+            "p.xml:17: field 52: jPOS class \"org.jpos.iso.IFE_BINARY\" is not supported \
+             (the codec has no EBCDIC hex encoding yet; IFB_BITMAP/IFB_BINARY (raw) or \
+             IFA_BITMAP/IFA_BINARY (ASCII hex) are)",
+        ]
+    );
+    assert_eq!(failed.warnings.len(), 2, "{:?}", failed.warnings);
+}
+
+#[test]
+fn spec_check_problems_name_the_line_and_class_of_every_field() {
+    let xml = fixture("jpos-iso87ascii.xml").replacen(
+        "org.jpos.iso.IFA_LLNUM\"",
+        "org.jpos.iso.IFA_LLNUM\" pad=\"x\"",
+        1,
+    );
+    let failed = from_jpos_xml(&xml, "a.xml")
+        .map(|_| ())
+        .expect_err("refused");
+    assert_eq!(failed.problems.len(), 1, "{failed}");
+    assert!(failed.to_string().contains("pad: expected true or false"));
+
+    // Two fields the spec check refuses (an ASCII LLLLL prefix is fine, but
+    // not a BCD one) are both named, with their lines and classes.
+    let body = r#"<isopackager>
+<isofield id="0" length="4" name="MTI" class="org.jpos.iso.IFA_NUMERIC"/>
+<isofield id="1" length="16" name="BITMAP" class="org.jpos.iso.IFB_BITMAP"/>
+<isofield id="3" length="0" name="ZERO" class="org.jpos.iso.IFA_NUMERIC"/>
+<isofield id="4" length="0" name="ZERO TOO" class="org.jpos.iso.IF_CHAR"/>
+</isopackager>"#;
+    let failed = from_jpos_xml(body, "z.xml")
+        .map(|_| ())
+        .expect_err("refused");
+    let lines: Vec<String> = failed.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "z.xml:4: field 3 (class org.jpos.iso.IFA_NUMERIC): max: expected a length of at least 1, found 0",
+            "z.xml:5: field 4 (class org.jpos.iso.IF_CHAR): max: expected a length of at least 1, found 0",
+        ]
+    );
+}
+
+#[test]
+fn moov_hex_encodings_hex_prefixes_and_track2_decode_the_bytes_moov_writes() {
+    let imported = imported_moov("moov-hex-track2.json");
+    assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+    let spec = imported.spec;
+    assert_eq!(spec.bitmap_encoding, Encoding::Hex);
+    assert_eq!(spec.field(35).map(|f| f.class), Some(ContentClass::Z));
+    assert_eq!(
+        spec.field(52).map(|f| (f.class, f.encoding)),
+        Some((ContentClass::B, Encoding::Hex))
+    );
+    assert_eq!(
+        spec.field(55).map(|f| (f.length, f.prefix_len())),
+        Some((LengthKind::LLL, 4))
+    );
+    assert_eq!(
+        spec.field(62).map(|f| (f.length, f.prefix_len())),
+        Some((LengthKind::LL, 2))
+    );
+
+    let mut wire = b"0100".to_vec();
+    let bitmap: String = binary_bitmap(&[2, 35, 52, 55, 62])
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    wire.extend(bitmap.as_bytes());
+    wire.extend(b"164761739001010119");
+    wire.extend(b"214000340000000506=2512");
+    // Hex field, BytesToASCIIHex, Hex.Fixed 8: 8 bytes as 16 hex characters.
+    wire.extend(b"0123456789ABCDEF");
+    // Hex.LL: the two length bytes as four hex characters.
+    wire.extend(b"0003");
+    wire.extend([0x9F, 0x02, 0x01]);
+    // Hex.L: one length byte as two hex characters (11 = 0B).
+    wire.extend(b"0BHELLO WORLD");
+
+    let msg = decode_both_ways(&spec, &wire);
+    assert_eq!(msg.get_str(35), Some("4000340000000506=2512"));
+    let pin = [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF];
+    assert_eq!(msg.get(52), Some(&pin[..]));
+    assert_eq!(msg.get(55), Some(&[0x9Fu8, 0x02, 0x01][..]));
+    assert_eq!(msg.get_str(62), Some("HELLO WORLD"));
+
+    // A hex length prefix with a character that is not hex names the field.
+    let mut bad = wire.clone();
+    let at = bad.len() - 13;
+    bad[at] = b'G';
+    let err = Message::decode_slice(&spec, &bad).expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("field 62"), "{text}");
+    assert!(text.contains("\"GB\""), "the prefix as text: {text}");
+}
+
+#[test]
+fn moovs_first_json_format_imports_like_the_current_one() {
+    let old = imported_moov("moov-field000.json").spec;
+    let current = r#"{"name": "x", "fields": {
+        "0": {"type": "String", "length": 4, "enc": "ASCII", "prefix": "ASCII.Fixed"},
+        "1": {"type": "Bitmap", "length": 16, "enc": "HexToASCII", "prefix": "Hex.Fixed"},
+        "2": {"type": "String", "length": 19, "enc": "ASCII", "prefix": "ASCII.LL"},
+        "3": {"type": "Numeric", "length": 6, "enc": "ASCII", "prefix": "ASCII.Fixed",
+              "padding": {"type": "Left", "pad": "0"}},
+        "52": {"type": "String", "length": 8, "enc": "HexToASCII", "prefix": "Hex.Fixed"}}}"#;
+    let current = from_moov_json(current, "c.json").expect("imports").spec;
+    assert_eq!(old.bitmap_encoding, current.bitmap_encoding);
+    let fields = |s: &Spec| {
+        s.fields()
+            .map(|f| {
+                (
+                    f.number, f.length, f.max, f.class, f.encoding, f.pad, f.pad_char,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fields(&old), fields(&current));
+    assert_eq!(
+        old.field(3).map(|f| f.pad_char),
+        Some(b'0'),
+        "pad 48 is '0'"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_refused_at_their_offset() {
+    let mut bytes = br#"{"name": "caf"#.to_vec();
+    bytes.push(0x96);
+    bytes.extend(br#"", "fields": {}}"#);
+    let err = from_bytes(&bytes, "latin1.json")
+        .map(|_| ())
+        .expect_err("refused");
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        "latin1.json: not valid UTF-8: byte 0x96 at offset 13 is not UTF-8; save the file as UTF-8"
+    );
+}
+
+fn isoswitch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_isoswitch"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("isoswitch runs")
+}
+
+#[test]
+fn spec_import_prints_every_problem_and_warning_and_fails() {
+    let out = isoswitch(&["spec", "import", "tests/fixtures/specs/jpos-problems.xml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing imported");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2 + 5 + 1,
+        "warnings, problems, summary:\n{stderr}"
+    );
+    let origin = "tests/fixtures/specs/jpos-problems.xml";
+    assert!(lines[..2]
+        .iter()
+        .all(|l| l.starts_with(origin) && l.contains(": warning: ")));
+    for field in [
+        "field 3:",
+        "field 11:",
+        "field 28 (",
+        "field 48:",
+        "field 52:",
+    ] {
+        assert_eq!(
+            lines[2..7].iter().filter(|l| l.contains(field)).count(),
+            1,
+            "{field} in\n{stderr}"
+        );
+    }
+    assert_eq!(
+        lines[7],
+        format!("isoswitch: {origin}: not imported: 5 problems (listed above)")
+    );
+}
+
+#[test]
+fn spec_import_prints_warnings_to_stderr_and_the_spec_to_stdout() {
+    let out = isoswitch(&["spec", "import", "tests/fixtures/specs/jpos-classes.xml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr.lines().count(), 10, "{stderr}");
+    assert!(
+        stderr.lines().all(|l| l.contains(": warning: ")),
+        "{stderr}"
+    );
+    let toml = String::from_utf8_lossy(&out.stdout);
+    let spec = Spec::from_toml_str(&toml, "stdout").expect("the TOML loads");
+    assert_eq!(spec.field(60).map(|f| f.length), Some(LengthKind::LLLLL));
+}
