@@ -14,6 +14,9 @@ LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 # record's commit), async, or none (in memory: the cost of journaling off).
 JOURNAL=${JOURNAL:-commit}
 
+# Extra arguments for issuer-sim (soak.sh --hostile adds --record).
+SIM_ARGS=()
+
 SWITCH_PORT=18583
 SIM_PORT=19100
 SWITCH_ADDR="127.0.0.1:${SWITCH_PORT}"
@@ -66,7 +69,7 @@ stop_switch_and_simulator() {
 start_switch_and_simulator() {
     refuse_busy_port "$SIM_PORT"
     refuse_busy_port "$SWITCH_PORT"
-    RUST_LOG=${RUST_LOG:-warn} "${BIN}/isoswitch" issuer-sim --config "$CONFIG" --worker-threads "${SIM_THREADS}" >"${OUT}/issuer-sim.log" 2>&1 &
+    RUST_LOG=${RUST_LOG:-warn} "${BIN}/isoswitch" issuer-sim --config "$CONFIG" --worker-threads "${SIM_THREADS}" "${SIM_ARGS[@]}" >"${OUT}/issuer-sim.log" 2>&1 &
     SIM_PID=$!
     PIDS+=("$SIM_PID")
     wait_for_port "$SIM_PORT" issuer-sim "$SIM_PID"

@@ -222,3 +222,41 @@ async fn binary_smoke_run_exits_zero_with_a_clean_json_report() {
     let names: Vec<&str> = codes.keys().map(String::as_str).collect();
     assert_eq!(names, ["00", "05"], "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_terminals_get_their_own_answers_or_a_close_and_the_switch_keeps_serving() {
+    let switch = start_switch().await;
+    let to = switch.addr.to_string();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hostile"))
+        .args([
+            "--to",
+            &to,
+            "--duration",
+            "3s",
+            "--idle",
+            "5",
+            "--flood",
+            "4500",
+            "--flood-every-s",
+            "60",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(LIMIT, output)
+        .await
+        .expect("hostile ends in time")
+        .expect("hostile runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    // One flood past the 4 096 in flight, every request answered once.
+    assert!(
+        stdout.contains("flood        1 floods, 4500 requests, 4500 answers"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("errors       0"), "{stdout}");
+
+    // And the switch still serves well-behaved terminals.
+    let report = run(run_config(&switch, 1, Mode::Closed { window: 4 }, 100)).await;
+    assert_clean(&report, 100);
+}
