@@ -143,9 +143,18 @@ for _ in $(seq 1 120); do
 done
 outstanding=$(curl -sf "http://127.0.0.1:19583/metrics" |
     awk '/^isoswitch_issuer_outstanding/ { sum += $2 } END { printf "%d", sum }')
-timeouts=$(q "SELECT count(*) FROM txn WHERE response_code = '91'")
-unreversed=$(q "SELECT count(*) FROM txn t WHERE response_code = '91' AND NOT EXISTS
-    (SELECT 1 FROM saf s WHERE s.txn_id = t.id AND s.kind = 'reversal')")
+# A 91 is either a timeout or lost link (sent: it must be reversed) or "no
+# live link" (decided by the switch, never sent: nothing to reverse, and the
+# issuer must not have seen it).
+timeouts=$(q "SELECT count(*) FROM txn WHERE response_code = '91' AND decided_by = 'timeout'")
+unavailable=$(q "SELECT count(*) FROM txn WHERE response_code = '91' AND decided_by = 'switch'")
+unreversed=$(q "SELECT count(*) FROM txn t WHERE response_code = '91' AND decided_by = 'timeout'
+    AND NOT EXISTS (SELECT 1 FROM saf s WHERE s.txn_id = t.id AND s.kind = 'reversal')")
+q "SELECT upstream_stan || ' ' || pan_masked || ' ' || amount FROM txn
+    WHERE response_code = '91' AND decided_by = 'switch'" | sort >"${OUT}/unsent.txt"
+jq -r 'select(.mti == "0100" or .mti == "0200") | "\(.stan) \(.pan) \(.amount)"' \
+    "${OUT}/issuer-record.jsonl" | sort >"${OUT}/issuer-requests.txt"
+unsent_seen=$(comm -12 "${OUT}/unsent.txt" "${OUT}/issuer-requests.txt" | wc -l)
 reversals=$(q "SELECT count(*) FROM saf WHERE kind = 'reversal'")
 acknowledged=$(q "SELECT count(*) FROM saf WHERE kind = 'reversal' AND state = 'acknowledged'")
 released_twice=$(jq -r 'select(.reversal == "released") | "\(.original_stan) \(.original_transmission)"' \
@@ -154,11 +163,13 @@ reversed_at_issuer=$(jq -r 'select(.reversal) | "\(.original_stan) \(.original_t
     "${OUT}/issuer-record.jsonl" | sort -u | wc -l)
 transactions=$(q "SELECT count(*) FROM txn")
 echo
-echo "journal: ${transactions} transactions, ${timeouts} answered 91, ${reversals} reversals queued" \
-    "(${acknowledged} acknowledged); the issuer saw reversals of ${reversed_at_issuer} originals"
+echo "journal: ${transactions} transactions; 91: ${timeouts} timeouts or lost links, ${unavailable} with no" \
+    "live link (not sent); ${reversals} reversals queued (${acknowledged} acknowledged); the issuer saw" \
+    "reversals of ${reversed_at_issuer} originals"
 check "loadgen exit status (every request answered once, its own answer, expected code)" "$code" 0
 check "hostile exit status (floods and slow requests answered once each, their own)" "$hostile_code" 0
-check "91s in the journal without a reversal" "$unreversed" 0
+check "timeouts (91) in the journal without a reversal" "$unreversed" 0
+check "91s for want of a live link that the issuer saw anyway" "$unsent_seen" 0
 check "reversals not acknowledged after the drain" "$((reversals - acknowledged))" 0
 check "originals the issuer reversed, against reversals acknowledged" "$reversed_at_issuer" "$acknowledged"
 check "originals the issuer released twice" "$released_twice" 0

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{Endpoint, IssuerConfig};
 use super::deliver::{Deliver, Delivery};
 use super::in_process::InProcessIssuer;
-use super::link::{self, LinkContext, LinkHandle, LinkSettings, UnmatchedApprovalSink};
+use super::link::{self, Failure, LinkContext, LinkHandle, LinkSettings, UnmatchedApprovalSink};
 use super::stan::StanSource;
 use super::telemetry::Telemetry;
 use super::transport::Connector;
@@ -370,17 +370,50 @@ impl Links {
         })
     }
 
-    /// Sends `request` on a live link; see [`LinkHandle::send`].
+    /// Sends `request` on a live link; see [`LinkHandle::send`]. A request a
+    /// link gives back unsent (it went down with the request still queued)
+    /// goes to another live link while the deadline allows: the issuer never
+    /// saw it, so a second link cannot make it count twice.
     pub(crate) async fn send(
         &self,
-        request: Message,
+        mut request: Message,
         stan: Stan,
         deadline: Instant,
     ) -> Result<(Message, Stan), UpstreamError> {
-        match self.pick() {
-            Some(link) => link.send(request, stan, deadline).await,
-            None => Err(UpstreamError::Unavailable),
+        // Positions (over all endpoints' links) of the links that gave it back.
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let Some((position, link)) = self.pick_except(&tried) else {
+                return Err(UpstreamError::Unavailable);
+            };
+            match link.send(request, stan, deadline).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::NotSent(unsent)) if Instant::now() < deadline => {
+                    tried.push(position);
+                    request = unsent;
+                }
+                Err(failure) => return Err(failure.into_error()),
+            }
         }
+    }
+
+    fn all_links(&self) -> impl Iterator<Item = &LinkHandle> {
+        self.endpoints
+            .iter()
+            .flat_map(|endpoint| endpoint.links.iter())
+    }
+
+    /// As [`Links::pick`] while nothing was tried, then any live link not in
+    /// `tried`; with its position among all links.
+    fn pick_except(&self, tried: &[usize]) -> Option<(usize, &LinkHandle)> {
+        if tried.is_empty() {
+            let link = self.pick()?;
+            let position = self.all_links().position(|l| std::ptr::eq(l, link))?;
+            return Some((position, link));
+        }
+        self.all_links()
+            .enumerate()
+            .find(|(position, link)| link.is_up() && !tried.contains(position))
     }
 }
 
@@ -401,6 +434,141 @@ impl Deliver for Issuer {
 
     fn ready(&self) -> bool {
         self.is_available()
+    }
+}
+
+#[cfg(test)]
+mod links_tests {
+    //! How [`Links::send`] treats a request a link gives back unsent.
+    use super::*;
+    use crate::iso8583::Mti;
+    use crate::upstream::link::Command;
+    use tokio::sync::mpsc;
+
+    fn links(handles: Vec<LinkHandle>) -> Links {
+        Links {
+            endpoints: vec![EndpointLinks {
+                label: "127.0.0.1:1".into(),
+                links: handles,
+            }],
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn request() -> Message {
+        let mut m = Message::new(Mti::from_static("0100"));
+        m.set(11, "000001").expect("field 11");
+        m
+    }
+
+    /// Plays a link task that answers every command with `answer`.
+    fn answering(
+        mut intake: mpsc::Receiver<Command>,
+        answer: fn(Command),
+    ) -> tokio::task::JoinHandle<usize> {
+        tokio::spawn(async move {
+            let mut taken = 0;
+            while let Some(command) = intake.recv().await {
+                taken += 1;
+                answer(command);
+            }
+            taken
+        })
+    }
+
+    fn respond(command: Command) {
+        let response = Message::new(Mti::from_static("0110"));
+        let _ = command.reply.send(Ok((response, command.stan)));
+    }
+
+    fn give_back(command: Command) {
+        let _ = command.reply.send(Err(Failure::NotSent(command.request)));
+    }
+
+    fn time_out(command: Command) {
+        let stan = command.stan;
+        let _ = command
+            .reply
+            .send(Err(Failure::Failed(UpstreamError::Timeout {
+                issuer_stan: stan,
+            })));
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    #[tokio::test]
+    async fn a_request_given_back_unsent_goes_out_on_another_link() {
+        let (first, first_intake) = LinkHandle::scripted();
+        let (second, second_intake) = LinkHandle::scripted();
+        let first_task = answering(first_intake, give_back);
+        let second_task = answering(second_intake, respond);
+        let links = links(vec![first, second]);
+
+        let (response, stan) = links
+            .send(request(), Stan(7), deadline())
+            .await
+            .expect("answered by the second link");
+        assert_eq!(response.mti(), Mti::from_static("0110"));
+        assert_eq!(stan, Stan(7));
+        drop(links);
+        assert_eq!(first_task.await.expect("task"), 1);
+        assert_eq!(second_task.await.expect("task"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_link_whose_task_stopped_gives_the_request_back_too() {
+        let (first, first_intake) = LinkHandle::scripted();
+        drop(first_intake);
+        let (second, second_intake) = LinkHandle::scripted();
+        let second_task = answering(second_intake, respond);
+        let links = links(vec![first, second]);
+
+        assert!(links.send(request(), Stan(8), deadline()).await.is_ok());
+        drop(links);
+        assert_eq!(second_task.await.expect("task"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_may_have_reached_the_issuer_is_never_sent_again() {
+        let (first, first_intake) = LinkHandle::scripted();
+        let (second, second_intake) = LinkHandle::scripted();
+        let first_task = answering(first_intake, time_out);
+        let second_task = answering(second_intake, respond);
+        let links = links(vec![first, second]);
+
+        let result = links.send(request(), Stan(9), deadline()).await;
+        assert!(
+            matches!(
+                result,
+                Err(UpstreamError::Timeout {
+                    issuer_stan: Stan(9)
+                })
+            ),
+            "{result:?}"
+        );
+        drop(links);
+        assert_eq!(first_task.await.expect("task"), 1);
+        assert_eq!(second_task.await.expect("task"), 0, "sent once only");
+    }
+
+    #[tokio::test]
+    async fn when_every_link_gives_it_back_the_request_is_unavailable_once_each_was_tried() {
+        let (first, first_intake) = LinkHandle::scripted();
+        let (second, second_intake) = LinkHandle::scripted();
+        let first_task = answering(first_intake, give_back);
+        let second_task = answering(second_intake, give_back);
+        let links = links(vec![first, second]);
+
+        let result = links.send(request(), Stan(10), deadline()).await;
+        assert!(
+            matches!(result, Err(UpstreamError::Unavailable)),
+            "{result:?}"
+        );
+        drop(links);
+        assert_eq!(first_task.await.expect("task"), 1);
+        assert_eq!(second_task.await.expect("task"), 1);
     }
 }
 

@@ -67,7 +67,31 @@ pub(super) struct LinkFlags {
 /// name, the reversal): the switch queues it for store-and-forward.
 pub type UnmatchedApprovalSink = Box<dyn Fn(&str, Message) + Send + Sync>;
 
-pub(super) type Reply = oneshot::Sender<Result<(Message, Stan), UpstreamError>>;
+/// What a link answers a command with.
+pub(super) type Answer = Result<(Message, Stan), Failure>;
+
+pub(super) type Reply = oneshot::Sender<Answer>;
+
+/// Why a link did not answer a command with a response.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Never written to the issuer (the link went down, was not up yet, or the
+    /// deadline had passed): the request comes back, so another link may take
+    /// it, and there is nothing to reverse.
+    NotSent(Message),
+    /// Anything else: timeouts and lost links (sent, maybe approved), and
+    /// requests that do not encode or frame for the issuer.
+    Failed(UpstreamError),
+}
+
+impl Failure {
+    pub(crate) fn into_error(self) -> UpstreamError {
+        match self {
+            Failure::NotSent(_) => UpstreamError::Unavailable,
+            Failure::Failed(error) => error,
+        }
+    }
+}
 
 pub(super) struct Command {
     pub request: Message,
@@ -78,6 +102,16 @@ pub(super) struct Command {
 }
 
 impl LinkHandle {
+    /// A handle with no link task behind it, marked up: the test plays the
+    /// task with the receiver.
+    #[cfg(test)]
+    pub(super) fn scripted() -> (LinkHandle, mpsc::Receiver<Command>) {
+        let (commands, intake) = mpsc::channel(COMMAND_QUEUE);
+        let flags = Arc::new(LinkFlags::default());
+        flags.up.store(true, Ordering::Release);
+        (LinkHandle { commands, flags }, intake)
+    }
+
     /// Whether the link can take requests (connected, and signed on if required).
     pub(crate) fn is_up(&self) -> bool {
         self.flags.up.load(Ordering::Acquire)
@@ -90,12 +124,7 @@ impl LinkHandle {
     /// Sends `request` as `stan` and waits for its response, which carries the
     /// caller's field 11 again. Nothing is reversed here: whoever took the STAN
     /// knows what a timeout or a lost link means for the request.
-    pub(crate) async fn send(
-        &self,
-        request: Message,
-        stan: Stan,
-        deadline: Instant,
-    ) -> Result<(Message, Stan), UpstreamError> {
+    pub(crate) async fn send(&self, request: Message, stan: Stan, deadline: Instant) -> Answer {
         let (reply, answer) = oneshot::channel();
         let command = Command {
             request,
@@ -105,11 +134,17 @@ impl LinkHandle {
         };
         match tokio::time::timeout_at(deadline, self.commands.send(command)).await {
             Ok(Ok(())) => {}
-            // Queue full until the deadline, or the link task has stopped: not sent.
-            Ok(Err(_)) | Err(_) => return Err(UpstreamError::Unavailable),
+            // The link task has stopped: not sent, and the request is back.
+            Ok(Err(mpsc::error::SendError(command))) => {
+                return Err(Failure::NotSent(command.request))
+            }
+            // Queue full until the deadline: not sent, and too late for another link.
+            Err(_) => return Err(Failure::Failed(UpstreamError::Unavailable)),
         }
         // The task answers every command it takes; a dropped reply means it stopped first.
-        answer.await.unwrap_or(Err(UpstreamError::Unavailable))
+        answer
+            .await
+            .unwrap_or(Err(Failure::Failed(UpstreamError::Unavailable)))
     }
 }
 
@@ -192,7 +227,7 @@ impl Link {
         }
         commands.close();
         while let Ok(command) = commands.try_recv() {
-            let _ = command.reply.send(Err(UpstreamError::Unavailable));
+            let _ = command.reply.send(Err(Failure::NotSent(command.request)));
         }
     }
 
@@ -211,7 +246,7 @@ impl Link {
                 () = &mut wake => return true,
                 command = commands.recv(), if self.commands_open => match command {
                     Some(command) => {
-                        let _ = command.reply.send(Err(UpstreamError::Unavailable));
+                        let _ = command.reply.send(Err(Failure::NotSent(command.request)));
                     }
                     None => {
                         self.commands_open = false;

@@ -9,7 +9,7 @@ use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::link::{Command, Link, Reply};
+use super::link::{Command, Failure, Link, Reply};
 use super::saf::reversal_for;
 use super::stan::{LateEntry, LATE_RETENTION};
 use super::transport::{Incoming, Transport};
@@ -189,7 +189,7 @@ impl<'l> Session<'l> {
         let now = Instant::now();
         // Too late to send means the issuer never sees it: nothing to reverse.
         if !self.up || self.draining || deadline <= now {
-            let _ = reply.send(Err(UpstreamError::Unavailable));
+            let _ = reply.send(Err(Failure::NotSent(request)));
             return false;
         }
         if self.stan_busy(stan.0, now) {
@@ -200,13 +200,13 @@ impl<'l> Session<'l> {
                 issuer_stan = %stan,
                 "STAN still in use on this link; request not sent"
             );
-            let _ = reply.send(Err(UpstreamError::Unavailable));
+            let _ = reply.send(Err(Failure::NotSent(request)));
             return false;
         }
         let caller_stan = request.get(11).map(<[u8]>::to_vec);
         set_field(&mut request, 11, stan.to_digits());
         if let Err(error) = self.transport.feed(&request) {
-            let _ = reply.send(Err(error));
+            let _ = reply.send(Err(Failure::Failed(error)));
             return false;
         }
         self.last_traffic = now;
@@ -516,7 +516,9 @@ impl<'l> Session<'l> {
                     pan = %pending.request.masked_pan(),
                     "issuer did not answer in time"
                 );
-                let _ = reply.send(Err(UpstreamError::Timeout { issuer_stan: stan }));
+                let _ = reply.send(Err(Failure::Failed(UpstreamError::Timeout {
+                    issuer_stan: stan,
+                })));
                 let late = LateEntry {
                     expires: now + LATE_RETENTION,
                     expected: pending.request.mti().response(),
@@ -579,7 +581,9 @@ impl<'l> Session<'l> {
                 lost += 1;
                 self.link.context.telemetry.outstanding_changed(-1);
                 let issuer_stan = Stan(stan);
-                let _ = reply.send(Err(UpstreamError::ConnectionLost { issuer_stan }));
+                let _ = reply.send(Err(Failure::Failed(UpstreamError::ConnectionLost {
+                    issuer_stan,
+                })));
             }
         }
         let telemetry = &self.link.context.telemetry;
