@@ -137,6 +137,7 @@ fn declined_locally(n: u32) -> TxnStart {
         terminal_stan: Some(format!("{n:06}")),
         terminal_rrn: Some(format!("RRN{n:09}")),
         forward: None,
+        original_id: None,
     }
 }
 
@@ -148,6 +149,7 @@ fn outcome(code: &str, by: DecidedBy) -> Outcome {
         decided_by: by,
         auth_code: code.is_approval().then(|| "A1B2C3".to_owned()),
         latency_us: 1234,
+        reason: None,
     }
 }
 
