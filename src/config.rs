@@ -19,6 +19,7 @@ use crate::config_values::{
 use crate::journal::config::{InvalidSetting, JournalConfig, SafConfig};
 use crate::risk::RiskConfig;
 use crate::route::{BinPattern, BinTable, BinTableError, StandInConfig};
+use crate::settle::{SchemeConfig, SchemeTable, TariffConfig, Tariffs};
 use crate::simulator::config::{InvalidSimulator, SimulatorConfig};
 pub use crate::tls::{IssuerTls, ListenerTls};
 pub use crate::upstream::config::{Endpoint, IssuerConfig, SIMULATOR_ENDPOINT};
@@ -99,6 +100,12 @@ pub struct Config {
     /// What a refund may refund.
     #[serde(default)]
     pub refunds: RefundsConfig,
+    /// What the acquirer charges per scheme and operation (`journal settle`).
+    #[serde(rename = "tariff", default)]
+    pub tariffs: Vec<TariffConfig>,
+    /// BIN ranges of card schemes, replacing or adding to the built-in ones.
+    #[serde(rename = "scheme", default)]
+    pub schemes: Vec<SchemeConfig>,
 }
 
 /// `[instance]`: each switch sharing issuers with others needs its own
@@ -402,6 +409,8 @@ impl Config {
                     format!("{}: {}", e.key, e.problem),
                 )
             })?;
+        SchemeTable::build(&self.schemes).map_err(|p| problem("[[scheme]]", p))?;
+        Tariffs::build(&self.tariffs).map_err(|p| problem("[[tariff]]", p))?;
         self.store_and_forward
             .validate()
             .map_err(|InvalidSetting { key, problem: p }| {
