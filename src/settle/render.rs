@@ -30,39 +30,47 @@ fn csv_field(text: &str) -> String {
 pub fn csv(report: &Report) -> String {
     let mut out = String::from(CSV_HEADER);
     out.push('\n');
-    for line in &report.lines {
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
-            report.date,
-            csv_field(&line.merchant),
-            csv_field(&line.scheme),
-            line.operation.as_str(),
-            line.count,
-            line.gross,
-            line.fee,
-            line.net,
-            currency_text(line.currency)
-        ));
-    }
-    for total in &report.totals {
-        out.push_str(&format!(
-            "{},{},{TOTAL_SCHEME},{TOTAL_TYPE},{},{},{},{},{}\n",
-            report.date,
-            csv_field(&total.merchant),
-            total.count,
-            total.gross,
-            total.fee,
-            total.net,
-            currency_text(total.currency)
-        ));
+    for merchant in merchants(report) {
+        for line in report.lines.iter().filter(|l| l.merchant == merchant) {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                report.date,
+                csv_field(&line.merchant),
+                csv_field(&line.scheme),
+                line.operation.as_str(),
+                line.count,
+                line.gross,
+                line.fee,
+                line.net,
+                currency_text(line.currency)
+            ));
+        }
+        for total in report.totals.iter().filter(|t| t.merchant == merchant) {
+            out.push_str(&format!(
+                "{},{},{TOTAL_SCHEME},{TOTAL_TYPE},{},{},{},{},{}\n",
+                report.date,
+                csv_field(&total.merchant),
+                total.count,
+                total.gross,
+                total.fee,
+                total.net,
+                currency_text(total.currency)
+            ));
+        }
     }
     out
 }
 
-pub fn text(report: &Report) -> String {
-    let mut out = format!("settlement of {} (UTC day of receipt)\n", report.date);
+/// The merchants with lines, in the lines' order (sorted by merchant).
+fn merchants(report: &Report) -> Vec<&str> {
     let mut merchants: Vec<&str> = report.lines.iter().map(|l| l.merchant.as_str()).collect();
     merchants.dedup();
+    merchants
+}
+
+pub fn text(report: &Report) -> String {
+    let mut out = format!("settlement of {} (UTC day of receipt)\n", report.date);
+    let merchants = merchants(report);
     if merchants.is_empty() {
         out.push_str("\nno approved operations\n");
     }
