@@ -70,6 +70,7 @@ fn purchase(n: u64, distinct: bool) -> TxnStart {
             upstream_rrn: Some(rrn),
             reversal: ReversalFields::from_message(&m),
         }),
+        original_id: None,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::config_values::{
 use crate::journal::config::{InvalidSetting, JournalConfig, SafConfig};
 use crate::risk::RiskConfig;
 use crate::route::{BinPattern, BinTable, BinTableError, StandInConfig};
+use crate::settle::{SchemeConfig, SchemeTable, TariffConfig, Tariffs};
 use crate::simulator::config::{InvalidSimulator, SimulatorConfig};
 pub use crate::tls::{IssuerTls, ListenerTls};
 pub use crate::upstream::config::{Endpoint, IssuerConfig, SIMULATOR_ENDPOINT};
@@ -96,6 +97,15 @@ pub struct Config {
     /// What tells this switch instance apart from others serving the same issuers.
     #[serde(default)]
     pub instance: InstanceConfig,
+    /// What a refund may refund.
+    #[serde(default)]
+    pub refunds: RefundsConfig,
+    /// What the acquirer charges per scheme and operation (`journal settle`).
+    #[serde(rename = "tariff", default)]
+    pub tariffs: Vec<TariffConfig>,
+    /// BIN ranges of card schemes, replacing or adding to the built-in ones.
+    #[serde(rename = "scheme", default)]
+    pub schemes: Vec<SchemeConfig>,
 }
 
 /// `[instance]`: each switch sharing issuers with others needs its own
@@ -134,6 +144,41 @@ pub struct ListenerConfig {
     pub idle_timeout_s: u64,
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// The field of a 0500 that carries the batch (shift) number.
+    #[serde(default = "default_batch_field")]
+    pub batch_field: u8,
+    /// How a refund names its original sale: `"rrn"` (field 37, the
+    /// original's RRN) or `"field90"` (its STAN and transmission time).
+    #[serde(default)]
+    pub refund_original: RefundOriginal,
+}
+
+/// `refund_original`: where a refund's original is named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefundOriginal {
+    /// Field 37 holds the original sale's RRN.
+    #[default]
+    Rrn,
+    /// Field 90 holds the original's STAN and transmission time.
+    Field90,
+}
+
+/// `[refunds]`: what a refund may refund.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundsConfig {
+    /// An original older than this many days is not refunded (13).
+    #[serde(default = "default_max_age_days")]
+    pub max_age_days: u32,
+}
+
+impl Default for RefundsConfig {
+    fn default() -> Self {
+        RefundsConfig {
+            max_age_days: default_max_age_days(),
+        }
+    }
 }
 
 impl ListenerConfig {
@@ -196,6 +241,12 @@ fn default_max_connections() -> u32 {
 }
 fn default_idle_timeout_s() -> u64 {
     300
+}
+fn default_batch_field() -> u8 {
+    60
+}
+fn default_max_age_days() -> u32 {
+    90
 }
 fn default_metrics_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9583))
@@ -358,6 +409,8 @@ impl Config {
                     format!("{}: {}", e.key, e.problem),
                 )
             })?;
+        SchemeTable::build(&self.schemes).map_err(|p| problem("[[scheme]]", p))?;
+        Tariffs::build(&self.tariffs).map_err(|p| problem("[[tariff]]", p))?;
         self.store_and_forward
             .validate()
             .map_err(|InvalidSetting { key, problem: p }| {
@@ -516,6 +569,15 @@ fn validate_listener(listener: &ListenerConfig) -> Result<(), Problem> {
     }
     if listener.idle_timeout_s == 0 {
         return Err(problem(item, "expected idle_timeout_s > 0, found 0"));
+    }
+    if !(2..=128).contains(&listener.batch_field) {
+        return Err(problem(
+            item,
+            format!(
+                "batch_field: expected a data field 2-128, found {}",
+                listener.batch_field
+            ),
+        ));
     }
     Ok(())
 }

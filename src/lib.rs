@@ -5,6 +5,7 @@
 //! `switch` is the hot path, `server` the terminal listeners,
 //! `upstream` the issuer links and `simulator` the issuer simulator;
 //! `journal` stores transactions and the store-and-forward queue durably;
+//! `settle` turns a day of the journal into the merchants' settlement report;
 //! `runtime` builds the async runtime they run on.
 
 pub mod channel;
@@ -19,6 +20,7 @@ pub mod risk;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod settle;
 pub mod simulator;
 pub mod specs;
 pub mod switch;

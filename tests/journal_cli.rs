@@ -145,6 +145,7 @@ fn fixture() -> Fixture {
                         reversal,
                     }
                 }),
+                original_id: None,
             };
             let id = journal.begin(start).await.expect("begin");
             if let Some((code, decided_by, auth)) = txn.outcome {
@@ -154,6 +155,7 @@ fn fixture() -> Fixture {
                     decided_by,
                     auth_code: auth.map(str::to_owned),
                     latency_us: 1_234,
+                    reason: None,
                 };
                 journal.record_outcome(id, outcome).await.expect("outcome");
             }
@@ -602,6 +604,7 @@ fn find_reads_a_journal_the_switch_is_writing_and_makes_no_key() {
             terminal_stan: Some(format!("{n:06}")),
             terminal_rrn: Some(format!("{n:012}")),
             forward: None,
+            original_id: None,
         };
         runtime.block_on(journal.begin(start)).expect("begin");
     };

@@ -137,6 +137,7 @@ fn declined_locally(n: u32) -> TxnStart {
         terminal_stan: Some(format!("{n:06}")),
         terminal_rrn: Some(format!("RRN{n:09}")),
         forward: None,
+        original_id: None,
     }
 }
 
@@ -148,6 +149,7 @@ fn outcome(code: &str, by: DecidedBy) -> Outcome {
         decided_by: by,
         auth_code: code.is_approval().then(|| "A1B2C3".to_owned()),
         latency_us: 1234,
+        reason: None,
     }
 }
 
@@ -1276,4 +1278,58 @@ async fn a_failed_commit_is_counted() {
         1.0,
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_shift_close_reads_back_from_sqlite_newest_first_and_by_batch() {
+    use isoswitch::journal::{ReportedTotals, ShiftCloseNew, ShiftTotals, Tally, TxnId};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = open(&dir.path().join("journal.db"));
+    let close = |batch: &str, last: i64, code: &str| ShiftCloseNew {
+        terminal_id: "TERM0001".into(),
+        merchant_id: Some("MERCHANT0000001".into()),
+        batch: batch.into(),
+        closed_at_ms: T0,
+        last_txn: TxnId(last),
+        terminal_totals: ReportedTotals {
+            debits_count: Some(1),
+            debits_amount: Some(1_001),
+            ..ReportedTotals::default()
+        },
+        switch_totals: ShiftTotals {
+            debits: Tally {
+                count: 1,
+                amount: 1_000,
+            },
+            ..ShiftTotals::default()
+        },
+        response_code: ResponseCode::new(code.as_bytes().try_into().expect("2")).expect("code"),
+    };
+    let first = journal
+        .record_close(close("000001", 3, "95"))
+        .await
+        .expect("close");
+    let second = journal
+        .record_close(close("000002", 7, "00"))
+        .await
+        .expect("close");
+    assert!(second > first);
+    let last = journal
+        .last_close("TERM0001", None)
+        .await
+        .expect("read")
+        .expect("a close");
+    assert_eq!(last.close, close("000002", 7, "00"));
+    let by_batch = journal
+        .last_close("TERM0001", Some("000001"))
+        .await
+        .expect("read")
+        .expect("a close");
+    assert_eq!(by_batch.id, first);
+    assert_eq!(by_batch.close.terminal_totals.debits_amount, Some(1_001));
+    assert!(journal
+        .last_close("TERM0002", None)
+        .await
+        .expect("read")
+        .is_none());
 }

@@ -465,6 +465,7 @@ fn forwarded_never_answered(issuer: &str) -> TxnStart {
             upstream_rrn: None,
             reversal: ReversalFields::from_message(&request),
         }),
+        original_id: None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! `journal find` and `journal stats`: support's look-ups in the transaction
+//! `journal find`, `journal stats` and `journal settle`: support's look-ups in the transaction
 //! journal, for "the payment didn't go through" and "the amount is unclear".
 //! They open the journal read-only, so they never create, migrate or write it
 //! and can run beside the switch; the PAN is shown masked and a PAN searched
@@ -8,12 +8,14 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use isoswitch::config::Config;
 use isoswitch::iso8583::fields::mask_pan;
 use isoswitch::iso8583::ResponseCode;
 use isoswitch::journal::record::{NO_ROUTE, PENDING};
 use isoswitch::journal::{
     ClearPan, DataKey, SafLink, SqliteJournal, Stats, StatsRow, TimeRange, TxnQuery, TxnRecord,
 };
+use isoswitch::settle::{render, Report, SchemeTable, Tariffs};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -30,6 +32,40 @@ pub enum JournalCommand {
     /// Print counts and amounts by response code, by route and by decider,
     /// each per currency (amounts are never added across currencies).
     Stats(StatsArgs),
+    /// Print a day's merchant settlement: per merchant, card scheme and
+    /// operation type (sale, cancel, refund, refund-cancel) the count,
+    /// gross, fee and net in minor units, one currency per line, with totals
+    /// per merchant and currency; then (text, JSON) the operations left out
+    /// and why. The day is the UTC day a transaction was received (a
+    /// cancellation: the day its reversal was). Fees are rounded half-up per
+    /// transaction. Tariffs and schemes come from --config.
+    Settle(SettleArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SettleArgs {
+    /// The journal database (SQLite).
+    #[arg(long)]
+    db: PathBuf,
+    /// The UTC day, YYYY-MM-DD.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    date: String,
+    /// Only this merchant (field 42).
+    #[arg(long)]
+    merchant: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: SettleFormat,
+    /// The config whose [[tariff]] and [[scheme]] tables apply (default:
+    /// the embedded default's).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SettleFormat {
+    Text,
+    Csv,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -103,6 +139,7 @@ pub fn run(command: JournalCommand) -> Result<()> {
     match command {
         JournalCommand::Find(args) => find(&args),
         JournalCommand::Stats(args) => stats(&args),
+        JournalCommand::Settle(args) => settle(&args),
     }
 }
 
@@ -419,6 +456,43 @@ fn record_json(record: &TxnRecord) -> Value {
         "latency_us": outcome.map(|o| o.latency_us),
         "links": links,
     })
+}
+
+fn settle(args: &SettleArgs) -> Result<()> {
+    let since = parse_date(&args.date)
+        .ok_or_else(|| anyhow!("--date: expected YYYY-MM-DD, got {:?}", args.date))?;
+    let since_ms = i64::try_from(since.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| anyhow!("--date {} is out of range", args.date))?;
+    let day = TimeRange {
+        since_ms: Some(since_ms),
+        until_ms: Some(since_ms + 24 * 3_600_000),
+    };
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default()?,
+    };
+    let schemes = SchemeTable::build(&config.schemes).map_err(|e| anyhow!(e))?;
+    let tariffs = Tariffs::build(&config.tariffs).map_err(|e| anyhow!(e))?;
+    let mut journal = SqliteJournal::open_read_only(&args.db, None)?;
+    let records = journal.settlement(day)?;
+    let report = Report::build(
+        &args.date,
+        day,
+        &records,
+        &schemes,
+        &tariffs,
+        args.merchant.as_deref(),
+    );
+    for scheme in &report.untariffed {
+        eprintln!("warning: no [[tariff]] for scheme {scheme:?}: its lines are listed with fee 0");
+    }
+    let out = match args.format {
+        SettleFormat::Text => render::text(&report),
+        SettleFormat::Csv => render::csv(&report),
+        SettleFormat::Json => format!("{}\n", render::json(&report)),
+    };
+    super::stdout::print(out)?;
+    Ok(())
 }
 
 fn stats(args: &StatsArgs) -> Result<()> {

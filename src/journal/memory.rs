@@ -12,6 +12,7 @@ use super::record::{
     SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery, TxnRecord, TxnStart, NO_ROUTE,
     PENDING,
 };
+use super::shift::{ShiftClose, ShiftCloseNew};
 use super::{Health, HealthCell, Journal, JournalError, SafStore, StoreFuture};
 
 /// The name errors give the in-memory store in place of a file.
@@ -61,6 +62,7 @@ struct State {
     saf: BTreeMap<i64, StoredSaf>,
     next_txn: i64,
     next_saf: i64,
+    closes: Vec<ShiftClose>,
     /// While set, every write fails with this reason.
     broken: Option<String>,
 }
@@ -353,6 +355,36 @@ impl Journal for MemoryJournal {
 
     fn health(&self) -> Health {
         self.health.get()
+    }
+
+    fn cancel(&self, id: TxnId, at_ms: i64) -> StoreFuture<'_, ()> {
+        self.change_txn("cancel", id, |record| {
+            record.cancelled_at_ms.get_or_insert(at_ms);
+        })
+    }
+
+    fn record_close(&self, close: ShiftCloseNew) -> StoreFuture<'_, i64> {
+        let result = self.write("record_close", |state| {
+            let id = state.closes.len() as i64 + 1;
+            state.closes.push(ShiftClose { id, close });
+            Ok(id)
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn last_close(
+        &self,
+        terminal: &str,
+        batch: Option<&str>,
+    ) -> StoreFuture<'_, Option<ShiftClose>> {
+        let found = self
+            .lock()
+            .closes
+            .iter()
+            .rev()
+            .find(|c| c.close.terminal_id == terminal && batch.map_or(true, |b| c.close.batch == b))
+            .cloned();
+        Box::pin(std::future::ready(Ok(found)))
     }
 
     fn purge(&self, received_before_ms: i64) -> StoreFuture<'_, Purged> {

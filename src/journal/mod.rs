@@ -6,6 +6,7 @@ pub mod card_data;
 pub mod config;
 pub mod memory;
 pub mod record;
+pub mod shift;
 pub mod sqlite;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ pub use record::{
     SafItem, SafKind, SafLink, SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery,
     TxnRecord, TxnStart,
 };
+pub use shift::{ReportedTotals, ShiftClose, ShiftCloseNew, ShiftTotals, Tally};
 pub use sqlite::{JournalReader, SqliteJournal, SqliteOptions};
 
 /// What a journal call resolves to. Boxed so the traits stay object-safe
@@ -165,6 +167,17 @@ pub trait Journal: Send + Sync {
     /// any queue item still names, so a transaction outlives its queue items.
     /// SQLite deletes in bounded chunks, so writes go on meanwhile.
     fn purge(&self, received_before_ms: i64) -> StoreFuture<'_, Purged>;
+    /// Marks `id` cancelled by its terminal (a reversal within its shift) at
+    /// `at_ms`; a second call keeps the first time.
+    fn cancel(&self, id: TxnId, at_ms: i64) -> StoreFuture<'_, ()>;
+    /// Records a shift close; its id.
+    fn record_close(&self, close: ShiftCloseNew) -> StoreFuture<'_, i64>;
+    /// The newest close of `terminal` (of that `batch`, when given).
+    fn last_close(
+        &self,
+        terminal: &str,
+        batch: Option<&str>,
+    ) -> StoreFuture<'_, Option<ShiftClose>>;
 }
 
 /// The journal and the queue the switch writes through: one store (SQLite,

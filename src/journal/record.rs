@@ -276,6 +276,8 @@ pub struct TxnStart {
     pub terminal_rrn: Option<String>,
     /// `None` when the switch answered without asking an issuer.
     pub forward: Option<Forward>,
+    /// The sale a refund refunds (found through field 37 or 90).
+    pub original_id: Option<TxnId>,
 }
 
 /// What the terminal was answered.
@@ -286,6 +288,9 @@ pub struct Outcome {
     pub decided_by: DecidedBy,
     pub auth_code: Option<String>,
     pub latency_us: u64,
+    /// Why the switch refused it, when it says more than the code (a refund
+    /// above what is left of its original, say).
+    pub reason: Option<String>,
 }
 
 /// A store-and-forward item linked to a transaction, as its history shows it.
@@ -322,6 +327,11 @@ pub struct TxnRecord {
     pub reversal: ReversalState,
     /// Reversals and advices queued for it, oldest first.
     pub links: Vec<SafLink>,
+    /// The sale a refund refunds.
+    pub original_id: Option<TxnId>,
+    /// When its terminal reversed it within its shift (a cancellation); a
+    /// reversal the switch made on its own leaves this unset.
+    pub cancelled_at_ms: Option<i64>,
 }
 
 impl TxnRecord {
@@ -336,7 +346,52 @@ impl TxnRecord {
                 .outcome
                 .as_ref()
                 .is_some_and(|o| o.response_code.is_approval());
-        decided_by && approved
+        let terminal = query
+            .terminal
+            .as_ref()
+            .map_or(true, |t| self.terminal_id.as_ref() == Some(t));
+        let after = query.after.map_or(true, |after| self.id > after);
+        let original = query.original.map_or(true, |o| self.original_id == Some(o));
+        decided_by && approved && terminal && after && original
+    }
+
+    /// Whether the terminal was answered with an approval.
+    pub fn approved(&self) -> bool {
+        self.outcome
+            .as_ref()
+            .is_some_and(|o| o.response_code.is_approval())
+    }
+
+    /// Whether this is a financial request (0200, 0201) with processing code
+    /// `transaction_type` (00 a sale, 20 a refund): the operations that move
+    /// a merchant's money.
+    pub fn is_financial(&self, transaction_type: &str) -> bool {
+        self.mti.class() == 2
+            && self.mti.function() == 0
+            && self.mti.is_request()
+            && self
+                .processing_code
+                .as_deref()
+                .is_some_and(|pc| pc.starts_with(transaction_type))
+    }
+
+    /// An approval its terminal did not keep: reversed by the switch
+    /// (an approval not delivered, a request in doubt), not cancelled by the
+    /// terminal. A stand-in approval keeps the reversal of its timed-out
+    /// request and is still an approval.
+    pub fn reversed_by_switch(&self) -> bool {
+        self.reversal != ReversalState::None
+            && self.cancelled_at_ms.is_none()
+            && !self
+                .outcome
+                .as_ref()
+                .is_some_and(|o| o.decided_by == DecidedBy::StandIn)
+    }
+
+    /// An approval that stands for its terminal: approved and not reversed
+    /// by the switch (a later cancellation by the terminal does not change it).
+    pub fn stands(&self) -> bool {
+        self.approved() && !self.reversed_by_switch()
     }
 
     /// What `start` is journaled as under `id` (the PAN kept only masked and
@@ -379,6 +434,8 @@ impl TxnRecord {
             outcome: None,
             reversal: ReversalState::None,
             links: Vec::new(),
+            original_id: start.original_id,
+            cancelled_at_ms: None,
         };
         (record, reversal)
     }
@@ -414,6 +471,12 @@ pub struct TxnQuery {
     /// Only transactions answered with an approval
     /// ([`ResponseCode::is_approval`]).
     pub approved_only: bool,
+    /// Only this terminal's (field 41).
+    pub terminal: Option<String>,
+    /// Only those journaled after this one (a shift: after its terminal's last close).
+    pub after: Option<TxnId>,
+    /// Only those naming this original (the refunds of a sale).
+    pub original: Option<TxnId>,
     /// At most this many, oldest first; `None` for all.
     pub limit: Option<usize>,
 }
@@ -587,6 +650,7 @@ mod tests {
                 upstream_rrn: None,
                 reversal: reversal.clone(),
             }),
+            original_id: None,
         };
         let (record, fields) = TxnRecord::begun(TxnId(7), start, |pan| {
             assert_eq!(pan, "4111111111111111");

@@ -12,12 +12,16 @@ use super::events::{TransactionDone, UnsolicitedResponse};
 use super::journaling::{outcome_of, record_answered, reversal_of, txn_start};
 use super::originals::{Original, OriginalKey, RiskHold};
 use super::outcome::{ChannelRefusal, Outcome, Refusal};
+use super::reconcile::reconcile;
+use super::refund::{check_refund, is_refund};
 use super::stand_in::StandIn;
 use super::{Inbound, Switch};
 use crate::channel::Channel;
 use crate::iso8583::fields::ProcessingCode;
 use crate::iso8583::{FieldError, Message, Mti, ResponseCode};
-use crate::journal::{now_ms, ClearPan, DecidedBy, Forward, SafKind, TimeRange, TxnId, TxnQuery};
+use crate::journal::{
+    now_ms, ClearPan, DecidedBy, Forward, SafKind, TimeRange, TxnId, TxnQuery, TxnStart,
+};
 use crate::risk::{Held, RiskContext, RiskRules, Timestamp};
 use crate::upstream::UpstreamError;
 
@@ -31,6 +35,8 @@ enum Kind {
     Request,
     Advice,
     Reversal,
+    /// A terminal closing its shift.
+    Reconciliation,
     /// A response nobody asked for.
     Response,
     Unsupported,
@@ -45,6 +51,7 @@ fn classify(mti: Mti) -> Kind {
         (1, 0) | (2, 0) => Kind::Request,
         (1, 2) | (2, 2) => Kind::Advice,
         (4, 0) | (4, 2) => Kind::Reversal,
+        (5, 0) => Kind::Reconciliation,
         _ => Kind::Unsupported,
     }
 }
@@ -115,6 +122,7 @@ async fn handle_in_span(sw: &Switch, from: &Inbound, request: Message) -> Option
         Kind::Request => authorize(sw, from, &request, &mut undo).await,
         Kind::Advice => advice(sw, from, &request).await,
         Kind::Reversal => reverse(sw, &request).await,
+        Kind::Reconciliation => (reconcile(sw, &from.listener, &request).await, None),
         Kind::Unsupported => (response_to(&request, Refusal::Unsupported), None),
     };
     let (response, payload) = match &from.spec {
@@ -218,6 +226,8 @@ fn mti_label(mti: Mti) -> &'static str {
         b"0401" => "0401",
         b"0420" => "0420",
         b"0421" => "0421",
+        b"0500" => "0500",
+        b"0501" => "0501",
         b"0800" => "0800",
         _ => "other",
     }
@@ -343,9 +353,13 @@ async fn authorize(
     // Answered by the switch before any issuer: journaled, then answered.
     let refuse = |refusal: Refusal, route: Option<Arc<str>>| async move {
         let decided_by = refusal.decided_by();
+        let reason = refusal.reason();
         let response = response_to(request, refusal);
         let start = txn_start(from, request, received_at_ms, None);
-        let outcome = outcome_of(&response, decided_by, started);
+        let outcome = crate::journal::Outcome {
+            reason,
+            ..outcome_of(&response, decided_by, started)
+        };
         // A decline the journal cannot take is still a decline; the writer
         // logs the failure and /readyz reports it.
         let _ = record_answered(&sw.stores, start, outcome).await;
@@ -358,6 +372,15 @@ async fn authorize(
     if let Err(refusal) = check_channel(from.channel, request) {
         return refuse(refusal, None).await;
     }
+    // Held until the refund's outcome is recorded (the end of this function).
+    let (_refund_hold, original_id) = if is_refund(request) {
+        match check_refund(sw, &from.listener, request).await {
+            Ok((hold, original)) => (Some(hold), Some(original)),
+            Err(refusal) => return refuse(refusal, None).await,
+        }
+    } else {
+        (None, None)
+    };
     let snapshot = sw.snapshot.load();
     let held = match check_risk(&snapshot.risk, from, request) {
         Ok(held) => held,
@@ -409,7 +432,10 @@ async fn authorize(
         upstream_rrn: outbound.get_str(37).map(str::to_owned),
         reversal: reversal.clone(),
     };
-    let start = txn_start(from, request, received_at_ms, Some(forward));
+    let start = TxnStart {
+        original_id,
+        ..txn_start(from, request, received_at_ms, Some(forward))
+    };
     let txn = match sw.stores.journal.begin(start).await {
         Ok(txn) => txn,
         Err(e) => {
@@ -695,6 +721,11 @@ async fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) 
         return (response_to(request, Refusal::Format(e)), None);
     }
     let key = OriginalKey::of_reversal(request);
+    match in_closed_shift(sw, request, key.as_ref()).await {
+        Ok(false) => {}
+        Ok(true) => return (response_to(request, Refusal::ClosedShift), None),
+        Err(e) => return (response_to(request, Refusal::Storage(e)), None),
+    }
     let original = key.and_then(|k| sw.originals.reverse(&k));
     if let Some((rules, held)) = original.as_ref().and_then(|o| o.risk.as_deref()) {
         // Reversed, the approval spent nothing after all.
@@ -794,7 +825,31 @@ async fn reverse(sw: &Switch, request: &Message) -> (Message, Option<Arc<str>>) 
     }
 }
 
-/// Queues the reversal the journal built for `txn` when it was forwarded.
+/// Whether the original a terminal's reversal names is in a shift its
+/// terminal has closed since: then it is not cancelled (12), it can only be
+/// refunded. Read before the reversal marks anything.
+async fn in_closed_shift(
+    sw: &Switch,
+    request: &Message,
+    key: Option<&OriginalKey>,
+) -> Result<bool, crate::journal::JournalError> {
+    let Some(terminal) = request.get_str(41).map(str::trim_end) else {
+        return Ok(false);
+    };
+    let Some(close) = sw.stores.journal.last_close(terminal, None).await? else {
+        return Ok(false);
+    };
+    let remembered = key.and_then(|k| sw.originals.get(k)).and_then(|o| o.txn);
+    let txn = match remembered {
+        Some(txn) => Some(txn),
+        None => sw.find_original(request).await?.map(|found| found.txn),
+    };
+    Ok(txn.is_some_and(|txn| txn <= close.close.last_txn))
+}
+
+/// Marks `txn` cancelled by its terminal (its shift's totals count it as a
+/// reversal), then queues the reversal the journal built for it when it was
+/// forwarded.
 async fn reverse_journaled(
     sw: &Switch,
     request: &Message,
@@ -813,6 +868,7 @@ async fn reverse_journaled(
             return Ok(());
         }
     };
+    sw.stores.journal.cancel(txn, now_ms()).await?;
     sw.queue_reversal(issuer, txn, fields).await.map(|_| ())
 }
 
@@ -849,6 +905,7 @@ mod tests {
         assert_eq!(k("0220"), Kind::Advice);
         assert_eq!(k("0421"), Kind::Reversal);
         assert_eq!(k("0800"), Kind::Network);
+        assert_eq!(k("0501"), Kind::Reconciliation);
         assert_eq!(k("0110"), Kind::Response);
         assert_eq!(k("0300"), Kind::Unsupported);
     }

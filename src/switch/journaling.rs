@@ -35,6 +35,7 @@ pub(super) fn txn_start(
         terminal_stan: text(11),
         terminal_rrn: text(37),
         forward,
+        original_id: None,
     }
 }
 
@@ -48,6 +49,7 @@ pub(super) fn outcome_of(response: &Message, decided_by: DecidedBy, started: Ins
         decided_by,
         auth_code: response.get_str(38).map(|s| s.trim_end().to_owned()),
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        reason: None,
     }
 }
 

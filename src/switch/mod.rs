@@ -9,6 +9,8 @@ mod journaling;
 pub mod originals;
 pub mod outcome;
 mod queue;
+pub mod reconcile;
+mod refund;
 mod retention;
 mod rrn;
 pub mod snapshot;
@@ -110,6 +112,8 @@ pub struct Switch {
     stores: Stores,
     senders: queue::Senders,
     saf_settings: Arc<SafSettings>,
+    /// Refunds in progress, one at a time per original.
+    refunds: refund::RefundLocks,
 }
 
 /// How long a forwarded authorization stays matchable by a terminal reversal:
@@ -190,6 +194,7 @@ impl Switch {
             stores,
             senders: queue::Senders::default(),
             saf_settings: Arc::new(saf_settings),
+            refunds: refund::RefundLocks::default(),
         });
         switch.start_senders();
         switch.catch_unmatched_approvals();

@@ -177,6 +177,14 @@ impl Originals {
         }
     }
 
+    /// The record as it is, unchanged.
+    pub fn get(&self, key: &OriginalKey) -> Option<Original> {
+        let generations = self.generations.load();
+        generations
+            .iter()
+            .find_map(|g| g.get(key).map(|original| original.clone()))
+    }
+
     /// The record as it was, now marked reversed: a repeat of the reversal
     /// (0401, 0421) finds it so and is not sent to the issuer twice.
     pub fn reverse(&self, key: &OriginalKey) -> Option<Original> {

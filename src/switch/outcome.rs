@@ -3,6 +3,7 @@
 //! reason into field 39 (docs/ARCHITECTURE.md, "Where each response code is
 //! decided"); handler and connection only name the reason.
 
+use super::refund::RefundRefusal;
 use crate::iso8583::{CodecError, FieldError, ResponseCode};
 use crate::journal::{DecidedBy, JournalError};
 use crate::upstream::UpstreamError;
@@ -44,6 +45,13 @@ pub enum Refusal {
     /// nothing it cannot record.
     #[error("the journal cannot record it: {0}")]
     Storage(JournalError),
+    /// A refund its original does not allow, or with no original.
+    #[error("refund refused: {0}")]
+    Refund(#[from] RefundRefusal),
+    /// A terminal's reversal of a transaction whose shift is closed: money
+    /// goes back only as a refund now.
+    #[error("reversal of a transaction in a closed shift")]
+    ClosedShift,
 }
 
 /// What a channel refuses, for a request whose fields are well formed.
@@ -63,10 +71,17 @@ pub enum ChannelRefusal {
 /// How the switch answers a message itself.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Sign-on and echo, or an advice or reversal taken for delivery.
+    /// Sign-on and echo, or an advice or reversal taken for delivery; a
+    /// shift close whose totals agree.
     Approved,
+    /// A shift close whose totals do not agree with the journal's (95); the
+    /// shift is closed all the same.
+    OutOfBalance,
     Refused(Refusal),
 }
+
+/// 95: the terminal's reconciliation totals disagree with the acquirer's.
+pub const RECONCILIATION_ERROR: &[u8; 2] = b"95";
 
 impl From<Refusal> for Outcome {
     fn from(refusal: Refusal) -> Outcome {
@@ -80,6 +95,9 @@ impl Outcome {
     pub fn response_code(&self) -> ResponseCode {
         match self {
             Outcome::Approved => ResponseCode::APPROVED,
+            Outcome::OutOfBalance => {
+                ResponseCode::new(*RECONCILIATION_ERROR).expect("95 is two digits")
+            }
             Outcome::Refused(refusal) => refusal.response_code(),
         }
     }
@@ -90,7 +108,9 @@ impl Refusal {
     pub fn response_code(&self) -> ResponseCode {
         match self {
             Refusal::Decode(_) | Refusal::Format(_) => ResponseCode::FORMAT_ERROR,
-            Refusal::Unsupported => ResponseCode::INVALID_TRANSACTION,
+            Refusal::Unsupported | Refusal::ClosedShift => ResponseCode::INVALID_TRANSACTION,
+            Refusal::Refund(RefundRefusal::NoOriginal) => ResponseCode::INVALID_TRANSACTION,
+            Refusal::Refund(_) => ResponseCode::INVALID_AMOUNT,
             Refusal::Channel(ChannelRefusal::CardNumberLength) => ResponseCode::INVALID_CARD_NUMBER,
             Refusal::Channel(ChannelRefusal::Transaction) => ResponseCode::INVALID_TRANSACTION,
             Refusal::Channel(ChannelRefusal::Amount) => ResponseCode::INVALID_AMOUNT,
@@ -113,6 +133,15 @@ impl Refusal {
                 UpstreamError::Timeout { .. } | UpstreamError::ConnectionLost { .. },
             ) => DecidedBy::Timeout,
             _ => DecidedBy::Switch,
+        }
+    }
+
+    /// What the journal keeps beside the code, where the code alone does
+    /// not say why.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Refusal::Refund(_) | Refusal::ClosedShift => Some(self.to_string()),
+            _ => None,
         }
     }
 }
@@ -164,6 +193,20 @@ mod tests {
             code: ResponseCode::STOLEN_CARD,
         };
         assert_eq!(code(refusal), "43");
+    }
+
+    #[test]
+    fn a_refund_without_an_original_is_12_and_any_other_refusal_13() {
+        assert_eq!(code(Refusal::Refund(RefundRefusal::NoOriginal)), "12");
+        assert_eq!(code(Refusal::Refund(RefundRefusal::OtherCard)), "13");
+        assert_eq!(
+            code(Refusal::Refund(RefundRefusal::AboveRemaining {
+                remaining: 5
+            })),
+            "13"
+        );
+        assert_eq!(code(Refusal::ClosedShift), "12");
+        assert_eq!(Outcome::OutOfBalance.response_code().as_str(), "95");
     }
 
     #[test]

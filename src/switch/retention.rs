@@ -80,6 +80,7 @@ mod tests {
             terminal_stan: None,
             terminal_rrn: None,
             forward: None,
+            original_id: None,
         }
     }
 

@@ -31,6 +31,7 @@ use super::record::{
     InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId, SafItem, SafNew, Stats,
     TimeRange, TxnId, TxnQuery, TxnRecord, TxnStart,
 };
+use super::shift::{ShiftClose, ShiftCloseNew};
 use super::{Durability, Health, HealthCell, Journal, JournalError, SafStore, StoreFuture};
 
 /// How the journal is opened.
@@ -390,6 +391,28 @@ impl Journal for SqliteJournal {
 
     fn health(&self) -> Health {
         self.health.get()
+    }
+
+    fn cancel(&self, id: TxnId, at_ms: i64) -> StoreFuture<'_, ()> {
+        Box::pin(self.submit(Write::Cancel { id: id.0, at_ms }))
+    }
+
+    fn record_close(&self, close: ShiftCloseNew) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            match self.submit_and_wait(Write::Close(Box::new(close))).await? {
+                Applied::Inserted(id) => Ok(id),
+                _ => unreachable!("the writer answers a close with its row id"),
+            }
+        })
+    }
+
+    fn last_close(
+        &self,
+        terminal: &str,
+        batch: Option<&str>,
+    ) -> StoreFuture<'_, Option<ShiftClose>> {
+        let (terminal, batch) = (terminal.to_owned(), batch.map(str::to_owned));
+        self.read(move |reader| reader.last_close(&terminal, batch.as_deref()))
     }
 
     fn purge(&self, received_before_ms: i64) -> StoreFuture<'_, Purged> {

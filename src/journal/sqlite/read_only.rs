@@ -71,6 +71,13 @@ impl JournalReader {
         self.reader.find(query, pan_hash)
     }
 
+    /// The transactions received or cancelled within `range`, oldest first:
+    /// what a settlement report of those days reads.
+    pub fn settlement(&mut self, range: TimeRange) -> Result<Vec<TxnRecord>, JournalError> {
+        self.reader.conn = None;
+        self.reader.settlement(range)
+    }
+
     /// As [`crate::journal::Journal::stats`].
     pub fn stats(&mut self, range: TimeRange) -> Result<Stats, JournalError> {
         self.reader.conn = None;

@@ -16,6 +16,7 @@ use crate::journal::record::{
     InDoubt, Outcome, ReversalFields, SafId, SafItem, SafLink, Stats, StatsRow, TimeRange, TxnId,
     TxnQuery, TxnRecord, NO_ROUTE, PENDING,
 };
+use crate::journal::shift::{ShiftClose, ShiftCloseNew};
 use crate::journal::JournalError;
 
 pub(crate) struct Reader {
@@ -57,7 +58,7 @@ where
 const TXN_COLUMNS: &str = "id, received_at_ms, listener, channel, mti, processing_code, pan_masked,
     pan_hash, amount, currency, terminal_id, merchant_id, terminal_stan, terminal_rrn, route,
     issuer, upstream_stan, upstream_rrn, answered_at_ms, response_code, decided_by, auth_code,
-    latency_us, reversal";
+    latency_us, reversal, original_id, cancelled_at_ms, reason";
 
 impl Reader {
     /// Runs `read` on the connection, reopening it first if the file under the
@@ -151,6 +152,15 @@ impl Reader {
             if let Some(until) = query.range.until_ms {
                 bind(&mut sql, " AND received_at_ms < ?", Box::new(until));
             }
+            if let Some(terminal) = &query.terminal {
+                bind(&mut sql, " AND terminal_id = ?", Box::new(terminal.clone()));
+            }
+            if let Some(after) = query.after {
+                bind(&mut sql, " AND id > ?", Box::new(after.0));
+            }
+            if let Some(original) = query.original {
+                bind(&mut sql, " AND original_id = ?", Box::new(original.0));
+            }
             if let Some(by) = query.decided_by {
                 bind(&mut sql, " AND decided_by = ?", Box::new(by.as_str()));
             }
@@ -194,6 +204,48 @@ impl Reader {
                         attempts: row.get("attempts")?,
                     });
                 }
+            }
+            Ok(found)
+        })
+    }
+
+    /// The newest close of `terminal` (of `batch`, when given).
+    pub(crate) fn last_close(
+        &mut self,
+        terminal: &str,
+        batch: Option<&str>,
+    ) -> Result<Option<ShiftClose>, JournalError> {
+        self.with("last_close", |conn, _| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, terminal_id, merchant_id, batch, closed_at_ms, last_txn_id,
+                    terminal_totals, switch_totals, response_code
+                 FROM shift_close WHERE terminal_id = ?1 AND (?2 IS NULL OR batch = ?2)
+                 ORDER BY id DESC LIMIT 1",
+            )?;
+            let mut rows = statement.query(params![terminal, batch])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(close_from_row(row)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// What a settlement of `range` reads: the transactions received in it
+    /// and those cancelled in it, oldest first (no queue history).
+    pub(crate) fn settlement(&mut self, range: TimeRange) -> Result<Vec<TxnRecord>, JournalError> {
+        self.with("settlement", |conn, _| {
+            let mut statement = conn.prepare(&format!(
+                "SELECT {TXN_COLUMNS} FROM txn
+                 WHERE (received_at_ms >= ?1 AND received_at_ms < ?2)
+                    OR (cancelled_at_ms >= ?1 AND cancelled_at_ms < ?2)
+                 ORDER BY received_at_ms, id"
+            ))?;
+            let since = range.since_ms.unwrap_or(i64::MIN);
+            let until = range.until_ms.unwrap_or(i64::MAX);
+            let mut rows = statement.query(params![since, until])?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(txn_from_row(row)?);
             }
             Ok(found)
         })
@@ -373,6 +425,7 @@ fn txn_from_row(row: &Row<'_>) -> ReadResult<TxnRecord> {
                 latency_us: row
                     .get::<_, Option<i64>>("latency_us")?
                     .map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+                reason: row.get("reason")?,
             })
         }
     };
@@ -400,5 +453,31 @@ fn txn_from_row(row: &Row<'_>) -> ReadResult<TxnRecord> {
         outcome,
         reversal: parsed(row, "reversal")?,
         links: Vec::new(),
+        original_id: row.get::<_, Option<i64>>("original_id")?.map(TxnId),
+        cancelled_at_ms: row.get("cancelled_at_ms")?,
+    })
+}
+
+fn close_from_row(row: &Row<'_>) -> ReadResult<ShiftClose> {
+    let corrupt = |what: &str| ReadFailure::Corrupt(what.to_owned());
+    let json = |column: &str| -> ReadResult<String> { Ok(row.get::<_, String>(column)?) };
+    let code: String = row.get("response_code")?;
+    Ok(ShiftClose {
+        id: row.get("id")?,
+        close: ShiftCloseNew {
+            terminal_id: row.get("terminal_id")?,
+            merchant_id: row.get("merchant_id")?,
+            batch: row.get("batch")?,
+            closed_at_ms: row.get("closed_at_ms")?,
+            last_txn: TxnId(row.get("last_txn_id")?),
+            terminal_totals: serde_json::from_str(&json("terminal_totals")?)
+                .map_err(|_| corrupt("column terminal_totals"))?,
+            switch_totals: serde_json::from_str(&json("switch_totals")?)
+                .map_err(|_| corrupt("column switch_totals"))?,
+            response_code: <[u8; 2]>::try_from(code.as_bytes())
+                .ok()
+                .and_then(ResponseCode::new)
+                .ok_or_else(|| corrupt("column response_code"))?,
+        },
     })
 }

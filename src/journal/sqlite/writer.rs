@@ -16,6 +16,7 @@ use super::telemetry::JournalMetrics;
 use super::{open_connection, FileIdentity};
 use crate::journal::card_data::Sealed;
 use crate::journal::record::{Outcome, Purged, ReversalState, SafKind, TxnRecord};
+use crate::journal::shift::ShiftCloseNew;
 use crate::journal::{HealthCell, JournalError};
 
 /// A transaction's first row as [`TxnRecord::begun`] builds it, with the
@@ -72,6 +73,11 @@ pub(crate) enum Write {
         before_ms: i64,
         chunk: usize,
     },
+    Cancel {
+        id: i64,
+        at_ms: i64,
+    },
+    Close(Box<ShiftCloseNew>),
 }
 
 impl Write {
@@ -86,6 +92,8 @@ impl Write {
             Write::Acknowledge { .. } => "acknowledge",
             Write::Fail { .. } => "fail",
             Write::Purge { .. } => "purge",
+            Write::Cancel { .. } => "cancel",
+            Write::Close(_) => "record_close",
         }
     }
 }
@@ -95,6 +103,8 @@ impl Write {
 pub(crate) enum Applied {
     Done,
     Purged(Purged),
+    /// The id of the row inserted.
+    Inserted(i64),
 }
 
 /// A write and, in commit mode, who waits for it to be committed.
@@ -285,7 +295,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<Applied
         Write::Outcome { id, outcome } => tx
             .prepare_cached(
                 "UPDATE txn SET answered_at_ms = ?2, response_code = ?3, decided_by = ?4,
-                    auth_code = ?5, latency_us = ?6 WHERE id = ?1",
+                    auth_code = ?5, latency_us = ?6, reason = ?7 WHERE id = ?1",
             )?
             .execute(params![
                 id,
@@ -294,7 +304,34 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<Applied
                 outcome.decided_by.as_str(),
                 outcome.auth_code,
                 i64::try_from(outcome.latency_us).unwrap_or(i64::MAX),
+                outcome.reason,
             ])?,
+        Write::Cancel { id, at_ms } => tx
+            .prepare_cached(
+                "UPDATE txn SET cancelled_at_ms = coalesce(cancelled_at_ms, ?2) WHERE id = ?1",
+            )?
+            .execute(params![id, at_ms])?,
+        Write::Close(close) => {
+            let totals = |t: Result<String, serde_json::Error>| {
+                t.map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            };
+            tx.prepare_cached(
+                "INSERT INTO shift_close (terminal_id, merchant_id, batch, closed_at_ms,
+                    last_txn_id, terminal_totals, switch_totals, response_code)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                close.terminal_id,
+                close.merchant_id,
+                close.batch,
+                close.closed_at_ms,
+                close.last_txn.0,
+                totals(serde_json::to_string(&close.terminal_totals))?,
+                totals(serde_json::to_string(&close.switch_totals))?,
+                close.response_code.as_str(),
+            ])?;
+            return Ok(Ok(Applied::Inserted(tx.last_insert_rowid())));
+        }
         Write::Reversal { id, state } => tx
             .prepare_cached("UPDATE txn SET reversal = ?2 WHERE id = ?1")?
             .execute(params![id, state.as_str()])?,
@@ -370,7 +407,10 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<Applied
     }
     let (what, id) = match write {
         Write::Begin(row) => ("transaction", row.record.id.0),
-        Write::Outcome { id, .. } | Write::Reversal { id, .. } => ("transaction", *id),
+        Write::Outcome { id, .. } | Write::Reversal { id, .. } | Write::Cancel { id, .. } => {
+            ("transaction", *id)
+        }
+        Write::Close(_) => return Ok(Ok(Applied::Done)),
         Write::Enqueue(row) => ("queue item", row.id),
         Write::Acknowledge { id, .. } => ("queue item", *id),
         Write::Attempt { id, .. } | Write::Fail { id, .. } => ("pending queue item", *id),
@@ -394,9 +434,9 @@ fn insert_txn(tx: &Transaction<'_>, row: &TxnRow) -> rusqlite::Result<usize> {
         "INSERT INTO txn (id, received_at_ms, listener, channel, mti, processing_code,
             pan_masked, pan_last4, pan_hash, amount, currency, terminal_id, merchant_id,
             terminal_stan, terminal_rrn, route, issuer, upstream_stan, upstream_rrn,
-            fields_nonce, fields_sealed)
+            fields_nonce, fields_sealed, original_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-            ?17, ?18, ?19, ?20, ?21)",
+            ?17, ?18, ?19, ?20, ?21, ?22)",
     )?
     .execute(params![
         r.id.0,
@@ -420,6 +460,7 @@ fn insert_txn(tx: &Transaction<'_>, row: &TxnRow) -> rusqlite::Result<usize> {
         r.upstream_rrn,
         nonce,
         sealed,
+        r.original_id.map(|o| o.0),
     ])
 }
 
