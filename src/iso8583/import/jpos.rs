@@ -457,6 +457,7 @@ impl<'a> IsoField<'a> {
             pad: None,
             pad_char: None,
             bcd_filler,
+            composite: None,
         })
     }
 }
