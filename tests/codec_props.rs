@@ -232,7 +232,7 @@ fn same(spec: &Spec, got: &Message, want: &Message) -> Result<(), TestCaseError>
 /// bitmap and positional in number order, as they were on the wire).
 fn subfields_reencode(spec: &Spec, msg: &Message) -> Result<(), TestCaseError> {
     for (n, value) in msg.iter() {
-        if spec.field(n).is_none_or(|f| f.composite.is_none()) {
+        if !spec.field(n).is_some_and(|f| f.composite.is_some()) {
             continue;
         }
         let Ok(Some(subfields)) = msg.subfields(spec, n) else {

@@ -327,7 +327,7 @@ fn encoding_checks_each_subfield_as_a_field_with_its_path() {
         (
             48,
             Composite::new().with("77", "x"),
-            "field 48.77 value byte 0: bit is set but the spec defines no such field",
+            "field 48.77 value byte 0: the spec defines no such subfield: expected one of 22, 33, 42",
         ),
         (
             126,

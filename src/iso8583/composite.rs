@@ -490,7 +490,11 @@ pub(crate) fn encode_composite(
     let mut subs = Vec::with_capacity(value.len());
     for entry in value.entries() {
         let sub = composite.subfield(&entry.id).ok_or_else(|| {
-            error(ErrorKind::UndefinedField).in_subfield(&format!("{path}.{}", entry.id))
+            let known: Vec<&str> = composite.subfields.iter().map(|s| s.id.as_str()).collect();
+            error(ErrorKind::NoSuchSubfield {
+                known: known.join(", "),
+            })
+            .in_subfield(&format!("{path}.{}", entry.id))
         })?;
         subs.push((sub, &entry.value));
     }

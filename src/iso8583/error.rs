@@ -63,6 +63,8 @@ pub enum ErrorKind {
     MixedHexCase { found: u8 },
     #[error("unknown tag {tag:?}: expected one of {known}")]
     UnknownTag { tag: String, known: String },
+    #[error("the spec defines no such subfield: expected one of {known}")]
+    NoSuchSubfield { known: String },
     #[error("the spec does not define this field as a composite of subfields")]
     NotComposite,
     #[error("positional subfields are written in order without gaps: expected {expected}, found {found}")]
@@ -88,6 +90,7 @@ impl ErrorKind {
             ErrorKind::TrailingBytes { .. } => "trailing_bytes",
             ErrorKind::MixedHexCase { .. } => "mixed_hex_case",
             ErrorKind::UnknownTag { .. } => "unknown_tag",
+            ErrorKind::NoSuchSubfield { .. } => "no_such_subfield",
             ErrorKind::NotComposite => "not_composite",
             ErrorKind::SubfieldOrder { .. } => "subfield_order",
         }
