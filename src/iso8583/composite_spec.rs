@@ -18,7 +18,9 @@ pub enum CompositeLayout {
     Positional,
     /// A subfield bitmap, then the subfields whose bits are set, by bit number.
     Bitmap,
-    /// Tag, (value length,) value, repeated; any tag order on decode.
+    /// Tag, (value length,) value, repeated: any tag order on decode, written in
+    /// the order the caller gives (so decoded subfields encode back as read);
+    /// an unknown tag is an error naming it and its byte.
     Tlv,
 }
 
