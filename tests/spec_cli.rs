@@ -102,3 +102,91 @@ fn an_unsupported_jpos_class_is_named_and_the_list_is_in_help() {
         assert!(help.contains(class), "{class} in {help}");
     }
 }
+
+const COMPOSITE_SPEC: &str = "tests/fixtures/specs/composite-iso87ascii.toml";
+
+/// `isoswitch <args>` with `input` on stdin.
+fn isoswitch_with_input(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_isoswitch"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("isoswitch runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input).expect("stdin takes the input");
+    drop(stdin);
+    child.wait_with_output().expect("isoswitch finishes")
+}
+
+/// 0100 with field 3 and field 60: "21", "5", then a nested tlv 60.3.
+const NESTED_60_HEX: &str =
+    "30313030 2000000000000010 303030303030 303139 3231 35 3134 30313034414243443032303256 31";
+
+#[test]
+fn parse_build_and_explain_show_composites_as_nested_subfields() {
+    let json = r#"{"mti":"0100","fields":{"3":"000000","60":{"1":"21","2":"5","3":{"01":"ABCD","02":"V1"}}}}"#;
+    let built = isoswitch_with_input(
+        &["build", "--spec", COMPOSITE_SPEC, "--hex"],
+        json.as_bytes(),
+    );
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let hex: String = NESTED_60_HEX.split_whitespace().collect();
+    assert_eq!(text(&built.stdout).trim(), hex);
+
+    let parsed = isoswitch_with_input(
+        &["parse", "--spec", COMPOSITE_SPEC, "--hex"],
+        hex.as_bytes(),
+    );
+    assert!(parsed.status.success(), "{}", text(&parsed.stderr));
+    assert_eq!(text(&parsed.stdout).trim(), json);
+
+    let explained = isoswitch_with_input(
+        &["explain", "--spec", COMPOSITE_SPEC, "--hex"],
+        hex.as_bytes(),
+    );
+    assert!(explained.status.success(), "{}", text(&explained.stderr));
+    let table = text(&explained.stdout);
+    assert!(table.contains("\n  60.2      Entry capability"), "{table}");
+    assert!(
+        table.contains("\n    60.3.02   Software version"),
+        "{table}"
+    );
+}
+
+#[test]
+fn parse_refuses_a_composite_whose_subfields_do_not_decode() {
+    // 60.3.01 holds '@', which class an refuses.
+    let hex = NESTED_60_HEX.replace("41424344", "41424044");
+    let hex: String = hex.split_whitespace().collect();
+    for command in ["parse", "explain"] {
+        let out = isoswitch_with_input(
+            &[command, "--spec", COMPOSITE_SPEC, "--hex"],
+            hex.as_bytes(),
+        );
+        assert!(!out.status.success(), "{command} must refuse");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("field 60.3.01 at byte 32: expected a letter, digit or space"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn build_names_the_subfield_that_does_not_encode() {
+    let json = r#"{"mti":"0100","fields":{"48":{"42":"12A"}}}"#;
+    let out = isoswitch_with_input(
+        &["build", "--spec", COMPOSITE_SPEC, "--hex"],
+        json.as_bytes(),
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("field 48.42 value byte 2: expected a digit 0-9"),
+        "{stderr}"
+    );
+}

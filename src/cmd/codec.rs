@@ -58,7 +58,10 @@ fn read_message(args: &CodecArgs, spec: &Spec) -> Result<Message> {
     if bytes.is_empty() {
         bail!("stdin: expected one message, found no input");
     }
-    Ok(Message::decode(spec, Bytes::from(bytes))?)
+    let msg = Message::decode(spec, Bytes::from(bytes))?;
+    // parse and explain show every subfield, so they are checked here too.
+    msg.check_subfields(spec)?;
+    Ok(msg)
 }
 
 pub fn parse(args: &CodecArgs) -> Result<()> {

@@ -1,6 +1,11 @@
 //! Decoding wire bytes into a [`Message`] and encoding it back, driven by a
 //! [`Spec`]. Both directions check every length, every content class and every
-//! bitmap bit against the spec; neither can panic on any input.
+//! bitmap bit against the spec; neither can panic on any input. A composite
+//! field is kept as its wire bytes; its subfields are read on demand
+//! (`composite.rs`). Hex (bitmaps, binary-as-hex values) is written back in the
+//! case it was read, so a decoded message re-encodes byte for byte.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 
@@ -114,11 +119,7 @@ impl Message {
         input: Bytes,
         salvage: bool,
     ) -> Result<Message, (CodecError, Option<Message>)> {
-        let mut d = Decoder {
-            spec,
-            input: &input,
-            pos: 0,
-        };
+        let mut d = Decoder::new(spec, &input, 0);
         let alone = |e: CodecError| (e, None);
         let mti = d.mti().map_err(alone)?;
         let mut wire = Bitmap::default();
@@ -149,6 +150,7 @@ impl Message {
             slots: Vec::with_capacity(present.count()),
             raw: Bytes::new(),
             owned: Vec::new(),
+            lower_bitmaps: d.bitmap_case == Some(true),
         };
         // What was read before an error, as a message of its own.
         let salvaged = |mut msg: Message, input: &Bytes| {
@@ -201,11 +203,7 @@ impl Message {
 
     /// The MTI alone, for answering a message whose fields fail to decode.
     pub fn peek_mti(spec: &Spec, input: &[u8]) -> Option<Mti> {
-        let mut d = Decoder {
-            spec,
-            input,
-            pos: 0,
-        };
+        let mut d = Decoder::new(spec, input, 0);
         d.mti().ok()
     }
 
@@ -241,12 +239,13 @@ impl Message {
         if words[1] != 0 {
             words[0] |= Bitmap::bit(1);
         }
-        write_bitmap(spec.bitmap_encoding, words[0], out);
+        let lower = self.lower_bitmaps;
+        write_bitmap(spec.bitmap_encoding, words[0], lower, out);
         if words[1] != 0 {
-            write_bitmap(spec.bitmap_encoding, words[1], out);
+            write_bitmap(spec.bitmap_encoding, words[1], lower, out);
         }
         if words[2] != 0 {
-            write_bitmap(spec.bitmap_encoding, words[2], out);
+            write_bitmap(spec.bitmap_encoding, words[2], lower, out);
         }
         for slot in &self.slots {
             let value = self.value(slot);
@@ -258,7 +257,7 @@ impl Message {
                     &[],
                 ));
             };
-            encode_field(field, value, out)?;
+            encode_field_cased(field, value, slot.lower, out)?;
         }
         Ok(())
     }
@@ -276,14 +275,53 @@ fn write_mti(encoding: Encoding, mti: Mti, out: &mut Vec<u8>) {
     }
 }
 
-fn write_bitmap(encoding: Encoding, word: u64, out: &mut Vec<u8>) {
+fn write_bitmap(encoding: Encoding, word: u64, lower: bool, out: &mut Vec<u8>) {
     match encoding {
-        Encoding::Hex => hex::encode_into(&word.to_be_bytes(), out),
+        Encoding::Hex => hex::encode_cased_into(&word.to_be_bytes(), lower, out),
         _ => out.extend_from_slice(&word.to_be_bytes()),
     }
 }
 
-fn encode_field(field: &Field, value: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+/// Appends field `field` (its length prefix, then its value) to `out`.
+pub(crate) fn encode_field(
+    field: &Field,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    encode_field_cased(field, value, false, out)
+}
+
+/// [`encode_field`], hex written lowercase if `lower`.
+#[inline]
+fn encode_field_cased(
+    field: &Field,
+    value: &[u8],
+    lower: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    if field.composite.is_some() {
+        // Already wire bytes: its subfields were checked when they were set.
+        super::composite::check_raw_length(field, value)?;
+        if field.length != LengthKind::Fixed {
+            write_prefix(field, value.len(), out);
+        }
+        out.extend_from_slice(value);
+        return Ok(());
+    }
+    let (content, len) = checked_value(field, value)?;
+    if field.length != LengthKind::Fixed {
+        write_prefix(field, len, out);
+    }
+    write_cased_value(field, &content, len, lower, out)
+        .map_err(|(i, k)| CodecError::encode(Part::Field(field.number), i, k, value))
+}
+
+/// `value` checked against the field's class and length, padded to a fixed
+/// length where the field pads; with its length in units.
+pub(crate) fn checked_value<'v>(
+    field: &Field,
+    value: &'v [u8],
+) -> Result<(Cow<'v, [u8]>, usize), CodecError> {
     let part = Part::Field(field.number);
     let err = |offset, kind| CodecError::encode(part, offset, kind, value);
     if let Some(i) = invalid_byte(field.class, value) {
@@ -330,12 +368,9 @@ fn encode_field(field: &Field, value: &[u8], out: &mut Vec<u8>) -> Result<(), Co
             };
             return Err(err(i, kind));
         }
-        return write_value(field, &padded, field.max, out).map_err(|(i, k)| err(i, k));
+        return Ok((Cow::Owned(padded), field.max));
     }
-    if field.length != LengthKind::Fixed {
-        write_prefix(field, len, out);
-    }
-    write_value(field, value, len, out).map_err(|(i, k)| err(i, k))
+    Ok((Cow::Borrowed(value), len))
 }
 
 fn write_prefix(field: &Field, len: usize, out: &mut Vec<u8>) {
@@ -373,15 +408,26 @@ fn write_prefix(field: &Field, len: usize, out: &mut Vec<u8>) {
 }
 
 /// Writes an already validated value; errors are (value index, kind).
-fn write_value(
+pub(crate) fn write_value(
     field: &Field,
     value: &[u8],
     len: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), (usize, ErrorKind)> {
+    write_cased_value(field, value, len, false, out)
+}
+
+#[inline]
+fn write_cased_value(
+    field: &Field,
+    value: &[u8],
+    len: usize,
+    lower: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), (usize, ErrorKind)> {
     match field.encoding {
         Encoding::Ascii | Encoding::Binary => out.extend_from_slice(value),
-        Encoding::Hex => hex::encode_into(value, out),
+        Encoding::Hex => hex::encode_cased_into(value, lower, out),
         Encoding::Ebcdic => {
             for (i, &b) in value.iter().enumerate() {
                 let e = ebcdic::from_ascii(b).ok_or((
@@ -417,20 +463,32 @@ fn write_value(
     Ok(())
 }
 
-/// Reading state over one input buffer.
-struct Decoder<'a> {
-    spec: &'a Spec,
-    input: &'a [u8],
-    pos: usize,
+/// Reading state over one input buffer (for a composite's subfields, the
+/// message up to the end of the composite, so offsets stay the message's).
+pub(crate) struct Decoder<'a> {
+    pub(crate) spec: &'a Spec,
+    pub(crate) input: &'a [u8],
+    pub(crate) pos: usize,
+    /// The case of the letters in the hex bitmaps read so far.
+    bitmap_case: Option<bool>,
 }
 
 impl<'a> Decoder<'a> {
-    fn error(&self, part: Part, offset: usize, kind: ErrorKind) -> CodecError {
+    pub(crate) fn new(spec: &'a Spec, input: &'a [u8], pos: usize) -> Decoder<'a> {
+        Decoder {
+            spec,
+            input,
+            pos,
+            bitmap_case: None,
+        }
+    }
+
+    pub(crate) fn error(&self, part: Part, offset: usize, kind: ErrorKind) -> CodecError {
         CodecError::decode(part, offset, kind, self.input)
     }
 
     #[inline]
-    fn take(&mut self, part: Part, n: usize) -> Result<&'a [u8], CodecError> {
+    pub(crate) fn take(&mut self, part: Part, n: usize) -> Result<&'a [u8], CodecError> {
         let available = self.input.len() - self.pos;
         if n > available {
             let kind = ErrorKind::Truncated {
@@ -472,6 +530,9 @@ impl<'a> Decoder<'a> {
             Encoding::Hex => {
                 let at = self.pos;
                 let text = self.take(part, 16)?;
+                self.bitmap_case = hex::letter_case(text, self.bitmap_case).map_err(|i| {
+                    self.error(part, at + i, ErrorKind::MixedHexCase { found: text[i] })
+                })?;
                 let mut word = 0u64;
                 for (i, &c) in text.iter().enumerate() {
                     let n = hex::nibble(c).ok_or_else(|| {
@@ -573,12 +634,23 @@ impl<'a> Decoder<'a> {
     }
 
     #[inline]
-    fn field(&mut self, field: &Field, owned: &mut Vec<u8>) -> Result<Slot, CodecError> {
-        let part = Part::Field(field.number);
+    pub(crate) fn field(&mut self, field: &Field, owned: &mut Vec<u8>) -> Result<Slot, CodecError> {
         let len = match field.length {
             LengthKind::Fixed => field.max,
             _ => self.prefix(field)?,
         };
+        self.content(field, len, owned)
+    }
+
+    /// Reads the value of `field`, `len` units long, that starts here.
+    #[inline]
+    pub(crate) fn content(
+        &mut self,
+        field: &Field,
+        len: usize,
+        owned: &mut Vec<u8>,
+    ) -> Result<Slot, CodecError> {
+        let part = Part::Field(field.number);
         let at = self.pos;
         let wire = self.take(part, field.wire_len(len))?;
         let content_error = |d: &Self, i: usize, found: u8| {
@@ -588,20 +660,28 @@ impl<'a> Decoder<'a> {
             };
             d.error(part, at + i, kind)
         };
+        let raw = Slot {
+            field: field.number,
+            owned: false,
+            start: at as u32,
+            len: wire.len() as u32,
+            lower: false,
+        };
         match field.encoding {
             Encoding::Ascii | Encoding::Binary => {
-                if let Some(i) = invalid_byte(field.class, wire) {
-                    return Err(content_error(self, i, wire[i]));
+                // A composite's content is checked subfield by subfield, on demand.
+                if field.composite.is_none() {
+                    if let Some(i) = invalid_byte(field.class, wire) {
+                        return Err(content_error(self, i, wire[i]));
+                    }
                 }
-                return Ok(Slot {
-                    field: field.number,
-                    owned: false,
-                    start: at as u32,
-                    len: wire.len() as u32,
-                });
+                return Ok(raw);
             }
+            // Subfields have their own encodings: keep the wire bytes as they are.
+            Encoding::Ebcdic if field.composite.is_some() => return Ok(raw),
             _ => {}
         }
+        let mut lower = false;
         let start = owned.len();
         if owned.capacity() == 0 {
             owned.reserve(self.input.len() * 2);
@@ -620,6 +700,12 @@ impl<'a> Decoder<'a> {
                     let found = wire.get(i).copied().unwrap_or(0);
                     self.error(part, at + i, ErrorKind::InvalidHex { found })
                 })?;
+                lower = hex::letter_case(wire, None)
+                    .map_err(|i| {
+                        owned.truncate(start);
+                        self.error(part, at + i, ErrorKind::MixedHexCase { found: wire[i] })
+                    })?
+                    .unwrap_or(false);
             }
             _ => {
                 let (sign, packed) = match field.class {
@@ -667,6 +753,7 @@ impl<'a> Decoder<'a> {
             owned: true,
             start: start as u32,
             len: (owned.len() - start) as u32,
+            lower,
         })
     }
 }

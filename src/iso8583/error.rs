@@ -59,6 +59,16 @@ pub enum ErrorKind {
     NoTertiaryBitmap,
     #[error("{count} bytes left over after the last field")]
     TrailingBytes { count: usize },
+    #[error("expected hex letters all in one case (so the value re-encodes as it was read), found {} after the first letter", show_byte(*.found))]
+    MixedHexCase { found: u8 },
+    #[error("unknown tag {tag:?}: expected one of {known}")]
+    UnknownTag { tag: String, known: String },
+    #[error("the spec defines no such subfield: expected one of {known}")]
+    NoSuchSubfield { known: String },
+    #[error("the spec does not define this field as a composite of subfields")]
+    NotComposite,
+    #[error("positional subfields are written in order without gaps: expected {expected}, found {found}")]
+    SubfieldOrder { expected: String, found: String },
 }
 
 impl ErrorKind {
@@ -78,6 +88,11 @@ impl ErrorKind {
             ErrorKind::UndefinedField => "undefined_field",
             ErrorKind::NoTertiaryBitmap => "no_tertiary_bitmap",
             ErrorKind::TrailingBytes { .. } => "trailing_bytes",
+            ErrorKind::MixedHexCase { .. } => "mixed_hex_case",
+            ErrorKind::UnknownTag { .. } => "unknown_tag",
+            ErrorKind::NoSuchSubfield { .. } => "no_such_subfield",
+            ErrorKind::NotComposite => "not_composite",
+            ErrorKind::SubfieldOrder { .. } => "subfield_order",
         }
     }
 }
@@ -95,6 +110,8 @@ struct Inner {
     direction: Direction,
     offset: usize,
     kind: ErrorKind,
+    /// The dotted subfield path (`48.22`) when the error is inside a composite.
+    subfield: Option<String>,
     window_start: usize,
     window: Vec<u8>,
 }
@@ -126,9 +143,25 @@ impl CodecError {
             direction,
             offset,
             kind,
+            subfield: None,
             window_start: start,
             window: bytes[start..end].to_vec(),
         }))
+    }
+
+    /// Names the subfield the error is in (`48.22`), unless a deeper one is
+    /// already named.
+    pub(crate) fn in_subfield(mut self, path: &str) -> Self {
+        if self.0.subfield.is_none() {
+            self.0.subfield = Some(path.to_string());
+        }
+        self
+    }
+
+    /// The dotted subfield path (`48.22`, `127.25.3`) of an error inside a
+    /// composite field; [`CodecError::field`] is then the top-level field.
+    pub fn subfield(&self) -> Option<&str> {
+        self.0.subfield.as_deref()
     }
 
     pub fn part(&self) -> Part {
@@ -182,10 +215,13 @@ impl fmt::Display for CodecError {
             Direction::Decode => "at byte",
             Direction::Encode => "value byte",
         };
+        let part = match &self.0.subfield {
+            Some(path) => format!("field {path}"),
+            None => self.0.part.to_string(),
+        };
         write!(
             f,
-            "{} {where_} {}: {} (bytes from {}: {})",
-            self.0.part,
+            "{part} {where_} {}: {} (bytes from {}: {})",
             self.0.offset,
             self.0.kind,
             self.0.window_start,
@@ -199,8 +235,8 @@ impl fmt::Debug for CodecError {
         // Debug goes to logs: no raw bytes there, the window may hold a PAN.
         write!(
             f,
-            "CodecError {{ part: {}, offset: {}, kind: {:?} }}",
-            self.0.part, self.0.offset, self.0.kind
+            "CodecError {{ part: {}, subfield: {:?}, offset: {}, kind: {:?} }}",
+            self.0.part, self.0.subfield, self.0.offset, self.0.kind
         )
     }
 }

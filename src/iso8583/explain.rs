@@ -1,15 +1,18 @@
 //! `explain`: a message as a table a person reads. Card data is masked here as in
 //! logs (PAN first 6 / last 4, track data and PIN blocks hidden), so the output
-//! can be pasted into a ticket.
+//! can be pasted into a ticket. Subfields of composite fields are indented under
+//! their field, with dotted ids (`48.22`).
 
 use std::fmt::Write;
 
+use super::composite::{Composite, SubValue};
+use super::composite_spec::CompositeSpec;
 use super::emv;
 use super::fields::mask_pan;
 use super::json::to_json;
 use super::message::Message;
 use super::response_code::ResponseCode;
-use super::spec::Spec;
+use super::spec::{ContentClass, Spec};
 
 /// What a message type means.
 pub fn mti_meaning(mti: &str) -> &'static str {
@@ -38,15 +41,7 @@ pub fn display_value(spec: &Spec, n: u8, value: &[u8]) -> String {
     match n {
         2 => mask_pan(&text()),
         // Track 2: masked PAN, the rest (expiry, service code, CVV) hidden.
-        35 => {
-            let t = text();
-            let pan_end = t.find(['=', 'D']).unwrap_or(t.len());
-            format!(
-                "{}{}",
-                mask_pan(&t[..pan_end]),
-                "*".repeat(t.len() - pan_end)
-            )
-        }
+        35 => mask_track(&text()),
         // Track 3, track 1, PIN block, security data: never shown.
         36 | 45 | 52 | 53 => "*".repeat(value.len().clamp(4, 16)),
         // ICC data can carry the PAN (5A) and track 2 (57): only the masked
@@ -54,11 +49,24 @@ pub fn display_value(spec: &Spec, n: u8, value: &[u8]) -> String {
         55 if spec.field(55).is_some_and(|f| f.class.is_binary()) => {
             format!("({} bytes of BER-TLV, tags below)", value.len())
         }
+        _ if spec.field(n).is_some_and(|f| f.composite.is_some()) => {
+            format!("({} bytes, subfields below)", value.len())
+        }
         _ => match to_json(spec, &single(n, value))["fields"][n.to_string()].as_str() {
             Some(s) => s.to_string(),
             None => text(),
         },
     }
+}
+
+/// Track data: the masked PAN, the rest (expiry, service code, CVV) hidden.
+fn mask_track(t: &str) -> String {
+    let pan_end = t.find(['=', 'D']).unwrap_or(t.len());
+    format!(
+        "{}{}",
+        mask_pan(&t[..pan_end]),
+        "*".repeat(t.len() - pan_end)
+    )
 }
 
 fn single(n: u8, value: &[u8]) -> Message {
@@ -93,6 +101,17 @@ pub fn explain(spec: &Spec, msg: &Message) -> String {
             let _ = write!(out, "  ({note})");
         }
         out.push('\n');
+        if let Some(composite) = spec.field(n).and_then(|f| f.composite.as_deref()) {
+            match msg.subfields(spec, n) {
+                Ok(Some(subfields)) => {
+                    explain_subfields(&mut out, composite, &subfields, &n.to_string(), 1)
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = writeln!(out, "        (subfields do not decode: {e})");
+                }
+            }
+        }
         if n == 55 && spec.field(55).is_some_and(|f| f.class.is_binary()) {
             match emv::describe(value) {
                 Ok(rows) => {
@@ -111,6 +130,55 @@ pub fn explain(spec: &Spec, msg: &Message) -> String {
         }
     }
     out
+}
+
+/// One row per subfield, indented by `depth`, nested composites below theirs.
+fn explain_subfields(
+    out: &mut String,
+    spec: &CompositeSpec,
+    value: &Composite,
+    path: &str,
+    depth: usize,
+) {
+    for entry in value.entries() {
+        let sub = spec.subfield(&entry.id);
+        let id = format!("{path}.{}", entry.id);
+        let name = sub.map_or("(not in spec)", |s| s.field.name.as_str());
+        let indent = "  ".repeat(depth);
+        let width = 40usize.saturating_sub(2 * depth);
+        match &entry.value {
+            SubValue::Value(v) => {
+                let class = sub.map(|s| s.field.class);
+                let _ = writeln!(
+                    out,
+                    "{indent}{id:<8}  {name:<width$} {}",
+                    subfield_text(v, class)
+                );
+            }
+            SubValue::Composite(c) => {
+                let _ = writeln!(out, "{indent}{id:<8}  {name:<width$} (subfields below)");
+                if let Some(nested) = sub.and_then(|s| s.field.composite.as_deref()) {
+                    explain_subfields(out, nested, c, &id, depth + 1);
+                }
+            }
+        }
+    }
+}
+
+/// A subfield value as shown: binary as hex, track data (class `z`) masked as
+/// field 35 is, and anything that looks like a card number (13–19 digits)
+/// masked, since what a private subfield carries is not known here.
+fn subfield_text(value: &[u8], class: Option<ContentClass>) -> String {
+    let text = String::from_utf8_lossy(value);
+    match class {
+        Some(ContentClass::B) => return super::encoding::hex::to_string(value),
+        Some(ContentClass::Z) => return mask_track(&text),
+        _ => {}
+    }
+    if (13..=19).contains(&value.len()) && value.iter().all(u8::is_ascii_digit) {
+        return mask_pan(&text);
+    }
+    text.into_owned()
 }
 
 /// Meaning of a response code, for callers that only have text.

@@ -1,12 +1,19 @@
 //! The JSON form QA teams read and write: `{"mti":"0100","fields":{"2":"4111…"}}`,
 //! field numbers as strings in ascending order, text and numeric fields as their
 //! text, binary fields as uppercase hex. `parse` prints it, `build` reads it.
+//! A composite field is an object of its subfields in wire order,
+//! `"48": {"22": "…", "33": "…"}`, nested composites nesting further; `build`
+//! also takes a plain string for a composite field as its raw content (text, or
+//! hex when the field's class is `b`).
 
 use serde_json::{Map, Value};
 
+use super::composite::{Composite, SubValue};
+use super::composite_spec::CompositeSpec;
 use super::encoding::hex;
+use super::error::CodecError;
 use super::message::{is_data_field, Message, Mti};
-use super::spec::Spec;
+use super::spec::{Field, Spec};
 
 /// Why a JSON document is not a message for this spec.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,9 @@ pub enum JsonError {
     Mti(String),
     #[error("field {field}: {message}")]
     Field { field: String, message: String },
+    /// A composite's subfields do not encode.
+    #[error("{0}")]
+    Subfield(#[from] CodecError),
 }
 
 fn field_error(field: &str, message: impl Into<String>) -> JsonError {
@@ -39,16 +49,44 @@ fn is_binary(spec: &Spec, n: u8) -> bool {
     spec.field(n).is_some_and(|f| f.class.is_binary())
 }
 
+/// A value as JSON text: binary (and any value that is not text) as uppercase hex.
+fn value_text(value: &[u8], binary: bool) -> Value {
+    Value::String(match std::str::from_utf8(value) {
+        Ok(text) if !binary => text.to_string(),
+        _ => hex::to_string(value),
+    })
+}
+
+/// The JSON object of a composite's subfields, in the order given.
+fn composite_json(spec: &CompositeSpec, value: &Composite) -> Value {
+    let mut out = Map::new();
+    for entry in value.entries() {
+        let sub = spec.subfield(&entry.id);
+        let json = match (&entry.value, sub.and_then(|s| s.field.composite.as_deref())) {
+            (SubValue::Composite(c), Some(nested)) => composite_json(nested, c),
+            (SubValue::Composite(c), None) => composite_json(spec, c),
+            (SubValue::Value(v), _) => {
+                value_text(v, sub.is_some_and(|s| s.field.class.is_binary()))
+            }
+        };
+        out.insert(entry.id.clone(), json);
+    }
+    Value::Object(out)
+}
+
 /// The JSON form of a message. Binary fields (and any value that is not text)
-/// are uppercase hex.
+/// are uppercase hex; composite fields are objects of their subfields, or their
+/// raw content as a string when the subfields do not decode (check them first
+/// with [`Message::check_subfields`] to refuse such a message).
 pub fn to_json(spec: &Spec, msg: &Message) -> Value {
     let mut fields = Map::new();
     for (n, value) in msg.iter() {
-        let text = match std::str::from_utf8(value) {
-            Ok(text) if !is_binary(spec, n) => text.to_string(),
-            _ => hex::to_string(value),
+        let composite = spec.field(n).and_then(|f| f.composite.as_deref());
+        let json = match composite.map(|c| (c, msg.subfields(spec, n))) {
+            Some((c, Ok(Some(subfields)))) => composite_json(c, &subfields),
+            _ => value_text(value, is_binary(spec, n)),
         };
-        fields.insert(n.to_string(), Value::String(text));
+        fields.insert(n.to_string(), json);
     }
     let mut doc = Map::new();
     doc.insert("mti".into(), Value::String(msg.mti().to_string()));
@@ -110,31 +148,77 @@ pub fn from_json(spec: &Spec, value: &Value) -> Result<Message, JsonError> {
                 format!("the spec {:?} does not define it", spec.name),
             ));
         }
-        let Value::String(text) = value else {
-            return Err(field_error(
-                key,
-                format!(
-                    "expected a string, found {} (numbers must be strings to keep leading zeros)",
-                    kind_of(value)
-                ),
-            ));
-        };
-        if is_binary(spec, n) {
-            let mut bytes = Vec::with_capacity(text.len() / 2);
-            hex::decode_into(text.as_bytes(), &mut bytes).map_err(|i| {
-                field_error(
-                    key,
-                    format!("expected hex (binary field), bad character at position {i}"),
-                )
-            })?;
-            msg.set(n, bytes)
-                .map_err(|e| field_error(key, e.to_string()))?;
-        } else {
-            msg.set(n, text.as_bytes())
-                .map_err(|e| field_error(key, e.to_string()))?;
+        let field = spec.field(n);
+        if let (Value::Object(object), Some(composite)) =
+            (value, field.and_then(|f| f.composite.as_deref()))
+        {
+            let subfields = composite_from_json(composite, key, object)?;
+            msg.set_subfields(spec, n, &subfields)?;
+            continue;
         }
+        let bytes = plain_value(field, key, value)?;
+        msg.set(n, bytes)
+            .map_err(|e| field_error(key, e.to_string()))?;
     }
     Ok(msg)
+}
+
+/// The bytes of a field or subfield given as a JSON string: hex for class `b`.
+fn plain_value(field: Option<&Field>, key: &str, value: &Value) -> Result<Vec<u8>, JsonError> {
+    let Value::String(text) = value else {
+        let composite = field.is_some_and(|f| f.composite.is_some());
+        return Err(field_error(
+            key,
+            format!(
+                "expected a string{}, found {} (numbers must be strings to keep leading zeros)",
+                if composite {
+                    " or an object of subfields"
+                } else {
+                    ""
+                },
+                kind_of(value)
+            ),
+        ));
+    };
+    if !field.is_some_and(|f| f.class.is_binary()) {
+        return Ok(text.as_bytes().to_vec());
+    }
+    let mut bytes = Vec::with_capacity(text.len() / 2);
+    hex::decode_into(text.as_bytes(), &mut bytes).map_err(|i| {
+        field_error(
+            key,
+            format!("expected hex (binary field), bad character at position {i}"),
+        )
+    })?;
+    Ok(bytes)
+}
+
+/// A composite from its JSON object, subfields in the object's order; `path`
+/// is the composite's dotted id for errors.
+fn composite_from_json(
+    spec: &CompositeSpec,
+    path: &str,
+    object: &Map<String, Value>,
+) -> Result<Composite, JsonError> {
+    let mut out = Composite::new();
+    for (id, value) in object {
+        let sub_path = format!("{path}.{id}");
+        let sub = spec.subfield(id).ok_or_else(|| {
+            let known: Vec<&str> = spec.subfields.iter().map(|s| s.id.as_str()).collect();
+            field_error(
+                &sub_path,
+                format!("no such subfield: expected one of {}", known.join(", ")),
+            )
+        })?;
+        let value = match (value, sub.field.composite.as_deref()) {
+            (Value::Object(inner), Some(nested)) => {
+                SubValue::Composite(composite_from_json(nested, &sub_path, inner)?)
+            }
+            _ => SubValue::Value(plain_value(Some(&sub.field), &sub_path, value)?),
+        };
+        out.push(id.clone(), value);
+    }
+    Ok(out)
 }
 
 fn kind_of(value: &Value) -> &'static str {

@@ -125,6 +125,8 @@ pub(crate) struct Slot {
     pub(crate) owned: bool,
     pub(crate) start: u32,
     pub(crate) len: u32,
+    /// A hex-encoded value read with lowercase letters: written back so.
+    pub(crate) lower: bool,
 }
 
 /// A field number that cannot hold data: 0, 1 and 65 are bitmaps or nothing,
@@ -151,6 +153,8 @@ pub struct Message {
     pub(crate) raw: Bytes,
     /// Values converted on decode or set by the caller.
     pub(crate) owned: Vec<u8>,
+    /// Hex bitmaps were read with lowercase letters: written back so.
+    pub(crate) lower_bitmaps: bool,
 }
 
 impl Message {
@@ -162,6 +166,7 @@ impl Message {
             slots: Vec::new(),
             raw: Bytes::new(),
             owned: Vec::new(),
+            lower_bitmaps: false,
         }
     }
 
@@ -216,6 +221,7 @@ impl Message {
             owned: true,
             start: self.owned.len() as u32,
             len: value.len() as u32,
+            lower: false,
         };
         self.owned.extend_from_slice(value);
         let index = self.present.rank(n);

@@ -8,6 +8,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::composite_spec::{compile_composite, composite_to_file, FieldProblem};
+pub use super::composite_spec::{
+    CompositeFile, CompositeLayout, CompositeSpec, SubBitmapFile, Subfield, TlvPartFile,
+};
+
 /// Highest field number: fields 129–192 exist only behind a tertiary bitmap.
 pub const MAX_FIELD: u8 = 192;
 
@@ -23,7 +28,9 @@ pub enum Encoding {
     Bcd,
     /// Raw bytes as they are.
     Binary,
-    /// Raw bytes written as two uppercase hex characters each. As a length
+    /// Raw bytes written as two hex characters each: uppercase when the codec
+    /// writes a value, and in the case it was read when a decoded message is
+    /// encoded again (mixed case within one value is refused). As a length
     /// prefix (moov's `Hex.L`, `Hex.LL`): the binary prefix's bytes as hex text.
     Hex,
 }
@@ -118,7 +125,8 @@ pub enum ContentClass {
     Ans,
     #[serde(rename = "b")]
     B,
-    /// Track 2/3 code set: digits, `=` or `D` as field separator.
+    /// Track 2/3 code set: digits and a field separator, `=` or `D`. Packed as
+    /// BCD the separator is nibble D, which decodes as `=`.
     #[serde(rename = "z")]
     Z,
     /// Amount with a `C` (credit) or `D` (debit) sign before the digits.
@@ -217,6 +225,9 @@ pub struct FieldFile {
     pub pad_char: Option<char>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bcd_filler: Option<BcdFiller>,
+    /// Subfields: the field's content is made of them (see [`CompositeFile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite: Option<CompositeFile>,
 }
 
 fn fixed() -> LengthKind {
@@ -265,6 +276,9 @@ pub struct Field {
     pub pad: PadSide,
     pub pad_char: u8,
     pub bcd_filler: BcdFiller,
+    /// The subfields of a composite field. Its value is then kept as its wire
+    /// bytes (never converted), and content is checked per subfield.
+    pub composite: Option<Box<CompositeSpec>>,
 }
 
 impl Field {
@@ -429,7 +443,16 @@ impl Spec {
                     "field 65 is the tertiary bitmap; define fields 129-192 to use it".into(),
                 ));
             }
-            let field = compile_field(number, def, &file.defaults).map_err(field_error)?;
+            let field = compile_field(number, key, def, &file.defaults).map_err(|p| {
+                match p.subfield.is_empty() {
+                    true => field_error(p.message),
+                    false => SpecError::Field {
+                        origin: origin.to_string(),
+                        field: format!("{key} subfield {}", p.subfield),
+                        message: p.message,
+                    },
+                }
+            })?;
             fields[usize::from(number)] = Some(field);
         }
         let tertiary = fields[129..].iter().any(Option::is_some);
@@ -473,26 +496,9 @@ impl Spec {
     /// The spec as a file, every field's encodings written out where they differ
     /// from the defaults, ready for `toml::to_string`.
     pub fn to_file(&self) -> SpecFile {
-        let d = &self.defaults;
         let fields = self
             .fields()
-            .map(|f| {
-                let default_encoding = default_encoding(f.class, d);
-                let (default_pad, default_char) = default_padding(f.class);
-                let file = FieldFile {
-                    name: f.name.clone(),
-                    length: f.length,
-                    max: f.max,
-                    class: f.class,
-                    encoding: (f.encoding != default_encoding).then_some(f.encoding),
-                    prefix: (f.length != LengthKind::Fixed && f.prefix != d.prefix)
-                        .then_some(f.prefix),
-                    pad: (f.pad != default_pad).then_some(f.pad),
-                    pad_char: (f.pad_char != default_char).then_some(char::from(f.pad_char)),
-                    bcd_filler: (f.bcd_filler != BcdFiller::Left).then_some(f.bcd_filler),
-                };
-                (f.number.to_string(), file)
-            })
+            .map(|f| (f.number.to_string(), field_to_file(f, &self.defaults)))
             .collect();
         SpecFile {
             name: self.name.clone(),
@@ -526,10 +532,40 @@ impl Spec {
         for f in self.fields() {
             let def = &file.fields[&f.number.to_string()];
             // BTreeMap keys sort as text ("10" < "2"), so walk the spec's own order.
+            if def.composite.is_some() {
+                // Nested tables need their full names ([fields.48.composite…]).
+                let one =
+                    BTreeMap::from([("fields", BTreeMap::from([(f.number.to_string(), def)]))]);
+                out.push('\n');
+                out.push_str(&toml::to_string(&one).unwrap_or_default());
+                continue;
+            }
             let body = toml::to_string(def).unwrap_or_default();
             out.push_str(&format!("\n[fields.{}]\n{}", f.number, body));
         }
         out
+    }
+}
+
+/// A compiled field as a file writes it: encodings only where they differ from
+/// the defaults.
+fn field_to_file(f: &Field, d: &DefaultsFile) -> FieldFile {
+    let default_encoding = default_encoding(f.class, d);
+    let (default_pad, default_char) = default_padding(f.class);
+    FieldFile {
+        name: f.name.clone(),
+        length: f.length,
+        max: f.max,
+        class: f.class,
+        encoding: (f.encoding != default_encoding).then_some(f.encoding),
+        prefix: (f.length != LengthKind::Fixed && f.prefix != d.prefix).then_some(f.prefix),
+        pad: (f.pad != default_pad).then_some(f.pad),
+        pad_char: (f.pad_char != default_char).then_some(char::from(f.pad_char)),
+        bcd_filler: (f.bcd_filler != BcdFiller::Left).then_some(f.bcd_filler),
+        composite: f
+            .composite
+            .as_deref()
+            .map(|c| composite_to_file(c, &|sub| field_to_file(sub, d))),
     }
 }
 
@@ -555,7 +591,24 @@ fn default_padding(class: ContentClass) -> (PadSide, u8) {
     }
 }
 
-fn compile_field(number: u8, def: &FieldFile, d: &DefaultsFile) -> Result<Field, String> {
+/// Compiles field (or subfield) `def`; `path` is its dotted id (`48`, `48.22`)
+/// and `number` the top-level field it belongs to.
+fn compile_field(
+    number: u8,
+    path: &str,
+    def: &FieldFile,
+    d: &DefaultsFile,
+) -> Result<Field, FieldProblem> {
+    let mut field = compile_layout(number, def, d)?;
+    if let Some(file) = &def.composite {
+        let compile = |n: u8, sub_path: &str, sub: &FieldFile| compile_field(n, sub_path, sub, d);
+        field.composite = Some(Box::new(compile_composite(&field, path, file, &compile)?));
+    }
+    Ok(field)
+}
+
+/// A field's own layout, without its subfields.
+fn compile_layout(number: u8, def: &FieldFile, d: &DefaultsFile) -> Result<Field, String> {
     let encoding = def
         .encoding
         .unwrap_or_else(|| default_encoding(def.class, d));
@@ -605,6 +658,7 @@ fn compile_field(number: u8, def: &FieldFile, d: &DefaultsFile) -> Result<Field,
         pad: def.pad.unwrap_or(default_pad),
         pad_char,
         bcd_filler: def.bcd_filler.unwrap_or(BcdFiller::Left),
+        composite: None,
     };
     if field.length != LengthKind::Fixed && field.max > field.prefix_capacity() {
         return Err(format!(

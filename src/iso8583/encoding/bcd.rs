@@ -1,5 +1,6 @@
 //! Packed BCD: two decimal digits a byte. An odd number of digits leaves one filler
-//! nibble, on the side the spec names. Track 2's separator packs as nibble D.
+//! nibble, on the side the spec names. Track 2's separator (`=` or `D`) packs as
+//! nibble D and unpacks as `=`.
 
 use crate::iso8583::spec::BcdFiller;
 
@@ -69,7 +70,7 @@ pub fn pack_into(
 fn unpack_nibble(n: u8, separator_ok: bool) -> Option<u8> {
     match n {
         0..=9 => Some(b'0' + n),
-        0xD if separator_ok => Some(b'D'),
+        0xD if separator_ok => Some(b'='),
         _ => None,
     }
 }
@@ -135,7 +136,8 @@ mod tests {
         assert_eq!(pack("41=25", BcdFiller::RightF), [0x41, 0xD2, 0x5F]);
         let mut out = Vec::new();
         unpack_into(&[0x41, 0xD2, 0x5F], 5, BcdFiller::RightF, true, &mut out).expect("valid");
-        assert_eq!(out, b"41D25");
+        assert_eq!(out, b"41=25");
+        assert_eq!(pack("41D25", BcdFiller::RightF), [0x41, 0xD2, 0x5F]);
     }
 
     #[test]

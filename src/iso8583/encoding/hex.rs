@@ -2,15 +2,42 @@
 //! carry bitmaps and binary fields as printable characters.
 
 const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+const LOWER_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends the uppercase hex text of `bytes` to `out`.
 #[inline]
 pub fn encode_into(bytes: &[u8], out: &mut Vec<u8>) {
+    encode_cased_into(bytes, false, out);
+}
+
+/// Appends the hex text of `bytes` to `out`, lowercase letters if `lower`.
+#[inline]
+pub fn encode_cased_into(bytes: &[u8], lower: bool, out: &mut Vec<u8>) {
+    let digits = if lower { LOWER_DIGITS } else { DIGITS };
     out.reserve(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0F)]);
+        out.push(digits[usize::from(b >> 4)]);
+        out.push(digits[usize::from(b & 0x0F)]);
     }
+}
+
+/// Whether the letters of hex `text` are lowercase: `seen` is the case of
+/// letters read before (another bitmap of the same message), None when there
+/// were none. Ok(None) if neither has letters; on a letter of the other case,
+/// its index.
+pub fn letter_case(text: &[u8], seen: Option<bool>) -> Result<Option<bool>, usize> {
+    let mut case = seen;
+    for (i, &c) in text.iter().enumerate() {
+        if !c.is_ascii_alphabetic() {
+            continue;
+        }
+        let lower = c.is_ascii_lowercase();
+        match case {
+            Some(expected) if expected != lower => return Err(i),
+            _ => case = Some(lower),
+        }
+    }
+    Ok(case)
 }
 
 /// The value of one hex character (either case).
@@ -57,6 +84,19 @@ mod tests {
         let mut bytes = Vec::new();
         decode_into(b"01abFF", &mut bytes).expect("valid hex");
         assert_eq!(bytes, [0x01, 0xAB, 0xFF]);
+    }
+
+    #[test]
+    fn letter_case_follows_the_first_letter_and_refuses_the_other_case() {
+        assert_eq!(letter_case(b"0123", None), Ok(None));
+        assert_eq!(letter_case(b"01ab", None), Ok(Some(true)));
+        assert_eq!(letter_case(b"01AB", None), Ok(Some(false)));
+        assert_eq!(letter_case(b"0123", Some(true)), Ok(Some(true)));
+        assert_eq!(letter_case(b"aB", None), Err(1));
+        assert_eq!(letter_case(b"01A", Some(true)), Err(2));
+        let mut text = Vec::new();
+        encode_cased_into(&[0xAB, 0x0F], true, &mut text);
+        assert_eq!(text, b"ab0f");
     }
 
     #[test]

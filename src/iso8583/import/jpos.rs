@@ -660,6 +660,7 @@ impl<'a> IsoField<'a> {
             pad: None,
             pad_char: None,
             bcd_filler,
+            composite: None,
         }))
     }
 }

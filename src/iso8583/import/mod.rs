@@ -394,6 +394,7 @@ mod tests {
             pad: None,
             pad_char: None,
             bcd_filler: None,
+            composite: None,
         }
     }
 

@@ -720,6 +720,7 @@ impl<'j> MoovField<'j> {
             pad,
             pad_char,
             bcd_filler: filler,
+            composite: None,
         })
     }
 }
