@@ -78,6 +78,9 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Print a progress line to stderr each second.
     pub progress: bool,
+    /// Check each response code against the scenario; off for a floor host
+    /// that answers without field 39 (MTI and STAN are still checked).
+    pub check_codes: bool,
 }
 
 impl RunConfig {
@@ -411,6 +414,7 @@ struct Connection {
     encoded: Vec<u8>,
     tally: Arc<Mutex<Tally>>,
     mismatch_lines: Arc<AtomicU32>,
+    check_codes: bool,
 }
 
 impl Connection {
@@ -461,6 +465,7 @@ impl Connection {
             encoded: Vec::with_capacity(256),
             tally,
             mismatch_lines,
+            check_codes: config.check_codes,
         }
     }
 
@@ -735,7 +740,7 @@ impl Connection {
         let expected_mti = pending.mti.response();
         let mti_ok = expected_mti == Some(response.mti());
         let expect = self.scenario.expectation(pending.expect);
-        let code_ok = expect.is_some_and(|e| e.accepts(code));
+        let code_ok = !self.check_codes || expect.is_some_and(|e| e.accepts(code));
         let latency = micros_between(pending.intended, now);
         {
             let mut tally = lock(&self.tally);

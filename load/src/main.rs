@@ -96,6 +96,10 @@ struct Cli {
     /// core. More only when one thread cannot keep up with the rate asked.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Do not check response codes (for a floor host that answers without
+    /// field 39); response MTI and STAN are still checked.
+    #[arg(long)]
+    any_code: bool,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -168,6 +172,7 @@ async fn run(cli: Cli) -> Result<Report> {
         warmup: cli.warmup,
         timeout: Duration::from_millis(cli.timeout_ms),
         progress: !cli.quiet,
+        check_codes: !cli.any_code,
     };
     if !cli.quiet {
         eprintln!("loadgen: {}", scenario.describe());

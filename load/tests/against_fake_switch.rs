@@ -64,6 +64,7 @@ fn config(fake: &FakeSwitch, mode: Mode, connections: usize, requests: u64) -> R
         warmup: Duration::ZERO,
         timeout: Duration::from_secs(10),
         progress: false,
+        check_codes: true,
     }
 }
 

@@ -118,6 +118,7 @@ fn run_config(switch: &RunningSwitch, connections: usize, mode: Mode, requests: 
         warmup: Duration::ZERO,
         timeout: REQUEST_TIMEOUT,
         progress: false,
+        check_codes: true,
     }
 }
 
