@@ -272,8 +272,12 @@ fn composite(
 ) -> Option<(CompositeFile, Places)> {
     let before = report.problems.len();
     let is_bitmap = |c: Option<&Child>| c.is_some_and(|c| bitmap_of(&c.field).is_some());
-    let (bitmap_field, first, explicit) = match packager {
-        SubPackager::Base1 => (0, u8::from(is_bitmap(children.get(&0))), false),
+    // Where the bitmap is, the first subfield read, and whether a bitmap is read.
+    let (bitmap_field, first, with_bitmap) = match packager {
+        SubPackager::Base1 => {
+            let with_bitmap = is_bitmap(children.get(&0));
+            (0, u8::from(with_bitmap), with_bitmap)
+        }
         SubPackager::Generic => {
             let emit = match node.attribute("emitBitmap").map(str::trim) {
                 None => None,
@@ -330,11 +334,7 @@ fn composite(
             (bitmap_field, first, emit != Some(false) && has_bitmap)
         }
     };
-    let bitmap_here = match packager {
-        SubPackager::Base1 => first == 1,
-        SubPackager::Generic => explicit,
-    };
-    let bitmap = match bitmap_here {
+    let bitmap = match with_bitmap {
         true => {
             let child = children.remove(&bitmap_field)?;
             match bitmap_of(&child.field)? {

@@ -182,7 +182,7 @@ pub(super) fn read_composite(
 fn padded(key: &str, side: &(PadSide, usize), pad: char) -> String {
     let (side, width) = side;
     let missing = width.saturating_sub(key.chars().count());
-    let fill: String = std::iter::repeat_n(pad, missing).collect();
+    let fill: String = std::iter::repeat(pad).take(missing).collect();
     match side {
         PadSide::Left => format!("{fill}{key}"),
         _ => format!("{key}{fill}"),
