@@ -505,3 +505,36 @@ fn moov_composites_decode_the_bytes_moov_writes() {
     assert_eq!(sub(126).value("10"), Some(&[0xBE, 0xEF][..]));
     assert_eq!(sub(127).value("70"), Some(&b"ABC"[..]));
 }
+
+#[test]
+fn spec_import_writes_moov_composites_in_the_toml_and_export_writes_them_back() {
+    let out = isoswitch(&["spec", "import", "tests/fixtures/specs/moov-composite.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let toml = String::from_utf8_lossy(&out.stdout);
+    let spec = Spec::from_toml_str(&toml, "stdout").expect("the TOML loads");
+    assert!(spec
+        .fields()
+        .eq(imported_moov("moov-composite.json").spec.fields()));
+    let json = exported_as_moov(&toml);
+    assert!(json.contains("\"type\": \"Composite\""), "{json}");
+    assert!(json.contains("\"disableAutoExpand\": true"), "{json}");
+}
+
+/// `spec export --format moov` of a TOML spec given as text.
+fn exported_as_moov(toml: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("spec-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, toml).expect("writes the spec");
+    let path = path.to_string_lossy().into_owned();
+    let out = isoswitch(&["spec", "export", "--format", "moov", "--spec", &path]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
