@@ -162,8 +162,9 @@ fn every_problem_of_a_jpos_file_is_reported_in_one_run() {
             "p.xml:8: field 11: missing attribute `length`",
             "p.xml:9: field 28 (class org.jpos.iso.IFA_AMOUNT): length: expected at least 2 \
              (the C/D sign and one digit), found 1",
-            "p.xml:13: field 48: composite field: not yet supported (<isofieldpackager>)",
-            "p.xml:17: field 52: jPOS class \"org.jpos.iso.IFE_BINARY\" is not supported \
+            "p.xml:16: field 48.1: jPOS class \"org.jpos.iso.IFA_NUMBER\" is not supported \
+             (`isoswitch spec import --help` lists the supported classes)",
+            "p.xml:18: field 52: jPOS class \"org.jpos.iso.IFE_BINARY\" is not supported \
              (the codec has no EBCDIC hex encoding yet; IFB_BITMAP/IFB_BINARY (raw) or \
              IFA_BITMAP/IFA_BINARY (ASCII hex) are)",
         ]
@@ -331,7 +332,7 @@ fn spec_import_prints_every_problem_and_warning_and_fails() {
         "field 3:",
         "field 11:",
         "field 28 (",
-        "field 48:",
+        "field 48.1:",
         "field 52:",
     ] {
         assert_eq!(
@@ -359,4 +360,181 @@ fn spec_import_prints_warnings_to_stderr_and_the_spec_to_stdout() {
     let toml = String::from_utf8_lossy(&out.stdout);
     let spec = Spec::from_toml_str(&toml, "stdout").expect("the TOML loads");
     assert_eq!(spec.field(60).map(|f| f.length), Some(LengthKind::LLLLL));
+}
+
+/// Imports jpos-composite.xml, whose field 113, 126 and 127 are subfield packagers.
+fn jpos_composite() -> Spec {
+    imported_jpos("jpos-composite.xml").spec
+}
+
+/// 0100 with field 3 and the secondary-bitmap `fields` (all 65..=128) set.
+fn message_with(secondary: &[u8], data: &[&[u8]]) -> Vec<u8> {
+    let mut bits = [0u8; 16];
+    for &n in [1u8, 3].iter().chain(secondary) {
+        let i = usize::from(n - 1);
+        bits[i / 8] |= 0x80 >> (i % 8);
+    }
+    let mut wire = b"0100".to_vec();
+    wire.extend_from_slice(&bits);
+    wire.extend_from_slice(b"000000");
+    for part in data {
+        wire.extend_from_slice(part);
+    }
+    wire
+}
+
+#[test]
+fn jpos_base1_subfield_packager_reads_its_bitmap_then_the_subfields_set() {
+    let spec = jpos_composite();
+    // Base1_BITMAP126: 8 bytes, bits 6 and 10 set; 6 is IFB_LLNUM pad="true"
+    // (a BCD length byte, a 0 nibble before odd digits), 10 IFE_CHAR.
+    let content: &[u8] = &[
+        0x04, 0x40, 0, 0, 0, 0, 0, 0, // bitmap
+        0x05, 0x01, 0x23, 0x45, // 6: "12345"
+        0xC1, 0xC2, 0xC3, 0xF1, 0xF2, 0xF3, // 10: "ABC123"
+    ];
+    let wire = message_with(&[126], &[&[18], content]);
+    let msg = decode_both_ways(&spec, &wire);
+    let sub = msg
+        .subfields(&spec, 126)
+        .expect("decodes")
+        .expect("present");
+    assert_eq!(sub.value("6"), Some(&b"12345"[..]));
+    assert_eq!(sub.value("10"), Some(&b"ABC123"[..]));
+    assert_eq!(sub.len(), 2);
+}
+
+#[test]
+fn jpos_generic_subfield_packager_without_a_bitmap_reads_subfields_in_order() {
+    let spec = jpos_composite();
+    // emitBitmap false, firstField 0: IFE_CHAR 1, IFB_LLHNUM (binary length
+    // byte counting digits), IFB_NUMERIC 4; jPOS's 0, 1, 2 are our 1, 2, 3.
+    let content: &[u8] = &[
+        0xF2, // 0: "2"
+        0x10, 0x41, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, // 1: 16 digits
+        0x25, 0x12, // 2: "2512"
+    ];
+    let wire = message_with(&[127], &[&[12], content]);
+    let msg = decode_both_ways(&spec, &wire);
+    let sub = msg
+        .subfields(&spec, 127)
+        .expect("decodes")
+        .expect("present");
+    assert_eq!(sub.value("1"), Some(&b"2"[..]));
+    assert_eq!(sub.value("2"), Some(&b"4111111111111111"[..]));
+    assert_eq!(sub.value("3"), Some(&b"2512"[..]));
+}
+
+#[test]
+fn jpos_generic_subfield_packager_with_its_default_bitmap_at_1_reads_from_2() {
+    let spec = jpos_composite();
+    // IFB_LLLBINARY's BCD length, then IFB_BITMAP (8 bytes: bits 2 and 3),
+    // IFB_LLCHAR (BCD length byte, ASCII), IFA_NUMERIC 3.
+    let content: &[u8] = &[
+        0x60, 0, 0, 0, 0, 0, 0, 0, // bitmap
+        0x04, b'C', b'M', b'F', b'1', // 2
+        b'8', b'4', b'0', // 3
+    ];
+    let wire = message_with(&[113], &[&[0x00, 0x16], content]);
+    let msg = decode_both_ways(&spec, &wire);
+    let sub = msg
+        .subfields(&spec, 113)
+        .expect("decodes")
+        .expect("present");
+    assert_eq!(sub.value("2"), Some(&b"CMF1"[..]));
+    assert_eq!(sub.value("3"), Some(&b"840"[..]));
+}
+
+#[test]
+fn spec_import_writes_jpos_subfields_as_composites_in_the_toml() {
+    let out = isoswitch(&["spec", "import", "tests/fixtures/specs/jpos-composite.xml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("field 127 (class org.jpos.iso.IFB_LLHBINARY): positional subfields 0..=2 imported as 1..=3"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("field 113.0 (class org.jpos.iso.IF_NOP): not imported"),
+        "{stderr}"
+    );
+    let toml = String::from_utf8_lossy(&out.stdout);
+    let spec = Spec::from_toml_str(&toml, "stdout").expect("the TOML loads");
+    assert!(
+        spec.fields().eq(jpos_composite().fields()),
+        "the TOML holds the imported fields"
+    );
+    let layout = |n: u8| {
+        spec.field(n)
+            .and_then(|f| f.composite.as_ref())
+            .map(|c| c.layout)
+    };
+    use isoswitch::iso8583::spec::CompositeLayout;
+    assert_eq!(layout(113), Some(CompositeLayout::Bitmap));
+    assert_eq!(layout(126), Some(CompositeLayout::Bitmap));
+    assert_eq!(layout(127), Some(CompositeLayout::Positional));
+}
+
+#[test]
+fn moov_composites_decode_the_bytes_moov_writes() {
+    let imported = imported_moov("moov-composite.json");
+    let spec = imported.spec;
+    // 48: tag "01" (moov pads "1" to 2 with its tag padding), ASCII.LL value;
+    //     tag "02", fixed numeric.
+    let f48: &[u8] = b"0140105HELLO02840";
+    // 60: subfield 1 fixed, then 2 (a nested tagged composite, ASCII.LL).
+    let f60: &[u8] = b"10XY06AAABCD";
+    // 126: Binary.L length; an 8-byte bitmap that never expands (bits 1, 10).
+    let f126: &[u8] = &[12, 0x80, 0x40, 0, 0, 0, 0, 0, 0, b'O', b'K', 0xBE, 0xEF];
+    // 127: an expanding hex bitmap: bit 1 announces the second 8 bytes (bit 70).
+    let f127 = [
+        &b"035"[..],
+        b"8000000000000000",
+        b"0400000000000000",
+        b"ABC",
+    ]
+    .concat();
+    let wire = message_with(&[48, 60, 126, 127], &[f48, f60, f126, &f127]);
+    let msg = decode_both_ways(&spec, &wire);
+    let sub = |n: u8| msg.subfields(&spec, n).expect("decodes").expect("present");
+    assert_eq!(sub(48).value("01"), Some(&b"HELLO"[..]));
+    assert_eq!(sub(48).value("02"), Some(&b"840"[..]));
+    assert_eq!(sub(60).value("1"), Some(&b"XY"[..]));
+    assert!(sub(60).get("2").is_some(), "the nested composite is there");
+    assert_eq!(sub(126).value("1"), Some(&b"OK"[..]));
+    assert_eq!(sub(126).value("10"), Some(&[0xBE, 0xEF][..]));
+    assert_eq!(sub(127).value("70"), Some(&b"ABC"[..]));
+}
+
+#[test]
+fn spec_import_writes_moov_composites_in_the_toml_and_export_writes_them_back() {
+    let out = isoswitch(&["spec", "import", "tests/fixtures/specs/moov-composite.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let toml = String::from_utf8_lossy(&out.stdout);
+    let spec = Spec::from_toml_str(&toml, "stdout").expect("the TOML loads");
+    assert!(spec
+        .fields()
+        .eq(imported_moov("moov-composite.json").spec.fields()));
+    let json = exported_as_moov(&toml);
+    assert!(json.contains("\"type\": \"Composite\""), "{json}");
+    assert!(json.contains("\"disableAutoExpand\": true"), "{json}");
+}
+
+/// `spec export --format moov` of a TOML spec given as text.
+fn exported_as_moov(toml: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("spec-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, toml).expect("writes the spec");
+    let path = path.to_string_lossy().into_owned();
+    let out = isoswitch(&["spec", "export", "--format", "moov", "--spec", &path]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

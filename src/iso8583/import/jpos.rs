@@ -8,6 +8,8 @@ use std::path::Path;
 
 use roxmltree::{Document, Node, NodeType, ParsingOptions};
 
+mod subfields;
+
 use super::{compile, ImportError, ImportProblems, Imported, Place, Report};
 use crate::iso8583::spec::{BcdFiller, ContentClass, Encoding, FieldFile, LengthKind, MAX_FIELD};
 
@@ -218,11 +220,33 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Imported, ImportProblem
         match node.tag_name().name() {
             "isofield" => {}
             "isofieldpackager" => {
-                report.problem(composite(
-                    &here,
-                    node.attribute("id").unwrap_or("?"),
-                    "<isofieldpackager>",
-                ));
+                let Some(subfields::Packager {
+                    field,
+                    file,
+                    places,
+                }) = subfields::read_packager(node, None, &at, &mut report)
+                else {
+                    continue;
+                };
+                for (below, place) in places {
+                    let key = format!("{} subfield {below}", field.path);
+                    report.places.insert(key, place);
+                }
+                if let Some(first) = seen.insert(field.id, here.clone()) {
+                    report.warn(
+                        &here,
+                        format!(
+                            "field {} is defined twice (first at {first}); jPOS uses this one, so does the import",
+                            field.id
+                        ),
+                    );
+                }
+                let place = Place {
+                    origin: here,
+                    field: field.label(),
+                };
+                report.places.insert(field.path.clone(), place);
+                fields.insert(field.path.clone(), file);
                 continue;
             }
             name if is_validator(name) => {
@@ -240,7 +264,7 @@ pub fn from_jpos_xml(text: &str, origin: &str) -> Result<Imported, ImportProblem
                 continue;
             }
         }
-        let Some(field) = report.keep(IsoField::read(node, &here)) else {
+        let Some(field) = report.keep(IsoField::read(node, &here, None, FIELD_ATTRIBUTES)) else {
             continue;
         };
         // jPOS keeps the last definition of a field number; so does the import.
@@ -331,15 +355,6 @@ fn is_validator(element: &str) -> bool {
     element.to_ascii_lowercase().contains("validator")
 }
 
-/// The problem line for a field made of subfields (`what` names how).
-fn composite(origin: &str, field: &str, what: &str) -> ImportError {
-    ImportError::Composite {
-        origin: origin.to_string(),
-        field: field.to_string(),
-        what: what.to_string(),
-    }
-}
-
 /// Packager-level settings: each one we cannot honour is a problem; a message
 /// header is a warning, as it belongs to the link.
 fn check_packager_attributes(root: Node, origin: &str, report: &mut Report) {
@@ -387,9 +402,12 @@ fn check_packager_attributes(root: Node, origin: &str, report: &mut Report) {
     }
 }
 
-/// One `<isofield>`'s attributes, checked for presence and syntax.
+/// One `<isofield>`'s (or `<isofieldpackager>`'s) attributes, checked for
+/// presence and syntax.
 struct IsoField<'a> {
     id: u8,
+    /// How jPOS numbers it: `48`, or `127.25` for a subfield.
+    path: String,
     length: usize,
     name: &'a str,
     class: &'a str,
@@ -397,9 +415,19 @@ struct IsoField<'a> {
 }
 
 impl<'a> IsoField<'a> {
-    fn read(node: Node<'a, '_>, origin: &str) -> Result<IsoField<'a>, ImportError> {
+    /// Reads `node`, a subfield of `parent` (its jPOS path) when given;
+    /// `allowed` lists the attributes it may carry.
+    fn read(
+        node: Node<'a, '_>,
+        origin: &str,
+        parent: Option<&str>,
+        allowed: &str,
+    ) -> Result<IsoField<'a>, ImportError> {
         let raw_id = node.attribute("id");
-        let label = raw_id.unwrap_or("?").to_string();
+        let label = match parent {
+            Some(p) => format!("{p}.{}", raw_id.unwrap_or("?")),
+            None => raw_id.unwrap_or("?").to_string(),
+        };
         let missing = |attribute: &str| ImportError::Missing {
             origin: origin.to_string(),
             field: label.clone(),
@@ -414,15 +442,12 @@ impl<'a> IsoField<'a> {
             found: format!("{found:?}"),
         };
         for attr in node.attributes() {
-            if !FIELD_ATTRIBUTES
-                .split(", ")
-                .any(|known| known == attr.name())
-            {
+            if !allowed.split(", ").any(|known| known == attr.name()) {
                 return Err(ImportError::Unsupported {
                     origin: origin.to_string(),
                     field: label.clone(),
                     what: format!("attribute `{}`", attr.name()),
-                    why: format!("an <isofield> takes {FIELD_ATTRIBUTES}"),
+                    why: format!("an <{}> takes {allowed}", node.tag_name().name()),
                 });
             }
         }
@@ -450,6 +475,7 @@ impl<'a> IsoField<'a> {
         };
         Ok(IsoField {
             id,
+            path: label,
             length,
             name,
             class,
@@ -459,7 +485,7 @@ impl<'a> IsoField<'a> {
 
     /// How problem lines name the field: `35 (class org.jpos.iso.IFB_LLHNUM)`.
     fn label(&self) -> String {
-        format!("{} (class {})", self.id, self.class)
+        format!("{} (class {})", self.path, self.class)
     }
 
     fn invalid(&self, origin: &str, attribute: &str, expected: &str, found: String) -> ImportError {
@@ -483,7 +509,9 @@ impl<'a> IsoField<'a> {
                         IFB_BITMAP/IFB_BINARY (raw) or IFA_BITMAP/IFA_BINARY (ASCII hex) are"
                 .to_string(),
             None if self.class.ends_with(".Base1_BITMAP126") => {
-                return Err(composite(origin, &self.id.to_string(), self.class));
+                "it is the subfield bitmap of BASE I field 126; it belongs first inside an \
+                 <isofieldpackager> with packager Base1SubFieldPackager"
+                    .to_string()
             }
             None if short == Some("IFA_LLHBINARY") => {
                 "jPOS has no such class (jPOS itself would not load this packager); \
@@ -494,7 +522,7 @@ impl<'a> IsoField<'a> {
         };
         Err(ImportError::Unsupported {
             origin: origin.to_string(),
-            field: self.id.to_string(),
+            field: self.path.clone(),
             what: format!("jPOS class {:?}", self.class),
             why,
         })
@@ -569,7 +597,7 @@ impl<'a> IsoField<'a> {
                 );
                 return Ok(None);
             }
-            Numeric if matches!(self.id, 35 | 36) => (ContentClass::Z, self.length),
+            Numeric if matches!(self.path.as_str(), "35" | "36") => (ContentClass::Z, self.length),
             Numeric => (ContentClass::N, self.length),
             Char => (ContentClass::Ans, self.length),
             Binary => (ContentClass::B, self.length),
@@ -939,15 +967,49 @@ mod tests {
     }
 
     #[test]
-    fn a_subfield_packager_is_refused_by_name() {
+    fn a_subfield_packager_without_a_known_wire_format_is_refused_by_name() {
         let err = refusal(
             r#"<isofieldpackager id="48" length="999" name="x" class="org.jpos.iso.IFA_LLLCHAR"
-                   packager="org.jpos.iso.packager.GenericSubFieldPackager">
+                   packager="org.jpos.iso.packager.EuroSubFieldPackager">
                  <isofield id="0" length="2" name="sub" class="org.jpos.iso.IF_CHAR"/>
                </isofieldpackager>"#,
         );
         assert!(
-            err.contains("field 48: composite field: not yet supported (<isofieldpackager>)"),
+            err.contains(
+                "t.xml:4: field 48 (class org.jpos.iso.IFA_LLLCHAR): subfield packager \
+                 \"org.jpos.iso.packager.EuroSubFieldPackager\" is not supported (it reads each \
+                 subfield's LL length before its 2-digit tag"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn subfield_problems_name_the_subfield_by_its_jpos_path_all_in_one_run() {
+        let err = refusal(
+            r#"<isofieldpackager id="127" length="255" name="x" class="org.jpos.iso.IFB_LLHBINARY"
+                   packager="org.jpos.iso.packager.GenericSubFieldPackager" emitBitmap="false">
+                 <isofield id="1" length="2" name="a" class="org.jpos.iso.IFA_NUMBER"/>
+                 <isofield id="2" length="0" name="b" class="org.jpos.iso.IF_CHAR"/>
+                 <isofield id="4" length="2" name="c" class="org.jpos.iso.IF_CHAR"/>
+               </isofieldpackager>
+               <isofieldpackager id="126" length="255" name="y" class="org.jpos.iso.IFB_LLHBINARY"
+                   packager="org.jpos.iso.packager.Base1SubFieldPackager">
+                 <isofield id="0" length="8" name="bitmap" class="org.jpos.iso.IFA_BITMAP"/>
+                 <isofield id="25" length="0" name="z" class="org.jpos.iso.IF_CHAR"/>
+               </isofieldpackager>"#,
+        );
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "t.xml:6: field 127.1: jPOS class \"org.jpos.iso.IFA_NUMBER\" is not supported \
+                 (`isoswitch spec import --help` lists the supported classes)",
+                "t.xml:8: field 127.4 (class org.jpos.iso.IF_CHAR): id: expected 3 \
+                 (positional subfields follow one another without gaps), found \"4\"",
+                "t.xml:13: field 126.25 (class org.jpos.iso.IF_CHAR): max: expected a length of \
+                 at least 1, found 0",
+            ],
             "{err}"
         );
     }

@@ -199,13 +199,6 @@ pub enum ImportError {
         what: String,
         why: String,
     },
-    /// A field made of subfields: the composite-field work will map it.
-    #[error("{origin}: field {field}: composite field: not yet supported ({what})")]
-    Composite {
-        origin: String,
-        field: String,
-        what: String,
-    },
     /// The same field number appears twice.
     #[error("{origin}: field {field} is defined twice")]
     Duplicate { origin: String, field: String },
@@ -343,33 +336,35 @@ fn compile(
         defaults,
         fields,
     };
-    if report.problems.is_empty() {
-        match Spec::compile(file.clone(), origin) {
+    // With problems already found, the fields that were imported are still
+    // checked, so one run names every problem.
+    let first = match report.problems.is_empty() {
+        true => match Spec::compile(file.clone(), origin) {
             Ok(spec) => {
                 return Ok(Imported {
                     spec,
                     warnings: report.warnings,
                 })
             }
-            Err(first) => {
-                let alone = |(key, field): (&String, &FieldFile)| SpecFile {
-                    fields: BTreeMap::from([(key.clone(), field.clone())]),
-                    ..file.clone()
-                };
-                let each: Vec<SpecError> = file
-                    .fields
-                    .iter()
-                    .filter_map(|f| Spec::compile(alone(f), origin).err())
-                    .collect();
-                if each.is_empty() {
-                    report.problem(first.into());
-                }
-                for e in each {
-                    let e = placed(e, &report.places);
-                    report.problem(e.into());
-                }
-            }
-        }
+            Err(first) => Some(first),
+        },
+        false => None,
+    };
+    let alone = |(key, field): (&String, &FieldFile)| SpecFile {
+        fields: BTreeMap::from([(key.clone(), field.clone())]),
+        ..file.clone()
+    };
+    let each: Vec<SpecError> = file
+        .fields
+        .iter()
+        .filter_map(|f| Spec::compile(alone(f), origin).err())
+        .collect();
+    if let (Some(first), true) = (first, each.is_empty()) {
+        report.problem(first.into());
+    }
+    for e in each {
+        let e = placed(e, &report.places);
+        report.problem(e.into());
     }
     Err(report.fail())
 }

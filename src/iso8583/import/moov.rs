@@ -1,7 +1,10 @@
 //! moov-io/iso8583 JSON specs in and out (also moov's first format, `Field000`
 //! keys): String, Numeric, Binary, Hex, Track1/2 and Bitmap fields with their
-//! `enc`, `prefix` and `padding` map onto our spec model; every field we cannot
-//! express (Composite, for now) is reported by name, all in one run.
+//! `enc`, `prefix` and `padding` map onto our spec model, Composite fields onto
+//! composites (`composite.rs`); every field we cannot express is reported by
+//! name, all in one run.
+
+mod composite;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -33,7 +36,7 @@ const FIELD_KEYS: &[&str] = &[
 ];
 
 pub(super) const SUPPORTED_TYPES: &str =
-    "supported: String, Numeric, Binary, Hex, Track1, Track2, Bitmap";
+    "supported: String, Numeric, Binary, Hex, Track1, Track2, Bitmap, Composite";
 pub(super) const SUPPORTED_ENCODINGS: &str =
     "supported: ASCII, EBCDIC, BCD, LBCD, Binary, HexToASCII (also BytesToASCIIHex, Hex), \
      and the encoder names of moov's first JSON format (asciiEncoder, hexEncoder, ...)";
@@ -138,6 +141,18 @@ pub fn from_moov_json(text: &str, origin: &str) -> Result<Imported, ImportProble
             continue;
         }
         if number == 65 {
+            continue;
+        }
+        if number > 1 && composite::is_composite(value) {
+            let mut places = Vec::new();
+            if let Some(field) = composite::read_composite(value, &at, &mut places, &mut report) {
+                fields.insert(number.to_string(), field);
+            }
+            for (below, place) in places {
+                report
+                    .places
+                    .insert(format!("{number} subfield {below}"), place);
+            }
             continue;
         }
         let Some(def) = report.keep(MoovField::read(value, &at)) else {
@@ -257,6 +272,12 @@ fn field_entry(f: &Field) -> Value {
     entry.insert("description".into(), f.name.clone().into());
     entry.insert("enc".into(), moov_encoding(f.encoding, f.bcd_filler).into());
     entry.insert("prefix".into(), prefix.into());
+    if let Some(c) = &f.composite {
+        if f.class != derived_class(kind, f.encoding) {
+            entry.insert("class".into(), f.class.as_str().into());
+        }
+        return composite::composite_entry(c, entry);
+    }
     if f.length == LengthKind::Fixed && f.pad != PadSide::None {
         let side = if f.pad == PadSide::Left {
             "Left"
@@ -475,7 +496,8 @@ impl<'j> MoovField<'j> {
         };
         let mut keys = HashSet::new();
         for (key, _) in entries {
-            if !FIELD_KEYS.contains(&key.as_str()) {
+            // Go's JSON matches keys without case; moov writes `disableAutoExpand`.
+            if !FIELD_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
                 return Err(at.invalid("key", &FIELD_KEYS.join(", "), &format!("{key:?}")));
             }
             if !keys.insert(key.as_str()) {
@@ -495,15 +517,11 @@ impl<'j> MoovField<'j> {
             .into_iter()
             .find(|k| get(k).is_some());
         if kind == "Composite" || composite.is_some() {
-            let what = match composite {
-                Some(key) => format!("moov type {kind} with {key:?}"),
-                None => "moov type Composite".to_string(),
-            };
-            return Err(ImportError::Composite {
-                origin: at.origin.to_string(),
-                field: at.field.to_string(),
-                what,
-            });
+            return Err(at.invalid(
+                "type",
+                "a field with bytes of its own (a Composite is only a data field)",
+                &format!("{kind:?}"),
+            ));
         }
         if !matches!(
             kind,
@@ -955,7 +973,11 @@ mod tests {
 
     #[test]
     fn export_then_import_keeps_every_field_of_the_jpos_fixtures() {
-        for name in ["jpos-iso87ascii.xml", "jpos-iso87bcd.xml"] {
+        for name in [
+            "jpos-iso87ascii.xml",
+            "jpos-iso87bcd.xml",
+            "jpos-composite.xml",
+        ] {
             let spec = super::super::from_jpos_xml(&fixture(name), name)
                 .expect("imports")
                 .spec;
@@ -1059,23 +1081,56 @@ prefix = "ascii"
     }
 
     #[test]
-    fn composite_fields_are_refused_by_name() {
-        let err = refusal(r#"{"type": "Composite", "length": 99, "prefix": "ASCII.LL"}"#);
+    fn export_then_import_keeps_composites_of_every_layout() {
+        let spec = load_toml(&fixture("composite-iso87ascii.toml"));
+        let json = to_moov_json(&spec);
+        let again = from_moov_json(&json, "export.json")
+            .unwrap_or_else(|e| panic!("{e}\n{json}"))
+            .spec;
+        assert_eq!(wire(&spec), wire(&again));
+        let moov = fixture("moov-composite.json");
+        let spec = from_moov_json(&moov, "moov-composite.json")
+            .expect("imports")
+            .spec;
+        let again = from_moov_json(&to_moov_json(&spec), "export.json")
+            .expect("re-imports")
+            .spec;
+        assert_eq!(wire(&spec), wire(&again));
+    }
+
+    #[test]
+    fn composite_problems_name_the_subfield_every_one_in_one_run() {
+        let err = refusal(
+            r#"{"type": "Composite", "length": 99, "prefix": "ASCII.LL", "tag": {"length": 2, "enc": "BerTLVTag", "sort": "StringsByHex"},
+                "subfields": {"01": {"type": "String", "length": 2, "enc": "EBCDIC", "prefix": "ASCII.Fixed"}}}"#,
+        );
         assert!(
-            err.contains(
-                "t.json: field 2: composite field: not yet supported (moov type Composite)"
-            ),
+            err.contains("t.json: field 2: moov tag encoding BerTLVTag is not supported"),
+            "{err}"
+        );
+        let err = refusal(
+            r#"{"type": "Composite", "length": 99, "prefix": "ASCII.LL", "tag": {"sort": "StringsByInt"},
+                "subfields": {"1": {"type": "Sting", "length": 2, "enc": "ASCII", "prefix": "ASCII.Fixed"},
+                              "2": {"type": "String", "length": 2, "enc": "ASCII", "prefix": "ASCII.LX"}}}"#,
+        );
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(
+            lines[0].starts_with("t.json: field 2.1: moov type Sting is not supported"),
+            "{err}"
+        );
+        assert!(
+            lines[1].starts_with("t.json: field 2.2: moov prefix ASCII.LX is not supported"),
             "{err}"
         );
         let err = refusal(
             r#"{"type": "String", "length": 9, "enc": "ASCII", "prefix": "ASCII.LL", "subfields": {}}"#,
         );
         assert!(
-            err.contains("not yet supported (moov type String with \"subfields\")"),
+            err.contains("t.json: field 2: type: expected Composite for a field with subfields, tag or bitmap, found \"String\""),
             "{err}"
         );
     }
-
     #[test]
     fn unknown_types_encodings_and_prefixes_are_refused_with_the_supported_names() {
         let err =
