@@ -465,3 +465,41 @@ async fn writes_fail_while_the_database_is_down_and_resume_when_it_is_back() {
         "the refused write is not there: {stans:?}"
     );
 }
+
+#[test]
+fn journal_migrate_creates_the_schema_once_and_the_tools_refuse_a_stranger() {
+    let Some(server) =
+        PgServer::start("journal_migrate_creates_the_schema_once_and_the_tools_refuse_a_stranger")
+    else {
+        return;
+    };
+    let isoswitch = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_isoswitch"))
+            .args(args)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("isoswitch runs")
+    };
+    let url = server.url();
+    // Not a journal yet: the read-only tools say so rather than create it.
+    let stats = isoswitch(&["journal", "stats", "--db", &url]);
+    assert!(!stats.status.success());
+    let error = String::from_utf8_lossy(&stats.stderr);
+    assert!(error.contains("not an isoswitch journal"), "{error}");
+
+    let first = isoswitch(&["journal", "migrate", "--db", &url]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains(": 1 migration(s) applied"));
+    let again = isoswitch(&["journal", "migrate", "--db", &url]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains(": 0 migration(s) applied"));
+    let stats = isoswitch(&["journal", "stats", "--db", &url]);
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+}
