@@ -302,3 +302,56 @@ async fn a_survivor_reverses_what_a_killed_instance_left_and_nothing_twice() {
         "a settlement of the day's sales: {csv}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_down_purchases_get_96_and_service_resumes_when_it_is_back() {
+    let test = "while_postgres_is_down_purchases_get_96_and_service_resumes_when_it_is_back";
+    let Some(mut server) = PgServer::start(test) else {
+        return;
+    };
+    let url = server.url();
+    let bench = Bench::start(&url).await;
+    let switch = SwitchProcess::start(&bench.configs[0]).await;
+    assert_eq!(
+        load::purchase_once(switch.terminal_addr, "TERM0901").await,
+        "00"
+    );
+
+    server.stop();
+    // Nothing is approved that cannot be recorded; readiness says so.
+    assert_eq!(
+        load::purchase_once(switch.terminal_addr, "TERM0902").await,
+        "96"
+    );
+    let (status, body) = switch.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let approved_at_issuer_while_down = bench
+        .record()
+        .iter()
+        .filter(|r| r.terminal.as_deref() == Some("TERM0902"))
+        .count();
+    assert_eq!(
+        approved_at_issuer_while_down, 0,
+        "forwarded without a journal record"
+    );
+
+    server.restart();
+    poll_until(
+        "purchases are approved again",
+        Duration::from_secs(30),
+        || async {
+            (load::purchase_once(switch.terminal_addr, "TERM0903").await == "00").then_some(())
+        },
+    )
+    .await;
+    switch.wait_ready().await;
+    let codes = journal_codes(Path::new(&url));
+    let approved = codes
+        .values()
+        .filter(|c| c.as_deref() == Some("00"))
+        .count();
+    assert!(
+        approved >= 2,
+        "the approvals before and after are journaled: {codes:?}"
+    );
+}
