@@ -163,7 +163,7 @@ pub fn run(command: JournalCommand) -> Result<()> {
 /// the same.
 enum Source {
     Sqlite(JournalReader),
-    Postgres(PgReader, tokio::runtime::Runtime),
+    Postgres(Box<(PgReader, tokio::runtime::Runtime)>),
 }
 
 /// The database named by --db, if it is a PostgreSQL URL.
@@ -184,7 +184,7 @@ impl Source {
             Some(url) => {
                 let runtime = small_runtime()?;
                 let reader = runtime.block_on(PgReader::open(url, key))?;
-                Ok(Source::Postgres(reader, runtime))
+                Ok(Source::Postgres(Box::new((reader, runtime))))
             }
             None => Ok(Source::Sqlite(SqliteJournal::open_read_only(db, key)?)),
         }
@@ -193,21 +193,21 @@ impl Source {
     fn find(&mut self, query: &TxnQuery) -> Result<Vec<TxnRecord>> {
         Ok(match self {
             Source::Sqlite(journal) => journal.find(query)?,
-            Source::Postgres(reader, runtime) => runtime.block_on(reader.find(query))?,
+            Source::Postgres(pg) => pg.1.block_on(pg.0.find(query))?,
         })
     }
 
     fn stats(&mut self, range: TimeRange) -> Result<Stats> {
         Ok(match self {
             Source::Sqlite(journal) => journal.stats(range)?,
-            Source::Postgres(reader, runtime) => runtime.block_on(reader.stats(range))?,
+            Source::Postgres(pg) => pg.1.block_on(pg.0.stats(range))?,
         })
     }
 
     fn settlement(&mut self, range: TimeRange) -> Result<Vec<TxnRecord>> {
         Ok(match self {
             Source::Sqlite(journal) => journal.settlement(range)?,
-            Source::Postgres(reader, runtime) => runtime.block_on(reader.settlement(range))?,
+            Source::Postgres(pg) => pg.1.block_on(pg.0.settlement(range))?,
         })
     }
 }
