@@ -680,6 +680,38 @@ issuer = "visa"
 "#;
 
     #[test]
+    fn a_shared_journal_needs_an_instance_id_and_sane_timings() {
+        let shared = format!(
+            "{MINIMAL}\n[journal]\nurl = \"postgresql://switch@127.0.0.1:5432/isoswitch\"\n"
+        );
+        let error = error_of(&shared);
+        assert!(error.contains("instance.id"), "{error}");
+        assert!(
+            error.contains("found none ([journal] url is set)"),
+            "{error}"
+        );
+        let named = format!("{shared}\n[instance]\nid = \"switch-a\"\n");
+        let config = parse(&named).expect("valid with an id");
+        assert_eq!(config.instance.id.as_deref(), Some("switch-a"));
+        assert_eq!(
+            (
+                config.instance.heartbeat_s,
+                config.instance.dead_after_s,
+                config.instance.lease_s
+            ),
+            (2, 15, 30)
+        );
+        let error = error_of(&format!(
+            "{shared}\n[instance]\nid = \"a\"\nheartbeat_s = 5\ndead_after_s = 10\n"
+        ));
+        assert!(
+            error.contains("instance.dead_after_s")
+                && error.contains("at least 3 heartbeats (15 s)"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn embedded_default_parses_and_routes_every_card_to_the_simulator() {
         let config = Config::embedded_default().expect("embedded default is valid");
         assert_eq!(config.listeners.len(), 1);
