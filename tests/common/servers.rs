@@ -53,7 +53,7 @@ pub fn required(program: &str, package: &str, test: &str) -> Option<PathBuf> {
 
 /// A port free on 127.0.0.1 a moment ago. A server that then finds it taken
 /// fails to start, and is started again on another.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds 127.0.0.1:0");
     listener.local_addr().expect("bound").port()
 }
