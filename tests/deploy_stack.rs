@@ -246,49 +246,207 @@ fn write_key(path: PathBuf, hex_byte: &str) {
         .expect("key written");
 }
 
+/// The stack a test runs on; stopped in this order when dropped.
+struct Stack {
+    proxy: Haproxy,
+    a: Option<SwitchProcess>,
+    b: SwitchProcess,
+    sim: SimProcess,
+    redis: RedisServer,
+    pg: PgServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// None (skipped) without PostgreSQL, Redis or HAProxy.
+    async fn start(test: &str) -> Option<Stack> {
+        let haproxy = servers::required("haproxy", "haproxy", test)?;
+        let pg = PgServer::start(test)?;
+        let redis = RedisServer::start(test)?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_key(dir.path().join("journal.key"), "3c");
+        write_key(dir.path().join("risk.key"), "5d");
+        std::fs::write(dir.path().join("sim.toml"), simulator_toml()).expect("sim config");
+        let sim =
+            SimProcess::start(&dir.path().join("sim.toml"), &dir.path().join("sim.jsonl")).await;
+        let config = |name: &str, id: &str, digit: u8| {
+            let path = dir.path().join(name);
+            let text = switch_toml(sim.addr, &pg.url(), &redis.url(), id, digit);
+            std::fs::write(&path, text).expect("switch config");
+            path
+        };
+        let a = SwitchProcess::start(&config("a.toml", "switch-a", 1)).await;
+        let b = SwitchProcess::start(&config("b.toml", "switch-b", 2)).await;
+        let proxy = Haproxy::start(&haproxy, dir.path(), [("switch-a", &a), ("switch-b", &b)]);
+        poll_until("HAProxy listens", Duration::from_secs(15), || {
+            let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
+            assert!(!log.contains("[ALERT]"), "HAProxy refused to start: {log}");
+            async { TcpStream::connect(proxy.front).await.is_ok().then_some(()) }
+        })
+        .await;
+        Some(Stack {
+            proxy,
+            a: Some(a),
+            b,
+            sim,
+            redis,
+            pg,
+            _dir: dir,
+        })
+    }
+
+    fn record(&self) -> Vec<evidence::Recorded> {
+        evidence::read_record(&self.sim.record)
+    }
+
+    /// Load through HAProxy until the issuer holds a few dropped purchases.
+    async fn load_until_drops_are_held(&self) -> tokio::task::JoinHandle<Vec<load::Sent>> {
+        let load = tokio::spawn(load::drive(self.proxy.front, LOAD));
+        poll_until(
+            "the issuer holds dropped purchases",
+            Duration::from_secs(30),
+            || {
+                let dropped = self
+                    .record()
+                    .iter()
+                    .filter(|r| r.mti == "0200" && r.answer == "drop")
+                    .count();
+                std::future::ready((dropped >= 4).then_some(()))
+            },
+        )
+        .await;
+        load
+    }
+
+    /// Waits until every purchase of `sent` not heard approved is reversed
+    /// at the issuer and the queue is empty; then judges the load's purchases.
+    async fn judge(&self, sent: &[load::Sent]) -> judge::Verdict {
+        let heard_approved: HashSet<&str> = sent
+            .iter()
+            .filter(|s| s.approved())
+            .map(|s| s.rrn.as_str())
+            .collect();
+        let loaded: HashSet<&str> = sent.iter().map(|s| s.rrn.as_str()).collect();
+        let url = self.pg.url();
+        let unreversed = || {
+            let record = self.record();
+            let reversed: HashSet<String> = record
+                .iter()
+                .filter(|r| r.is_reversal())
+                .filter_map(|r| r.rrn.clone())
+                .collect();
+            record
+                .iter()
+                .filter(|r| r.mti == "0200")
+                .filter_map(|r| r.rrn.clone())
+                .filter(|rrn| {
+                    loaded.contains(rrn.as_str()) && !heard_approved.contains(rrn.as_str())
+                })
+                .filter(|rrn| !reversed.contains(rrn))
+                .collect::<Vec<String>>()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = unreversed();
+            let pending = sql(&url, "SELECT count(*) FROM saf WHERE state = 'pending'").await;
+            if left.is_empty() && pending[0].get::<_, i64>(0) == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let rows = sql(
+                    &url,
+                    "SELECT terminal_rrn, instance_id, coalesce(response_code, '-'), reversal,
+                        coalesce(recovered_from, '-')
+                     FROM txn WHERE response_code IS NULL OR reversal != 'none' ORDER BY id",
+                )
+                .await;
+                let txns: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{:?} {} {} {} {}",
+                            r.get::<_, Option<String>>(0),
+                            r.get::<_, String>(1),
+                            r.get::<_, String>(2),
+                            r.get::<_, String>(3),
+                            r.get::<_, String>(4)
+                        )
+                    })
+                    .collect();
+                let instances = sql(
+                    &url,
+                    "SELECT id, heartbeat_at_ms, coalesce(recovered_by, '-') FROM instance",
+                )
+                .await;
+                let instances: Vec<String> = instances
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} {} {}",
+                            r.get::<_, String>(0),
+                            r.get::<_, i64>(1),
+                            r.get::<_, String>(2)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "after 60 s, not reversed: {left:?}; pending items: {}; unanswered or reversed \
+                     transactions: {txns:#?}; instances: {instances:#?}",
+                    pending[0].get::<_, i64>(0)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The load's purchases only: the others are checked where they are sent.
+        let record: Vec<evidence::Recorded> = self
+            .record()
+            .into_iter()
+            .filter(|r| r.rrn.as_deref().is_some_and(|rrn| loaded.contains(rrn)))
+            .collect();
+        let verdict = judge::judge(sent, &record, &evidence::journal_codes(Path::new(&url)));
+        assert!(
+            verdict.reversed_twice.is_empty(),
+            "reversed twice: {:?}",
+            verdict.reversed_twice
+        );
+        verdict
+    }
+}
+
+/// Waits until `survivor` has claimed the dead instance and queued the
+/// reversal of at least one of its in-doubt purchases.
+async fn after_recovery(survivor: &SwitchProcess) {
+    poll_until(
+        "the survivor reversed the dead instance's in-doubt purchases",
+        Duration::from_secs(40),
+        || async {
+            let (_, metrics) = survivor.get("/metrics").await;
+            let recovered = metrics.contains("isoswitch_instances_recovered_total 1");
+            let reversed = metrics.lines().any(|l| {
+                l.starts_with("isoswitch_in_doubt_reversals_total ") && !l.ends_with(" 0")
+            });
+            (recovered && reversed).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_behind_haproxy_share_limits_and_survive_a_kill_9() {
     let test = "two_instances_behind_haproxy_share_limits_and_survive_a_kill_9";
-    let Some(haproxy) = servers::required("haproxy", "haproxy", test) else {
+    let Some(mut stack) = Stack::start(test).await else {
         return;
     };
-    let Some(pg) = PgServer::start(test) else {
-        return;
-    };
-    let Some(redis) = RedisServer::start(test) else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("temp dir");
-    write_key(dir.path().join("journal.key"), "3c");
-    write_key(dir.path().join("risk.key"), "5d");
-    std::fs::write(dir.path().join("sim.toml"), simulator_toml()).expect("sim config");
-    let sim = SimProcess::start(&dir.path().join("sim.toml"), &dir.path().join("sim.jsonl")).await;
-    let config = |name: &str, id: &str, digit: u8| {
-        let path = dir.path().join(name);
-        let text = switch_toml(sim.addr, &pg.url(), &redis.url(), id, digit);
-        std::fs::write(&path, text).expect("switch config");
-        path
-    };
-    let a = SwitchProcess::start(&config("a.toml", "switch-a", 1)).await;
-    let b = SwitchProcess::start(&config("b.toml", "switch-b", 2)).await;
-    let proxy = Haproxy::start(&haproxy, dir.path(), [("switch-a", &a), ("switch-b", &b)]);
-    poll_until("HAProxy listens", Duration::from_secs(15), || {
-        let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
-        assert!(!log.contains("[ALERT]"), "HAProxy refused to start: {log}");
-        async { TcpStream::connect(proxy.front).await.is_ok().then_some(()) }
-    })
-    .await;
-
     // One card, four purchases, each on a new connection: HAProxy spreads
     // them over both instances, and the fourth is over the shared limit.
     let card = "4000000000000002";
     let mut codes = Vec::new();
     for stan in 1..=4 {
-        codes.push(purchase_at_the_shop(proxy.front, card, stan).await);
+        codes.push(purchase_at_the_shop(stack.proxy.front, card, stan).await);
     }
     assert_eq!(codes, ["00", "00", "00", "65"]);
     let served_by: HashSet<String> = sql(
-        &pg.url(),
+        &stack.pg.url(),
         "SELECT instance_id FROM txn WHERE merchant_id = 'VELOCITYSHOP001'",
     )
     .await
@@ -302,65 +460,25 @@ async fn two_instances_behind_haproxy_share_limits_and_survive_a_kill_9() {
     );
 
     // Load through HAProxy; switch-a killed while dropped purchases are held.
-    let load = tokio::spawn(load::drive(proxy.front, LOAD));
-    poll_until(
-        "the issuer holds dropped purchases",
-        Duration::from_secs(30),
-        || {
-            let dropped = evidence::read_record(&sim.record)
-                .iter()
-                .filter(|r| r.mti == "0200" && r.answer == "drop")
-                .count();
-            std::future::ready((dropped >= 4).then_some(()))
-        },
-    )
-    .await;
-    a.kill_9().await;
+    let load = stack.load_until_drops_are_held().await;
+    if let Some(a) = stack.a.take() {
+        a.kill_9().await;
+    }
     // New connections reach the survivor at once (a refused connection is
     // redispatched), before any health check has marked switch-a down.
-    assert_eq!(load::purchase_once(proxy.front, "TERM0999").await, "00");
+    assert_eq!(
+        load::purchase_once(stack.proxy.front, "TERM0999").await,
+        "00"
+    );
     let sent = load.await.expect("the load runs to its end");
-
-    let heard_approved: HashSet<&str> = sent
-        .iter()
-        .filter(|s| s.approved())
-        .map(|s| s.rrn.as_str())
-        .collect();
-    let loaded: HashSet<&str> = sent.iter().map(|s| s.rrn.as_str()).collect();
-    let url = pg.url();
-    poll_until(
-        "switch-b has reversed every purchase not heard approved, its queue empty",
-        Duration::from_secs(60),
-        || {
-            let record = evidence::read_record(&sim.record);
-            let reversed: HashSet<String> = record
-                .iter()
-                .filter(|r| r.is_reversal())
-                .filter_map(|r| r.rrn.clone())
-                .collect();
-            let all_reversed = record
-                .iter()
-                .filter(|r| r.mti == "0200")
-                .filter_map(|r| r.rrn.as_deref())
-                .filter(|rrn| loaded.contains(rrn) && !heard_approved.contains(rrn))
-                .all(|rrn| reversed.contains(rrn));
-            let url = url.clone();
-            async move {
-                if !all_reversed {
-                    return None;
-                }
-                let pending = sql(&url, "SELECT count(*) FROM saf WHERE state = 'pending'").await;
-                (pending[0].get::<_, i64>(0) == 0).then_some(())
-            }
-        },
-    )
-    .await;
-    // The load's purchases only: the shop's and TERM0999's were checked above.
-    let record: Vec<evidence::Recorded> = evidence::read_record(&sim.record)
-        .into_iter()
-        .filter(|r| r.rrn.as_deref().is_some_and(|rrn| loaded.contains(rrn)))
-        .collect();
-    let verdict = judge::judge(&sent, &record, &evidence::journal_codes(Path::new(&url)));
+    // switch-b takes over switch-a's in-doubt purchases once its heartbeat
+    // is stale; then the terminals reverse what they never heard (an
+    // approval switch-a journaled but could not deliver is theirs to
+    // reverse), through HAProxy, matched in the shared journal.
+    after_recovery(&stack.b).await;
+    let unanswered: Vec<&load::Sent> = sent.iter().filter(|s| s.answer.is_none()).collect();
+    load::reverse_as_terminals(stack.proxy.front, &unanswered, 0).await;
+    let verdict = stack.judge(&sent).await;
     eprintln!("behind HAProxy, one instance killed:\n{verdict}");
     assert!(
         verdict.unanswered > 0,
@@ -370,10 +488,44 @@ async fn two_instances_behind_haproxy_share_limits_and_survive_a_kill_9() {
         verdict.reversed_originals > 0,
         "nothing was reversed:\n{verdict}"
     );
-    assert!(
-        verdict.reversed_twice.is_empty(),
-        "reversed twice: {:?}",
-        verdict.reversed_twice
+    let _ = &stack.redis;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_behind_haproxy_loses_no_transaction_and_new_terminals_reach_the_other() {
+    let test =
+        "a_graceful_stop_behind_haproxy_loses_no_transaction_and_new_terminals_reach_the_other";
+    let Some(mut stack) = Stack::start(test).await else {
+        return;
+    };
+    let load = stack.load_until_drops_are_held().await;
+    if let Some(a) = stack.a.take() {
+        let (status, log) = a.terminate().await;
+        assert!(status.success(), "exit status {status}; log: {log:#?}");
+    }
+    assert_eq!(
+        load::purchase_once(stack.proxy.front, "TERM0998").await,
+        "00"
     );
-    drop(b);
+    let sent = load.await.expect("the load runs to its end");
+    // A graceful stop forwards nothing it does not answer.
+    let at_issuer: HashSet<String> = stack
+        .record()
+        .iter()
+        .filter_map(|r| r.rrn.clone())
+        .collect();
+    for s in sent.iter().filter(|s| s.answer.is_none()) {
+        assert!(
+            !at_issuer.contains(&s.rrn),
+            "RRN {}: forwarded by the stopping instance but never answered",
+            s.rrn
+        );
+    }
+    let verdict = stack.judge(&sent).await;
+    eprintln!("behind HAProxy, one instance stopped:\n{verdict}");
+    assert!(
+        verdict.reversed_originals > 0,
+        "nothing was reversed:\n{verdict}"
+    );
+    assert!(stack.b.get("/readyz").await.0 == 200);
 }

@@ -206,7 +206,25 @@ async fn a_survivor_reverses_what_a_killed_instance_left_and_nothing_twice() {
     );
 
     // switch-b alone, never restarted: it reverses the dead instance's
-    // in-doubt purchases and delivers its queued reversals.
+    // in-doubt purchases and delivers its queued reversals. Then the
+    // terminals reverse what they never heard, as terminals do (an approval
+    // switch-a journaled but could not deliver is theirs to reverse),
+    // matched by switch-b in the shared journal: still one reversal each.
+    poll_until(
+        "switch-b reversed switch-a's in-doubt purchases",
+        TAKEOVER_WAIT,
+        || async {
+            let (_, metrics) = b.get("/metrics").await;
+            let recovered = metrics.contains("isoswitch_instances_recovered_total 1");
+            let reversed = metrics.lines().any(|l| {
+                l.starts_with("isoswitch_in_doubt_reversals_total ") && !l.ends_with(" 0")
+            });
+            (recovered && reversed).then_some(())
+        },
+    )
+    .await;
+    let unanswered: Vec<&load::Sent> = sent.iter().filter(|s| s.answer.is_none()).collect();
+    load::reverse_as_terminals(b.terminal_addr, &unanswered, 2).await;
     let heard_approved: std::collections::HashSet<&str> = sent
         .iter()
         .filter(|s| s.approved())
