@@ -110,12 +110,50 @@ pub struct Config {
 
 /// `[instance]`: each switch sharing issuers with others needs its own
 /// `rrn_digit` (0–9), the first digit of the RRNs it generates, so theirs
-/// never collide.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// never collide. Instances sharing a PostgreSQL journal (`[journal] url`)
+/// each need their own `id`; the timings say when one is taken for dead and
+/// how long a queue item it took stays its own.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
     #[serde(default)]
     pub rrn_digit: u8,
+    /// Unique among the instances sharing a database ("switch-a").
+    #[serde(default)]
+    pub id: Option<String>,
+    /// How often this instance's heartbeat row is written.
+    #[serde(default = "default_heartbeat_s")]
+    pub heartbeat_s: u64,
+    /// An instance whose heartbeat is older than this is dead: a survivor
+    /// reverses its forwarded requests left unanswered.
+    #[serde(default = "default_dead_after_s")]
+    pub dead_after_s: u64,
+    /// How long a queue item this instance took stays its own before
+    /// another may take it (at least until the item's next attempt is due).
+    #[serde(default = "default_lease_s")]
+    pub lease_s: u64,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        InstanceConfig {
+            rrn_digit: 0,
+            id: None,
+            heartbeat_s: default_heartbeat_s(),
+            dead_after_s: default_dead_after_s(),
+            lease_s: default_lease_s(),
+        }
+    }
+}
+
+fn default_heartbeat_s() -> u64 {
+    2
+}
+fn default_dead_after_s() -> u64 {
+    15
+}
+fn default_lease_s() -> u64 {
+    30
 }
 
 /// Where terminals (or acquiring hosts) connect to the switch.
@@ -367,6 +405,35 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), Problem> {
+        if self.journal.url.is_some()
+            && self
+                .instance
+                .id
+                .as_deref()
+                .map_or(true, |id| id.trim().is_empty())
+        {
+            return Err(problem(
+                "instance.id",
+                "expected a name unique among the instances sharing the database, found none \
+                 ([journal] url is set)",
+            ));
+        }
+        if self.instance.heartbeat_s == 0 {
+            return Err(problem("instance.heartbeat_s", "expected > 0, found 0"));
+        }
+        if self.instance.dead_after_s < self.instance.heartbeat_s.saturating_mul(3) {
+            return Err(problem(
+                "instance.dead_after_s",
+                format!(
+                    "expected at least 3 heartbeats ({} s), found {}",
+                    self.instance.heartbeat_s.saturating_mul(3),
+                    self.instance.dead_after_s
+                ),
+            ));
+        }
+        if self.instance.lease_s == 0 {
+            return Err(problem("instance.lease_s", "expected > 0, found 0"));
+        }
         if self.instance.rrn_digit > 9 {
             return Err(problem(
                 "instance.rrn_digit",
@@ -611,6 +678,38 @@ name = "visa"
 bins = ["4"]
 issuer = "visa"
 "#;
+
+    #[test]
+    fn a_shared_journal_needs_an_instance_id_and_sane_timings() {
+        let shared = format!(
+            "{MINIMAL}\n[journal]\nurl = \"postgresql://switch@127.0.0.1:5432/isoswitch\"\n"
+        );
+        let error = error_of(&shared);
+        assert!(error.contains("instance.id"), "{error}");
+        assert!(
+            error.contains("found none ([journal] url is set)"),
+            "{error}"
+        );
+        let named = format!("{shared}\n[instance]\nid = \"switch-a\"\n");
+        let config = parse(&named).expect("valid with an id");
+        assert_eq!(config.instance.id.as_deref(), Some("switch-a"));
+        assert_eq!(
+            (
+                config.instance.heartbeat_s,
+                config.instance.dead_after_s,
+                config.instance.lease_s
+            ),
+            (2, 15, 30)
+        );
+        let error = error_of(&format!(
+            "{shared}\n[instance]\nid = \"a\"\nheartbeat_s = 5\ndead_after_s = 10\n"
+        ));
+        assert!(
+            error.contains("instance.dead_after_s")
+                && error.contains("at least 3 heartbeats (15 s)"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn embedded_default_parses_and_routes_every_card_to_the_simulator() {

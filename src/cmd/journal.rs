@@ -11,9 +11,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use isoswitch::config::Config;
 use isoswitch::iso8583::fields::mask_pan;
 use isoswitch::iso8583::ResponseCode;
+use isoswitch::journal::config::{env_key, KEY_ENV};
+use isoswitch::journal::postgres::is_url;
 use isoswitch::journal::record::{NO_ROUTE, PENDING};
 use isoswitch::journal::{
-    ClearPan, DataKey, SafLink, SqliteJournal, Stats, StatsRow, TimeRange, TxnQuery, TxnRecord,
+    ClearPan, DataKey, JournalReader, PgReader, SafLink, SqliteJournal, Stats, StatsRow, TimeRange,
+    TxnQuery, TxnRecord,
 };
 use isoswitch::settle::{render, Report, SchemeTable, Tariffs};
 use serde_json::{json, Value};
@@ -40,11 +43,21 @@ pub enum JournalCommand {
     /// cancellation: the day its reversal was). Fees are rounded half-up per
     /// transaction. Tariffs and schemes come from --config.
     Settle(SettleArgs),
+    /// Create or bring up to date the schema of a PostgreSQL journal
+    /// (`serve` does it too at start-up); prints how many migrations ran.
+    Migrate(MigrateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    /// The journal database: postgresql://user@host:port/db.
+    #[arg(long)]
+    db: String,
 }
 
 #[derive(clap::Args)]
 pub struct SettleArgs {
-    /// The journal database (SQLite).
+    /// The journal database: an SQLite file or postgresql://user@host:port/db.
     #[arg(long)]
     db: PathBuf,
     /// The UTC day, YYYY-MM-DD.
@@ -70,7 +83,7 @@ enum SettleFormat {
 
 #[derive(clap::Args)]
 pub struct FindArgs {
-    /// The journal database (SQLite).
+    /// The journal database: an SQLite file or postgresql://user@host:port/db.
     #[arg(long)]
     db: PathBuf,
     /// Retrieval reference number, the terminal's or the issuer's.
@@ -90,7 +103,8 @@ pub struct FindArgs {
     #[arg(long)]
     pan: Option<String>,
     /// The journal's data key, used to hash --pan (default: the database's
-    /// path with the extension `.key`). Under another key nothing matches.
+    /// path with the extension `.key`; for PostgreSQL, ISOSWITCH_JOURNAL_KEY).
+    /// Under another key nothing matches.
     #[arg(long, requires = "pan")]
     key_file: Option<PathBuf>,
     #[command(flatten)]
@@ -105,7 +119,7 @@ pub struct FindArgs {
 
 #[derive(clap::Args)]
 pub struct StatsArgs {
-    /// The journal database (SQLite).
+    /// The journal database: an SQLite file or postgresql://user@host:port/db.
     #[arg(long)]
     db: PathBuf,
     #[command(flatten)]
@@ -140,7 +154,89 @@ pub fn run(command: JournalCommand) -> Result<()> {
         JournalCommand::Find(args) => find(&args),
         JournalCommand::Stats(args) => stats(&args),
         JournalCommand::Settle(args) => settle(&args),
+        JournalCommand::Migrate(args) => migrate(&args),
     }
+}
+
+/// A journal opened for reading: an SQLite file, or PostgreSQL (read on a
+/// small runtime of its own). Both give the same records, so the output is
+/// the same.
+enum Source {
+    Sqlite(JournalReader),
+    Postgres(Box<(PgReader, tokio::runtime::Runtime)>),
+}
+
+/// The database named by --db, if it is a PostgreSQL URL.
+fn postgres_url(db: &Path) -> Option<&str> {
+    db.to_str().filter(|text| is_url(text))
+}
+
+fn small_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime to read PostgreSQL")
+}
+
+impl Source {
+    fn open(db: &Path, key: Option<DataKey>) -> Result<Source> {
+        match postgres_url(db) {
+            Some(url) => {
+                let runtime = small_runtime()?;
+                let reader = runtime.block_on(PgReader::open(url, key))?;
+                Ok(Source::Postgres(Box::new((reader, runtime))))
+            }
+            None => Ok(Source::Sqlite(SqliteJournal::open_read_only(db, key)?)),
+        }
+    }
+
+    fn find(&mut self, query: &TxnQuery) -> Result<Vec<TxnRecord>> {
+        Ok(match self {
+            Source::Sqlite(journal) => journal.find(query)?,
+            Source::Postgres(pg) => pg.1.block_on(pg.0.find(query))?,
+        })
+    }
+
+    fn stats(&mut self, range: TimeRange) -> Result<Stats> {
+        Ok(match self {
+            Source::Sqlite(journal) => journal.stats(range)?,
+            Source::Postgres(pg) => pg.1.block_on(pg.0.stats(range))?,
+        })
+    }
+
+    fn settlement(&mut self, range: TimeRange) -> Result<Vec<TxnRecord>> {
+        Ok(match self {
+            Source::Sqlite(journal) => journal.settlement(range)?,
+            Source::Postgres(pg) => pg.1.block_on(pg.0.settlement(range))?,
+        })
+    }
+}
+
+/// The key that hashes --pan for a PostgreSQL journal: --key-file, else
+/// the variable the switch reads it from.
+fn postgres_key(key_file: Option<&Path>) -> Result<DataKey> {
+    if let Some(path) = key_file {
+        return Ok(DataKey::load(path)?);
+    }
+    match env_key() {
+        Some(key) => Ok(key?),
+        None => {
+            bail!("--pan with a PostgreSQL journal needs its data key: --key-file or {KEY_ENV}")
+        }
+    }
+}
+
+fn migrate(args: &MigrateArgs) -> Result<()> {
+    if !is_url(&args.db) {
+        bail!("--db: expected postgresql://user@host:port/db (an SQLite journal is migrated when the switch opens it)");
+    }
+    let runtime = small_runtime()?;
+    let applied = runtime.block_on(isoswitch::journal::postgres::migrate(&args.db))?;
+    super::stdout::print(format!(
+        "{}: {applied} migration(s) applied\n",
+        isoswitch::journal::postgres::redacted(&args.db)
+    ))?;
+    Ok(())
 }
 
 /// The key file the journal keeps beside its database: `journal.db` has
@@ -258,6 +354,9 @@ fn find(args: &FindArgs) -> Result<()> {
     // The key is needed only to hash --pan, and is only ever read, never
     // made; check the database first so a missing one is reported as such.
     let key = match &pan {
+        Some(_) if postgres_url(&args.db).is_some() => {
+            Some(postgres_key(args.key_file.as_deref())?)
+        }
         Some(_) => {
             std::fs::metadata(&args.db)
                 .map_err(|e| anyhow!("cannot open the journal {}: {e}", args.db.display()))?;
@@ -269,7 +368,7 @@ fn find(args: &FindArgs) -> Result<()> {
         }
         None => None,
     };
-    let mut journal = SqliteJournal::open_read_only(&args.db, key)?;
+    let mut journal = Source::open(&args.db, key)?;
     let query = TxnQuery {
         rrn: args.rrn.clone(),
         terminal_stan: args.terminal.clone().zip(args.stan.clone()),
@@ -473,7 +572,7 @@ fn settle(args: &SettleArgs) -> Result<()> {
     };
     let schemes = SchemeTable::build(&config.schemes).map_err(|e| anyhow!(e))?;
     let tariffs = Tariffs::build(&config.tariffs).map_err(|e| anyhow!(e))?;
-    let mut journal = SqliteJournal::open_read_only(&args.db, None)?;
+    let mut journal = Source::open(&args.db, None)?;
     let records = journal.settlement(day)?;
     let report = Report::build(
         &args.date,
@@ -496,7 +595,7 @@ fn settle(args: &SettleArgs) -> Result<()> {
 }
 
 fn stats(args: &StatsArgs) -> Result<()> {
-    let mut journal = SqliteJournal::open_read_only(&args.db, None)?;
+    let mut journal = Source::open(&args.db, None)?;
     let stats = journal.stats(args.range.range())?;
     let out = if args.json {
         stats_json(&stats)

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use isoswitch::config::Config;
+use isoswitch::config::{Config, InstanceConfig};
 use isoswitch::journal::config::{JournalConfig, KeySource};
-use isoswitch::journal::{SqliteJournal, SqliteOptions, Stores};
+use isoswitch::journal::{PgJournal, PgOptions, SqliteJournal, SqliteOptions, Stores};
 use isoswitch::metrics_http::{self, OpsState};
 use isoswitch::server::{Listener, PreparedListener};
 use isoswitch::switch::Switch;
@@ -71,7 +71,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     isoswitch::metrics_http::recorder();
     let shutdown = CancellationToken::new();
     let admin_token = config.admin.token.clone();
-    let stores = open_journal(&config.journal)?;
+    let stores = open_journal(&config.journal, &config.instance).await?;
     let saf_settings = SafSettings::from(&config.store_and_forward);
     // Starting the switch builds routes, issuers and risk rules: the rest of
     // the check. Its issuer links connecting out take no port of ours.
@@ -166,15 +166,19 @@ async fn stop_in_stages(
     tracing::info!("stopped");
 }
 
-/// Opens the configured journal: SQLite, or memory for `durability = "none"`.
-/// Says at start-up where it journals and where the key came from.
-fn open_journal(config: &JournalConfig) -> Result<Stores> {
+/// Opens the configured journal: PostgreSQL when `url` is set, else SQLite,
+/// or memory for `durability = "none"`. Says at start-up where it journals
+/// and where the key came from.
+async fn open_journal(config: &JournalConfig, instance: &InstanceConfig) -> Result<Stores> {
     let Some(durability) = config.durability.durability() else {
         tracing::warn!(
             "journal off (durability = \"none\"): transactions and queued reversals are kept in memory only and lost on restart"
         );
         return Ok(Stores::in_memory());
     };
+    if let Some(url) = &config.url {
+        return open_postgres(url, config, instance, durability).await;
+    }
     let (key, source) = config.load_key().context("journal data key")?;
     match &source {
         KeySource::Created(_) => tracing::warn!("journal data key: {source}"),
@@ -187,6 +191,40 @@ fn open_journal(config: &JournalConfig) -> Result<Stores> {
         path = %config.path.display(),
         durability = %config.durability,
         "journaling transactions and the store-and-forward queue"
+    );
+    Ok(Stores::new(std::sync::Arc::new(journal), true))
+}
+
+/// The shared journal. Its key must be the one every other instance uses,
+/// so one is never generated here.
+async fn open_postgres(
+    url: &str,
+    config: &JournalConfig,
+    instance: &InstanceConfig,
+    durability: isoswitch::journal::Durability,
+) -> Result<Stores> {
+    if std::env::var_os(isoswitch::journal::config::KEY_ENV).is_none() && config.key_file.is_none()
+    {
+        bail!(
+            "[journal] url: instances sharing a database need the same data key: set {} or \
+             [journal] key_file",
+            isoswitch::journal::config::KEY_ENV
+        );
+    }
+    let (key, source) = config.load_key().context("journal data key")?;
+    tracing::info!("journal data key: {source}");
+    let id = instance.id.clone().unwrap_or_default();
+    let mut options = PgOptions::new(url, key, id.clone());
+    options.durability = durability;
+    options.heartbeat = Duration::from_secs(instance.heartbeat_s);
+    options.dead_after = Duration::from_secs(instance.dead_after_s);
+    options.lease = Duration::from_secs(instance.lease_s);
+    let journal = PgJournal::open(options).await?;
+    tracing::info!(
+        database = %journal.name(),
+        instance = %id,
+        durability = %config.durability,
+        "journaling transactions and the store-and-forward queue in PostgreSQL"
     );
     Ok(Stores::new(std::sync::Arc::new(journal), true))
 }

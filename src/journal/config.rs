@@ -37,11 +37,18 @@ pub struct JournalConfig {
     /// default, `<path>.key`.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// `postgresql://user@host:port/db`: the journal and queue in PostgreSQL,
+    /// shared by every instance given the same URL, instead of `path`.
+    /// Instances sharing it need the same data key (so `key_file` or
+    /// [`KEY_ENV`], never a key generated beside one of them).
+    #[serde(default, deserialize_with = "postgres_url")]
+    pub url: Option<String>,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
+            url: None,
             path: default_path(),
             durability: JournalMode::default(),
             retention_days: default_retention_days(),
@@ -189,6 +196,12 @@ impl JournalConfig {
     }
 }
 
+/// The key in [`KEY_ENV`], when the variable is set: what the look-up tools
+/// hash a PAN with when the journal has no key file beside it (PostgreSQL).
+pub fn env_key() -> Option<Result<DataKey, JournalKeyError>> {
+    std::env::var_os(KEY_ENV).map(|value| key_from_env(&value))
+}
+
 /// Exactly 64 hex digits (surrounding whitespace allowed). Unlike a key file,
 /// 32 raw bytes are refused: a variable that happens to be 32 characters
 /// long is a mistake, not a key.
@@ -308,6 +321,18 @@ fn retry_codes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Respons
         .collect()
 }
 
+/// A `postgresql://` (or `postgres://`) URL.
+fn postgres_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if !super::postgres::is_url(&text) {
+        return Err(D::Error::custom(format!(
+            "url: expected postgresql://user@host:port/database, found {:?}",
+            super::postgres::redacted(&text)
+        )));
+    }
+    Ok(Some(text))
+}
+
 // ---- explicit defaults ----
 
 fn default_path() -> PathBuf {
@@ -370,6 +395,7 @@ mod tests {
         assert_eq!(journal.durability, JournalMode::Commit);
         assert_eq!(journal.retention_days, 90);
         assert_eq!(journal.key_file, None);
+        assert_eq!(journal.url, None);
         assert_eq!(journal.key_path(), Path::new("isoswitch.db.key"));
         let saf = sections.store_and_forward;
         assert_eq!(saf.expiry_s, 86_400);
@@ -399,6 +425,24 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_journal_url_must_be_postgresql_and_errors_hide_its_password() {
+        let journal = parse("[journal]\nurl = \"postgresql://switch@db:5432/isoswitch\"\n")
+            .expect("valid")
+            .journal;
+        assert_eq!(
+            journal.url.as_deref(),
+            Some("postgresql://switch@db:5432/isoswitch")
+        );
+        let error =
+            parse("[journal]\nurl = \"mysql://u:secret@db/x\"\n").expect_err("not postgres");
+        assert!(
+            error.contains("url: expected postgresql://user@host:port/database"),
+            "{error}"
+        );
+        assert!(!error.contains("secret"), "{error}");
     }
 
     #[test]

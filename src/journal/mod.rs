@@ -5,6 +5,7 @@
 pub mod card_data;
 pub mod config;
 pub mod memory;
+pub mod postgres;
 pub mod record;
 pub mod shift;
 pub mod sqlite;
@@ -17,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use card_data::{CardVault, DataKey, KeyError};
 pub use memory::MemoryJournal;
+pub use postgres::{PgJournal, PgOptions, PgReader};
 pub use record::{
     ClearPan, DecidedBy, Forward, InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId,
     SafItem, SafKind, SafLink, SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery,

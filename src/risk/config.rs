@@ -33,13 +33,62 @@ pub struct RiskConfig {
     /// In evaluation order (velocity and duplicate rules run after the others).
     #[serde(rename = "rule", default)]
     pub rules: Vec<RuleConfig>,
+    /// Where velocity and duplicate state lives: absent, in this process;
+    /// `"redis://host:port"`, in Redis, shared by every instance given it.
+    #[serde(default, deserialize_with = "redis_url")]
+    pub state: Option<String>,
+    /// With `state`: the key (32 bytes, or 64 hex digits) card numbers and
+    /// terminal ids are hashed under in Redis's keys; every instance needs
+    /// the same. [`STATE_KEY_ENV`] wins over it.
+    #[serde(default)]
+    pub state_key_file: Option<PathBuf>,
 }
+
+/// The environment variable holding the shared-state key (64 hex digits).
+pub const STATE_KEY_ENV: &str = "ISOSWITCH_RISK_STATE_KEY";
 
 impl Default for RiskConfig {
     fn default() -> Self {
         RiskConfig {
             max_keys_per_rule: default_max_keys_per_rule(),
             rules: Vec::new(),
+            state: None,
+            state_key_file: None,
+        }
+    }
+}
+
+/// A `redis://` (or `rediss://`) URL.
+fn redis_url<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    let text = String::deserialize(deserializer)?;
+    if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        return Err(D::Error::custom(format!(
+            "state: expected redis://host:port, found {text:?}"
+        )));
+    }
+    Ok(Some(text))
+}
+
+/// What a velocity or duplicate rule does when the shared state cannot be
+/// reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStateError {
+    /// Decline with 96: nothing passes unchecked.
+    Decline,
+    /// Check and count in this process until the shared state is back
+    /// (each instance then counts alone), counted and logged.
+    Local,
+}
+
+impl OnStateError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStateError::Decline => "decline",
+            OnStateError::Local => "local",
         }
     }
 }
@@ -60,6 +109,11 @@ pub struct RuleConfig {
     /// which is why this struct itself cannot say `deny_unknown_fields`.
     #[serde(flatten, deserialize_with = "Check::from_keys")]
     pub check: Check,
+    /// Velocity and duplicate rules with `[risk] state`: what to do when it
+    /// cannot be reached (default `"local"`: a Redis outage must not stop
+    /// approvals; each instance then enforces the limits on its own).
+    #[serde(default)]
+    pub on_state_error: Option<OnStateError>,
 }
 
 /// Whether a rule that fires declines, or only says it would.
@@ -553,6 +607,7 @@ const MAX_WINDOW_S: u64 = 400 * 86_400;
 impl RiskConfig {
     /// Makes hotlist files relative to the config file's directory.
     pub fn resolve_paths(&mut self, dir: ConfigDir<'_>) {
+        dir.resolve_optional(&mut self.state_key_file);
         for rule in &mut self.rules {
             if let Check::Hotlist { file } = &mut rule.check {
                 dir.resolve(file);
@@ -593,6 +648,13 @@ impl RiskConfig {
                         format!("listener {listener:?} is not defined"),
                     ));
                 }
+            }
+            if rule.on_state_error.is_some() && !rule.check.is_stateful() {
+                return Err(invalid(
+                    rule,
+                    "on_state_error",
+                    "only velocity and duplicate rules keep state",
+                ));
             }
             if rule.check.is_stateful() {
                 stateful += 1;
@@ -826,6 +888,40 @@ mod tests {
             .validate(["pos", "ecom"])
             .map_err(|e| e.to_string())?;
         Ok(config)
+    }
+
+    #[test]
+    fn shared_state_is_a_redis_url_and_only_stateful_rules_say_what_to_do_without_it() {
+        let config = validated(
+            r#"
+[risk]
+state = "redis://127.0.0.1:6379"
+state_key_file = "risk.key"
+[[risk.rule]]
+name = "v"
+kind = "velocity"
+per = "card"
+window_s = 60
+max_count = 3
+on_state_error = "decline"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(config.state.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(config.rules[0].on_state_error, Some(OnStateError::Decline));
+        let error = validated("[risk]\nstate = \"memcached://x\"\n").expect_err("not redis");
+        assert!(
+            error.contains("state: expected redis://host:port"),
+            "{error}"
+        );
+        let error = validated(
+            "[[risk.rule]]\nname = \"e\"\nkind = \"expiry\"\non_state_error = \"local\"\n",
+        )
+        .expect_err("stateless");
+        assert!(
+            error.contains("on_state_error: only velocity and duplicate rules keep state"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub(crate) mod duplicate;
 pub(crate) mod hotlist;
 mod key_table;
 pub(crate) mod merchant;
+pub mod redis_state;
 pub(crate) mod scope;
+mod shared;
 pub(crate) mod state;
 mod timestamp;
 pub(crate) mod velocity;
@@ -39,7 +41,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-pub use config::{Check, InvalidRule, Mode, RiskConfig, RuleConfig, Scope};
+pub use config::{Check, InvalidRule, Mode, OnStateError, RiskConfig, RuleConfig, Scope};
 pub use state::RiskState;
 pub use timestamp::Timestamp;
 
@@ -108,6 +110,8 @@ pub struct Held {
     counts: SmallVec<[(u64, u64); 4]>,
     /// What the request added to the windows' amounts (minor units).
     amount: u64,
+    /// Counts made in the shared state: (window key, member), to take back.
+    shared: Vec<(String, String)>,
 }
 
 // `Held::rules` has a bit for each stateful rule.
@@ -130,7 +134,7 @@ impl Held {
 
     /// Whether any velocity rule counted the request.
     pub fn counts_anything(&self) -> bool {
-        self.rules != 0
+        self.rules != 0 || !self.shared.is_empty()
     }
 }
 
@@ -157,6 +161,8 @@ pub enum RiskError {
         #[source]
         source: std::io::Error,
     },
+    #[error("[risk] state: {0}")]
+    State(String),
     #[error("risk rule {rule:?}: file: {path}:{line}: {problem}")]
     Entry {
         rule: String,
@@ -352,6 +358,8 @@ struct Rule {
     check: Compiled,
     counters: Vec<(ResponseCode, metrics::Counter)>,
     state_full: metrics::Counter,
+    /// With shared state: what to do when it cannot be reached.
+    on_state_error: OnStateError,
 }
 
 impl Rule {
@@ -458,6 +466,8 @@ pub struct RiskRules {
     state: Arc<RiskState>,
     /// What these rules ask the shared CIT ledger to keep, while they live.
     _cit_policy: Option<Arc<state::CitPolicy>>,
+    /// `[risk] state`: velocity and duplicate state in Redis.
+    shared: Option<redis_state::SharedState>,
 }
 
 impl fmt::Debug for RiskRules {
@@ -522,7 +532,19 @@ impl RiskRules {
         duplicates.extend(velocities);
         debug_assert!(duplicates.len() <= MAX_STATEFUL_RULES);
         let scopes = ScopeIndex::new(&stateless.iter().map(|r| &r.applies).collect::<Vec<_>>());
+        let shared = match &config.state {
+            Some(url) => {
+                let key = shared::state_key(config)?;
+                Some(
+                    state
+                        .shared_state(url, key)
+                        .map_err(|e| RiskError::State(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         Ok(RiskRules {
+            shared,
             stateless,
             scopes,
             stateful: duplicates,
@@ -562,39 +584,9 @@ impl RiskRules {
             return decision;
         }
         let facts = Facts::new(ctx, msg, now);
-        // The stateful rules' records are most likely not in cache (one per
-        // card among millions): ask for them now, and run the stateless rules
-        // while they arrive.
-        let mut applies = [false; MAX_STATEFUL_RULES];
-        for (rule, applies) in self.stateful.iter().zip(&mut applies) {
-            *applies = rule.applies.matches(&facts);
-            if *applies {
-                rule.prefetch(&facts);
-            }
-        }
-        for (word, mut bits, check_scope) in self.scopes.candidates(&facts).words() {
-            while bits != 0 {
-                let bit = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let Some(rule) = self.stateless.get(word * 64 + bit) else {
-                    break;
-                };
-                if check_scope >> bit & 1 != 0 && !rule.applies.matches(&facts) {
-                    continue;
-                }
-                let Some(code) = rule.check(&facts) else {
-                    continue;
-                };
-                rule.emit(code, &facts);
-                match rule.mode {
-                    Mode::Enforce => {
-                        decision.decline = Some(rule.hit(code));
-                        return decision;
-                    }
-                    Mode::Shadow => decision.shadow.push(rule.hit(code)),
-                }
-            }
-        }
+        let Some(applies) = self.stateless_phase(&facts, &mut decision, true) else {
+            return decision;
+        };
         if self.stateful.is_empty() {
             return decision;
         }
@@ -633,6 +625,52 @@ impl RiskRules {
         decision
     }
 
+    /// The stateless rules, and which stateful rules apply. None when an
+    /// enforcing rule declined (`decision` says which). With `prefetch`, the
+    /// stateful rules' in-process records are asked for first, to arrive
+    /// while the stateless rules run.
+    fn stateless_phase<'r>(
+        &'r self,
+        facts: &Facts<'_>,
+        decision: &mut Decision<'r>,
+        prefetch: bool,
+    ) -> Option<[bool; MAX_STATEFUL_RULES]> {
+        // The stateful rules' records are most likely not in cache (one per
+        // card among millions): ask for them now, and run the stateless rules
+        // while they arrive.
+        let mut applies = [false; MAX_STATEFUL_RULES];
+        for (rule, applies) in self.stateful.iter().zip(&mut applies) {
+            *applies = rule.applies.matches(facts);
+            if *applies && prefetch {
+                rule.prefetch(facts);
+            }
+        }
+        for (word, mut bits, check_scope) in self.scopes.candidates(facts).words() {
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let Some(rule) = self.stateless.get(word * 64 + bit) else {
+                    break;
+                };
+                if check_scope >> bit & 1 != 0 && !rule.applies.matches(facts) {
+                    continue;
+                }
+                let Some(code) = rule.check(facts) else {
+                    continue;
+                };
+                rule.emit(code, facts);
+                match rule.mode {
+                    Mode::Enforce => {
+                        decision.decline = Some(rule.hit(code));
+                        return None;
+                    }
+                    Mode::Shadow => decision.shadow.push(rule.hit(code)),
+                }
+            }
+        }
+        Some(applies)
+    }
+
     /// Takes back the velocity counts `held` (from one of these rules'
     /// [`evaluate`](Self::evaluate)s) when its request was not approved in
     /// the end, or was reversed: an issuer decline, no route, no answer, a
@@ -640,6 +678,9 @@ impl RiskRules {
     /// Duplicate records stay: a repeat of that transmission is a duplicate
     /// whatever became of the original.
     pub fn release(&self, held: &Held) {
+        if let Some(shared) = &self.shared {
+            shared::release(shared, &held.shared);
+        }
         for (index, slot, key) in held.counts() {
             if let Some(Compiled::Velocity(v)) = self.stateful.get(index).map(|r| &r.check) {
                 v.undo_keyed(key, slot, held.amount);
@@ -918,6 +959,7 @@ fn compile_rule(rc: &RuleConfig, state: &Arc<RiskState>) -> Result<(Rule, RuleSu
         check,
         counters,
         state_full: metrics::counter!("isoswitch_risk_state_full_total", "rule" => name.to_owned()),
+        on_state_error: rc.on_state_error.unwrap_or(OnStateError::Local),
     };
     let summary = RuleSummary {
         name: name.to_owned(),

@@ -639,6 +639,9 @@ impl Store for DuplicateStore {
 pub struct RiskState {
     stores: Mutex<Vec<(String, Handle)>>,
     cit: Arc<CitLedger>,
+    /// The Redis handle of `[risk] state`, kept across reloads while the
+    /// URL and key stay the same (its connection with it).
+    shared: Mutex<Option<(String, [u8; 32], super::redis_state::SharedState)>>,
 }
 
 impl Default for RiskState {
@@ -646,6 +649,7 @@ impl Default for RiskState {
         RiskState {
             stores: Mutex::new(Vec::new()),
             cit: Arc::new(CitLedger::new()),
+            shared: Mutex::new(None),
         }
     }
 }
@@ -661,6 +665,24 @@ impl std::fmt::Debug for RiskState {
 impl RiskState {
     pub fn new() -> Arc<RiskState> {
         Arc::new(RiskState::default())
+    }
+
+    /// The shared state at `url` hashing under `key`: the running handle if
+    /// both are unchanged, else a new one (connected on first use).
+    pub(crate) fn shared_state(
+        &self,
+        url: &str,
+        key: [u8; 32],
+    ) -> Result<super::redis_state::SharedState, super::redis_state::StateError> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((running_url, running_key, handle)) = shared.as_ref() {
+            if running_url == url && *running_key == key {
+                return Ok(handle.clone());
+            }
+        }
+        let handle = super::redis_state::SharedState::new(url, key)?;
+        *shared = Some((url.to_owned(), key, handle.clone()));
+        Ok(handle)
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Vec<(String, Handle)>> {

@@ -316,12 +316,18 @@ fn check_channel(channel: Channel, request: &Message) -> Result<(), Refusal> {
 /// The acquirer's risk rules: the first enforcing rule that fires declines
 /// with its code (the rule logs and counts itself, shadow rules included).
 /// A request that passes comes back with the velocity counts it holds.
-fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<Held, Refusal> {
+/// With `[risk] state` the velocity and duplicate rules ask Redis, one round
+/// trip each.
+async fn check_risk(rules: &RiskRules, from: &Inbound, request: &Message) -> Result<Held, Refusal> {
     let ctx = RiskContext {
         channel: from.channel,
         listener: &from.listener,
     };
-    let decision = rules.evaluate(&ctx, request, Timestamp::now());
+    let decision = if rules.shares_state() {
+        rules.evaluate_shared(&ctx, request, Timestamp::now()).await
+    } else {
+        rules.evaluate(&ctx, request, Timestamp::now())
+    };
     match decision.decline {
         Some(hit) => Err(Refusal::Risk {
             code: hit.response_code,
@@ -382,7 +388,7 @@ async fn authorize(
         (None, None)
     };
     let snapshot = sw.snapshot.load();
-    let held = match check_risk(&snapshot.risk, from, request) {
+    let held = match check_risk(&snapshot.risk, from, request).await {
         Ok(held) => held,
         Err(refusal) => {
             drop(snapshot);
