@@ -20,7 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Parser, Debug)]
-#[command(name = "floor", about = "Answers each ISO 8583 frame by flipping its MTI (loopback only)")]
+#[command(
+    name = "floor",
+    about = "Answers each ISO 8583 frame by flipping its MTI (loopback only)"
+)]
 struct Cli {
     /// Address to listen on; loopback only.
     #[arg(long, default_value = "127.0.0.1:18600")]
