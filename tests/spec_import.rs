@@ -164,9 +164,8 @@ fn every_problem_of_a_jpos_file_is_reported_in_one_run() {
              (the C/D sign and one digit), found 1",
             "p.xml:16: field 48.1: jPOS class \"org.jpos.iso.IFA_NUMBER\" is not supported \
              (`isoswitch spec import --help` lists the supported classes)",
-            "p.xml:18: field 52: jPOS class \"org.jpos.iso.IFE_BINARY\" is not supported \
-             (the codec has no EBCDIC hex encoding yet; IFB_BITMAP/IFB_BINARY (raw) or \
-             IFA_BITMAP/IFA_BINARY (ASCII hex) are)",
+            "p.xml:18: field 52: jPOS class \"org.jpos.iso.IFE_LLLEBINARY\" is not supported \
+             (`isoswitch spec import --help` lists the supported classes)",
         ]
     );
     assert_eq!(failed.warnings.len(), 2, "{:?}", failed.warnings);

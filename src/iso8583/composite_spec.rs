@@ -63,7 +63,7 @@ impl TlvPartFile {
     pub fn capacity(&self) -> usize {
         let max = match self.encoding {
             Encoding::Binary => 1u128 << (8 * self.width.min(8) as u32),
-            Encoding::Hex => 1u128 << (4 * self.width.min(16) as u32),
+            Encoding::Hex | Encoding::EbcdicHex => 1u128 << (4 * self.width.min(16) as u32),
             _ => 10u128.saturating_pow(self.text_len() as u32),
         };
         usize::try_from(max - 1).unwrap_or(usize::MAX)
@@ -222,9 +222,12 @@ pub(crate) fn compile_composite(
                 )
                 .into());
             }
-            if !matches!(bitmap.encoding, Encoding::Binary | Encoding::Hex) {
+            if !matches!(
+                bitmap.encoding,
+                Encoding::Binary | Encoding::Hex | Encoding::EbcdicHex
+            ) {
                 return Err(format!(
-                    "composite: bitmap.encoding: expected binary or hex, found {}",
+                    "composite: bitmap.encoding: expected binary, hex or ebcdic-hex, found {}",
                     bitmap.encoding
                 )
                 .into());
@@ -358,7 +361,7 @@ fn check_part(key: &str, part: &TlvPartFile) -> Result<(), FieldProblem> {
 }
 
 /// Whether `id` is tag text a tag part of this shape can carry: `text_len`
-/// characters, digits for bcd, uppercase hex for binary and hex, printable for
+/// characters, digits for bcd, uppercase hex for binary and both hexes, printable for
 /// ascii and ebcdic.
 pub(crate) fn check_tag_text(id: &str, tag: &TlvPartFile) -> Result<(), String> {
     let bytes = id.as_bytes();
@@ -372,14 +375,18 @@ pub(crate) fn check_tag_text(id: &str, tag: &TlvPartFile) -> Result<(), String> 
     }
     let ok = |b: &u8| match tag.encoding {
         Encoding::Bcd => b.is_ascii_digit(),
-        Encoding::Binary | Encoding::Hex => b.is_ascii_digit() || (b'A'..=b'F').contains(b),
+        Encoding::Binary | Encoding::Hex | Encoding::EbcdicHex => {
+            b.is_ascii_digit() || (b'A'..=b'F').contains(b)
+        }
         _ => b.is_ascii_graphic(),
     };
     match bytes.iter().find(|b| !ok(b)) {
         None => Ok(()),
         Some(_) => Err(match tag.encoding {
             Encoding::Bcd => "expected decimal digits for a bcd tag".to_string(),
-            Encoding::Binary | Encoding::Hex => "expected uppercase hex digits 0-9/A-F".to_string(),
+            Encoding::Binary | Encoding::Hex | Encoding::EbcdicHex => {
+                "expected uppercase hex digits 0-9/A-F".to_string()
+            }
             _ => "expected printable ASCII characters".to_string(),
         }),
     }

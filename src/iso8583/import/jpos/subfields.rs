@@ -62,7 +62,7 @@ fn bitmap_of(field: &IsoField) -> Option<Result<SubBitmapFile, (&'static str, &'
             bytes: 8,
             encoding: Encoding::Binary,
         }),
-        "IFB_BITMAP" | "IFA_BITMAP" if bytes != 8 && bytes != 16 => {
+        "IFB_BITMAP" | "IFA_BITMAP" | "IFE_BITMAP" if bytes != 8 && bytes != 16 => {
             Err(("length", "8 or 16 (bytes of subfield bitmap)"))
         }
         "IFB_BITMAP" => Ok(SubBitmapFile {
@@ -73,10 +73,10 @@ fn bitmap_of(field: &IsoField) -> Option<Result<SubBitmapFile, (&'static str, &'
             bytes,
             encoding: Encoding::Hex,
         }),
-        "IFE_BITMAP" => Err((
-            "class",
-            "a bitmap class the codec reads (IFB_BITMAP, IFA_BITMAP; IFE_BITMAP's EBCDIC hex is not)",
-        )),
+        "IFE_BITMAP" => Ok(SubBitmapFile {
+            bytes,
+            encoding: Encoding::EbcdicHex,
+        }),
         _ => return None,
     })
 }
