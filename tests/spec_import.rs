@@ -102,6 +102,49 @@ fn jpos_classes_decode_the_bytes_jpos_writes() {
 }
 
 #[test]
+fn jpos_ebcdic_hex_classes_decode_the_bytes_jpos_writes() {
+    let spec = imported_jpos("jpos-ebcdic-hex.xml").spec;
+    assert_eq!(spec.bitmap_encoding, Encoding::EbcdicHex);
+    let layout = |n: u8| spec.field(n).map(|f| (f.class, f.encoding));
+    assert_eq!(layout(52), Some((ContentClass::B, Encoding::EbcdicHex)));
+    assert_eq!(layout(55), Some((ContentClass::B, Encoding::Binary)));
+    // MTI, then IFE_BITMAP: both bitmaps (bits 1, 2, 4, 52, 55 | 96) as 32
+    // EBCDIC hex digits, as ISOUtil.asciiToEbcdic(hexString(bitmap)) writes.
+    let mut wire = ebcdic("0200");
+    wire.extend(ebcdic("D000000000001200"));
+    wire.extend(ebcdic("0000000100000000"));
+    wire.extend(ebcdic("16"));
+    wire.extend(ebcdic("4761739001010119"));
+    wire.extend(ebcdic("000000001000"));
+    // 52 IFE_BINARY 8: EbcdicHexInterpreter, two EBCDIC digits a byte.
+    wire.extend(ebcdic("0123456789ABCDEF"));
+    // 55 IFE_LLBINARY: EBCDIC LL, then the bytes as they are.
+    wire.extend(ebcdic("03"));
+    wire.extend([0x9F, 0x26, 0x00]);
+    wire.extend(ebcdic("FEDCBA9876543210"));
+    let msg = decode_both_ways(&spec, &wire);
+    assert_eq!(msg.mti().as_str(), "0200");
+    assert_eq!(msg.get(2), Some(&b"4761739001010119"[..]));
+    assert_eq!(
+        msg.get(52),
+        Some(&[0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF][..])
+    );
+    assert_eq!(msg.get(55), Some(&[0x9F, 0x26, 0x00][..]));
+    assert_eq!(msg.get(96).map(<[u8]>::len), Some(8));
+
+    // An ASCII digit where an EBCDIC hex digit belongs: named by field and byte.
+    let at = wire.len() - 16 - 5 - 16 + 3;
+    wire[at] = b'3';
+    let err = Message::decode_slice(&spec, &wire).expect_err("ASCII is not EBCDIC hex");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("field 52 at byte {at}: expected an EBCDIC hex digit")),
+        "{text}"
+    );
+    assert!(text.contains("found 0x33"), "{text}");
+}
+
+#[test]
 fn jpos_classes_get_the_layouts_that_read_those_bytes() {
     let imported = imported_jpos("jpos-classes.xml");
     let spec = &imported.spec;
