@@ -138,7 +138,9 @@ fn jpos_ebcdic_hex_classes_decode_the_bytes_jpos_writes() {
     let err = Message::decode_slice(&spec, &wire).expect_err("ASCII is not EBCDIC hex");
     let text = err.to_string();
     assert!(
-        text.starts_with(&format!("field 52 at byte {at}: expected an EBCDIC hex digit")),
+        text.starts_with(&format!(
+            "field 52 at byte {at}: expected an EBCDIC hex digit"
+        )),
         "{text}"
     );
     assert!(text.contains("found 0x33"), "{text}");
