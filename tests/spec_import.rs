@@ -147,6 +147,39 @@ fn jpos_ebcdic_hex_classes_decode_the_bytes_jpos_writes() {
 }
 
 #[test]
+fn a_two_byte_ebcdic_hex_subfield_bitmap_reads_and_writes_its_subfields() {
+    // As iso93ebcdic-custom.xml's field 44: IFE_BITMAP length 2, bit 1 ordinary.
+    let toml = r#"name = "short"
+mti_encoding = "ascii"
+bitmap_encoding = "binary"
+[defaults]
+numeric = "ascii"
+text = "ebcdic"
+binary = "binary"
+prefix = "ascii"
+[fields.48]
+name = "x"
+length = "LLL"
+max = 99
+class = "ans"
+composite = { layout = "bitmap", bitmap = { bytes = 2, encoding = "ebcdic-hex" }, subfields = { "1" = { name = "a", max = 1, class = "ans" }, "16" = { name = "b", max = 2, class = "ans" } } }
+"#;
+    let spec = Spec::from_toml_str(toml, "short.toml").expect("valid spec");
+    let mut wire = b"0100".to_vec();
+    wire.extend(binary_bitmap(&[48]));
+    wire.extend(b"007");
+    wire.extend(ebcdic("8001")); // bits 1 and 16
+    wire.extend(ebcdic("ABC"));
+    let msg = decode_both_ways(&spec, &wire);
+    let subs = msg.subfields(&spec, 48).expect("decodes").expect("present");
+    assert!(subs.get("1") == Some(&"A".into()));
+    assert!(subs.get("16") == Some(&"BC".into()));
+    let mut built = Message::new(msg.mti());
+    built.set_subfields(&spec, 48, &subs).expect("encodes");
+    assert_eq!(built.encode(&spec).expect("encodes"), wire);
+}
+
+#[test]
 fn jpos_classes_get_the_layouts_that_read_those_bytes() {
     let imported = imported_jpos("jpos-classes.xml");
     let spec = &imported.spec;

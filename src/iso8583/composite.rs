@@ -355,11 +355,13 @@ fn read_sub_bitmap(
         return Ok(Vec::new());
     };
     let chars = bitmap_chars(bitmap.encoding);
+    // A 2- or 4-byte bitmap (jPOS IFE_BITMAP) is the top of the word.
+    let width = bitmap.bytes.min(8);
     let mut bits = Vec::new();
     let mut half = 0;
     loop {
         let at = d.pos;
-        let wire = d.take(part, 8 * chars)?;
+        let wire = d.take(part, width * chars)?;
         let mut word = [0u8; 8];
         match bitmap.encoding {
             Encoding::Hex => {
@@ -368,7 +370,7 @@ fn read_sub_bitmap(
                     let found = wire.get(i).copied().unwrap_or(0);
                     d.error(part, at + i, ErrorKind::InvalidHex { found })
                 })?;
-                word.copy_from_slice(&bytes);
+                word[..width].copy_from_slice(&bytes);
             }
             Encoding::EbcdicHex => {
                 let mut bytes = Vec::with_capacity(8);
@@ -376,9 +378,9 @@ fn read_sub_bitmap(
                     let found = wire.get(i).copied().unwrap_or(0);
                     d.error(part, at + i, ErrorKind::InvalidEbcdicHex { found })
                 })?;
-                word.copy_from_slice(&bytes);
+                word[..width].copy_from_slice(&bytes);
             }
-            _ => word.copy_from_slice(wire),
+            _ => word[..width].copy_from_slice(wire),
         }
         let word = u64::from_be_bytes(word);
         for i in 0..64 {
@@ -551,12 +553,13 @@ pub(crate) fn encode_composite(
                 words[0] |= 1u64 << 63;
             }
             let encoding = composite.bitmap.map(|b| b.encoding);
+            let width = composite.bitmap.map_or(8, |b| b.bytes.min(8));
             for word in &words[..1 + usize::from(two)] {
-                let bytes = word.to_be_bytes();
+                let bytes = &word.to_be_bytes()[..width];
                 match encoding {
-                    Some(Encoding::Hex) => hex::encode_into(&bytes, out),
-                    Some(Encoding::EbcdicHex) => ebcdic_hex::encode_cased_into(&bytes, false, out),
-                    _ => out.extend_from_slice(&bytes),
+                    Some(Encoding::Hex) => hex::encode_into(bytes, out),
+                    Some(Encoding::EbcdicHex) => ebcdic_hex::encode_cased_into(bytes, false, out),
+                    _ => out.extend_from_slice(bytes),
                 }
             }
             for (sub, v) in subs {

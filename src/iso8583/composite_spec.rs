@@ -30,7 +30,8 @@ pub enum CompositeLayout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubBitmapFile {
-    /// Bytes of bitmap data: 8, or 16 (8 more when bit 1 is set).
+    /// Bytes of bitmap data: 8, or 16 (8 more when bit 1 is set); 2 or 4 for
+    /// jPOS's short subfield bitmaps (bit 1 an ordinary subfield).
     pub bytes: usize,
     /// `binary`, or `hex` (two characters a byte on the wire).
     pub encoding: Encoding,
@@ -215,9 +216,9 @@ pub(crate) fn compile_composite(
                         .to_string(),
                 )
             })?;
-            if bitmap.bytes != 8 && bitmap.bytes != 16 {
+            if !matches!(bitmap.bytes, 2 | 4 | 8 | 16) {
                 return Err(format!(
-                    "composite: bitmap.bytes: expected 8 or 16, found {}",
+                    "composite: bitmap.bytes: expected 2, 4, 8 or 16, found {}",
                     bitmap.bytes
                 )
                 .into());

@@ -243,7 +243,7 @@ pub struct MoovExportError {
 }
 
 /// Every place in `spec` moov cannot say: the bitmap, fields and subfields,
-/// subfield bitmaps and tlv parts written as EBCDIC hex.
+/// subfield bitmaps and tlv parts written as EBCDIC hex; short subfield bitmaps.
 fn unexportable(spec: &Spec) -> Vec<String> {
     let mut problems = Vec::new();
     if spec.bitmap_encoding == Encoding::EbcdicHex {
@@ -271,6 +271,11 @@ fn unexportable_field(f: &Field, place: &str, problems: &mut Vec<String>) {
         if encoding == Some(Encoding::EbcdicHex) {
             problems.push(no_ebcdic_hex(&format!("{place} {part}")));
         }
+    }
+    if let Some(bytes) = c.bitmap.map(|b| b.bytes).filter(|b| *b < 8) {
+        problems.push(format!(
+            "{place} subfield bitmap: {bytes} bytes has no moov equivalent (moov's are 8 or 16)"
+        ));
     }
     for sub in &c.subfields {
         unexportable_field(&sub.field, &format!("field {}", sub.path), problems);

@@ -62,7 +62,11 @@ fn bitmap_of(field: &IsoField) -> Option<Result<SubBitmapFile, (&'static str, &'
             bytes: 8,
             encoding: Encoding::Binary,
         }),
-        "IFB_BITMAP" | "IFA_BITMAP" | "IFE_BITMAP" if bytes != 8 && bytes != 16 => {
+        // IFE_BITMAP packs 4 bytes or fewer at its full length, bit 1 ordinary.
+        "IFE_BITMAP" if !matches!(bytes, 2 | 4 | 8 | 16) => {
+            Err(("length", "2, 4, 8 or 16 (bytes of subfield bitmap)"))
+        }
+        "IFB_BITMAP" | "IFA_BITMAP" if bytes != 8 && bytes != 16 => {
             Err(("length", "8 or 16 (bytes of subfield bitmap)"))
         }
         "IFB_BITMAP" => Ok(SubBitmapFile {
