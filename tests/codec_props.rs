@@ -23,7 +23,7 @@ const CASES: u32 = 256;
 
 /// A shipped spec, or a test spec from tests/fixtures/specs (`composite-…`).
 fn load_spec(name: &str) -> Spec {
-    let dir = match name.starts_with("composite-") {
+    let dir = match name.starts_with("composite-") || name == "ebcdic-hex" {
         true => "tests/fixtures/specs",
         false => "specs",
     };
@@ -360,6 +360,7 @@ spec_properties! {
     iso87ebcdic => "iso87ebcdic",
     iso93ascii => "iso93ascii",
     composite_iso87ascii => "composite-iso87ascii",
+    ebcdic_hex => "ebcdic-hex",
 }
 
 /// The hex regions of an encoded message (bitmaps, and fields whose encoding

@@ -102,6 +102,84 @@ fn jpos_classes_decode_the_bytes_jpos_writes() {
 }
 
 #[test]
+fn jpos_ebcdic_hex_classes_decode_the_bytes_jpos_writes() {
+    let spec = imported_jpos("jpos-ebcdic-hex.xml").spec;
+    assert_eq!(spec.bitmap_encoding, Encoding::EbcdicHex);
+    let layout = |n: u8| spec.field(n).map(|f| (f.class, f.encoding));
+    assert_eq!(layout(52), Some((ContentClass::B, Encoding::EbcdicHex)));
+    assert_eq!(layout(55), Some((ContentClass::B, Encoding::Binary)));
+    // MTI, then IFE_BITMAP: both bitmaps (bits 1, 2, 4, 52, 55 | 96) as 32
+    // EBCDIC hex digits, as ISOUtil.asciiToEbcdic(hexString(bitmap)) writes.
+    let mut wire = ebcdic("0200");
+    wire.extend(ebcdic("D000000000001200"));
+    wire.extend(ebcdic("0000000100000000"));
+    wire.extend(ebcdic("16"));
+    wire.extend(ebcdic("4761739001010119"));
+    wire.extend(ebcdic("000000001000"));
+    // 52 IFE_BINARY 8: EbcdicHexInterpreter, two EBCDIC digits a byte.
+    wire.extend(ebcdic("0123456789ABCDEF"));
+    // 55 IFE_LLBINARY: EBCDIC LL, then the bytes as they are.
+    wire.extend(ebcdic("03"));
+    wire.extend([0x9F, 0x26, 0x00]);
+    wire.extend(ebcdic("FEDCBA9876543210"));
+    let msg = decode_both_ways(&spec, &wire);
+    assert_eq!(msg.mti().as_str(), "0200");
+    assert_eq!(msg.get(2), Some(&b"4761739001010119"[..]));
+    assert_eq!(
+        msg.get(52),
+        Some(&[0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF][..])
+    );
+    assert_eq!(msg.get(55), Some(&[0x9F, 0x26, 0x00][..]));
+    assert_eq!(msg.get(96).map(<[u8]>::len), Some(8));
+
+    // An ASCII digit where an EBCDIC hex digit belongs: named by field and byte.
+    let at = wire.len() - 16 - 5 - 16 + 3;
+    wire[at] = b'3';
+    let err = Message::decode_slice(&spec, &wire).expect_err("ASCII is not EBCDIC hex");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "field 52 at byte {at}: expected an EBCDIC hex digit"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("found 0x33"), "{text}");
+}
+
+#[test]
+fn a_two_byte_ebcdic_hex_subfield_bitmap_reads_and_writes_its_subfields() {
+    // As iso93ebcdic-custom.xml's field 44: IFE_BITMAP length 2, bit 1 ordinary.
+    let toml = r#"name = "short"
+mti_encoding = "ascii"
+bitmap_encoding = "binary"
+[defaults]
+numeric = "ascii"
+text = "ebcdic"
+binary = "binary"
+prefix = "ascii"
+[fields.48]
+name = "x"
+length = "LLL"
+max = 99
+class = "ans"
+composite = { layout = "bitmap", bitmap = { bytes = 2, encoding = "ebcdic-hex" }, subfields = { "1" = { name = "a", max = 1, class = "ans" }, "16" = { name = "b", max = 2, class = "ans" } } }
+"#;
+    let spec = Spec::from_toml_str(toml, "short.toml").expect("valid spec");
+    let mut wire = b"0100".to_vec();
+    wire.extend(binary_bitmap(&[48]));
+    wire.extend(b"007");
+    wire.extend(ebcdic("8001")); // bits 1 and 16
+    wire.extend(ebcdic("ABC"));
+    let msg = decode_both_ways(&spec, &wire);
+    let subs = msg.subfields(&spec, 48).expect("decodes").expect("present");
+    assert!(subs.get("1") == Some(&"A".into()));
+    assert!(subs.get("16") == Some(&"BC".into()));
+    let mut built = Message::new(msg.mti());
+    built.set_subfields(&spec, 48, &subs).expect("encodes");
+    assert_eq!(built.encode(&spec).expect("encodes"), wire);
+}
+
+#[test]
 fn jpos_classes_get_the_layouts_that_read_those_bytes() {
     let imported = imported_jpos("jpos-classes.xml");
     let spec = &imported.spec;
@@ -164,9 +242,8 @@ fn every_problem_of_a_jpos_file_is_reported_in_one_run() {
              (the C/D sign and one digit), found 1",
             "p.xml:16: field 48.1: jPOS class \"org.jpos.iso.IFA_NUMBER\" is not supported \
              (`isoswitch spec import --help` lists the supported classes)",
-            "p.xml:18: field 52: jPOS class \"org.jpos.iso.IFE_BINARY\" is not supported \
-             (the codec has no EBCDIC hex encoding yet; IFB_BITMAP/IFB_BINARY (raw) or \
-             IFA_BITMAP/IFA_BINARY (ASCII hex) are)",
+            "p.xml:18: field 52: jPOS class \"org.jpos.iso.IFE_LLLEBINARY\" is not supported \
+             (`isoswitch spec import --help` lists the supported classes)",
         ]
     );
     assert_eq!(failed.warnings.len(), 2, "{:?}", failed.warnings);

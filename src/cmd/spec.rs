@@ -59,7 +59,7 @@ pub fn run(command: SpecCommand) -> Result<()> {
             let spec = isoswitch::specs::resolve(&spec)?;
             match format {
                 ExportFormat::Toml => super::stdout::print(spec.to_toml())?,
-                ExportFormat::Moov => super::stdout::println(import::to_moov_json(&spec))?,
+                ExportFormat::Moov => super::stdout::println(import::to_moov_json(&spec)?)?,
             }
         }
         SpecCommand::Show { spec } => {

@@ -2,15 +2,15 @@
 //! [`Spec`]. Both directions check every length, every content class and every
 //! bitmap bit against the spec; neither can panic on any input. A composite
 //! field is kept as its wire bytes; its subfields are read on demand
-//! (`composite.rs`). Hex (bitmaps, binary-as-hex values) is written back in the
-//! case it was read, so a decoded message re-encodes byte for byte.
+//! (`composite.rs`). Hex, ASCII or EBCDIC (bitmaps, binary-as-hex values), is
+//! written back in the case it was read, so a decoded message re-encodes byte for byte.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 
 use super::bitmap::Bitmap;
-use super::encoding::{bcd, ebcdic, hex};
+use super::encoding::{bcd, ebcdic, ebcdic_hex, hex};
 use super::error::{CodecError, ErrorKind, Part};
 use super::message::{Message, Mti, Slot};
 use super::spec::{BcdFiller, ContentClass, Encoding, Field, LengthKind, PadSide, Spec};
@@ -278,6 +278,7 @@ fn write_mti(encoding: Encoding, mti: Mti, out: &mut Vec<u8>) {
 fn write_bitmap(encoding: Encoding, word: u64, lower: bool, out: &mut Vec<u8>) {
     match encoding {
         Encoding::Hex => hex::encode_cased_into(&word.to_be_bytes(), lower, out),
+        Encoding::EbcdicHex => ebcdic_hex::encode_cased_into(&word.to_be_bytes(), lower, out),
         _ => out.extend_from_slice(&word.to_be_bytes()),
     }
 }
@@ -428,6 +429,7 @@ fn write_cased_value(
     match field.encoding {
         Encoding::Ascii | Encoding::Binary => out.extend_from_slice(value),
         Encoding::Hex => hex::encode_cased_into(value, lower, out),
+        Encoding::EbcdicHex => ebcdic_hex::encode_cased_into(value, lower, out),
         Encoding::Ebcdic => {
             for (i, &b) in value.iter().enumerate() {
                 let e = ebcdic::from_ascii(b).ok_or((
@@ -540,6 +542,22 @@ impl<'a> Decoder<'a> {
                     })?;
                     word = word << 4 | u64::from(n);
                 }
+                Ok(word)
+            }
+            Encoding::EbcdicHex => {
+                let at = self.pos;
+                let text = self.take(part, 16)?;
+                let mut word = 0u64;
+                for (i, &c) in text.iter().enumerate() {
+                    let n = ebcdic_hex::nibble(c).ok_or_else(|| {
+                        self.error(part, at + i, ErrorKind::InvalidEbcdicHex { found: c })
+                    })?;
+                    word = word << 4 | u64::from(n);
+                }
+                self.bitmap_case =
+                    ebcdic_hex::letter_case(text, self.bitmap_case).map_err(|i| {
+                        self.error(part, at + i, ErrorKind::MixedHexCase { found: text[i] })
+                    })?;
                 Ok(word)
             }
             _ => {
@@ -707,6 +725,19 @@ impl<'a> Decoder<'a> {
                     })?
                     .unwrap_or(false);
             }
+            Encoding::EbcdicHex => {
+                ebcdic_hex::decode_into(wire, owned).map_err(|i| {
+                    owned.truncate(start);
+                    let found = wire.get(i).copied().unwrap_or(0);
+                    self.error(part, at + i, ErrorKind::InvalidEbcdicHex { found })
+                })?;
+                lower = ebcdic_hex::letter_case(wire, None)
+                    .map_err(|i| {
+                        owned.truncate(start);
+                        self.error(part, at + i, ErrorKind::MixedHexCase { found: wire[i] })
+                    })?
+                    .unwrap_or(false);
+            }
             _ => {
                 let (sign, packed) = match field.class {
                     ContentClass::XN => wire.split_at(1),
@@ -790,6 +821,60 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn ebcdic_hex_spec() -> Spec {
+        let toml = "name = \"e\"\nmti_encoding = \"ebcdic\"\nbitmap_encoding = \"ebcdic-hex\"\n\
+                    [defaults]\nnumeric = \"ebcdic\"\ntext = \"ebcdic\"\nbinary = \"binary\"\nprefix = \"ebcdic\"\n\
+                    [fields.52]\nname = \"PIN\"\nmax = 2\nclass = \"b\"\nencoding = \"ebcdic-hex\"\n";
+        Spec::from_toml_str(toml, "e.toml").expect("valid spec")
+    }
+
+    /// 0800, bitmap with bit 52 (0000000000001000), field 52 = AB 0f: EBCDIC hex.
+    fn ebcdic_hex_wire(pin: [u8; 4]) -> Vec<u8> {
+        let mut wire = vec![0xF0, 0xF8, 0xF0, 0xF0];
+        wire.extend([0xF0; 12]);
+        wire.extend([0xF1, 0xF0, 0xF0, 0xF0]);
+        wire.extend(pin);
+        wire
+    }
+
+    #[test]
+    fn ebcdic_hex_decodes_and_encodes_back_byte_for_byte_in_either_case() {
+        let spec = ebcdic_hex_spec();
+        for pin in [[0xC1, 0xC2, 0xF0, 0xC6], [0x81, 0x82, 0xF0, 0x86]] {
+            let wire = ebcdic_hex_wire(pin);
+            let message = Message::decode_slice(&spec, &wire).expect("decodes");
+            assert_eq!(message.get(52), Some(&[0xAB, 0x0F][..]));
+            let mut again = Vec::new();
+            message.encode_into(&spec, &mut again).expect("encodes");
+            assert_eq!(again, wire);
+        }
+    }
+
+    #[test]
+    fn a_non_ebcdic_hex_byte_is_refused_at_its_offset() {
+        let spec = ebcdic_hex_spec();
+        // ASCII 'B' (0x42) where an EBCDIC hex digit belongs: byte 21 of the message.
+        let err = Message::decode_slice(&spec, &ebcdic_hex_wire([0xC1, 0x42, 0xF0, 0xC6]))
+            .expect_err("0x42 is not EBCDIC hex");
+        let text = err.to_string();
+        assert!(text.contains("field 52 at byte 21"), "{text}");
+        assert!(text.contains("expected an EBCDIC hex digit"), "{text}");
+        assert!(text.contains("found 0x42"), "{text}");
+        // An ASCII bitmap byte in an EBCDIC hex bitmap.
+        let mut wire = ebcdic_hex_wire([0xC1, 0xC2, 0xF0, 0xC6]);
+        wire[7] = b'0';
+        let text = Message::decode_slice(&spec, &wire)
+            .expect_err("bad bitmap")
+            .to_string();
+        assert!(text.contains("at byte 7"), "{text}");
+        assert!(text.contains("found 0x30"), "{text}");
+        // Mixed case within one value.
+        let text = Message::decode_slice(&spec, &ebcdic_hex_wire([0xC1, 0x82, 0xF0, 0xC6]))
+            .expect_err("mixed case")
+            .to_string();
+        assert!(text.contains("one case"), "{text}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::codec::{checked_value, encode_field, write_value, Decoder};
 use super::composite_spec::{tlv_length_ok, CompositeLayout, CompositeSpec, Subfield, TlvPartFile};
-use super::encoding::{bcd, ebcdic, hex};
+use super::encoding::{bcd, ebcdic, ebcdic_hex, hex};
 use super::error::{CodecError, ErrorKind, Part};
 use super::message::Message;
 use super::spec::{BcdFiller, ContentClass, Encoding, Field, LengthKind, Spec};
@@ -354,12 +354,14 @@ fn read_sub_bitmap(
     let Some(bitmap) = composite.bitmap else {
         return Ok(Vec::new());
     };
-    let chars = usize::from(bitmap.encoding == Encoding::Hex) + 1;
+    let chars = bitmap_chars(bitmap.encoding);
+    // A 2- or 4-byte bitmap (jPOS IFE_BITMAP) is the top of the word.
+    let width = bitmap.bytes.min(8);
     let mut bits = Vec::new();
     let mut half = 0;
     loop {
         let at = d.pos;
-        let wire = d.take(part, 8 * chars)?;
+        let wire = d.take(part, width * chars)?;
         let mut word = [0u8; 8];
         match bitmap.encoding {
             Encoding::Hex => {
@@ -368,9 +370,17 @@ fn read_sub_bitmap(
                     let found = wire.get(i).copied().unwrap_or(0);
                     d.error(part, at + i, ErrorKind::InvalidHex { found })
                 })?;
-                word.copy_from_slice(&bytes);
+                word[..width].copy_from_slice(&bytes);
             }
-            _ => word.copy_from_slice(wire),
+            Encoding::EbcdicHex => {
+                let mut bytes = Vec::with_capacity(8);
+                ebcdic_hex::decode_into(wire, &mut bytes).map_err(|i| {
+                    let found = wire.get(i).copied().unwrap_or(0);
+                    d.error(part, at + i, ErrorKind::InvalidEbcdicHex { found })
+                })?;
+                word[..width].copy_from_slice(&bytes);
+            }
+            _ => word[..width].copy_from_slice(wire),
         }
         let word = u64::from_be_bytes(word);
         for i in 0..64 {
@@ -384,6 +394,14 @@ fn read_sub_bitmap(
         if !more {
             return Ok(bits);
         }
+    }
+}
+
+/// Wire bytes per bitmap byte: two for hex text, ASCII or EBCDIC.
+fn bitmap_chars(encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Hex | Encoding::EbcdicHex => 2,
+        _ => 1,
     }
 }
 
@@ -415,7 +433,8 @@ fn read_tag(d: &mut Decoder<'_>, tag: &TlvPartFile, part: Part) -> Result<String
                 text.push(char::from(b.to_ascii_uppercase()));
             }
         }
-        Encoding::Ebcdic => {
+        // Tag text checked as uppercase hex at spec load; matched to an id after.
+        Encoding::Ebcdic | Encoding::EbcdicHex => {
             for (i, &b) in wire.iter().enumerate() {
                 let a = ebcdic::to_ascii(b)
                     .ok_or_else(|| d.error(part, at + i, ErrorKind::InvalidEbcdic { found: b }))?;
@@ -464,6 +483,7 @@ fn read_tlv_length(
                 (hi <= 9 && lo <= 9).then(|| len * 100 + usize::from(hi * 10 + lo))
             }
             Encoding::Hex => hex::nibble(b).map(|n| len << 4 | usize::from(n)),
+            Encoding::EbcdicHex => ebcdic_hex::nibble(b).map(|n| len << 4 | usize::from(n)),
             Encoding::Ebcdic => {
                 let d = b.wrapping_sub(0xF0);
                 (d <= 9).then(|| len * 10 + usize::from(d))
@@ -532,13 +552,14 @@ pub(crate) fn encode_composite(
             if two {
                 words[0] |= 1u64 << 63;
             }
-            let hex = composite
-                .bitmap
-                .is_some_and(|b| b.encoding == Encoding::Hex);
+            let encoding = composite.bitmap.map(|b| b.encoding);
+            let width = composite.bitmap.map_or(8, |b| b.bytes.min(8));
             for word in &words[..1 + usize::from(two)] {
-                match hex {
-                    true => hex::encode_into(&word.to_be_bytes(), out),
-                    false => out.extend_from_slice(&word.to_be_bytes()),
+                let bytes = &word.to_be_bytes()[..width];
+                match encoding {
+                    Some(Encoding::Hex) => hex::encode_into(bytes, out),
+                    Some(Encoding::EbcdicHex) => ebcdic_hex::encode_cased_into(bytes, false, out),
+                    _ => out.extend_from_slice(bytes),
                 }
             }
             for (sub, v) in subs {
@@ -619,7 +640,8 @@ fn write_tag(tag: &TlvPartFile, text: &str, out: &mut Vec<u8>) {
         Encoding::Bcd => {
             let _ = bcd::pack_into(bytes, BcdFiller::Left, false, out);
         }
-        Encoding::Ebcdic => {
+        // EBCDIC hex tag text is its hex digits as EBCDIC characters.
+        Encoding::Ebcdic | Encoding::EbcdicHex => {
             out.extend(bytes.iter().map(|&b| ebcdic::from_ascii(b).unwrap_or(0x40)))
         }
         _ => out.extend_from_slice(bytes),
@@ -635,6 +657,10 @@ fn write_tlv_length(width: &TlvPartFile, len: usize, out: &mut Vec<u8>) {
         Encoding::Hex => {
             let text = format!("{len:0w$X}", w = width.width);
             out.extend_from_slice(text.as_bytes());
+        }
+        Encoding::EbcdicHex => {
+            let text = format!("{len:0w$X}", w = width.width);
+            out.extend(text.bytes().map(|b| ebcdic::from_ascii(b).unwrap_or(0x40)));
         }
         Encoding::Bcd => {
             let text = format!("{len:0w$}", w = width.text_len());

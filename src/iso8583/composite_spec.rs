@@ -30,7 +30,8 @@ pub enum CompositeLayout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubBitmapFile {
-    /// Bytes of bitmap data: 8, or 16 (8 more when bit 1 is set).
+    /// Bytes of bitmap data: 8, or 16 (8 more when bit 1 is set); 2 or 4 for
+    /// jPOS's short subfield bitmaps (bit 1 an ordinary subfield).
     pub bytes: usize,
     /// `binary`, or `hex` (two characters a byte on the wire).
     pub encoding: Encoding,
@@ -63,7 +64,7 @@ impl TlvPartFile {
     pub fn capacity(&self) -> usize {
         let max = match self.encoding {
             Encoding::Binary => 1u128 << (8 * self.width.min(8) as u32),
-            Encoding::Hex => 1u128 << (4 * self.width.min(16) as u32),
+            Encoding::Hex | Encoding::EbcdicHex => 1u128 << (4 * self.width.min(16) as u32),
             _ => 10u128.saturating_pow(self.text_len() as u32),
         };
         usize::try_from(max - 1).unwrap_or(usize::MAX)
@@ -215,16 +216,19 @@ pub(crate) fn compile_composite(
                         .to_string(),
                 )
             })?;
-            if bitmap.bytes != 8 && bitmap.bytes != 16 {
+            if !matches!(bitmap.bytes, 2 | 4 | 8 | 16) {
                 return Err(format!(
-                    "composite: bitmap.bytes: expected 8 or 16, found {}",
+                    "composite: bitmap.bytes: expected 2, 4, 8 or 16, found {}",
                     bitmap.bytes
                 )
                 .into());
             }
-            if !matches!(bitmap.encoding, Encoding::Binary | Encoding::Hex) {
+            if !matches!(
+                bitmap.encoding,
+                Encoding::Binary | Encoding::Hex | Encoding::EbcdicHex
+            ) {
                 return Err(format!(
-                    "composite: bitmap.encoding: expected binary or hex, found {}",
+                    "composite: bitmap.encoding: expected binary, hex or ebcdic-hex, found {}",
                     bitmap.encoding
                 )
                 .into());
@@ -358,7 +362,7 @@ fn check_part(key: &str, part: &TlvPartFile) -> Result<(), FieldProblem> {
 }
 
 /// Whether `id` is tag text a tag part of this shape can carry: `text_len`
-/// characters, digits for bcd, uppercase hex for binary and hex, printable for
+/// characters, digits for bcd, uppercase hex for binary and both hexes, printable for
 /// ascii and ebcdic.
 pub(crate) fn check_tag_text(id: &str, tag: &TlvPartFile) -> Result<(), String> {
     let bytes = id.as_bytes();
@@ -372,14 +376,18 @@ pub(crate) fn check_tag_text(id: &str, tag: &TlvPartFile) -> Result<(), String> 
     }
     let ok = |b: &u8| match tag.encoding {
         Encoding::Bcd => b.is_ascii_digit(),
-        Encoding::Binary | Encoding::Hex => b.is_ascii_digit() || (b'A'..=b'F').contains(b),
+        Encoding::Binary | Encoding::Hex | Encoding::EbcdicHex => {
+            b.is_ascii_digit() || (b'A'..=b'F').contains(b)
+        }
         _ => b.is_ascii_graphic(),
     };
     match bytes.iter().find(|b| !ok(b)) {
         None => Ok(()),
         Some(_) => Err(match tag.encoding {
             Encoding::Bcd => "expected decimal digits for a bcd tag".to_string(),
-            Encoding::Binary | Encoding::Hex => "expected uppercase hex digits 0-9/A-F".to_string(),
+            Encoding::Binary | Encoding::Hex | Encoding::EbcdicHex => {
+                "expected uppercase hex digits 0-9/A-F".to_string()
+            }
             _ => "expected printable ASCII characters".to_string(),
         }),
     }

@@ -49,6 +49,10 @@ pub enum ErrorKind {
     BadFiller { expected: u8, found: u8 },
     #[error("expected a hex character 0-9/A-F, found {}", show_byte(*.found))]
     InvalidHex { found: u8 },
+    #[error(
+        "expected an EBCDIC hex digit (0xF0-0xF9, 0xC1-0xC6 or 0x81-0x86), found 0x{found:02X}"
+    )]
+    InvalidEbcdicHex { found: u8 },
     #[error("expected an EBCDIC character that maps to printable ASCII, found 0x{found:02X}")]
     InvalidEbcdic { found: u8 },
     #[error("expected four digits, found {found}")]
@@ -83,6 +87,7 @@ impl ErrorKind {
             ErrorKind::InvalidBcd { .. } => "invalid_bcd",
             ErrorKind::BadFiller { .. } => "bad_filler",
             ErrorKind::InvalidHex { .. } => "invalid_hex",
+            ErrorKind::InvalidEbcdicHex { .. } => "invalid_ebcdic_hex",
             ErrorKind::InvalidEbcdic { .. } => "invalid_ebcdic",
             ErrorKind::BadMti { .. } => "bad_mti",
             ErrorKind::UndefinedField => "undefined_field",

@@ -33,6 +33,11 @@ pub enum Encoding {
     /// encoded again (mixed case within one value is refused). As a length
     /// prefix (moov's `Hex.L`, `Hex.LL`): the binary prefix's bytes as hex text.
     Hex,
+    /// [`Encoding::Hex`] with the digits in EBCDIC (jPOS's `IFE_BINARY`,
+    /// `IFE_BITMAP`): 0-9 as 0xF0-0xF9, A-F as 0xC1-0xC6, the case kept the
+    /// same way. Values of class `b` and bitmaps only; never a length prefix.
+    #[serde(rename = "ebcdic-hex")]
+    EbcdicHex,
 }
 
 impl fmt::Display for Encoding {
@@ -43,6 +48,7 @@ impl fmt::Display for Encoding {
             Encoding::Bcd => "bcd",
             Encoding::Binary => "binary",
             Encoding::Hex => "hex",
+            Encoding::EbcdicHex => "ebcdic-hex",
         })
     }
 }
@@ -309,7 +315,7 @@ impl Field {
         let sign = usize::from(self.class == ContentClass::XN);
         match self.encoding {
             Encoding::Bcd => sign + len.div_ceil(2),
-            Encoding::Hex => len * 2,
+            Encoding::Hex | Encoding::EbcdicHex => len * 2,
             _ => sign + len,
         }
     }
@@ -420,9 +426,12 @@ impl Spec {
                 file.mti_encoding
             )));
         }
-        if !matches!(file.bitmap_encoding, Encoding::Binary | Encoding::Hex) {
+        if !matches!(
+            file.bitmap_encoding,
+            Encoding::Binary | Encoding::Hex | Encoding::EbcdicHex
+        ) {
             return Err(invalid(format!(
-                "bitmap_encoding: expected binary or hex, found {}",
+                "bitmap_encoding: expected binary, hex or ebcdic-hex, found {}",
                 file.bitmap_encoding
             )));
         }
@@ -488,7 +497,7 @@ impl Spec {
     /// Bytes one bitmap takes on the wire.
     pub fn bitmap_len(&self) -> usize {
         match self.bitmap_encoding {
-            Encoding::Hex => 16,
+            Encoding::Hex | Encoding::EbcdicHex => 16,
             _ => 8,
         }
     }
@@ -614,7 +623,7 @@ fn compile_layout(number: u8, def: &FieldFile, d: &DefaultsFile) -> Result<Field
         .unwrap_or_else(|| default_encoding(def.class, d));
     let prefix = def.prefix.unwrap_or(d.prefix);
     let allowed: &[Encoding] = match def.class {
-        ContentClass::B => &[Encoding::Binary, Encoding::Hex],
+        ContentClass::B => &[Encoding::Binary, Encoding::Hex, Encoding::EbcdicHex],
         c if c.is_numeric() => &[Encoding::Ascii, Encoding::Ebcdic, Encoding::Bcd],
         _ => &[Encoding::Ascii, Encoding::Ebcdic],
     };
@@ -633,6 +642,13 @@ fn compile_layout(number: u8, def: &FieldFile, d: &DefaultsFile) -> Result<Field
             "prefix: a {} prefix must be ascii or ebcdic digits, found {prefix}",
             def.length
         ));
+    }
+    if def.length != LengthKind::Fixed && prefix == Encoding::EbcdicHex {
+        return Err(
+            "prefix: ebcdic-hex is for binary values and bitmaps, not length prefixes; \
+             expected ascii, ebcdic, bcd, binary or hex"
+                .into(),
+        );
     }
     if def.max == 0 {
         return Err("max: expected a length of at least 1, found 0".into());
@@ -811,6 +827,34 @@ class = "n"
         )
         .unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
+    }
+
+    #[test]
+    fn ebcdic_hex_is_for_binary_values_not_text_or_prefixes() {
+        let spec =
+            with_field("[fields.52]\nname=\"PIN\"\nmax=8\nclass=\"b\"\nencoding=\"ebcdic-hex\"")
+                .expect("valid");
+        assert_eq!(
+            spec.field(52).map(|f| (f.encoding, f.wire_len(8))),
+            Some((Encoding::EbcdicHex, 16))
+        );
+        let err =
+            with_field("[fields.48]\nname=\"x\"\nmax=8\nclass=\"ans\"\nencoding=\"ebcdic-hex\"")
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field 48: class ans cannot use encoding ebcdic-hex"),
+            "{err}"
+        );
+        let err = with_field(
+            "[fields.55]\nname=\"x\"\nlength=\"LL\"\nmax=8\nclass=\"b\"\nprefix=\"ebcdic-hex\"",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field 55: prefix: ebcdic-hex is for binary values and bitmaps"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,8 +30,13 @@ const TO_ASCII: [u8; 256] = {
 
 /// The CP037 byte for a printable ASCII byte.
 #[inline]
-pub fn from_ascii(b: u8) -> Option<u8> {
-    TO_EBCDIC.get(usize::from(b.wrapping_sub(0x20))).copied()
+pub const fn from_ascii(b: u8) -> Option<u8> {
+    let i = b.wrapping_sub(0x20) as usize;
+    if i < TO_EBCDIC.len() {
+        Some(TO_EBCDIC[i])
+    } else {
+        None
+    }
 }
 
 /// The printable ASCII byte for a CP037 byte.

@@ -1,8 +1,8 @@
 //! Binary values written as hex text (two characters a byte), as in specs that
 //! carry bitmaps and binary fields as printable characters.
 
-const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-const LOWER_DIGITS: &[u8; 16] = b"0123456789abcdef";
+pub(crate) const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+pub(crate) const LOWER_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends the uppercase hex text of `bytes` to `out`.
 #[inline]
@@ -26,8 +26,18 @@ pub fn encode_cased_into(bytes: &[u8], lower: bool, out: &mut Vec<u8>) {
 /// were none. Ok(None) if neither has letters; on a letter of the other case,
 /// its index.
 pub fn letter_case(text: &[u8], seen: Option<bool>) -> Result<Option<bool>, usize> {
+    letter_case_of(text.iter().copied(), seen)
+}
+
+/// [`letter_case`] over hex characters given one by one (EBCDIC hex passes
+/// them translated to ASCII).
+#[inline]
+pub fn letter_case_of(
+    text: impl IntoIterator<Item = u8>,
+    seen: Option<bool>,
+) -> Result<Option<bool>, usize> {
     let mut case = seen;
-    for (i, &c) in text.iter().enumerate() {
+    for (i, c) in text.into_iter().enumerate() {
         if !c.is_ascii_alphabetic() {
             continue;
         }

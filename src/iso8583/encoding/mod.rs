@@ -1,7 +1,8 @@
 //! Byte-level encodings used on the wire: EBCDIC text, packed BCD digits and hex
-//! text for binary values. ASCII and raw binary need no conversion. Each file holds
+//! text (ASCII or EBCDIC) for binary values. ASCII and raw binary need no conversion. Each file holds
 //! one encoding and its tests.
 
 pub mod bcd;
 pub mod ebcdic;
+pub mod ebcdic_hex;
 pub mod hex;

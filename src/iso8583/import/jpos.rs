@@ -14,10 +14,8 @@ use super::{compile, ImportError, ImportProblems, Imported, Place, Report};
 use crate::iso8583::spec::{BcdFiller, ContentClass, Encoding, FieldFile, LengthKind, MAX_FIELD};
 
 // Short names for the class table; `Raw` is `Encoding::Binary`, `Binary` the kind.
-use Encoding::{Ascii, Bcd, Binary as Raw, Ebcdic, Hex};
-use Kind::{
-    Amount, BcdBytes, Binary, Bitmap, Char, EbcdicHex, FieldNumbered, Filled, Nothing, Numeric,
-};
+use Encoding::{Ascii, Bcd, Binary as Raw, Ebcdic, EbcdicHex, Hex};
+use Kind::{Amount, BcdBytes, Binary, Bitmap, Char, FieldNumbered, Filled, Nothing, Numeric};
 use LengthKind::{Fixed, LL, LLL, LLLL, LLLLL, LLLLLL};
 
 const PACKAGE: &str = "org.jpos.iso.";
@@ -46,8 +44,6 @@ enum Kind {
     BcdBytes,
     /// `IFA_FLL*`: an LL prefix, then the value space-filled to its full length.
     Filled,
-    /// `IFE_BINARY`, `IFE_BITMAP`: bytes as EBCDIC hex digits.
-    EbcdicHex,
 }
 
 /// One supported jPOS class and the layout it implies.
@@ -80,14 +76,11 @@ const fn class(
 /// The classes we map, checked against jPOS's sources: `IFA_*` write ASCII (binary
 /// data as hex text for `IFA_BINARY`/`IFA_LLABINARY`, raw for `IFA_LL*BINARY`),
 /// `IFB_*` pack numbers and length prefixes as BCD (the `H` variants use a binary
-/// length byte or two), `IFE_*` write EBCDIC.
+/// length byte or two), `IFE_*` write EBCDIC (`IFE_BINARY`/`IFE_BITMAP` as EBCDIC
+/// hex digits, `IFE_LL*BINARY` raw bytes behind EBCDIC length digits).
 /// The jPOS field classes the importer reads, for `spec import --help`.
 pub fn class_names() -> String {
-    let names: Vec<&str> = CLASSES
-        .iter()
-        .filter(|c| c.kind != EbcdicHex)
-        .map(|c| c.name)
-        .collect();
+    let names: Vec<&str> = CLASSES.iter().map(|c| c.name).collect();
     format!("{PACKAGE}{{{}}}", names.join(", "))
 }
 
@@ -145,8 +138,8 @@ const CLASSES: &[Class] = &[
     class("IFEB_LLNUM", BcdBytes, LL, Raw, Ebcdic),
     class("IFA_FLLNUM", Filled, Fixed, Ascii, Ascii),
     class("IFA_FLLCHAR", Filled, Fixed, Ascii, Ascii),
-    class("IFE_BINARY", EbcdicHex, Fixed, Ebcdic, Ebcdic),
-    class("IFE_BITMAP", EbcdicHex, Fixed, Ebcdic, Ebcdic),
+    class("IFE_BINARY", Binary, Fixed, EbcdicHex, Ebcdic),
+    class("IFE_BITMAP", Bitmap, Fixed, EbcdicHex, EbcdicHex),
 ];
 
 /// The attributes GenericPackager's DTD allows on `<isofield>`.
@@ -504,10 +497,7 @@ impl<'a> IsoField<'a> {
         let short = self.class.strip_prefix(PACKAGE);
         let found = short.and_then(|s| CLASSES.iter().find(|c| c.name == s));
         let why = match found {
-            Some(class) if class.kind != EbcdicHex => return Ok(class),
-            Some(_) => "the codec has no EBCDIC hex encoding yet; \
-                        IFB_BITMAP/IFB_BINARY (raw) or IFA_BITMAP/IFA_BINARY (ASCII hex) are"
-                .to_string(),
+            Some(class) => return Ok(class),
             None if self.class.ends_with(".Base1_BITMAP126") => {
                 "it is the subfield bitmap of BASE I field 126; it belongs first inside an \
                  <isofieldpackager> with packager Base1SubFieldPackager"
@@ -554,7 +544,7 @@ impl<'a> IsoField<'a> {
             return Err(self.invalid(
                 origin,
                 "class",
-                "a bitmap class for field 1 (IFB_BITMAP or IFA_BITMAP)",
+                "a bitmap class for field 1 (IFB_BITMAP, IFA_BITMAP or IFE_BITMAP)",
                 self.class.to_string(),
             ));
         }
@@ -637,15 +627,6 @@ impl<'a> IsoField<'a> {
                     self.length
                 ));
                 (ContentClass::Ans, self.length + 2)
-            }
-            // Refused by `IsoField::class` already; kept exhaustive.
-            EbcdicHex => {
-                return Err(self.invalid(
-                    origin,
-                    "class",
-                    "a class the codec can read",
-                    self.class.to_string(),
-                ))
             }
         };
         if class.name == "IFB_AMOUNT2003" {
@@ -945,25 +926,30 @@ mod tests {
             let listed = list.contains(&format!(" {},", class.name))
                 || list.contains(&format!("{{{},", class.name))
                 || list.contains(&format!(" {}}}", class.name));
-            assert_eq!(listed, class.kind != EbcdicHex, "{}", class.name);
+            assert!(listed, "{}", class.name);
         }
     }
 
     #[test]
-    fn an_ebcdic_bitmap_is_refused_with_the_alternatives() {
+    fn ebcdic_hex_classes_import_as_ebcdic_hex_and_ebcdic_ll_binary_stays_raw() {
         let xml = r#"<isopackager>
             <isofield id="0" length="4" name="MTI" class="org.jpos.iso.IFE_NUMERIC"/>
             <isofield id="1" length="16" name="BITMAP" class="org.jpos.iso.IFE_BITMAP"/>
+            <isofield id="52" length="8" name="PIN" class="org.jpos.iso.IFE_BINARY"/>
+            <isofield id="55" length="99" name="ICC" class="org.jpos.iso.IFE_LLBINARY"/>
             </isopackager>"#;
-        let err = from_jpos_xml(xml, "e.xml")
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("field 1: jPOS class \"org.jpos.iso.IFE_BITMAP\""),
-            "{err}"
+        let spec = from_jpos_xml(xml, "e.xml").expect("imports").spec;
+        assert_eq!(spec.bitmap_encoding, EbcdicHex);
+        assert_eq!(spec.bitmap_len(), 16);
+        assert_eq!(
+            layout(&spec, 52),
+            (Fixed, 8, ContentClass::B, EbcdicHex, None)
         );
-        assert!(err.contains("IFB_BITMAP"), "{err}");
+        // jPOS's LiteralBinaryInterpreter behind an EbcdicPrefixer: raw bytes.
+        assert_eq!(
+            layout(&spec, 55),
+            (LL, 99, ContentClass::B, Raw, Some(Ebcdic))
+        );
     }
 
     #[test]
@@ -1238,7 +1224,7 @@ mod tests {
     fn every_supported_class_imports_on_a_data_field() {
         let layouts = CLASSES
             .iter()
-            .filter(|c| !matches!(c.kind, Bitmap | EbcdicHex | Nothing));
+            .filter(|c| !matches!(c.kind, Bitmap | Nothing));
         for c in layouts {
             let body = format!(
                 r#"<isofield id="60" length="9" name="x" class="org.jpos.iso.{}"/>"#,

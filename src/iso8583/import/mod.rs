@@ -12,7 +12,7 @@ use crate::iso8583::spec::{DefaultsFile, Encoding, FieldFile, LengthKind, Spec, 
 use crate::iso8583::SpecError;
 
 pub use jpos::from_jpos_xml;
-pub use moov::{from_moov_json, to_moov_json};
+pub use moov::{from_moov_json, to_moov_json, MoovExportError};
 
 /// A spec imported, with what was imported only with a caveat (a validator
 /// ignored, a header left to the link config, a class read as its nearest
@@ -210,15 +210,16 @@ pub enum ImportError {
 
 /// Counts encodings in a fixed order so ties resolve the same way every time.
 #[derive(Default)]
-struct Tally([usize; 5]);
+struct Tally([usize; 6]);
 
 impl Tally {
-    const ORDER: [Encoding; 5] = [
+    const ORDER: [Encoding; 6] = [
         Encoding::Ascii,
         Encoding::Ebcdic,
         Encoding::Bcd,
         Encoding::Binary,
         Encoding::Hex,
+        Encoding::EbcdicHex,
     ];
 
     fn add(&mut self, encoding: Encoding) {

@@ -208,7 +208,13 @@ fn field_number(key: &str, at: &At) -> Result<u8, ImportError> {
 /// [`from_moov_json`] reads back the same layout (`class`/`bcd_filler` are added
 /// only where moov's own names cannot say it). moov itself has no `x+n` packed
 /// as BCD and no `F` filler; for those fields it would read the digits only.
-pub fn to_moov_json(spec: &Spec) -> String {
+/// moov has no EBCDIC hex either: a spec using `ebcdic-hex` anywhere is
+/// refused, every place named.
+pub fn to_moov_json(spec: &Spec) -> Result<String, MoovExportError> {
+    let problems = unexportable(spec);
+    if !problems.is_empty() {
+        return Err(MoovExportError { problems });
+    }
     let mut fields = Map::new();
     fields.insert("0".into(), mti_entry(spec.mti_encoding));
     fields.insert("1".into(), bitmap_entry(spec.bitmap_encoding));
@@ -225,7 +231,62 @@ pub fn to_moov_json(spec: &Spec) -> String {
         .expect("a JSON value serializes into memory");
     let mut out = String::from_utf8(out).expect("serde_json writes UTF-8");
     out.push('\n');
-    out
+    Ok(out)
+}
+
+/// Why a spec cannot be written as moov JSON: one line per place it uses an
+/// encoding moov has no name for.
+#[derive(Debug, thiserror::Error)]
+#[error("not exported as moov JSON:\n  {}", .problems.join("\n  "))]
+pub struct MoovExportError {
+    pub problems: Vec<String>,
+}
+
+/// Every place in `spec` moov cannot say: the bitmap, fields and subfields,
+/// subfield bitmaps and tlv parts written as EBCDIC hex; short subfield bitmaps.
+fn unexportable(spec: &Spec) -> Vec<String> {
+    let mut problems = Vec::new();
+    if spec.bitmap_encoding == Encoding::EbcdicHex {
+        problems.push(no_ebcdic_hex("bitmap"));
+    }
+    for f in spec.fields() {
+        unexportable_field(f, &format!("field {}", f.number), &mut problems);
+    }
+    problems
+}
+
+fn unexportable_field(f: &Field, place: &str, problems: &mut Vec<String>) {
+    if f.encoding == Encoding::EbcdicHex {
+        problems.push(no_ebcdic_hex(place));
+    }
+    let Some(c) = &f.composite else {
+        return;
+    };
+    let parts = [
+        ("subfield bitmap", c.bitmap.map(|b| b.encoding)),
+        ("tag", c.tag.map(|t| t.encoding)),
+        ("value_length", c.value_length.map(|v| v.encoding)),
+    ];
+    for (part, encoding) in parts {
+        if encoding == Some(Encoding::EbcdicHex) {
+            problems.push(no_ebcdic_hex(&format!("{place} {part}")));
+        }
+    }
+    if let Some(bytes) = c.bitmap.map(|b| b.bytes).filter(|b| *b < 8) {
+        problems.push(format!(
+            "{place} subfield bitmap: {bytes} bytes has no moov equivalent (moov's are 8 or 16)"
+        ));
+    }
+    for sub in &c.subfields {
+        unexportable_field(&sub.field, &format!("field {}", sub.path), problems);
+    }
+}
+
+fn no_ebcdic_hex(place: &str) -> String {
+    format!(
+        "{place}: encoding ebcdic-hex has no moov equivalent \
+         (moov writes hex digits in ASCII only: HexToASCII)"
+    )
 }
 
 fn mti_entry(encoding: Encoding) -> Value {
@@ -315,6 +376,8 @@ fn moov_encoding(encoding: Encoding, filler: BcdFiller) -> &'static str {
         (Encoding::Bcd, _) => "LBCD",
         (Encoding::Binary, _) => "Binary",
         (Encoding::Hex, _) => "HexToASCII",
+        // Refused by `unexportable` before any entry is written.
+        (Encoding::EbcdicHex, _) => "EBCDIC",
     }
 }
 
@@ -323,7 +386,8 @@ fn fixed_family(encoding: Encoding) -> &'static str {
     match encoding {
         // Hex text is ASCII on the wire; moov's ASCII.Fixed counts value bytes.
         Encoding::Ascii | Encoding::Hex => "ASCII",
-        Encoding::Ebcdic => "EBCDIC",
+        // EBCDIC hex is refused by `unexportable` before any entry is written.
+        Encoding::Ebcdic | Encoding::EbcdicHex => "EBCDIC",
         Encoding::Bcd => "BCD",
         Encoding::Binary => "Binary",
     }
@@ -902,6 +966,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ebcdic_hex_is_refused_on_export_naming_every_place() {
+        let toml = "name = \"e\"\nmti_encoding = \"ebcdic\"\nbitmap_encoding = \"ebcdic-hex\"\n\
+                    [defaults]\nnumeric = \"ebcdic\"\ntext = \"ebcdic\"\nbinary = \"binary\"\nprefix = \"ebcdic\"\n\
+                    [fields.52]\nname = \"PIN\"\nmax = 8\nclass = \"b\"\nencoding = \"ebcdic-hex\"\n\
+                    [fields.53]\nname = \"x\"\nmax = 8\nclass = \"b\"\nencoding = \"hex\"\n";
+        let spec = Spec::from_toml_str(toml, "e.toml").expect("valid spec");
+        let err = to_moov_json(&spec).expect_err("moov has no EBCDIC hex");
+        assert_eq!(err.problems.len(), 2, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("bitmap: encoding ebcdic-hex has no moov equivalent"),
+            "{text}"
+        );
+        assert!(text.contains("field 52: encoding ebcdic-hex"), "{text}");
+    }
+
     type Layout = (LengthKind, usize, ContentClass, Encoding, Option<Encoding>);
 
     fn layout(spec: &Spec, number: u8) -> Layout {
@@ -981,7 +1062,7 @@ mod tests {
             let spec = super::super::from_jpos_xml(&fixture(name), name)
                 .expect("imports")
                 .spec;
-            let again = from_moov_json(&to_moov_json(&spec), "export.json")
+            let again = from_moov_json(&to_moov_json(&spec).expect("exports"), "export.json")
                 .expect("re-imports")
                 .spec;
             assert_eq!(wire(&spec), wire(&again), "{name}");
@@ -1044,7 +1125,7 @@ class = "ans"
 prefix = "ascii"
 "#,
         );
-        let json = to_moov_json(&spec);
+        let json = to_moov_json(&spec).expect("exports");
         let again = from_moov_json(&json, "export.json")
             .expect("re-imports")
             .spec;
@@ -1057,7 +1138,7 @@ prefix = "ascii"
         let spec = super::super::from_jpos_xml(&fixture("jpos-iso87ascii.xml"), "a.xml")
             .expect("imports")
             .spec;
-        let json = to_moov_json(&spec);
+        let json = to_moov_json(&spec).expect("exports");
         let at = |key: &str| json.find(&format!("\"{key}\": {{")).unwrap_or(usize::MAX);
         assert!(
             at("0") < at("1") && at("1") < at("2") && at("2") < at("10") && at("10") < at("100")
@@ -1083,7 +1164,7 @@ prefix = "ascii"
     #[test]
     fn export_then_import_keeps_composites_of_every_layout() {
         let spec = load_toml(&fixture("composite-iso87ascii.toml"));
-        let json = to_moov_json(&spec);
+        let json = to_moov_json(&spec).expect("exports");
         let again = from_moov_json(&json, "export.json")
             .unwrap_or_else(|e| panic!("{e}\n{json}"))
             .spec;
@@ -1092,7 +1173,7 @@ prefix = "ascii"
         let spec = from_moov_json(&moov, "moov-composite.json")
             .expect("imports")
             .spec;
-        let again = from_moov_json(&to_moov_json(&spec), "export.json")
+        let again = from_moov_json(&to_moov_json(&spec).expect("exports"), "export.json")
             .expect("re-imports")
             .spec;
         assert_eq!(wire(&spec), wire(&again));
@@ -1404,7 +1485,7 @@ prefix = "ascii"
                 TYPES[kind], ENCODINGS[enc], PREFIXES[prefix]
             );
             if let Ok(imported) = from_moov_json(&json, "fuzz.json") {
-                let again = from_moov_json(&to_moov_json(&imported.spec), "again.json");
+                let again = from_moov_json(&to_moov_json(&imported.spec).expect("exports"), "again.json");
                 prop_assert!(again.is_ok(), "{:?}", again.err().map(|e| e.to_string()));
             }
         }

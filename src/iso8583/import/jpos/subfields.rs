@@ -62,6 +62,10 @@ fn bitmap_of(field: &IsoField) -> Option<Result<SubBitmapFile, (&'static str, &'
             bytes: 8,
             encoding: Encoding::Binary,
         }),
+        // IFE_BITMAP packs 4 bytes or fewer at its full length, bit 1 ordinary.
+        "IFE_BITMAP" if !matches!(bytes, 2 | 4 | 8 | 16) => {
+            Err(("length", "2, 4, 8 or 16 (bytes of subfield bitmap)"))
+        }
         "IFB_BITMAP" | "IFA_BITMAP" if bytes != 8 && bytes != 16 => {
             Err(("length", "8 or 16 (bytes of subfield bitmap)"))
         }
@@ -73,10 +77,10 @@ fn bitmap_of(field: &IsoField) -> Option<Result<SubBitmapFile, (&'static str, &'
             bytes,
             encoding: Encoding::Hex,
         }),
-        "IFE_BITMAP" => Err((
-            "class",
-            "a bitmap class the codec reads (IFB_BITMAP, IFA_BITMAP; IFE_BITMAP's EBCDIC hex is not)",
-        )),
+        "IFE_BITMAP" => Ok(SubBitmapFile {
+            bytes,
+            encoding: Encoding::EbcdicHex,
+        }),
         _ => return None,
     })
 }

@@ -423,7 +423,8 @@ pub(super) fn composite_entry(composite: &CompositeSpec, mut entry: Map<String, 
 /// `{length, enc}` as moov names a tag of this shape.
 fn tag_part(part: &TlvPartFile) -> Map<String, Value> {
     let (length, enc) = match part.encoding {
-        Encoding::Ebcdic => (part.width, "EBCDIC"),
+        // EBCDIC hex is refused by `unexportable` before any entry is written.
+        Encoding::Ebcdic | Encoding::EbcdicHex => (part.width, "EBCDIC"),
         Encoding::Bcd => (part.width * 2, "BCD"),
         Encoding::Binary => (part.width, "ASCIIToHex"),
         // Hex text is ASCII characters on the wire.
