@@ -184,18 +184,26 @@ async fn a_survivor_reverses_what_a_killed_instance_left_and_nothing_twice() {
     let b = SwitchProcess::start(&bench.configs[1]).await;
 
     let load = tokio::spawn(load::drive(a.terminal_addr, LOAD));
-    poll_until(
-        "switch-a has a reversal out at the issuer and dropped purchases held",
+    let reversals = || bench.record().iter().filter(|r| r.mti == "0400").count();
+    let seen = poll_until(
+        "switch-a has dropped purchases held",
         Duration::from_secs(30),
         || {
             let record = bench.record();
-            let reversing = record.iter().any(|r| r.mti == "0400");
             let dropped = record
                 .iter()
                 .filter(|r| r.mti == "0200" && r.answer == "drop")
                 .count();
-            std::future::ready((reversing && dropped >= 3).then_some(()))
+            std::future::ready((dropped >= 3).then_some(reversals()))
         },
+    )
+    .await;
+    // Killed as soon as a new reversal reaches the issuer: its answer comes
+    // 600 ms later, so switch-a dies with it sent and unanswered.
+    poll_until(
+        "switch-a sends another reversal",
+        Duration::from_secs(30),
+        || std::future::ready((reversals() > seen).then_some(())),
     )
     .await;
     a.kill_9().await;

@@ -503,3 +503,62 @@ fn journal_migrate_creates_the_schema_once_and_the_tools_refuse_a_stranger() {
         String::from_utf8_lossy(&stats.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shift_closes_read_back_newest_first_and_purge_keeps_what_the_queue_needs() {
+    let Some(server) =
+        PgServer::start("shift_closes_read_back_newest_first_and_purge_keeps_what_the_queue_needs")
+    else {
+        return;
+    };
+    let journal = open(&server.url(), "switch-a").await;
+    let first = journal.begin(purchase(1, true)).await.expect("begin");
+    let close = |batch: &str, code: &str| isoswitch::journal::ShiftCloseNew {
+        terminal_id: "TERM0001".into(),
+        merchant_id: Some("MERCHANT0000001".into()),
+        batch: batch.into(),
+        closed_at_ms: T0 + 10_000,
+        last_txn: first,
+        terminal_totals: isoswitch::journal::ReportedTotals::default(),
+        switch_totals: isoswitch::journal::ShiftTotals::default(),
+        response_code: ResponseCode::new(code.as_bytes().try_into().expect("two")).expect("code"),
+    };
+    let one = journal
+        .record_close(close("001", "00"))
+        .await
+        .expect("close");
+    let two = journal
+        .record_close(close("002", "95"))
+        .await
+        .expect("close");
+    assert!(two > one);
+    let newest = journal
+        .last_close("TERM0001", None)
+        .await
+        .expect("read")
+        .expect("a close");
+    assert_eq!((newest.id, newest.close.batch.as_str()), (two, "002"));
+    assert_eq!(newest.close, close("002", "95"));
+    let of_batch = journal
+        .last_close("TERM0001", Some("001"))
+        .await
+        .expect("read")
+        .expect("one");
+    assert_eq!(of_batch.id, one);
+    assert!(journal
+        .last_close("TERM0002", None)
+        .await
+        .expect("read")
+        .is_none());
+
+    // Old transactions go, except one a pending queue item still names.
+    let queued = journal.begin(purchase(2, true)).await.expect("begin");
+    journal
+        .enqueue(reversal(2, Some(queued)))
+        .await
+        .expect("enqueue");
+    let purged = journal.purge(T0 + 100_000).await.expect("purge");
+    assert_eq!((purged.transactions, purged.queue_items), (1, 0));
+    let left: Vec<_> = journal.find(TxnQuery::default()).await.expect("find");
+    assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), [queued]);
+}

@@ -104,8 +104,8 @@ pub(crate) struct Recovered {
 /// `dead_after_ms` and that nobody has recovered since its last beat: its
 /// forwarded requests with no answer and no reversal become `me`'s, marked
 /// as recovered so they are reversed at once whatever their age. One
-/// transaction per dead instance, its row locked (SKIP LOCKED), so two
-/// survivors never both take it.
+/// transaction, the dead instances' rows locked (SKIP LOCKED), so two
+/// survivors never both take one.
 pub(crate) async fn claim_dead(
     client: &mut deadpool_postgres::Object,
     me: &str,

@@ -463,7 +463,19 @@ impl Journal for PgJournal {
 
     fn record_close(&self, close: ShiftCloseNew) -> StoreFuture<'_, i64> {
         Box::pin(async move {
-            match self.submit_and_wait(Write::Close(Box::new(close))).await? {
+            let json = |totals: Result<String, serde_json::Error>| {
+                totals.map_err(|e| JournalError::Write {
+                    path: self.name.as_ref().into(),
+                    op: "record_close",
+                    cause: Arc::new(e),
+                })
+            };
+            let row = writer::CloseRow {
+                terminal_totals: json(serde_json::to_string(&close.terminal_totals))?,
+                switch_totals: json(serde_json::to_string(&close.switch_totals))?,
+                close,
+            };
+            match self.submit_and_wait(Write::Close(Box::new(row))).await? {
                 Applied::Inserted(id) => Ok(id),
                 _ => Err(JournalError::Write {
                     path: self.name.as_ref().into(),

@@ -43,6 +43,14 @@ pub(crate) struct SafRow {
     pub fields: Sealed,
 }
 
+/// A shift close as stored: the totals already JSON.
+#[derive(Debug)]
+pub(crate) struct CloseRow {
+    pub close: ShiftCloseNew,
+    pub terminal_totals: String,
+    pub switch_totals: String,
+}
+
 /// One change to storage.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -55,7 +63,7 @@ pub(crate) enum Write {
     Fail { id: i64, at_ms: i64 },
     Purge { before_ms: i64, chunk: i64 },
     Cancel { id: i64, at_ms: i64 },
-    Close(Box<ShiftCloseNew>),
+    Close(Box<CloseRow>),
 }
 
 impl Write {
@@ -394,13 +402,14 @@ impl Statements {
             tx.prepare_cached(&fail),
             tx.prepare_cached(
                 "DELETE FROM saf WHERE id IN (
-                    SELECT id FROM saf WHERE state != 'pending' AND closed_at_ms < $1 LIMIT $2)"
+                    SELECT id FROM saf WHERE state != 'pending' AND closed_at_ms < $1 LIMIT $2
+                    FOR UPDATE SKIP LOCKED)"
             ),
             tx.prepare_cached(
                 "DELETE FROM txn WHERE id IN (
                     SELECT id FROM txn WHERE received_at_ms < $1
                         AND NOT EXISTS (SELECT 1 FROM saf WHERE saf.txn_id = txn.id)
-                    LIMIT $2)"
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)"
             ),
         )?;
         Ok(Statements {
@@ -471,13 +480,8 @@ async fn apply(
             let changed = tx.execute(&st.reversal, &[id, &state.as_str()]).await?;
             done(changed, "transaction", *id)
         }
-        Write::Close(close) => {
-            let (Ok(terminal), Ok(switch)) = (
-                serde_json::to_string(&close.terminal_totals),
-                serde_json::to_string(&close.switch_totals),
-            ) else {
-                return unknown("serialisable shift totals", close.last_txn.0);
-            };
+        Write::Close(row) => {
+            let (close, terminal, switch) = (&row.close, &row.terminal_totals, &row.switch_totals);
             let row = tx
                 .query_one(
                     &st.close,
@@ -487,8 +491,8 @@ async fn apply(
                         &close.batch,
                         &close.closed_at_ms,
                         &close.last_txn.0,
-                        &terminal,
-                        &switch,
+                        terminal,
+                        switch,
                         &close.response_code.as_str(),
                     ],
                 )
