@@ -204,6 +204,12 @@ async fn run_terminal(addr: SocketAddr, terminal: String, load: Load) -> Vec<Sen
             };
             let answer = decode(frame);
             let stan = answer.get_str(11).expect("an answer carries field 11");
+            // The writer notes a request before writing it, but the select
+            // above may take its answer before that note: read the notes
+            // waiting before deciding the STAN was never sent.
+            while let Ok(s) = sent_rx.try_recv() {
+                sent.insert(s.stan.clone(), s);
+            }
             let Some(request) = sent.get_mut(stan) else {
                 panic!("{terminal}: an answer for STAN {stan} it never sent");
             };
