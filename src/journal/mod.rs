@@ -4,6 +4,7 @@
 
 pub mod card_data;
 pub mod config;
+pub mod idempotency;
 pub mod memory;
 pub mod record;
 pub mod shift;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use card_data::{CardVault, DataKey, KeyError};
+pub use idempotency::{IdempotencyStore, MemoryIdempotency};
 pub use memory::MemoryJournal;
 pub use record::{
     ClearPan, DecidedBy, Forward, InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId,

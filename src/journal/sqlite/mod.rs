@@ -9,6 +9,7 @@ mod schema;
 mod syncer;
 mod telemetry;
 mod writer;
+mod idempotency;
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};

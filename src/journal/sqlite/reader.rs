@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rusqlite::types::ToSql;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
 use super::{open_connection, FileIdentity};
 use crate::iso8583::{Mti, ResponseCode};
@@ -210,6 +210,17 @@ impl Reader {
     }
 
     /// The newest close of `terminal` (of `batch`, when given).
+    /// The result first stored under an idempotency key (the virtual
+    /// terminal's; see `journal::idempotency`).
+    pub(crate) fn recall(&mut self, scope: &str, key: &str) -> Result<Option<String>, JournalError> {
+        self.with("recall", |conn, _| {
+            Ok(conn
+                .prepare_cached("SELECT result FROM idempotency WHERE scope = ?1 AND key = ?2")?
+                .query_row([scope, key], |row| row.get(0))
+                .optional()?)
+        })
+    }
+
     pub(crate) fn last_close(
         &mut self,
         terminal: &str,

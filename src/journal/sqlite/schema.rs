@@ -97,6 +97,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         response_code TEXT NOT NULL
     );
     CREATE INDEX shift_close_terminal ON shift_close (terminal_id, batch, id);",
+    // 6: the virtual terminal's idempotency keys: a write repeated with a key
+    // already seen gets the first result back, across restarts too. `scope`
+    // keeps one terminal's keys apart from another's; `result` is the JSON
+    // answer (no card number, no CVV2: neither is in it).
+    "CREATE TABLE idempotency (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );",
 ];
 
 /// Why the schema could not be brought up to date.

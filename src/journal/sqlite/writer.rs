@@ -78,6 +78,13 @@ pub(crate) enum Write {
         at_ms: i64,
     },
     Close(Box<ShiftCloseNew>),
+    /// An idempotency key's first result; a key already there keeps its own.
+    Remember {
+        scope: String,
+        key: String,
+        at_ms: i64,
+        result: String,
+    },
 }
 
 impl Write {
@@ -94,6 +101,7 @@ impl Write {
             Write::Purge { .. } => "purge",
             Write::Cancel { .. } => "cancel",
             Write::Close(_) => "record_close",
+            Write::Remember { .. } => "remember",
         }
     }
 }
@@ -401,6 +409,19 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<Applied
         Write::Purge { before_ms, chunk } => {
             return purge_chunk(tx, *before_ms, *chunk).map(|p| Ok(Applied::Purged(p)))
         }
+        Write::Remember {
+            scope,
+            key,
+            at_ms,
+            result,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO idempotency (scope, key, created_at_ms, result)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (scope, key) DO NOTHING",
+            )?
+            .execute(params![scope, key, at_ms, result])?;
+            return Ok(Ok(Applied::Done));
+        }
     };
     if changed > 0 {
         return Ok(Ok(Applied::Done));
@@ -414,7 +435,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<Applied
         Write::Enqueue(row) => ("queue item", row.id),
         Write::Acknowledge { id, .. } => ("queue item", *id),
         Write::Attempt { id, .. } | Write::Fail { id, .. } => ("pending queue item", *id),
-        Write::Purge { .. } => return Ok(Ok(Applied::Done)),
+        Write::Purge { .. } | Write::Remember { .. } => return Ok(Ok(Applied::Done)),
     };
     Ok(Err(JournalError::Unknown {
         op: write.op(),

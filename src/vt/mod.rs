@@ -1,0 +1,201 @@
+//! The web virtual terminal: card-not-present payments from a browser or a
+//! script, on the same pipeline as a terminal's (`Switch::answer` on the
+//! `virtual-terminal` channel). `payment` checks what the operator typed,
+//! `engine` turns it into ISO 8583 and runs it, `advice` says what a
+//! response code means for the customer, `auth` holds operators, sessions,
+//! CSRF and login limits, `api` is the JSON API and `pages` the HTML.
+
+pub mod advice;
+pub mod api;
+pub mod auth;
+pub mod engine;
+mod html;
+pub mod pages;
+pub mod payment;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::IdempotencyStore;
+use crate::switch::Switch;
+use crate::vt_config::VirtualTerminalConfig;
+use auth::Auth;
+use engine::Engine;
+
+/// The demo operator of the embedded default config: printed at start-up so
+/// a new user can log in. Its hash is in config/default.toml.
+pub const DEMO_USERNAME: &str = "demo";
+pub const DEMO_PASSWORD: &str = "demo-password";
+
+/// What every route shares.
+pub struct VtState {
+    pub engine: Engine,
+    pub auth: Auth,
+    /// Served over TLS: the session cookie is `Secure`.
+    pub secure: bool,
+}
+
+impl VtState {
+    pub fn new(
+        config: &VirtualTerminalConfig,
+        switch: Arc<Switch>,
+        idempotency: Arc<dyn IdempotencyStore>,
+    ) -> Arc<VtState> {
+        Arc::new(VtState {
+            engine: Engine::new(switch, idempotency, &config.mcc),
+            auth: Auth::new(
+                config.operators.clone(),
+                config.login,
+                Duration::from_secs(config.idle_timeout_s),
+            ),
+            secure: config.tls.is_some(),
+        })
+    }
+}
+
+/// Every route: the JSON API and the pages.
+pub fn router(state: Arc<VtState>) -> Router {
+    api::routes()
+        .merge(pages::routes())
+        .with_state(state)
+}
+
+/// Why the virtual terminal could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VtError {
+    #[error("virtual_terminal: cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("virtual_terminal: tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// A bound virtual terminal, ready to run.
+pub struct BoundVt {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<VtState>,
+}
+
+impl BoundVt {
+    /// Loads TLS (when configured) and binds `config.bind`.
+    pub async fn bind(
+        config: &VirtualTerminalConfig,
+        switch: Arc<Switch>,
+        idempotency: Arc<dyn IdempotencyStore>,
+    ) -> Result<BoundVt, VtError> {
+        let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| VtError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Ok(BoundVt {
+            listener,
+            tls,
+            state: VtState::new(config, switch, idempotency),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// `http://…/` or `https://…/`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        match self.local_addr() {
+            Ok(addr) => format!("{scheme}://{addr}/"),
+            Err(_) => format!("{scheme}://(unknown address)/"),
+        }
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let app = router(self.state).into_make_service_with_connect_info::<ClientAddr>();
+        let stop = async move { shutdown.cancelled().await };
+        match self.tls {
+            None => axum::serve(self.listener, app)
+                .with_graceful_shutdown(stop)
+                .await,
+            Some(acceptor) => {
+                let listener = TlsListener {
+                    tcp: self.listener,
+                    acceptor,
+                };
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        }
+    }
+}
+
+/// The client's address, for the login limits; from plain TCP or TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// How long a client gets to finish its TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// TCP connections that have finished their TLS handshake. A handshake that
+/// fails or takes longer than [`HANDSHAKE`] is dropped and the next taken.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, peer) = match self.tcp.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go on.
+                    tracing::warn!(error = %e, "virtual terminal: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(HANDSHAKE, self.acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => return (tls, peer),
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "virtual terminal: TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "virtual terminal: TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
