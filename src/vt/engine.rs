@@ -124,6 +124,8 @@ pub struct Operation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShiftCloseResult {
     pub batch: String,
+    /// The shift's currency (numeric), when all its transactions had one.
+    pub currency: Option<u16>,
     pub response_code: String,
     pub status: String,
     pub message: String,
@@ -568,10 +570,12 @@ impl Engine {
     }
 
     /// This terminal's open shift: its transactions since its last close.
+    /// Its totals, the batch number its close will carry, and its currency
+    /// when every transaction in it has the same one.
     pub async fn shift_totals(
         &self,
         operator: &OperatorConfig,
-    ) -> Result<(ShiftTotals, String), EngineError> {
+    ) -> Result<(ShiftTotals, String, Option<u16>), EngineError> {
         let journal = &self.switch.stores().journal;
         let last = journal.last_close(&operator.terminal, None).await?;
         let after = last.as_ref().map(|c| c.close.last_txn);
@@ -585,11 +589,14 @@ impl Engine {
         let batch = last
             .and_then(|c| c.close.batch.parse::<u32>().ok())
             .map_or(1, |b| b % 999_999 + 1);
-        Ok((ShiftTotals::of(&shift), format!("{batch:06}")))
+        let mut currencies = shift.iter().filter_map(|r| r.currency);
+        let first = currencies.next();
+        let currency = first.filter(|c| currencies.all(|other| other == *c));
+        Ok((ShiftTotals::of(&shift), format!("{batch:06}"), currency))
     }
 
     async fn close_now(&self, operator: &OperatorConfig) -> Result<ShiftCloseResult, EngineError> {
-        let (totals, batch) = self.shift_totals(operator).await?;
+        let (totals, batch, currency) = self.shift_totals(operator).await?;
         let mut close = Message::new(Mti::from_static("0500"));
         let mut set = |n: u8, v: String| {
             let _ = close.set(n, v);
@@ -613,6 +620,7 @@ impl Engine {
         let status = if code == "00" { "closed" } else { "out-of-balance" };
         Ok(ShiftCloseResult {
             batch,
+            currency,
             message: crate::iso8583::ResponseCode::new(code_bytes(&code))
                 .map_or("unknown code", |c| c.meaning())
                 .to_owned(),
