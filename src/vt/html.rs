@@ -124,11 +124,11 @@ body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica
 header{background:#14324f;color:#fff;padding:0 24px;display:flex;align-items:center;gap:28px;min-height:56px;flex-wrap:wrap}
 .brand{font-size:17px;white-space:nowrap}.brand b{font-weight:600}.logo{color:#5fb3ff}
 nav{display:flex;gap:4px;flex:1}
-nav a{color:#cfe0f2;text-decoration:none;padding:17px 12px;border-bottom:3px solid transparent}
+nav a{color:#cfe0f2;text-decoration:none;padding:17px 12px;border-bottom:3px solid transparent;white-space:nowrap}
 nav a.active,nav a:hover{color:#fff;border-bottom-color:#5fb3ff}
-.who{display:flex;gap:14px;align-items:center;font-size:13px;color:#cfe0f2}
+.who{display:flex;gap:14px;align-items:center;font-size:13px;color:#cfe0f2;white-space:nowrap}
 .who .ids{color:#9fb7cf}
-main{max-width:980px;margin:28px auto;padding:0 20px}
+main{max-width:1120px;margin:28px auto;padding:0 20px}
 h1{font-size:22px;margin:0 0 18px;font-weight:600}
 h2{font-size:18px;margin:0 0 12px}
 .card{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:22px 24px;margin-bottom:20px;box-shadow:0 1px 2px rgba(20,50,79,.05)}
@@ -161,7 +161,8 @@ dt{color:#516273}dd{margin:0;font-weight:600;font-variant-numeric:tabular-nums}
 table{width:100%;border-collapse:collapse;background:#fff;font-variant-numeric:tabular-nums}
 th,td{text-align:left;padding:9px 10px;border-bottom:1px solid #e3e8ee;font-size:14px;vertical-align:middle}
 th{background:#f7f9fb;color:#516273;font-weight:600;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
-td.num{text-align:right}
+td.num,th.num{text-align:right}
+td.num,td.actions-cell{white-space:nowrap}
 .badge{display:inline-block;padding:2px 8px;border-radius:10px;font-size:12px;font-weight:600}
 .badge.approved{background:#e3f2e4;color:#1b5e20}.badge.declined{background:#fbe3e2;color:#8e1c16}
 .badge.cancelled,.badge.reversed{background:#eceff3;color:#4b5b6b}.badge.pending{background:#fff4d6;color:#7a5a00}
@@ -173,7 +174,7 @@ td.num{text-align:right}
 .receipt h3{text-align:center;margin:0 0 8px;font-size:14px}
 .receipt .row{display:flex;justify-content:space-between}
 .receipt .big{font-size:16px;font-weight:700}
-footer{max-width:980px;margin:0 auto 30px;padding:0 20px;color:#7a8a9b;font-size:12px}
+footer{max-width:1120px;margin:0 auto 30px;padding:0 20px;color:#7a8a9b;font-size:12px}
 .login{max-width:380px;margin:60px auto}
 @media print{header,footer,nav,.actions,.noprint{display:none}body{background:#fff}main{margin:0}}
 @media (max-width:700px){.grid,.receipts{grid-template-columns:1fr}}

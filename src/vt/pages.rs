@@ -496,7 +496,7 @@ fn operation_row(ctx: &Ctx<'_>, op: &Operation) -> String {
     let time = time_of(op.received_at_ms);
     format!(
         "<tr id=\"op_{id}\"><td>{time}</td><td>{kind}</td><td>{card}</td><td class=\"num\">{amount}</td>\
-         <td><span class=\"badge {status}\">{status}</span></td><td>{code}</td><td>{auth}</td><td>{rrn}</td><td>{actions}</td></tr>",
+         <td><span class=\"badge {status}\">{status}</span></td><td>{code}</td><td>{auth}</td><td>{rrn}</td><td class=\"actions-cell\">{actions}</td></tr>",
         id = op.id,
         time = escape(time.get(11..19).unwrap_or(&time)),
         kind = escape(&op.kind),
@@ -546,7 +546,7 @@ async fn operations_page(
         "<p class=\"muted\" id=\"no_operations\">No operations on this day.</p>".to_owned()
     } else {
         format!(
-            "<table id=\"operations\"><thead><tr><th>Time</th><th>Type</th><th>Card</th><th>Amount</th>\
+            "<table id=\"operations\"><thead><tr><th>Time (UTC)</th><th>Type</th><th>Card</th><th class=\"num\">Amount</th>\
              <th>Status</th><th>Code</th><th>Auth</th><th>RRN</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
         )
     };
@@ -729,7 +729,7 @@ fn totals_table(totals: &crate::journal::ShiftTotals, currency_hint: Option<u16>
         )
     };
     format!(
-        "<table id=\"totals\"><thead><tr><th></th><th>Count</th><th>Amount</th></tr></thead><tbody>{}{}{}{}\
+        "<table id=\"totals\"><thead><tr><th></th><th class=\"num\">Count</th><th class=\"num\">Amount</th></tr></thead><tbody>{}{}{}{}\
          <tr><td><b>Net</b></td><td></td><td class=\"num\"><b>{}</b></td></tr></tbody></table>",
         row("Sales", &totals.debits),
         row("Sales cancelled", &totals.debit_reversals),

@@ -50,13 +50,45 @@ pub async fn request(
         head.push_str("\r\n");
         stream.write_all(head.as_bytes()).await.expect("write head");
         stream.write_all(body).await.expect("write body");
+        // Read until the body is whole: by its length, its last chunk, or
+        // the end of the stream (some servers keep the connection open).
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read answer");
+        let mut buf = [0u8; 16384];
+        loop {
+            if answer_complete(&raw) {
+                break;
+            }
+            let n = stream.read(&mut buf).await.expect("read answer");
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
         parse(&raw)
     };
     tokio::time::timeout(Duration::from_secs(20), exchange)
         .await
         .unwrap_or_else(|_| panic!("no answer to {method} {path} within 20 s"))
+}
+
+/// Whether `raw` holds a whole answer.
+fn answer_complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(length) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= length;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
 }
 
 fn parse(raw: &[u8]) -> Reply {

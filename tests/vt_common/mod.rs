@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
