@@ -31,6 +31,13 @@ pub struct VirtualTerminalConfig {
     /// The merchant category code sent in field 18 (5969: direct marketing).
     #[serde(default = "default_mcc")]
     pub mcc: String,
+    /// Recurring charges: how often the switch looks for due ones.
+    #[serde(default = "default_recurring_poll_s")]
+    pub recurring_poll_s: u64,
+    /// After a soft decline (51, 91, 96, ...) a recurring charge is tried
+    /// again this many hours after it was due, once per entry.
+    #[serde(default = "default_dunning_hours")]
+    pub dunning_hours: Vec<u32>,
     #[serde(rename = "operator", default)]
     pub operators: Vec<OperatorConfig>,
 }
@@ -103,6 +110,12 @@ fn default_window_s() -> u64 {
 fn default_lock_s() -> u64 {
     900
 }
+fn default_recurring_poll_s() -> u64 {
+    60
+}
+fn default_dunning_hours() -> Vec<u32> {
+    vec![24, 48, 72]
+}
 fn default_mcc() -> String {
     "5969".to_owned()
 }
@@ -136,6 +149,15 @@ impl VirtualTerminalConfig {
             return Err(section(
                 "login: max_failures, window_s and lock_s must each be at least 1".into(),
             ));
+        }
+        if self.recurring_poll_s == 0 {
+            return Err(section("recurring_poll_s: expected at least 1 second".into()));
+        }
+        if self.dunning_hours.windows(2).any(|w| w[0] >= w[1]) || self.dunning_hours.contains(&0) {
+            return Err(section(format!(
+                "dunning_hours: expected increasing hours above 0, found {:?}",
+                self.dunning_hours
+            )));
         }
         if self.mcc.len() != 4 || !self.mcc.bytes().all(|b| b.is_ascii_digit()) {
             return Err(section(format!(

@@ -10,15 +10,13 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use isoswitch::config::Config;
 use isoswitch::journal::config::{JournalConfig, KeySource};
-use isoswitch::journal::{
-    IdempotencyStore, MemoryIdempotency, SqliteJournal, SqliteOptions, Stores,
-};
+use isoswitch::journal::{SqliteJournal, SqliteOptions, Stores};
 use isoswitch::metrics_http::{self, OpsState};
 use isoswitch::server::{Listener, PreparedListener};
 use isoswitch::switch::Switch;
 use isoswitch::upstream::SafSettings;
 use isoswitch::vt::auth::verify_password;
-use isoswitch::vt::{BoundVt, DEMO_PASSWORD, DEMO_USERNAME};
+use isoswitch::vt::{BoundVt, VtStores, DEMO_PASSWORD, DEMO_USERNAME};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +73,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     isoswitch::metrics_http::recorder();
     let shutdown = CancellationToken::new();
     let admin_token = config.admin.token.clone();
-    let (stores, idempotency) = open_journal(&config.journal)?;
+    let (stores, vt_stores) = open_journal(&config.journal)?;
     let saf_settings = SafSettings::from(&config.store_and_forward);
     // Starting the switch builds routes, issuers and risk rules: the rest of
     // the check. Its issuer links connecting out take no port of ours.
@@ -98,7 +96,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         listeners,
     } = bind_all(&switch.snapshot().config, prepared).await?;
     let virtual_terminal = match &switch.snapshot().config.virtual_terminal {
-        Some(vt) => Some(BoundVt::bind(vt, switch.clone(), idempotency).await?),
+        Some(vt) => Some(BoundVt::bind(vt, switch.clone(), vt_stores).await?),
         None => None,
     };
     tokio::spawn(metrics_upkeep(shutdown.clone()));
@@ -202,14 +200,15 @@ fn announce(vt: &BoundVt, config: &Config) {
 }
 
 /// Opens the configured journal: SQLite, or memory for `durability = "none"`,
-/// with the virtual terminal's idempotency keys in the same store.
+/// with what the virtual terminal keeps (idempotency keys, cards on file,
+/// schedules) in the same store.
 /// Says at start-up where it journals and where the key came from.
-fn open_journal(config: &JournalConfig) -> Result<(Stores, Arc<dyn IdempotencyStore>)> {
+fn open_journal(config: &JournalConfig) -> Result<(Stores, VtStores)> {
     let Some(durability) = config.durability.durability() else {
         tracing::warn!(
             "journal off (durability = \"none\"): transactions and queued reversals are kept in memory only and lost on restart"
         );
-        return Ok((Stores::in_memory(), Arc::new(MemoryIdempotency::default())));
+        return Ok((Stores::in_memory(), VtStores::in_memory()));
     };
     let (key, source) = config.load_key().context("journal data key")?;
     match &source {
@@ -224,7 +223,7 @@ fn open_journal(config: &JournalConfig) -> Result<(Stores, Arc<dyn IdempotencySt
         durability = %config.durability,
         "journaling transactions and the store-and-forward queue"
     );
-    Ok((Stores::new(journal.clone(), true), journal))
+    Ok((Stores::new(journal.clone(), true), VtStores::sqlite(journal)))
 }
 
 /// Every socket `serve` listens on.

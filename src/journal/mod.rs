@@ -7,6 +7,7 @@ pub mod config;
 pub mod idempotency;
 pub mod memory;
 pub mod record;
+pub mod recurring;
 pub mod shift;
 pub mod sqlite;
 
@@ -18,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use card_data::{CardVault, DataKey, KeyError};
 pub use idempotency::{IdempotencyStore, MemoryIdempotency};
+pub use recurring::{MemoryRecurring, RecurringStore, SavedCard, ScheduleRecord};
 pub use memory::MemoryJournal;
 pub use record::{
     ClearPan, DecidedBy, Forward, InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId,

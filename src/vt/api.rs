@@ -42,6 +42,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Input(_) => StatusCode::BAD_REQUEST,
             EngineError::NotAllowed(m) if m.contains("supervisor") => StatusCode::FORBIDDEN,
             EngineError::NotAllowed(_) => StatusCode::CONFLICT,
             EngineError::NoAnswer => StatusCode::BAD_GATEWAY,
@@ -74,6 +75,8 @@ pub fn routes() -> Router<Arc<VtState>> {
         .route("/api/v1/payments/{id}/cancel", post(cancel_payment))
         .route("/api/v1/payments/{id}/refund", post(refund_payment))
         .route("/api/v1/shift/close", post(close_shift))
+        .route("/api/v1/cards", post(save_card).get(list_cards))
+        .route("/api/v1/schedules", post(create_schedule).get(list_schedules))
 }
 
 /// A JSON object body; anything else is a 400 saying so.
@@ -311,4 +314,70 @@ async fn close_shift(
     let key = idempotency_key(&headers)?;
     let result = state.engine.close_shift(operator, key.as_deref()).await?;
     Ok(Json(result).into_response())
+}
+
+async fn save_card(
+    State(state): State<Arc<VtState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let operator = writer(&state, &headers)?;
+    let map = object(&body)?;
+    let payment_id = match map.get("payment_id") {
+        Some(Value::Number(n)) => n.as_i64().filter(|id| *id > 0),
+        Some(Value::String(s)) => s.parse::<i64>().ok().filter(|id| *id > 0),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "payment_id: expected the id of an approved payment".into(),
+        )
+    })?;
+    let consent = map.get("consent") == Some(&Value::Bool(true));
+    if !consent {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "consent: expected true (the customer agreed to keep the card on file)".into(),
+        ));
+    }
+    let card = super::vault::save_card(
+        &state.engine,
+        state.recurring.as_ref(),
+        operator,
+        payment_id,
+        consent,
+    )
+    .await?;
+    Ok(Json(card).into_response())
+}
+
+async fn list_cards(
+    State(state): State<Arc<VtState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let operator = reader(&state, &headers)?;
+    let cards = super::vault::cards(state.recurring.as_ref(), operator).await?;
+    Ok(Json(json!({ "cards": cards })).into_response())
+}
+
+async fn create_schedule(
+    State(state): State<Arc<VtState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let operator = writer(&state, &headers)?;
+    let request = super::recurring::ScheduleRequest::from_fields(&object(&body)?)?;
+    let schedule = super::recurring::create(&state, operator, request).await?;
+    Ok(Json(super::recurring::view(&schedule)).into_response())
+}
+
+async fn list_schedules(
+    State(state): State<Arc<VtState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let operator = reader(&state, &headers)?;
+    let schedules = super::recurring::list(state.recurring.as_ref(), operator).await?;
+    let views: Vec<Value> = schedules.iter().map(super::recurring::view).collect();
+    Ok(Json(json!({ "schedules": views })).into_response())
 }

@@ -134,6 +134,10 @@ impl Auth {
         }
     }
 
+    pub fn operators(&self) -> &[OperatorConfig] {
+        &self.operators
+    }
+
     pub fn operator(&self, index: usize) -> Option<&OperatorConfig> {
         self.operators.get(index)
     }

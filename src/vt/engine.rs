@@ -88,6 +88,9 @@ impl AdviceView {
 pub enum EngineError {
     #[error("no payment {0} on this terminal")]
     NotFound(i64),
+    /// A field of the request names nothing usable (a 400 naming it).
+    #[error(transparent)]
+    Input(#[from] super::payment::InputError),
     #[error("{0}")]
     NotAllowed(String),
     #[error("the switch gave no answer")]
@@ -146,8 +149,9 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(switch: Arc<Switch>, idempotency: Arc<dyn IdempotencyStore>, mcc: &str) -> Engine {
-        // Clock-derived, so a restart does not repeat the last run's STANs.
-        let seed = u32::try_from((now_ms() / 1000) % 900_000).unwrap_or(0);
+        // Clock-derived (a hundred a second), so a restart does not repeat
+        // the STANs the last run used just before it.
+        let seed = u32::try_from((now_ms() / 10) % 999_000).unwrap_or(0);
         Engine {
             switch,
             inbound: Inbound::new(LISTENER, Channel::VirtualTerminal),
@@ -224,19 +228,34 @@ impl Engine {
             .await
     }
 
-    /// A merchant-initiated charge of a card on file (recurring indicator `RM`).
+    /// A STAN for a charge whose caller must know it before it is sent (a
+    /// recurring charge records it first, to find the charge after a crash).
+    pub fn reserve_stan(&self) -> String {
+        self.next_stan()
+    }
+
+    /// A merchant-initiated charge of a card on file (field 60 `RM`) under
+    /// `key` and the `stan` reserved at `reserved_at_ms`. Runs once per key;
+    /// and when this terminal's journal has a transaction with that STAN
+    /// received since it was reserved (a crash after sending, before the
+    /// key's result was stored) its outcome is taken instead of charging again.
     pub async fn charge_merchant_initiated(
         &self,
         operator: &OperatorConfig,
         request: &PaymentRequest,
         key: &str,
+        stan: &str,
+        reserved_at_ms: i64,
     ) -> Result<PaymentResult, EngineError> {
-        self.once(
-            operator,
-            Some(key),
-            self.pay_now(operator, request, Some(MERCHANT_INITIATED)),
-        )
-        .await
+        let work = async {
+            if let Some(id) = self.journaled_id(operator, stan, reserved_at_ms).await? {
+                let record = self.record(operator, id).await?;
+                return Ok(result_of_record(&record));
+            }
+            self.pay_with_stan(operator, request, Some(MERCHANT_INITIATED), stan)
+                .await
+        };
+        self.once(operator, Some(key), work).await
     }
 
     async fn pay_now(
@@ -246,9 +265,21 @@ impl Engine {
         indicator: Option<&str>,
     ) -> Result<PaymentResult, EngineError> {
         let stan = self.next_stan();
+        self.pay_with_stan(operator, request, indicator, &stan).await
+    }
+
+    async fn pay_with_stan(
+        &self,
+        operator: &OperatorConfig,
+        request: &PaymentRequest,
+        indicator: Option<&str>,
+        stan: &str,
+    ) -> Result<PaymentResult, EngineError> {
+        let stan = stan.to_owned();
+        let sent_at_ms = now_ms();
         let message = self.payment_message(operator, request, &stan, indicator);
         let response = self.send(message).await?;
-        let id = self.journaled_id(operator, &stan).await?;
+        let id = self.journaled_id(operator, &stan, sent_at_ms).await?;
         let amount = i64::try_from(request.amount).unwrap_or(i64::MAX);
         Ok(result_of(
             &response,
@@ -329,11 +360,13 @@ impl Engine {
         answer.map(|a| a.message).ok_or(EngineError::NoAnswer)
     }
 
-    /// The journal id of this terminal's newest transaction with `stan`.
+    /// The journal id of this terminal's newest transaction with `stan`
+    /// received since `since_ms` (STANs repeat: a restart may reuse them).
     async fn journaled_id(
         &self,
         operator: &OperatorConfig,
         stan: &str,
+        since_ms: i64,
     ) -> Result<Option<i64>, EngineError> {
         let found = self
             .switch
@@ -342,7 +375,7 @@ impl Engine {
             .find(TxnQuery {
                 terminal_stan: Some((operator.terminal.clone(), stan.to_owned())),
                 range: TimeRange {
-                    since_ms: Some(now_ms() - 3_600_000),
+                    since_ms: Some(since_ms),
                     until_ms: None,
                 },
                 ..TxnQuery::default()
@@ -523,6 +556,7 @@ impl Engine {
             .or_else(|| record.amount.and_then(|a| u64::try_from(a).ok()))
             .unwrap_or(0);
         let stan = self.next_stan();
+        let sent_at_ms = now_ms();
         let mut refund = Message::new(Mti::from_static("0200"));
         let mut set = |n: u8, v: &[u8]| {
             let _ = refund.set(n, v);
@@ -541,7 +575,7 @@ impl Engine {
         set(60, b"OT");
         self.stamp(&mut |n, v| set(n, v.as_bytes()), operator, &stan);
         let response = self.send(refund).await?;
-        let id = self.journaled_id(operator, &stan).await?;
+        let id = self.journaled_id(operator, &stan, sent_at_ms).await?;
         Ok(result_of(
             &response,
             id,
@@ -669,6 +703,40 @@ fn result_of(
         kind: kind.to_owned(),
         card,
         amount,
+    }
+}
+
+/// A journaled transaction as a result: its recorded answer, or 91 (the
+/// issuer's answer is not known; the switch reverses such a one) when it
+/// has none yet.
+fn result_of_record(record: &TxnRecord) -> PaymentResult {
+    let code = record
+        .outcome
+        .as_ref()
+        .map_or("91".to_owned(), |o| o.response_code.as_str().to_owned());
+    let approved = record.stands() && record.cancelled_at_ms.is_none();
+    let code = if record.outcome.is_some() && !approved && code == "00" {
+        "91".to_owned()
+    } else {
+        code
+    };
+    PaymentResult {
+        id: Some(record.id.0),
+        status: if approved { "approved" } else { "declined" }.into(),
+        auth_code: record
+            .outcome
+            .as_ref()
+            .and_then(|o| o.auth_code.clone())
+            .filter(|_| approved),
+        rrn: record.terminal_rrn.clone().or(record.upstream_rrn.clone()),
+        message: crate::iso8583::ResponseCode::new(code_bytes(&code))
+            .map_or("unknown code", |c| c.meaning())
+            .to_owned(),
+        advice: AdviceView::of(&code),
+        response_code: code,
+        kind: kind_of(record).to_owned(),
+        card: record.pan_masked.clone(),
+        amount: record.amount.map(|a| format_amount(a, record.currency)),
     }
 }
 

@@ -3,7 +3,8 @@
 //! `virtual-terminal` channel). `payment` checks what the operator typed,
 //! `engine` turns it into ISO 8583 and runs it, `advice` says what a
 //! response code means for the customer, `auth` holds operators, sessions,
-//! CSRF and login limits, `api` is the JSON API and `pages` the HTML.
+//! CSRF and login limits, `api` is the JSON API and `pages` the HTML;
+//! `vault` saves cards on file and `recurring` charges them on schedule.
 
 pub mod advice;
 pub mod api;
@@ -12,6 +13,8 @@ pub mod engine;
 mod html;
 pub mod pages;
 pub mod payment;
+pub mod recurring;
+pub mod vault;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +26,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::IdempotencyStore;
+use crate::journal::{
+    IdempotencyStore, MemoryIdempotency, MemoryRecurring, RecurringStore, SqliteJournal,
+};
 use crate::switch::Switch;
 use crate::vt_config::VirtualTerminalConfig;
 use auth::Auth;
@@ -34,10 +39,41 @@ use engine::Engine;
 pub const DEMO_USERNAME: &str = "demo";
 pub const DEMO_PASSWORD: &str = "demo-password";
 
+/// Where the virtual terminal keeps what it owns: idempotency keys, cards
+/// on file and schedules (beside the journal, in the same store).
+#[derive(Clone)]
+pub struct VtStores {
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub recurring: Arc<dyn RecurringStore>,
+}
+
+impl VtStores {
+    /// Lost on restart: tests and `durability = "none"`.
+    pub fn in_memory() -> VtStores {
+        VtStores {
+            idempotency: Arc::new(MemoryIdempotency::default()),
+            recurring: Arc::new(MemoryRecurring::default()),
+        }
+    }
+
+    /// In the SQLite journal's file.
+    pub fn sqlite(journal: Arc<SqliteJournal>) -> VtStores {
+        VtStores {
+            idempotency: journal.clone(),
+            recurring: journal,
+        }
+    }
+}
+
 /// What every route shares.
 pub struct VtState {
     pub engine: Engine,
     pub auth: Auth,
+    pub recurring: Arc<dyn RecurringStore>,
+    pub dunning_hours: Vec<u32>,
+    recurring_poll: Duration,
+    /// Held by a run of due recurring charges.
+    recurring_run: tokio::sync::Mutex<()>,
     /// Served over TLS: the session cookie is `Secure`.
     pub secure: bool,
 }
@@ -46,17 +82,52 @@ impl VtState {
     pub fn new(
         config: &VirtualTerminalConfig,
         switch: Arc<Switch>,
-        idempotency: Arc<dyn IdempotencyStore>,
+        stores: VtStores,
     ) -> Arc<VtState> {
         Arc::new(VtState {
-            engine: Engine::new(switch, idempotency, &config.mcc),
+            engine: Engine::new(switch, stores.idempotency, &config.mcc),
             auth: Auth::new(
                 config.operators.clone(),
                 config.login,
                 Duration::from_secs(config.idle_timeout_s),
             ),
+            recurring: stores.recurring,
+            dunning_hours: config.dunning_hours.clone(),
+            recurring_poll: Duration::from_secs(config.recurring_poll_s),
+            recurring_run: tokio::sync::Mutex::new(()),
             secure: config.tls.is_some(),
         })
+    }
+}
+
+impl VtState {
+    /// Each (terminal, merchant) of the configured operators, once.
+    pub fn terminals(&self) -> Vec<(String, String)> {
+        let mut terminals: Vec<(String, String)> = self
+            .auth
+            .operators()
+            .iter()
+            .map(|o| (o.terminal.clone(), o.merchant.clone()))
+            .collect();
+        terminals.sort();
+        terminals.dedup();
+        terminals
+    }
+}
+
+/// Runs due recurring charges every `recurring_poll_s` until `shutdown`.
+async fn run_recurring(state: Arc<VtState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(state.recurring_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = recurring::run_due(&state, crate::journal::now_ms()).await {
+                    tracing::warn!(error = %e, "recurring charges: the schedules cannot be read");
+                }
+            }
+        }
     }
 }
 
@@ -88,11 +159,12 @@ pub struct BoundVt {
 }
 
 impl BoundVt {
-    /// Loads TLS (when configured) and binds `config.bind`.
+    /// Loads TLS (when configured), binds `config.bind`, and tells the risk
+    /// rules of the consents behind the cards on file.
     pub async fn bind(
         config: &VirtualTerminalConfig,
         switch: Arc<Switch>,
-        idempotency: Arc<dyn IdempotencyStore>,
+        stores: VtStores,
     ) -> Result<BoundVt, VtError> {
         let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let listener = TcpListener::bind(config.bind)
@@ -101,15 +173,28 @@ impl BoundVt {
                 addr: config.bind,
                 source,
             })?;
+        let state = VtState::new(config, switch, stores);
+        // Before any recurring charge runs.
+        let terminals = state.terminals();
+        match vault::restore_consents(&state.engine, state.recurring.as_ref(), &terminals).await {
+            Ok(0) => {}
+            Ok(told) => tracing::info!(cards = told, "recurring: consents of cards on file restored"),
+            Err(e) => tracing::warn!(error = %e, "recurring: cards on file cannot be read; merchant-initiated charges may be refused (57)"),
+        }
         Ok(BoundVt {
             listener,
             tls,
-            state: VtState::new(config, switch, idempotency),
+            state,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// What the routes share (tests run recurring charges through it).
+    pub fn state(&self) -> Arc<VtState> {
+        self.state.clone()
     }
 
     /// `http://…/` or `https://…/`.
@@ -121,8 +206,9 @@ impl BoundVt {
         }
     }
 
-    /// Serves until `shutdown`.
+    /// Serves, and runs recurring charges as they fall due, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        tokio::spawn(run_recurring(self.state.clone(), shutdown.clone()));
         let app = router(self.state).into_make_service_with_connect_info::<ClientAddr>();
         let stop = async move { shutdown.cancelled().await };
         match self.tls {

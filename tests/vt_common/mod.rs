@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use isoswitch::config::Config;
-use isoswitch::journal::{DataKey, IdempotencyStore, SqliteJournal, SqliteOptions, Stores};
+use isoswitch::journal::{DataKey, SqliteJournal, SqliteOptions, Stores};
 use isoswitch::simulator::Simulator;
 use isoswitch::switch::Switch;
 use isoswitch::upstream::SafSettings;
 use isoswitch::vt::auth::hash_password;
-use isoswitch::vt::BoundVt;
+use isoswitch::vt::{BoundVt, VtState, VtStores};
 use isoswitch::vt_config::{OperatorConfig, Role};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +35,8 @@ pub const UNIONPAY: &str = "6212345678901232";
 /// A running switch with its virtual terminal; stopped when dropped.
 pub struct TestVt {
     pub addr: SocketAddr,
+    /// The virtual terminal's own state: recurring charges run through it.
+    pub state: Arc<VtState>,
     pub switch: Arc<Switch>,
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
@@ -85,18 +87,20 @@ impl TestVt {
         let key = DataKey::from_bytes([7u8; 32]);
         let journal = Arc::new(SqliteJournal::open(SqliteOptions::new(&db, key)).expect("journal"));
         let stores = Stores::new(journal.clone(), true);
-        let idempotency: Arc<dyn IdempotencyStore> = journal;
+        let vt_stores = VtStores::sqlite(journal);
         let shutdown = CancellationToken::new();
         let vt_config = config.virtual_terminal.clone().expect("virtual terminal");
         let switch = Switch::start_with(config, stores, SafSettings::default(), shutdown.clone())
             .expect("switch starts");
-        let bound = BoundVt::bind(&vt_config, switch.clone(), idempotency)
+        let bound = BoundVt::bind(&vt_config, switch.clone(), vt_stores)
             .await
             .expect("virtual terminal binds");
         let addr = bound.local_addr().expect("bound address");
+        let state = bound.state();
         tokio::spawn(bound.run(shutdown.clone()));
         TestVt {
             addr,
+            state,
             switch,
             dir,
             db,

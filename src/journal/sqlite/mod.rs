@@ -10,6 +10,7 @@ mod syncer;
 mod telemetry;
 mod writer;
 mod idempotency;
+mod recurring;
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
