@@ -2,8 +2,8 @@
 //! WebDriver): log in, a sale approved with its auth code, a hotlisted card's
 //! decline with its plain-language reason, a UnionPay card refused, a sale
 //! cancelled and its reversal seen at the issuer simulator, a receipt
-//! reprinted, a double-submitted form charging once, the shift closed, and a
-//! bad login rate-limited. Screenshots of the main screens go to
+//! reprinted, a double-submitted form charging once, a card saved and charged
+//! on a schedule, the shift closed, and a bad login rate-limited. Screenshots of the main screens go to
 //! target/vt-screenshots/. Skipped (saying how to run it) without chromium,
 //! except under CI=true.
 
@@ -173,6 +173,32 @@ async fn flows(vt: &TestVt, browser: &Browser, base: &str) {
     assert_eq!(statuses, serde_json::json!([200, 200]));
     assert_eq!(vt.approvals(), approvals + 1, "the double submit charged once");
 
+    // Save a card (the customer consents) and charge it on a schedule.
+    Box::pin(pay(browser, &base, VISA, "9.99")).await;
+    browser.click("#consent").await;
+    browser.click("#save_card_button").await;
+    until("the card is saved", || async { browser.try_find("#schedule_form").await }).await;
+    assert!(browser.text("#outcome").await.contains("Visa ****1111"));
+    browser.type_into("#s_amount", "9.99").await;
+    browser.type_into("#end_after", "12").await;
+    browser.click("#create_schedule").await;
+    let created = until("the schedule is created", || async {
+        let text = browser.text("main").await;
+        text.contains("Schedule created").then_some(text)
+    })
+    .await;
+    assert!(created.contains("9.99 USD"), "{created}");
+    let approvals = vt.approvals();
+    let ran = isoswitch::vt::recurring::run_due(&vt.state, isoswitch::journal::now_ms())
+        .await
+        .expect("recurring run");
+    assert_eq!(ran, 1);
+    assert_eq!(vt.approvals(), approvals + 1, "the merchant-initiated charge was approved");
+    browser.goto(&format!("{base}/schedules")).await;
+    let row = browser.text("#schedules tbody tr").await;
+    assert!(row.contains("approved (00)") && row.contains("active"), "{row}");
+    browser.screenshot("10-recurring").await;
+
     // Close the shift: the journal's totals, agreed.
     browser.goto(&format!("{base}/shift")).await;
     browser.screenshot("08-shift").await;
@@ -191,17 +217,13 @@ async fn flows(vt: &TestVt, browser: &Browser, base: &str) {
     for _ in 0..5 {
         browser.type_into("#username", DEMO.0).await;
         browser.type_into("#password", "wrong").await;
-        browser.click("#login").await;
-        until("the refusal", || async { browser.try_find("#login_error").await }).await;
+        browser.click_to_new_page("#login").await;
+        assert_eq!(browser.text("#login_error").await, "wrong username or password");
     }
     browser.type_into("#username", DEMO.0).await;
     browser.type_into("#password", DEMO.1).await;
-    browser.click("#login").await;
-    let error = until("the lock", || async {
-        let text = browser.text("#login_error").await;
-        text.contains("locked").then_some(text)
-    })
-    .await;
+    browser.click_to_new_page("#login").await;
+    let error = browser.text("#login_error").await;
     assert!(error.contains("too many failed logins"), "{error}");
-    browser.screenshot("10-locked").await;
+    browser.screenshot("11-locked").await;
 }

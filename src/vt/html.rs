@@ -47,15 +47,18 @@ pub fn page(title: &str, header: Option<&Header<'_>>, active: &str, body: &str) 
                 String::new()
             };
             format!(
-                "<nav>{}{}{}</nav>\
-                 <div class=\"who\"><span>{} <small>({})</small></span>\
+                "<nav>{}{}{}{}</nav>\
+                 <div class=\"who\"><span title=\"Terminal {} · Merchant {}\">{} <small>({})</small></span>\
                  <span class=\"ids\">Terminal {} · Merchant {}</span>\
                  <form method=\"post\" action=\"/logout\" class=\"inline\">\
                  <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
                  <button type=\"submit\" class=\"link\">Log out</button></form></div>",
                 link("/pay", "New payment"),
                 link("/operations", "Today's operations"),
+                link("/schedules", "Recurring"),
                 shift,
+                escape(h.terminal),
+                escape(h.merchant),
                 escape(h.username),
                 escape(h.role),
                 escape(h.terminal),
@@ -121,10 +124,10 @@ pub fn outcome_box(
 const STYLE: &str = r#"
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1d2733;background:#f3f5f8}
-header{background:#14324f;color:#fff;padding:0 24px;display:flex;align-items:center;gap:28px;min-height:56px;flex-wrap:wrap}
+header{background:#14324f;color:#fff;padding:0 20px;display:flex;align-items:center;gap:18px;min-height:56px;flex-wrap:wrap}
 .brand{font-size:17px;white-space:nowrap}.brand b{font-weight:600}.logo{color:#5fb3ff}
 nav{display:flex;gap:4px;flex:1}
-nav a{color:#cfe0f2;text-decoration:none;padding:17px 12px;border-bottom:3px solid transparent;white-space:nowrap}
+nav a{color:#cfe0f2;text-decoration:none;padding:17px 10px;border-bottom:3px solid transparent;white-space:nowrap}
 nav a.active,nav a:hover{color:#fff;border-bottom-color:#5fb3ff}
 .who{display:flex;gap:14px;align-items:center;font-size:13px;color:#cfe0f2;white-space:nowrap}
 .who .ids{color:#9fb7cf}
@@ -177,6 +180,7 @@ td.num,td.actions-cell{white-space:nowrap}
 footer{max-width:1120px;margin:0 auto 30px;padding:0 20px;color:#7a8a9b;font-size:12px}
 .login{max-width:380px;margin:60px auto}
 @media print{header,footer,nav,.actions,.noprint{display:none}body{background:#fff}main{margin:0}}
+@media (max-width:1340px){.who .ids{display:none}}
 @media (max-width:700px){.grid,.receipts{grid-template-columns:1fr}}
 "#;
 

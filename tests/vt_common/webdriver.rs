@@ -170,6 +170,30 @@ impl Browser {
         post(self.addr, &self.path(&format!("/element/{element}/click")), &json!({})).await;
     }
 
+    /// Clicks `css` and waits (up to 10 s) until another document has loaded
+    /// in place of this one (a form posted to the same URL looks the same).
+    pub async fn click_to_new_page(&self, css: &str) {
+        self.execute_async("document.body.dataset.stale = '1'; arguments[0]();")
+            .await;
+        self.click(css).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let fresh = self
+                .execute_async(
+                    "arguments[0](document.readyState === 'complete' && document.body && !document.body.dataset.stale);",
+                )
+                .await;
+            if fresh == Value::Bool(true) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no new page after clicking {css}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
         let reply = get(self.addr, &self.path(&format!("/element/{element}/text"))).await;
@@ -187,7 +211,8 @@ impl Browser {
     }
 
     /// Runs `script` (an async function body that ends by calling
-    /// `arguments[arguments.length - 1](result)`) and returns its result.
+    /// `arguments[arguments.length - 1](result)`; with no arguments given,
+    /// that is `arguments[0]`) and returns its result.
     pub async fn execute_async(&self, script: &str) -> Value {
         let reply = post(
             self.addr,
