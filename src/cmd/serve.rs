@@ -191,11 +191,13 @@ fn announce(vt: &BoundVt, config: &Config) {
             o.username == DEMO_USERNAME && verify_password(DEMO_PASSWORD, &o.password_hash)
         })
     });
+    let addr = vt.local_addr().map(|a| a.to_string()).unwrap_or_default();
     match demo {
         Some(_) => tracing::info!(
+            addr,
             "virtual terminal on {url} (demo login: {DEMO_USERNAME} / {DEMO_PASSWORD})"
         ),
-        None => tracing::info!("virtual terminal on {url}"),
+        None => tracing::info!(addr, "virtual terminal on {url}"),
     }
 }
 
