@@ -21,9 +21,9 @@ use crate::risk::RiskConfig;
 use crate::route::{BinPattern, BinTable, BinTableError, StandInConfig};
 use crate::settle::{SchemeConfig, SchemeTable, TariffConfig, Tariffs};
 use crate::simulator::config::{InvalidSimulator, SimulatorConfig};
-use crate::vt_config::{InvalidVirtualTerminal, VirtualTerminalConfig};
 pub use crate::tls::{IssuerTls, ListenerTls};
 pub use crate::upstream::config::{Endpoint, IssuerConfig, SIMULATOR_ENDPOINT};
+use crate::vt_config::{InvalidVirtualTerminal, VirtualTerminalConfig};
 
 /// The configuration used when none is given; also documents the minimal shape.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");

@@ -151,7 +151,9 @@ impl VirtualTerminalConfig {
             ));
         }
         if self.recurring_poll_s == 0 {
-            return Err(section("recurring_poll_s: expected at least 1 second".into()));
+            return Err(section(
+                "recurring_poll_s: expected at least 1 second".into(),
+            ));
         }
         if self.dunning_hours.windows(2).any(|w| w[0] >= w[1]) || self.dunning_hours.contains(&0) {
             return Err(section(format!(
@@ -225,7 +227,10 @@ mod tests {
 
     #[test]
     fn defaults_fill_what_is_left_out() {
-        let config = parse(&format!("bind = \"127.0.0.1:0\"\n{}", operator("ann", "T1")));
+        let config = parse(&format!(
+            "bind = \"127.0.0.1:0\"\n{}",
+            operator("ann", "T1")
+        ));
         assert_eq!(config.idle_timeout_s, 900);
         assert_eq!(config.login, LoginLimits::default());
         assert_eq!(config.operators[0].role, Role::Operator);

@@ -239,7 +239,10 @@ fn every_readme_sh_block_runs_as_written() {
                 out.contains(r#""status":"approved""#) && out.contains("411111******1111"),
                 "the README's virtual terminal sale is approved and listed: {out}"
             );
-            assert!(!out.contains("4111111111111111"), "the list shows no full PAN: {out}");
+            assert!(
+                !out.contains("4111111111111111"),
+                "the list shows no full PAN: {out}"
+            );
         }
         if block.contains("journal find") {
             // The authorization the send block made is in the journal, masked.

@@ -38,7 +38,10 @@ async fn login_sets_a_strict_http_only_cookie_and_returns_a_csrf_token() {
     let reply = client.login(DEMO.0, DEMO.1).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let cookie = reply.header("set-cookie").expect("cookie");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     assert!(client.csrf.as_deref().is_some_and(|t| t.len() == 64));
     // Without a session nothing is shown.
     let anonymous = Client::new(vt.addr).get("/api/v1/payments").await;
@@ -61,7 +64,10 @@ async fn every_write_needs_the_csrf_token() {
     for attempt in [&without, &forged] {
         let reply = attempt.post("/api/v1/payments", &sale(VISA, 100)).await;
         assert_eq!(reply.status, 403, "{}", reply.body);
-        assert!(reply.json()["error"].as_str().unwrap_or("").contains("X-CSRF-Token"));
+        assert!(reply.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("X-CSRF-Token"));
         let close = attempt.post("/api/v1/shift/close", "").await;
         assert_eq!(close.status, 403);
     }
@@ -94,7 +100,11 @@ async fn a_sale_is_approved_with_an_auth_code_and_listed_masked() {
     let result = reply.json();
     assert_eq!(result["status"], "approved");
     assert_eq!(result["response_code"], "00");
-    assert_eq!(result["auth_code"].as_str().map(str::len), Some(6), "{result}");
+    assert_eq!(
+        result["auth_code"].as_str().map(str::len),
+        Some(6),
+        "{result}"
+    );
     assert_eq!(result["rrn"].as_str().map(str::len), Some(12), "{result}");
     assert_eq!(result["advice"]["retry"], "not-needed");
     assert_eq!(vt.simulator().balance(VISA), Some(100_000 - 1050));
@@ -110,26 +120,38 @@ async fn a_sale_is_approved_with_an_auth_code_and_listed_masked() {
     assert_eq!(other_day["payments"].as_array().map(Vec::len), Some(0));
     let bad_date = client.get("/api/v1/payments?date=yesterday").await;
     assert_eq!(bad_date.status, 400);
-    assert!(bad_date.json()["error"].as_str().unwrap_or("").starts_with("date:"));
+    assert!(bad_date.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("date:"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_come_with_a_plain_reason_and_what_to_tell_the_customer() {
     let vt = TestVt::start().await;
     let client = logged_in(&vt, CLERK).await;
-    let hotlisted = client.post("/api/v1/payments", &sale(HOTLISTED, 500)).await.json();
+    let hotlisted = client
+        .post("/api/v1/payments", &sale(HOTLISTED, 500))
+        .await
+        .json();
     assert_eq!(hotlisted["status"], "declined");
     assert_eq!(hotlisted["response_code"], "41");
     assert_eq!(hotlisted["advice"]["reason"], "the card is reported lost");
     assert_eq!(hotlisted["advice"]["retry"], "never");
     assert!(hotlisted["auth_code"].is_null());
-    let declined = client.post("/api/v1/payments", &sale(DECLINED, 500)).await.json();
+    let declined = client
+        .post("/api/v1/payments", &sale(DECLINED, 500))
+        .await
+        .json();
     assert_eq!(declined["response_code"], "05");
     assert!(declined["advice"]["tell_customer"]
         .as_str()
         .unwrap_or("")
         .contains("call their bank"));
-    let broke = client.post("/api/v1/payments", &sale(VISA, 500_000)).await.json();
+    let broke = client
+        .post("/api/v1/payments", &sale(VISA, 500_000))
+        .await
+        .json();
     assert_eq!(broke["response_code"], "51");
     assert_eq!(broke["advice"]["retry"], "later");
 }
@@ -138,20 +160,34 @@ async fn declines_come_with_a_plain_reason_and_what_to_tell_the_customer() {
 async fn unionpay_is_refused_by_the_channel_rule_before_any_issuer() {
     let vt = TestVt::start().await;
     let client = logged_in(&vt, CLERK).await;
-    let reply = client.post("/api/v1/payments", &sale(UNIONPAY, 500)).await.json();
+    let reply = client
+        .post("/api/v1/payments", &sale(UNIONPAY, 500))
+        .await
+        .json();
     assert_eq!(reply["response_code"], "57", "{reply}");
     assert_eq!(reply["status"], "declined");
-    assert!(reply["advice"]["reason"].as_str().unwrap_or("").contains("UnionPay"));
-    assert!(vt.simulator().stats().responses.is_empty(), "the issuer never saw it");
+    assert!(reply["advice"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("UnionPay"));
+    assert!(
+        vt.simulator().stats().responses.is_empty(),
+        "the issuer never saw it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_reaches_the_issuer_as_a_reversal() {
     let vt = TestVt::start().await;
     let client = logged_in(&vt, CLERK).await;
-    let sale = client.post("/api/v1/payments", &sale(VISA, 2000)).await.json();
+    let sale = client
+        .post("/api/v1/payments", &sale(VISA, 2000))
+        .await
+        .json();
     let id = sale["id"].as_i64().expect("id");
-    let cancel = client.post(&format!("/api/v1/payments/{id}/cancel"), "").await;
+    let cancel = client
+        .post(&format!("/api/v1/payments/{id}/cancel"), "")
+        .await;
     assert_eq!(cancel.status, 200, "{}", cancel.body);
     assert_eq!(cancel.json()["status"], "cancelled");
     let simulator = vt.simulator().clone();
@@ -162,11 +198,16 @@ async fn a_cancel_reaches_the_issuer_as_a_reversal() {
             .any(|r| r.masked_pan.as_deref() == Some("411111******1111"))
     })
     .await;
-    eventually("the hold is released", || simulator.balance(VISA) == Some(100_000)).await;
+    eventually("the hold is released", || {
+        simulator.balance(VISA) == Some(100_000)
+    })
+    .await;
     let listed = client.get(&format!("/api/v1/payments/{id}")).await.json();
     assert_eq!(listed["status"], "cancelled");
     assert_eq!(listed["cancellable"], false);
-    let again = client.post(&format!("/api/v1/payments/{id}/cancel"), "").await;
+    let again = client
+        .post(&format!("/api/v1/payments/{id}/cancel"), "")
+        .await;
     assert_eq!(again.status, 409, "{}", again.body);
 }
 
@@ -175,12 +216,18 @@ async fn refunds_are_for_supervisors_and_within_what_the_sale_left() {
     let vt = TestVt::start().await;
     let clerk = logged_in(&vt, CLERK).await;
     let supervisor = logged_in(&vt, DEMO).await;
-    let sale = clerk.post("/api/v1/payments", &sale(VISA, 3000)).await.json();
+    let sale = clerk
+        .post("/api/v1/payments", &sale(VISA, 3000))
+        .await
+        .json();
     let id = sale["id"].as_i64().expect("id");
     let path = format!("/api/v1/payments/{id}/refund");
     let refused = clerk.post(&path, r#"{"amount":1000}"#).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
-    assert!(refused.json()["error"].as_str().unwrap_or("").contains("supervisor"));
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("supervisor"));
     let refund = supervisor.post(&path, r#"{"amount":1000}"#).await.json();
     assert_eq!(refund["status"], "approved", "{refund}");
     assert_eq!(refund["type"], "refund");
@@ -188,7 +235,10 @@ async fn refunds_are_for_supervisors_and_within_what_the_sale_left() {
     assert_eq!(too_much["response_code"], "13", "{too_much}");
     let decimal = supervisor.post(&path, r#"{"amount":10.5}"#).await;
     assert_eq!(decimal.status, 400);
-    assert!(decimal.json()["error"].as_str().unwrap_or("").starts_with("amount:"));
+    assert!(decimal.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("amount:"));
     assert_eq!(vt.simulator().balance(VISA), Some(100_000 - 3000 + 1000));
 }
 
@@ -210,7 +260,12 @@ async fn a_double_submit_with_one_key_charges_once() {
     assert_eq!(vt.simulator().balance(VISA), Some(100_000 - 700));
     // Another key is another payment.
     let other = client
-        .send("POST", "/api/v1/payments", &[("Idempotency-Key", "order-1235")], &body)
+        .send(
+            "POST",
+            "/api/v1/payments",
+            &[("Idempotency-Key", "order-1235")],
+            &body,
+        )
         .await;
     assert_ne!(other.json()["id"], first.json()["id"]);
     assert_eq!(vt.approvals(), 2);
@@ -234,7 +289,11 @@ async fn an_idempotency_key_outlives_a_restart() {
         .await
         .json();
     assert_eq!(again, first);
-    assert_eq!(vt.approvals(), 0, "the restarted issuer was not charged again");
+    assert_eq!(
+        vt.approvals(),
+        0,
+        "the restarted issuer was not charged again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +302,10 @@ async fn the_shift_close_is_for_supervisors_and_agrees_with_the_journal() {
     let clerk = logged_in(&vt, CLERK).await;
     let supervisor = logged_in(&vt, DEMO).await;
     for amount in [1000, 2500] {
-        let sale = clerk.post("/api/v1/payments", &sale(VISA, amount)).await.json();
+        let sale = clerk
+            .post("/api/v1/payments", &sale(VISA, amount))
+            .await
+            .json();
         assert_eq!(sale["status"], "approved");
     }
     assert_eq!(clerk.post("/api/v1/shift/close", "").await.status, 403);
@@ -291,7 +353,9 @@ async fn the_journal_file_holds_neither_the_cvv_nor_the_full_card_number() {
     let reply = client.post("/api/v1/payments", &body).await.json();
     assert_eq!(reply["status"], "approved", "{reply}");
     let id = reply["id"].as_i64().expect("id");
-    let cancel = client.post(&format!("/api/v1/payments/{id}/cancel"), "").await;
+    let cancel = client
+        .post(&format!("/api/v1/payments/{id}/cancel"), "")
+        .await;
     assert_eq!(cancel.status, 200);
     let db = vt.db.clone();
     let dir = vt.stop().await;

@@ -24,7 +24,10 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -37,7 +40,10 @@ async fn pay(browser: &Browser, base: &str, card: &str, amount: &str) {
     browser.type_into("#cvv", "123").await;
     browser.type_into("#amount", amount).await;
     browser.click("#submit").await;
-    until("the outcome is shown", || async { browser.try_find("#outcome").await }).await;
+    until("the outcome is shown", || async {
+        browser.try_find("#outcome").await
+    })
+    .await;
 }
 
 #[test]
@@ -78,14 +84,22 @@ async fn flows(vt: &TestVt, browser: &Browser, base: &str) {
     browser.type_into("#username", DEMO.0).await;
     browser.type_into("#password", DEMO.1).await;
     browser.click("#login").await;
-    until("the payment form", || async { browser.try_find("#payment").await }).await;
+    until("the payment form", || async {
+        browser.try_find("#payment").await
+    })
+    .await;
 
     // The card number is checked as it is typed.
-    browser.type_into("#card_number", "4111 1111 1111 1112").await;
+    browser
+        .type_into("#card_number", "4111 1111 1111 1112")
+        .await;
     assert!(browser.text("#card_hint").await.contains("does not add up"));
     browser.type_into("#card_number", VISA).await;
     let hint = browser.text("#card_hint").await;
-    assert!(hint.contains("Visa") && hint.contains("looks right"), "{hint}");
+    assert!(
+        hint.contains("Visa") && hint.contains("looks right"),
+        "{hint}"
+    );
     browser.type_into("#expiry", "12/30").await;
     browser.type_into("#amount", "10.50").await;
     browser.screenshot("02-payment-form").await;
@@ -99,21 +113,37 @@ async fn flows(vt: &TestVt, browser: &Browser, base: &str) {
     assert!(outcome.contains("411111******1111") && !outcome.contains(VISA));
     assert_eq!(vt.simulator().balance(VISA), Some(100_000 - 1050));
     browser.screenshot("03-approved").await;
-    let receipt = browser.attribute("#receipt_link", "href").await.expect("receipt link");
-    let sale_id: i64 = receipt.rsplit('/').next().and_then(|id| id.parse().ok()).expect("id");
+    let receipt = browser
+        .attribute("#receipt_link", "href")
+        .await
+        .expect("receipt link");
+    let sale_id: i64 = receipt
+        .rsplit('/')
+        .next()
+        .and_then(|id| id.parse().ok())
+        .expect("id");
 
     // A hotlisted card: declined, with what it means and what to say.
     Box::pin(pay(browser, &base, HOTLISTED, "5.00")).await;
     assert!(browser.text("#outcome h2").await.contains("Declined (41)"));
     assert_eq!(browser.text("#reason").await, "the card is reported lost");
-    assert!(browser.text("#tell").await.contains("another means of payment"));
-    assert_eq!(browser.text("#retry").await, "Do not try again with this card.");
+    assert!(browser
+        .text("#tell")
+        .await
+        .contains("another means of payment"));
+    assert_eq!(
+        browser.text("#retry").await,
+        "Do not try again with this card."
+    );
     browser.screenshot("04-declined-hotlisted").await;
 
     // UnionPay: shown as not accepted while typing, refused by the channel rule.
     browser.goto(&format!("{base}/pay")).await;
     browser.type_into("#card_number", UNIONPAY).await;
-    assert!(browser.text("#card_hint").await.contains("UnionPay (not accepted here)"));
+    assert!(browser
+        .text("#card_hint")
+        .await
+        .contains("UnionPay (not accepted here)"));
     Box::pin(pay(browser, &base, UNIONPAY, "5.00")).await;
     assert!(browser.text("#outcome h2").await.contains("Declined (57)"));
     assert!(browser.text("#reason").await.contains("UnionPay"));
@@ -136,21 +166,40 @@ async fn flows(vt: &TestVt, browser: &Browser, base: &str) {
         async move { found.then_some(()) }
     })
     .await;
-    assert!(browser.text(&format!("#op_{sale_id}")).await.contains("cancelled"));
+    assert!(browser
+        .text(&format!("#op_{sale_id}"))
+        .await
+        .contains("cancelled"));
     browser.screenshot("06-cancelled").await;
 
     // Another sale, its receipt reprinted from the operations list.
     Box::pin(pay(browser, &base, VISA, "25.00")).await;
     let auth = browser.text("dd[data-field='auth-code']").await;
     let rrn = browser.text("dd[data-field='rrn']").await;
-    let receipt = browser.attribute("#receipt_link", "href").await.expect("receipt link");
+    let receipt = browser
+        .attribute("#receipt_link", "href")
+        .await
+        .expect("receipt link");
     browser.goto(&format!("{base}/operations")).await;
     browser.goto(&format!("{base}{receipt}")).await;
     let printed = browser.text("#receipts").await;
-    for expected in ["MERCHANT COPY", "CUSTOMER COPY", "411111******1111", "25.00 USD", "VT000001", "DEMOMERCHANT001"] {
-        assert!(printed.contains(expected), "{expected} on the receipt: {printed}");
+    for expected in [
+        "MERCHANT COPY",
+        "CUSTOMER COPY",
+        "411111******1111",
+        "25.00 USD",
+        "VT000001",
+        "DEMOMERCHANT001",
+    ] {
+        assert!(
+            printed.contains(expected),
+            "{expected} on the receipt: {printed}"
+        );
     }
-    assert!(printed.contains(&auth) && printed.contains(&rrn), "{printed}");
+    assert!(
+        printed.contains(&auth) && printed.contains(&rrn),
+        "{printed}"
+    );
     assert!(!printed.contains(VISA));
     browser.screenshot("07-receipt").await;
 
@@ -171,13 +220,20 @@ async fn flows(vt: &TestVt, browser: &Browser, base: &str) {
         )
         .await;
     assert_eq!(statuses, serde_json::json!([200, 200]));
-    assert_eq!(vt.approvals(), approvals + 1, "the double submit charged once");
+    assert_eq!(
+        vt.approvals(),
+        approvals + 1,
+        "the double submit charged once"
+    );
 
     // Save a card (the customer consents) and charge it on a schedule.
     Box::pin(pay(browser, &base, VISA, "9.99")).await;
     browser.click("#consent").await;
     browser.click("#save_card_button").await;
-    until("the card is saved", || async { browser.try_find("#schedule_form").await }).await;
+    until("the card is saved", || async {
+        browser.try_find("#schedule_form").await
+    })
+    .await;
     assert!(browser.text("#outcome").await.contains("Visa ****1111"));
     browser.type_into("#s_amount", "9.99").await;
     browser.type_into("#end_after", "12").await;
@@ -193,10 +249,17 @@ async fn flows(vt: &TestVt, browser: &Browser, base: &str) {
         .await
         .expect("recurring run");
     assert_eq!(ran, 1);
-    assert_eq!(vt.approvals(), approvals + 1, "the merchant-initiated charge was approved");
+    assert_eq!(
+        vt.approvals(),
+        approvals + 1,
+        "the merchant-initiated charge was approved"
+    );
     browser.goto(&format!("{base}/schedules")).await;
     let row = browser.text("#schedules tbody tr").await;
-    assert!(row.contains("approved (00)") && row.contains("active"), "{row}");
+    assert!(
+        row.contains("approved (00)") && row.contains("active"),
+        "{row}"
+    );
     browser.screenshot("10-recurring").await;
 
     // Close the shift: the journal's totals, agreed.
@@ -213,12 +276,18 @@ async fn flows(vt: &TestVt, browser: &Browser, base: &str) {
 
     // Log out, then a bad login is rate-limited.
     browser.click("header button.link").await;
-    until("the login page", || async { browser.try_find("#login").await }).await;
+    until("the login page", || async {
+        browser.try_find("#login").await
+    })
+    .await;
     for _ in 0..5 {
         browser.type_into("#username", DEMO.0).await;
         browser.type_into("#password", "wrong").await;
         browser.click_to_new_page("#login").await;
-        assert_eq!(browser.text("#login_error").await, "wrong username or password");
+        assert_eq!(
+            browser.text("#login_error").await,
+            "wrong username or password"
+        );
     }
     browser.type_into("#username", DEMO.0).await;
     browser.type_into("#password", DEMO.1).await;

@@ -12,8 +12,16 @@ use vt_common::{TestVt, CLERK};
 
 /// Field names the route reads, and some it does not.
 const KEYS: [&str; 10] = [
-    "type", "card_number", "expiry", "cvv", "amount", "currency", "reason", "original_rrn",
-    "extra", "",
+    "type",
+    "card_number",
+    "expiry",
+    "cvv",
+    "amount",
+    "currency",
+    "reason",
+    "original_rrn",
+    "extra",
+    "",
 ];
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -21,12 +29,20 @@ fn scalar() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "\\PC{0,24}".prop_map(Value::String),
         "[0-9 ./-]{0,22}".prop_map(Value::String),
         prop_oneof![
-            Just("sale"), Just("refund"), Just("verification"), Just("gift-balance"),
-            Just("4111111111111111"), Just("12/30"), Just("USD"), Just("mail-order"), Just("123")
+            Just("sale"),
+            Just("refund"),
+            Just("verification"),
+            Just("gift-balance"),
+            Just("4111111111111111"),
+            Just("12/30"),
+            Just("USD"),
+            Just("mail-order"),
+            Just("123")
         ]
         .prop_map(|s| Value::String(s.to_owned())),
     ]
@@ -69,7 +85,12 @@ fn random_bodies_to_the_payment_route_never_get_a_server_error() {
     let outcome = runner.run(&body(), |body| {
         let text = String::from_utf8_lossy(&body).into_owned();
         let reply = runtime.block_on(client.post("/api/v1/payments", &text));
-        prop_assert!(reply.status < 500, "{} for {text}: {}", reply.status, reply.body);
+        prop_assert!(
+            reply.status < 500,
+            "{} for {text}: {}",
+            reply.status,
+            reply.body
+        );
         let json: Value = serde_json::from_str(&reply.body)
             .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {}", reply.body)))?;
         if reply.status == 400 {

@@ -38,7 +38,10 @@ fn midnight() -> i64 {
 
 /// An approved sale whose card is saved; the token.
 async fn saved_card(client: &Client) -> String {
-    let paid = client.post("/api/v1/payments", &sale(VISA, 100)).await.json();
+    let paid = client
+        .post("/api/v1/payments", &sale(VISA, 100))
+        .await
+        .json();
     assert_eq!(paid["status"], "approved", "{paid}");
     let body = json!({ "payment_id": paid["id"], "consent": true }).to_string();
     let card = client.post("/api/v1/cards", &body).await;
@@ -74,12 +77,21 @@ async fn only_schedule(client: &Client) -> Value {
 async fn a_card_is_saved_only_with_consent_and_shown_without_its_number() {
     let vt = TestVt::start().await;
     let client = logged_in(&vt).await;
-    let paid = client.post("/api/v1/payments", &sale(VISA, 100)).await.json();
+    let paid = client
+        .post("/api/v1/payments", &sale(VISA, 100))
+        .await
+        .json();
     let without = json!({ "payment_id": paid["id"], "consent": false }).to_string();
     let refused = client.post("/api/v1/cards", &without).await;
     assert_eq!(refused.status, 400);
-    assert!(refused.json()["error"].as_str().unwrap_or("").starts_with("consent:"));
-    let declined = client.post("/api/v1/payments", &sale("4000000000000002", 100)).await.json();
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("consent:"));
+    let declined = client
+        .post("/api/v1/payments", &sale("4000000000000002", 100))
+        .await
+        .json();
     let body = json!({ "payment_id": declined["id"], "consent": true }).to_string();
     assert_eq!(client.post("/api/v1/cards", &body).await.status, 409);
     let token = saved_card(&client).await;
@@ -90,7 +102,10 @@ async fn a_card_is_saved_only_with_consent_and_shown_without_its_number() {
         "period": "daily", "start": today()});
     let reply = client.post("/api/v1/schedules", &unknown.to_string()).await;
     assert_eq!(reply.status, 400);
-    assert!(reply.json()["error"].as_str().unwrap_or("").starts_with("token:"));
+    assert!(reply.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("token:"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,11 +128,19 @@ async fn charges_run_when_due_once_per_period_until_the_end() {
     assert_eq!(run_due(&vt.state, now_ms()).await.expect("run"), 0);
     assert_eq!(vt.approvals(), approvals + 1);
 
-    assert_eq!(run_due(&vt.state, midnight() + DAY_MS).await.expect("run"), 1);
+    assert_eq!(
+        run_due(&vt.state, midnight() + DAY_MS).await.expect("run"),
+        1
+    );
     let finished = only_schedule(&client).await;
     assert_eq!(finished["state"], "finished", "{finished}");
     assert_eq!(finished["charges_made"], 2);
-    assert_eq!(run_due(&vt.state, midnight() + 5 * DAY_MS).await.expect("run"), 0);
+    assert_eq!(
+        run_due(&vt.state, midnight() + 5 * DAY_MS)
+            .await
+            .expect("run"),
+        0
+    );
     assert_eq!(vt.approvals(), approvals + 2);
     assert_eq!(vt.simulator().balance(VISA), Some(100_000 - 100 - 3000));
     // The charges are in the day's operations like any payment.
@@ -141,11 +164,21 @@ async fn soft_declines_are_retried_after_24_48_and_72_hours_then_flagged() {
         if attempt > 0 {
             assert_eq!(run_due(&vt.state, at - 1).await.expect("run"), 0);
         }
-        assert_eq!(run_due(&vt.state, (*at).max(now_ms())).await.expect("run"), 1, "try {attempt}");
+        assert_eq!(
+            run_due(&vt.state, (*at).max(now_ms())).await.expect("run"),
+            1,
+            "try {attempt}"
+        );
     }
     let stopped = only_schedule(&client).await;
     assert_eq!(stopped["state"], "stopped", "{stopped}");
-    assert!(stopped["flag"].as_str().unwrap_or("").contains("after 3 retries"), "{stopped}");
+    assert!(
+        stopped["flag"]
+            .as_str()
+            .unwrap_or("")
+            .contains("after 3 retries"),
+        "{stopped}"
+    );
     assert_eq!(stopped["last_result"]["response_code"], "51");
     assert_eq!(vt.simulator().stats().responses.get("51").copied(), Some(4));
     assert_eq!(run_due(&vt.state, due + 30 * DAY_MS).await.expect("run"), 0);
@@ -165,8 +198,16 @@ async fn a_hard_decline_stops_the_schedule_at_once() {
     let stopped = only_schedule(&client).await;
     assert_eq!(stopped["state"], "stopped", "{stopped}");
     assert_eq!(stopped["last_result"]["response_code"], "41");
-    assert!(stopped["flag"].as_str().unwrap_or("").contains("never retried"));
-    assert_eq!(run_due(&vt.state, now_ms() + 3 * DAY_MS).await.expect("run"), 0);
+    assert!(stopped["flag"]
+        .as_str()
+        .unwrap_or("")
+        .contains("never retried"));
+    assert_eq!(
+        run_due(&vt.state, now_ms() + 3 * DAY_MS)
+            .await
+            .expect("run"),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +224,10 @@ async fn a_restart_neither_charges_a_period_twice_nor_forgets_the_consent() {
     assert_eq!(run_due(&vt.state, now_ms()).await.expect("run"), 0);
     assert_eq!(vt.approvals(), 0, "today's charge is not made again");
     // Tomorrow's is merchant-initiated after a restart: the consent still counts.
-    assert_eq!(run_due(&vt.state, midnight() + DAY_MS).await.expect("run"), 1);
+    assert_eq!(
+        run_due(&vt.state, midnight() + DAY_MS).await.expect("run"),
+        1
+    );
     let after = only_schedule(&client).await;
     assert_eq!(after["last_result"]["status"], "approved", "{after}");
     assert_eq!(after["charges_made"], 2);

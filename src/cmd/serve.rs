@@ -225,7 +225,10 @@ fn open_journal(config: &JournalConfig) -> Result<(Stores, VtStores)> {
         durability = %config.durability,
         "journaling transactions and the store-and-forward queue"
     );
-    Ok((Stores::new(journal.clone(), true), VtStores::sqlite(journal)))
+    Ok((
+        Stores::new(journal.clone(), true),
+        VtStores::sqlite(journal),
+    ))
 }
 
 /// Every socket `serve` listens on.

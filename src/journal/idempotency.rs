@@ -39,7 +39,10 @@ impl IdempotencyStore for MemoryIdempotency {
     }
 
     fn recall(&self, scope: &str, key: &str) -> StoreFuture<'_, Option<String>> {
-        let found = self.lock().get(&(scope.to_owned(), key.to_owned())).cloned();
+        let found = self
+            .lock()
+            .get(&(scope.to_owned(), key.to_owned()))
+            .cloned();
         Box::pin(async move { Ok(found) })
     }
 }
@@ -53,7 +56,10 @@ mod tests {
         let store = MemoryIdempotency::default();
         store.remember("T1", "k", "first").await.expect("stored");
         store.remember("T1", "k", "second").await.expect("stored");
-        assert_eq!(store.recall("T1", "k").await.expect("read").as_deref(), Some("first"));
+        assert_eq!(
+            store.recall("T1", "k").await.expect("read").as_deref(),
+            Some("first")
+        );
         assert_eq!(store.recall("T2", "k").await.expect("read"), None);
     }
 }

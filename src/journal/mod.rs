@@ -19,13 +19,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use card_data::{CardVault, DataKey, KeyError};
 pub use idempotency::{IdempotencyStore, MemoryIdempotency};
-pub use recurring::{MemoryRecurring, RecurringStore, SavedCard, ScheduleRecord};
 pub use memory::MemoryJournal;
 pub use record::{
     ClearPan, DecidedBy, Forward, InDoubt, Outcome, Purged, ReversalFields, ReversalState, SafId,
     SafItem, SafKind, SafLink, SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery,
     TxnRecord, TxnStart,
 };
+pub use recurring::{MemoryRecurring, RecurringStore, SavedCard, ScheduleRecord};
 pub use shift::{ReportedTotals, ShiftClose, ShiftCloseNew, ShiftTotals, Tally};
 pub use sqlite::{JournalReader, SqliteJournal, SqliteOptions};
 

@@ -76,7 +76,10 @@ pub fn routes() -> Router<Arc<VtState>> {
         .route("/api/v1/payments/{id}/refund", post(refund_payment))
         .route("/api/v1/shift/close", post(close_shift))
         .route("/api/v1/cards", post(save_card).get(list_cards))
-        .route("/api/v1/schedules", post(create_schedule).get(list_schedules))
+        .route(
+            "/api/v1/schedules",
+            post(create_schedule).get(list_schedules),
+        )
 }
 
 /// A JSON object body; anything else is a 400 saying so.
@@ -222,10 +225,7 @@ pub fn day_range(date: Option<&str>) -> Result<TimeRange, ApiError> {
             let format = time::format_description::parse_borrowed::<2>("[year]-[month]-[day]")
                 .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             time::Date::parse(text, &format).map_err(|_| {
-                ApiError(
-                    StatusCode::BAD_REQUEST,
-                    "date: expected YYYY-MM-DD".into(),
-                )
+                ApiError(StatusCode::BAD_REQUEST, "date: expected YYYY-MM-DD".into())
             })?
         }
     };
@@ -248,12 +248,15 @@ async fn list_payments(
 }
 
 fn payment_id(text: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            "id: expected a payment id (a positive number)".into(),
-        )
-    })
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "id: expected a payment id (a positive number)".into(),
+            )
+        })
 }
 
 async fn get_payment(

@@ -75,7 +75,9 @@ pub struct Session {
 pub enum LoginRefused {
     #[error("wrong username or password")]
     Wrong,
-    #[error("too many failed logins: this account or address is locked for {minutes} more minute(s)")]
+    #[error(
+        "too many failed logins: this account or address is locked for {minutes} more minute(s)"
+    )]
     Locked { minutes: u64 },
     #[error("the system's random number generator failed")]
     Random,
@@ -316,7 +318,10 @@ mod tests {
         }
         // The same message for a real and an unknown username.
         let real = auth.login("ann", "x", ADDRESS).await.expect_err("locked");
-        let unknown = auth.login("nobody", "x", ADDRESS).await.expect_err("locked");
+        let unknown = auth
+            .login("nobody", "x", ADDRESS)
+            .await
+            .expect_err("locked");
         assert_eq!(real.to_string(), unknown.to_string());
     }
 
@@ -331,13 +336,19 @@ mod tests {
         for name in ["a", "b", "c"] {
             let _ = auth.login(name, "wrong", ADDRESS).await;
         }
-        let locked = auth.login("ann", "right", ADDRESS).await.expect_err("locked");
+        let locked = auth
+            .login("ann", "right", ADDRESS)
+            .await
+            .expect_err("locked");
         assert!(matches!(locked, LoginRefused::Locked { .. }));
     }
 
     #[test]
     fn cookies_are_read_by_name_and_set_strict() {
-        assert_eq!(cookie("a=1; vt_session=abc; b=2", SESSION_COOKIE), Some("abc"));
+        assert_eq!(
+            cookie("a=1; vt_session=abc; b=2", SESSION_COOKIE),
+            Some("abc")
+        );
         assert_eq!(cookie("a=1", SESSION_COOKIE), None);
         let set = session_cookie("abc", true, Duration::from_secs(900));
         for part in ["HttpOnly", "SameSite=Strict", "Secure", "Max-Age=900"] {

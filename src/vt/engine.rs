@@ -265,7 +265,8 @@ impl Engine {
         indicator: Option<&str>,
     ) -> Result<PaymentResult, EngineError> {
         let stan = self.next_stan();
-        self.pay_with_stan(operator, request, indicator, &stan).await
+        self.pay_with_stan(operator, request, indicator, &stan)
+            .await
     }
 
     async fn pay_with_stan(
@@ -483,7 +484,11 @@ impl Engine {
         let _ = reversal.set(11, &stan);
         let _ = reversal.set(41, &operator.terminal);
         let _ = reversal.set(42, &operator.merchant);
-        if let Some(rrn) = record.terminal_rrn.as_ref().or(record.upstream_rrn.as_ref()) {
+        if let Some(rrn) = record
+            .terminal_rrn
+            .as_ref()
+            .or(record.upstream_rrn.as_ref())
+        {
             let _ = reversal.set(37, rrn);
         }
         let sent_at = fields
@@ -651,7 +656,11 @@ impl Engine {
         self.stamp(&mut |n, v| set(n, v.to_owned()), operator, &stan);
         let response = self.send(close).await?;
         let code = response.get_str(39).unwrap_or("96").to_owned();
-        let status = if code == "00" { "closed" } else { "out-of-balance" };
+        let status = if code == "00" {
+            "closed"
+        } else {
+            "out-of-balance"
+        };
         Ok(ShiftCloseResult {
             batch,
             currency,
@@ -685,8 +694,8 @@ fn result_of(
     amount: Option<String>,
 ) -> PaymentResult {
     let code = response.get_str(39).unwrap_or("96").to_owned();
-    let approved = crate::iso8583::ResponseCode::new(code_bytes(&code))
-        .is_some_and(|c| c.is_approval());
+    let approved =
+        crate::iso8583::ResponseCode::new(code_bytes(&code)).is_some_and(|c| c.is_approval());
     let meaning = crate::iso8583::ResponseCode::new(code_bytes(&code))
         .map_or("unknown code", |c| c.meaning());
     PaymentResult {

@@ -38,7 +38,11 @@ pub fn page(title: &str, header: Option<&Header<'_>>, active: &str, body: &str) 
     let nav = match header {
         Some(h) => {
             let link = |href: &str, label: &str| {
-                let class = if href == active { " class=\"active\"" } else { "" };
+                let class = if href == active {
+                    " class=\"active\""
+                } else {
+                    ""
+                };
                 format!("<a href=\"{href}\"{class}>{label}</a>")
             };
             let shift = if h.supervisor {

@@ -133,9 +133,7 @@ async fn run_recurring(state: Arc<VtState>, shutdown: CancellationToken) {
 
 /// Every route: the JSON API and the pages.
 pub fn router(state: Arc<VtState>) -> Router {
-    api::routes()
-        .merge(pages::routes())
-        .with_state(state)
+    api::routes().merge(pages::routes()).with_state(state)
 }
 
 /// Why the virtual terminal could not start.
@@ -178,8 +176,13 @@ impl BoundVt {
         let terminals = state.terminals();
         match vault::restore_consents(&state.engine, state.recurring.as_ref(), &terminals).await {
             Ok(0) => {}
-            Ok(told) => tracing::info!(cards = told, "recurring: consents of cards on file restored"),
-            Err(e) => tracing::warn!(error = %e, "recurring: cards on file cannot be read; merchant-initiated charges may be refused (57)"),
+            Ok(told) => tracing::info!(
+                cards = told,
+                "recurring: consents of cards on file restored"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "recurring: cards on file cannot be read; merchant-initiated charges may be refused (57)")
+            }
         }
         Ok(BoundVt {
             listener,
@@ -212,9 +215,11 @@ impl BoundVt {
         let app = router(self.state).into_make_service_with_connect_info::<ClientAddr>();
         let stop = async move { shutdown.cancelled().await };
         match self.tls {
-            None => axum::serve(self.listener, app)
-                .with_graceful_shutdown(stop)
-                .await,
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
             Some(acceptor) => {
                 let listener = TlsListener {
                     tcp: self.listener,
@@ -275,7 +280,9 @@ impl axum::serve::Listener for TlsListener {
             };
             match tokio::time::timeout(HANDSHAKE, self.acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => return (tls, peer),
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "virtual terminal: TLS handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "virtual terminal: TLS handshake failed")
+                }
                 Err(_) => tracing::debug!(%peer, "virtual terminal: TLS handshake timed out"),
             }
         }

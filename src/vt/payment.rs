@@ -290,18 +290,66 @@ pub struct Currency {
 }
 
 const CURRENCIES: [Currency; 12] = [
-    Currency { alpha: "USD", numeric: 840, exponent: 2 },
-    Currency { alpha: "EUR", numeric: 978, exponent: 2 },
-    Currency { alpha: "GBP", numeric: 826, exponent: 2 },
-    Currency { alpha: "CHF", numeric: 756, exponent: 2 },
-    Currency { alpha: "CAD", numeric: 124, exponent: 2 },
-    Currency { alpha: "AUD", numeric: 36, exponent: 2 },
-    Currency { alpha: "SEK", numeric: 752, exponent: 2 },
-    Currency { alpha: "NOK", numeric: 578, exponent: 2 },
-    Currency { alpha: "DKK", numeric: 208, exponent: 2 },
-    Currency { alpha: "PLN", numeric: 985, exponent: 2 },
-    Currency { alpha: "CZK", numeric: 203, exponent: 2 },
-    Currency { alpha: "JPY", numeric: 392, exponent: 0 },
+    Currency {
+        alpha: "USD",
+        numeric: 840,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "EUR",
+        numeric: 978,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "GBP",
+        numeric: 826,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "CHF",
+        numeric: 756,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "CAD",
+        numeric: 124,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "AUD",
+        numeric: 36,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "SEK",
+        numeric: 752,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "NOK",
+        numeric: 578,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "DKK",
+        numeric: 208,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "PLN",
+        numeric: 985,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "CZK",
+        numeric: 203,
+        exponent: 2,
+    },
+    Currency {
+        alpha: "JPY",
+        numeric: 392,
+        exponent: 0,
+    },
 ];
 
 impl Currency {
@@ -313,7 +361,10 @@ impl Currency {
     pub fn parse(text: &str) -> Option<Currency> {
         let upper = text.trim().to_ascii_uppercase();
         CURRENCIES.iter().copied().find(|c| {
-            c.alpha == upper || upper.parse::<u16>().is_ok_and(|n| n == c.numeric && upper.len() == 3)
+            c.alpha == upper
+                || upper
+                    .parse::<u16>()
+                    .is_ok_and(|n| n == c.numeric && upper.len() == 3)
         })
     }
 
@@ -474,8 +525,14 @@ impl PaymentRequest {
         };
         let original_rrn = match fields.text("original_rrn")? {
             Some((text, _)) => {
-                if text.is_empty() || text.len() > 12 || !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    return Err(bad("original_rrn", "the sale's RRN: 1 to 12 letters or digits"));
+                if text.is_empty()
+                    || text.len() > 12
+                    || !text.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    return Err(bad(
+                        "original_rrn",
+                        "the sale's RRN: 1 to 12 letters or digits",
+                    ));
                 }
                 Some(text)
             }
@@ -524,7 +581,10 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let cases = [
-            (SALE.replace("4111 1111 1111 1111", "4111111111111112"), "card_number"),
+            (
+                SALE.replace("4111 1111 1111 1111", "4111111111111112"),
+                "card_number",
+            ),
             (SALE.replace("4111 1111 1111 1111", "41x1"), "card_number"),
             (SALE.replace("1050", "10.50"), "amount"),
             (SALE.replace("1050", "\"10.50\""), "amount"),
@@ -545,7 +605,9 @@ mod tests {
 
     #[test]
     fn zero_amount_is_for_verification_and_balance_only() {
-        let verification = SALE.replace("\"sale\"", "\"verification\"").replace("1050", "0");
+        let verification = SALE
+            .replace("\"sale\"", "\"verification\"")
+            .replace("1050", "0");
         assert_eq!(json(&verification).expect("verification").amount, 0);
         let nonzero = SALE.replace("\"sale\"", "\"verification\"");
         assert_eq!(json(&nonzero).expect_err("nonzero").field, "amount");
@@ -578,6 +640,9 @@ mod tests {
     fn amounts_print_in_major_units() {
         let usd = Currency::parse("usd").expect("known");
         assert_eq!(usd.format(1050), "10.50 USD");
-        assert_eq!(Currency::parse("392").expect("known").format(500), "500 JPY");
+        assert_eq!(
+            Currency::parse("392").expect("known").format(500),
+            "500 JPY"
+        );
     }
 }

@@ -40,7 +40,12 @@ pub enum Period {
 }
 
 impl Period {
-    pub const ALL: [Period; 4] = [Period::Daily, Period::Weekly, Period::Monthly, Period::Yearly];
+    pub const ALL: [Period; 4] = [
+        Period::Daily,
+        Period::Weekly,
+        Period::Monthly,
+        Period::Yearly,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,9 +67,13 @@ impl Period {
 pub enum End {
     Never,
     /// After this many merchant-initiated charges.
-    AfterCharges { count: u32 },
+    AfterCharges {
+        count: u32,
+    },
     /// No charge due after this date (YYYY-MM-DD).
-    OnDate { date: String },
+    OnDate {
+        date: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,7 +189,8 @@ fn nth_date(start: Date, period: Period, n: u32) -> Option<Date> {
             } else {
                 i64::from(n) * 12
             };
-            let total = i64::from(start.year()) * 12 + i64::from(u8::from(start.month()) - 1) + months;
+            let total =
+                i64::from(start.year()) * 12 + i64::from(u8::from(start.month()) - 1) + months;
             let year = i32::try_from(total.div_euclid(12)).ok()?;
             let month = Month::try_from(u8::try_from(total.rem_euclid(12) + 1).ok()?).ok()?;
             let day = start.day().min(month.length(year));
@@ -231,7 +241,9 @@ impl ScheduleRequest {
             return Err(bad("start", "today or a later date"));
         }
         let end = match (text("end_after")?, text("end_on")?) {
-            (Some(_), Some(_)) => return Err(bad("end_on", "either end_after or end_on, not both")),
+            (Some(_), Some(_)) => {
+                return Err(bad("end_on", "either end_after or end_on, not both"))
+            }
             (Some(count), None) => match count.parse::<u32>() {
                 Ok(count) if count > 0 => End::AfterCharges { count },
                 _ => return Err(bad("end_after", "a number of charges, at least 1")),
@@ -314,7 +326,10 @@ pub async fn run_due(state: &VtState, now_ms: i64) -> Result<usize, JournalError
     let mut attempted = 0;
     for record in due {
         let Ok(mut schedule) = serde_json::from_str::<Schedule>(&record.body) else {
-            tracing::error!(schedule = record.id, "recurring schedule does not read; skipped");
+            tracing::error!(
+                schedule = record.id,
+                "recurring schedule does not read; skipped"
+            );
             continue;
         };
         match charge(state, &mut schedule).await {
@@ -529,19 +544,41 @@ mod tests {
     }
 
     fn day_ms(date: &str) -> i64 {
-        parse_date(date).expect("date").midnight().assume_utc().unix_timestamp() * 1000
+        parse_date(date)
+            .expect("date")
+            .midnight()
+            .assume_utc()
+            .unix_timestamp()
+            * 1000
     }
 
     #[test]
     fn monthly_dates_keep_their_day_or_the_month_end() {
         let start = parse_date("2027-01-31").expect("date");
         let dates: Vec<String> = (0..4)
-            .map(|n| nth_date(start, Period::Monthly, n).expect("date").to_string())
+            .map(|n| {
+                nth_date(start, Period::Monthly, n)
+                    .expect("date")
+                    .to_string()
+            })
             .collect();
-        assert_eq!(dates, ["2027-01-31", "2027-02-28", "2027-03-31", "2027-04-30"]);
+        assert_eq!(
+            dates,
+            ["2027-01-31", "2027-02-28", "2027-03-31", "2027-04-30"]
+        );
         let leap = parse_date("2028-02-29").expect("date");
-        assert_eq!(nth_date(leap, Period::Yearly, 1).map(|d| d.to_string()).as_deref(), Some("2029-02-28"));
-        assert_eq!(nth_date(start, Period::Weekly, 2).map(|d| d.to_string()).as_deref(), Some("2027-02-14"));
+        assert_eq!(
+            nth_date(leap, Period::Yearly, 1)
+                .map(|d| d.to_string())
+                .as_deref(),
+            Some("2029-02-28")
+        );
+        assert_eq!(
+            nth_date(start, Period::Weekly, 2)
+                .map(|d| d.to_string())
+                .as_deref(),
+            Some("2027-02-14")
+        );
     }
 
     #[test]

@@ -76,12 +76,16 @@ pub async fn save_card(
         .get(2)
         .and_then(|p| std::str::from_utf8(p).ok())
         .and_then(ClearPan::new)
-        .ok_or_else(|| EngineError::NotAllowed(format!("payment {payment_id} has no card number")))?;
+        .ok_or_else(|| {
+            EngineError::NotAllowed(format!("payment {payment_id} has no card number"))
+        })?;
     let expiry = fields
         .get(14)
         .and_then(|e| std::str::from_utf8(e).ok())
         .map(str::to_owned)
-        .ok_or_else(|| EngineError::NotAllowed(format!("payment {payment_id} has no expiry date")))?;
+        .ok_or_else(|| {
+            EngineError::NotAllowed(format!("payment {payment_id} has no expiry date"))
+        })?;
     let token = random_hex(12)
         .map(|hex| format!("card_{hex}"))
         .ok_or_else(|| EngineError::NotAllowed("no randomness for a token".into()))?;
@@ -133,7 +137,8 @@ pub async fn restore_consents(
                 continue;
             };
             let Some(pan) = card.pan else { continue };
-            let mut consent = crate::iso8583::Message::new(crate::iso8583::Mti::from_static("0200"));
+            let mut consent =
+                crate::iso8583::Message::new(crate::iso8583::Mti::from_static("0200"));
             for (n, v) in [
                 (2, pan.reveal()),
                 (3, "000000"),

@@ -172,7 +172,13 @@ impl Client {
     }
 
     /// A request with the session cookie and CSRF token, and `extra` headers.
-    pub async fn send(&self, method: &str, path: &str, extra: &[(&str, &str)], body: &str) -> Reply {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
         let mut headers: Vec<(&str, &str)> = vec![("Content-Type", "application/json")];
         if let Some(cookie) = &self.cookie {
             headers.push(("Cookie", cookie));

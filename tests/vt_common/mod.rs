@@ -63,7 +63,10 @@ pub fn config(dir: &std::path::Path) -> Config {
             hotlist.display().to_string()
         );
     let mut config = Config::from_toml_str(&text, "test config").expect("test config is valid");
-    let vt = config.virtual_terminal.as_mut().expect("the default has a virtual terminal");
+    let vt = config
+        .virtual_terminal
+        .as_mut()
+        .expect("the default has a virtual terminal");
     vt.operators.push(OperatorConfig {
         username: CLERK.0.into(),
         password_hash: hash_password(CLERK.1).expect("hash"),
@@ -109,7 +112,9 @@ impl TestVt {
     }
 
     pub fn simulator(&self) -> &Arc<Simulator> {
-        self.switch.simulator().expect("the default runs the simulator in process")
+        self.switch
+            .simulator()
+            .expect("the default runs the simulator in process")
     }
 
     /// Approvals the simulator gave.

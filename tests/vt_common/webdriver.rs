@@ -84,7 +84,8 @@ impl Browser {
                     break;
                 }
             }
-            if tokio::time::Instant::now() > deadline || driver.try_wait().ok().flatten().is_some() {
+            if tokio::time::Instant::now() > deadline || driver.try_wait().ok().flatten().is_some()
+            {
                 let _ = driver.kill();
                 let _ = driver.wait();
                 return None;
@@ -156,7 +157,12 @@ impl Browser {
 
     pub async fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css).await;
-        post(self.addr, &self.path(&format!("/element/{element}/clear")), &json!({})).await;
+        post(
+            self.addr,
+            &self.path(&format!("/element/{element}/clear")),
+            &json!({}),
+        )
+        .await;
         post(
             self.addr,
             &self.path(&format!("/element/{element}/value")),
@@ -167,7 +173,12 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         let element = self.find(css).await;
-        post(self.addr, &self.path(&format!("/element/{element}/click")), &json!({})).await;
+        post(
+            self.addr,
+            &self.path(&format!("/element/{element}/click")),
+            &json!({}),
+        )
+        .await;
     }
 
     /// Clicks `css` and waits (up to 10 s) until another document has loaded

@@ -3,14 +3,14 @@
 //! (and, by default, a second that syncs the log meanwhile); reads use their
 //! own connection. Card data is sealed before it is queued.
 
+mod idempotency;
 mod read_only;
 mod reader;
+mod recurring;
 mod schema;
 mod syncer;
 mod telemetry;
 mod writer;
-mod idempotency;
-mod recurring;
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};

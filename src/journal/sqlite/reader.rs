@@ -13,8 +13,8 @@ use super::{open_connection, FileIdentity};
 use crate::iso8583::{Mti, ResponseCode};
 use crate::journal::card_data::{card_record, saf_record, txn_record, CardVault, Sealed};
 use crate::journal::record::{
-    ClearPan, InDoubt, Outcome, ReversalFields, SafId, SafItem, SafLink, Stats, StatsRow, TimeRange, TxnId,
-    TxnQuery, TxnRecord, NO_ROUTE, PENDING,
+    ClearPan, InDoubt, Outcome, ReversalFields, SafId, SafItem, SafLink, Stats, StatsRow,
+    TimeRange, TxnId, TxnQuery, TxnRecord, NO_ROUTE, PENDING,
 };
 use crate::journal::recurring::{SavedCard, ScheduleRecord};
 use crate::journal::shift::{ShiftClose, ShiftCloseNew};
@@ -213,7 +213,11 @@ impl Reader {
     /// The newest close of `terminal` (of `batch`, when given).
     /// The result first stored under an idempotency key (the virtual
     /// terminal's; see `journal::idempotency`).
-    pub(crate) fn recall(&mut self, scope: &str, key: &str) -> Result<Option<String>, JournalError> {
+    pub(crate) fn recall(
+        &mut self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<String>, JournalError> {
         self.with("recall", |conn, _| {
             Ok(conn
                 .prepare_cached("SELECT result FROM idempotency WHERE scope = ?1 AND key = ?2")?

@@ -78,7 +78,7 @@ pub(super) async fn logout(
 ) -> Response {
     let ctx = match ctx_for_write(&state, &headers, &form) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     state.auth.logout(&ctx.id);
     let mut response = Redirect::to("/login").into_response();

@@ -91,9 +91,12 @@ impl Ctx<'_> {
     }
 }
 
+/// A page answered instead of the one asked for (boxed: a response is large).
+pub(super) type Instead = Box<Response>;
+
 /// The session's operator, or a redirect to the login page.
-pub(super) fn ctx<'s>(state: &'s VtState, headers: &HeaderMap) -> Result<Ctx<'s>, Response> {
-    let to_login = || Redirect::to("/login").into_response();
+pub(super) fn ctx<'s>(state: &'s VtState, headers: &HeaderMap) -> Result<Ctx<'s>, Instead> {
+    let to_login = || Box::new(Redirect::to("/login").into_response());
     let (id, session) = session_of(state, headers).map_err(|_| to_login())?;
     let operator = state.auth.operator(session.operator).ok_or_else(to_login)?;
     Ok(Ctx {
@@ -108,21 +111,26 @@ pub(super) fn ctx_for_write<'s>(
     state: &'s VtState,
     headers: &HeaderMap,
     form: &Fields,
-) -> Result<Ctx<'s>, Response> {
+) -> Result<Ctx<'s>, Instead> {
     let ctx = ctx(state, headers)?;
     let sent = form.get("csrf").map(String::as_str).unwrap_or("");
     if !csrf_matches(&ctx.session, sent) {
-        return Err(message_page(
+        return Err(Box::new(message_page(
             Some(&ctx),
             StatusCode::FORBIDDEN,
             "Form expired",
             "This form is no longer valid (it was opened in another session). Open the page again.",
-        ));
+        )));
     }
     Ok(ctx)
 }
 
-pub(super) fn message_page(ctx: Option<&Ctx<'_>>, status: StatusCode, title: &str, text: &str) -> Response {
+pub(super) fn message_page(
+    ctx: Option<&Ctx<'_>>,
+    status: StatusCode,
+    title: &str,
+    text: &str,
+) -> Response {
     let header = ctx.map(Ctx::header);
     let body = format!(
         "<h1>{}</h1><div class=\"card\"><p>{}</p></div>",
@@ -148,6 +156,6 @@ pub(super) fn form_key(form: &Fields) -> Option<&str> {
 async fn home(State(state): State<Arc<VtState>>, headers: HeaderMap) -> Response {
     match ctx(&state, &headers) {
         Ok(_) => Redirect::to("/pay").into_response(),
-        Err(to_login) => to_login,
+        Err(to_login) => *to_login,
     }
 }

@@ -1,7 +1,7 @@
 //! The day's operations of a terminal, with cancel and refund.
 
-use super::*;
 use super::payment::{minor_units, result_html};
+use super::*;
 
 pub(super) fn time_of(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -69,7 +69,7 @@ pub(super) async fn list(
 ) -> Response {
     let ctx = match ctx(&state, &headers) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     operations_page(&state, &ctx, query.get("date").map(String::as_str), None).await
 }
@@ -134,10 +134,15 @@ pub(super) async fn cancel(
 ) -> Response {
     let ctx = match ctx_for_write(&state, &headers, &form) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(id) = path_id(&id) else {
-        return message_page(Some(&ctx), StatusCode::BAD_REQUEST, "Cancel", "No such payment.");
+        return message_page(
+            Some(&ctx),
+            StatusCode::BAD_REQUEST,
+            "Cancel",
+            "No such payment.",
+        );
     };
     let notice = match state.engine.cancel(ctx.operator, id, form_key(&form)).await {
         Ok(result) => result_html(&result, None),
@@ -157,10 +162,15 @@ pub(super) async fn refund(
 ) -> Response {
     let ctx = match ctx_for_write(&state, &headers, &form) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(id) = path_id(&id) else {
-        return message_page(Some(&ctx), StatusCode::BAD_REQUEST, "Refund", "No such payment.");
+        return message_page(
+            Some(&ctx),
+            StatusCode::BAD_REQUEST,
+            "Refund",
+            "No such payment.",
+        );
     };
     if !is_supervisor(ctx.operator) {
         return message_page(

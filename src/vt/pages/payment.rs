@@ -103,13 +103,16 @@ fn pay_form_html(ctx: &Ctx<'_>, values: &Fields, error: Option<&InputError>) -> 
 pub(super) async fn form(State(state): State<Arc<VtState>>, headers: HeaderMap) -> Response {
     let ctx = match ctx(&state, &headers) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let body = format!(
         "<h1>New payment</h1>{}",
         pay_form_html(&ctx, &Fields::new(), None)
     );
-    html(StatusCode::OK, page("New payment", Some(&ctx.header()), "/pay", &body))
+    html(
+        StatusCode::OK,
+        page("New payment", Some(&ctx.header()), "/pay", &body),
+    )
 }
 
 /// An amount as people type it ("10.50") in minor units of the form's
@@ -140,7 +143,7 @@ pub(super) async fn submit(
 ) -> Response {
     let ctx = match ctx_for_write(&state, &headers, &form) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut fields = form.clone();
     let currency = form.get("currency").and_then(|c| Currency::parse(c));
@@ -190,7 +193,10 @@ pub(super) async fn submit(
         "<h1>New payment</h1>{outcome}{}",
         pay_form_html(&ctx, &Fields::new(), None)
     );
-    html(StatusCode::OK, page("New payment", Some(&ctx.header()), "/pay", &body))
+    html(
+        StatusCode::OK,
+        page("New payment", Some(&ctx.header()), "/pay", &body),
+    )
 }
 
 /// The outcome of a payment, cancel or refund.
@@ -212,7 +218,10 @@ pub(super) fn result_html(result: &PaymentResult, brand: Option<&str>) -> String
     if let Some(amount) = &result.amount {
         facts.push(("Amount", amount.clone()));
     }
-    facts.push(("Response code", format!("{} — {}", result.response_code, result.message)));
+    facts.push((
+        "Response code",
+        format!("{} — {}", result.response_code, result.message),
+    ));
     if let Some(auth) = &result.auth_code {
         facts.push(("Auth code", auth.clone()));
     }
@@ -255,7 +264,11 @@ mod tests {
         assert_eq!(minor_units("0", usd).as_deref(), Ok("0"));
         assert_eq!(minor_units("500", jpy).as_deref(), Ok("500"));
         for bad in ["10.505", "1,00", "-1", "", ".5", "1e3"] {
-            assert_eq!(minor_units(bad, usd).map_err(|e| e.field), Err("amount"), "{bad}");
+            assert_eq!(
+                minor_units(bad, usd).map_err(|e| e.field),
+                Err("amount"),
+                "{bad}"
+            );
         }
         assert!(minor_units("10.5", jpy).is_err());
     }

@@ -1,7 +1,7 @@
 //! The printable receipt: merchant and customer copies.
 
-use super::*;
 use super::operations::{path_id, time_of};
+use super::*;
 
 fn receipt_copy(copy: &str, op: &Operation) -> String {
     let row = |label: &str, value: &str| {
@@ -43,10 +43,15 @@ pub(super) async fn show(
 ) -> Response {
     let ctx = match ctx(&state, &headers) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(id) = path_id(&id) else {
-        return message_page(Some(&ctx), StatusCode::NOT_FOUND, "Receipt", "No such payment.");
+        return message_page(
+            Some(&ctx),
+            StatusCode::NOT_FOUND,
+            "Receipt",
+            "No such payment.",
+        );
     };
     let op = match state.engine.operation(ctx.operator, id).await {
         Ok(op) => op,

@@ -1,8 +1,8 @@
 //! Cards on file and recurring schedules.
 
-use super::*;
 use super::operations::{path_id, time_of};
 use super::payment::minor_units;
+use super::*;
 
 pub(super) async fn save_card(
     State(state): State<Arc<VtState>>,
@@ -11,12 +11,19 @@ pub(super) async fn save_card(
 ) -> Response {
     let ctx = match ctx_for_write(&state, &headers, &form) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(id) = form.get("payment_id").and_then(|id| path_id(id)) else {
-        return message_page(Some(&ctx), StatusCode::BAD_REQUEST, "Save card", "No such payment.");
+        return message_page(
+            Some(&ctx),
+            StatusCode::BAD_REQUEST,
+            "Save card",
+            "No such payment.",
+        );
     };
-    let consent = form.get("consent").is_some_and(|c| c == "on" || c == "true");
+    let consent = form
+        .get("consent")
+        .is_some_and(|c| c == "on" || c == "true");
     let notice = match crate::vt::vault::save_card(
         &state.engine,
         state.recurring.as_ref(),
@@ -41,13 +48,21 @@ pub(super) async fn save_card(
             return message_page(Some(&ctx), status, "Save card", &message);
         }
     };
-    schedules_page(&state, &ctx, StatusCode::OK, Some(notice), &Fields::new(), None).await
+    schedules_page(
+        &state,
+        &ctx,
+        StatusCode::OK,
+        Some(notice),
+        &Fields::new(),
+        None,
+    )
+    .await
 }
 
 pub(super) async fn show(State(state): State<Arc<VtState>>, headers: HeaderMap) -> Response {
     let ctx = match ctx(&state, &headers) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     schedules_page(&state, &ctx, StatusCode::OK, None, &Fields::new(), None).await
 }
@@ -59,7 +74,7 @@ pub(super) async fn create(
 ) -> Response {
     let ctx = match ctx_for_write(&state, &headers, &form) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut fields = crate::vt::recurring::form_fields(&form);
     let currency = form.get("currency").and_then(|c| Currency::parse(c));
@@ -73,8 +88,15 @@ pub(super) async fn create(
     let request = match checked {
         Ok(request) => request,
         Err(error) => {
-            return schedules_page(&state, &ctx, StatusCode::BAD_REQUEST, None, &form, Some(&error))
-                .await
+            return schedules_page(
+                &state,
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                None,
+                &form,
+                Some(&error),
+            )
+            .await
         }
     };
     match crate::vt::recurring::create(&state, ctx.operator, request).await {
@@ -88,10 +110,26 @@ pub(super) async fn create(
                 ],
                 None,
             );
-            schedules_page(&state, &ctx, StatusCode::OK, Some(notice), &Fields::new(), None).await
+            schedules_page(
+                &state,
+                &ctx,
+                StatusCode::OK,
+                Some(notice),
+                &Fields::new(),
+                None,
+            )
+            .await
         }
         Err(crate::vt::engine::EngineError::Input(error)) => {
-            schedules_page(&state, &ctx, StatusCode::BAD_REQUEST, None, &form, Some(&error)).await
+            schedules_page(
+                &state,
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                None,
+                &form,
+                Some(&error),
+            )
+            .await
         }
         Err(e) => {
             let ApiError(status, message) = ApiError::from(e);
@@ -224,5 +262,8 @@ async fn schedules_page(
          <div class=\"card\" style=\"padding:0;overflow-x:auto\">{table}</div>",
         notice = notice.unwrap_or_default(),
     );
-    html(status, page("Recurring", Some(&ctx.header()), "/schedules", &body))
+    html(
+        status,
+        page("Recurring", Some(&ctx.header()), "/schedules", &body),
+    )
 }

@@ -26,7 +26,7 @@ fn totals_table(totals: &crate::journal::ShiftTotals, currency_hint: Option<u16>
 pub(super) async fn show(State(state): State<Arc<VtState>>, headers: HeaderMap) -> Response {
     let ctx = match ctx(&state, &headers) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if !is_supervisor(ctx.operator) {
         return message_page(
@@ -53,7 +53,10 @@ pub(super) async fn show(State(state): State<Arc<VtState>>, headers: HeaderMap) 
         key_input(),
         batch = escape(&batch),
     );
-    html(StatusCode::OK, page("Shift close", Some(&ctx.header()), "/shift", &body))
+    html(
+        StatusCode::OK,
+        page("Shift close", Some(&ctx.header()), "/shift", &body),
+    )
 }
 
 pub(super) async fn close(
@@ -63,9 +66,13 @@ pub(super) async fn close(
 ) -> Response {
     let ctx = match ctx_for_write(&state, &headers, &form) {
         Ok(ctx) => ctx,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    let result = match state.engine.close_shift(ctx.operator, form_key(&form)).await {
+    let result = match state
+        .engine
+        .close_shift(ctx.operator, form_key(&form))
+        .await
+    {
         Ok(result) => result,
         Err(e) => {
             let ApiError(status, message) = ApiError::from(e);
@@ -87,5 +94,8 @@ pub(super) async fn close(
         outcome_box(agreed, &heading, &facts, None),
         totals_table(&result.totals, result.currency)
     );
-    html(StatusCode::OK, page("Shift close", Some(&ctx.header()), "/shift", &body))
+    html(
+        StatusCode::OK,
+        page("Shift close", Some(&ctx.header()), "/shift", &body),
+    )
 }
