@@ -213,6 +213,7 @@ impl BoundVt {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tokio::spawn(run_recurring(self.state.clone(), shutdown.clone()));
         let app = router(self.state).into_make_service_with_connect_info::<ClientAddr>();
+        let stop_handshakes = shutdown.clone();
         let stop = async move { shutdown.cancelled().await };
         match self.tls {
             None => {
@@ -221,10 +222,7 @@ impl BoundVt {
                     .await
             }
             Some(acceptor) => {
-                let listener = TlsListener {
-                    tcp: self.listener,
-                    acceptor,
-                };
+                let listener = TlsListener::start(self.listener, acceptor, stop_handshakes)?;
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await
@@ -256,11 +254,59 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 /// How long a client gets to finish its TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
-/// TCP connections that have finished their TLS handshake. A handshake that
-/// fails or takes longer than [`HANDSHAKE`] is dropped and the next taken.
+/// TCP connections that have finished their TLS handshake. Handshakes run
+/// on tasks of their own, so a slow client holds up no other; one that fails
+/// or takes longer than [`HANDSHAKE`] is dropped. Accepting stops at
+/// `shutdown`.
 struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    handshaken: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+/// Finished handshakes waiting for the server to take them.
+const HANDSHAKEN_QUEUE: usize = 64;
+
+impl TlsListener {
+    fn start(
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (sender, handshaken) = tokio::sync::mpsc::channel(HANDSHAKEN_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    accepted = tcp.accept() => accepted,
+                };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, then go on.
+                        tracing::warn!(error = %e, "virtual terminal: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, sender) = (acceptor.clone(), sender.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = sender.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "virtual terminal: TLS handshake failed")
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "virtual terminal: TLS handshake timed out")
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { handshaken, local })
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -268,27 +314,14 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, peer) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, then go on.
-                    tracing::warn!(error = %e, "virtual terminal: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE, self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, peer),
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "virtual terminal: TLS handshake failed")
-                }
-                Err(_) => tracing::debug!(%peer, "virtual terminal: TLS handshake timed out"),
-            }
+        match self.handshaken.recv().await {
+            Some(accepted) => accepted,
+            // Accepting stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 }
