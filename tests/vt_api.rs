@@ -383,3 +383,62 @@ async fn the_api_refuses_other_methods_and_paths_cleanly() {
     let reply = request(vt.addr, "GET", "/api/v1/nothing", &[], b"").await;
     assert_eq!(reply.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_and_gift_card_operations_reach_the_issuer_and_are_answered() {
+    let vt = TestVt::start().await;
+    let client = logged_in(&vt, CLERK).await;
+    let body = |kind: &str, card: &str, amount: u64| {
+        serde_json::json!({
+            "type": kind, "card_number": card, "expiry": "12/30", "cvv": "123",
+            "amount": amount, "currency": "USD", "reason": "mail-order"
+        })
+        .to_string()
+    };
+    let verified = client
+        .post("/api/v1/payments", &body("verification", VISA, 0))
+        .await
+        .json();
+    assert_eq!(verified["status"], "approved", "{verified}");
+    assert_eq!(
+        vt.simulator().balance(VISA),
+        Some(100_000),
+        "a verification holds nothing"
+    );
+    let gift = "6011000990139424";
+    let activated = client
+        .post("/api/v1/payments", &body("gift-activation", gift, 5000))
+        .await
+        .json();
+    assert_eq!(activated["status"], "approved", "{activated}");
+    // A top-up credits the account the simulator keeps.
+    let topped = client
+        .post("/api/v1/payments", &body("gift-top-up", VISA, 2500))
+        .await
+        .json();
+    assert_eq!(topped["status"], "approved", "{topped}");
+    assert_eq!(vt.simulator().balance(VISA), Some(100_000 + 2500));
+    let balance = client
+        .post("/api/v1/payments", &body("gift-balance", VISA, 0))
+        .await
+        .json();
+    assert_eq!(balance["status"], "approved", "{balance}");
+    let listed = client.get("/api/v1/payments").await.json();
+    let kinds: Vec<&str> = listed["payments"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|op| op["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        [
+            "gift-balance",
+            "gift-top-up",
+            "gift-activation",
+            "verification"
+        ]
+    );
+    let nonzero = client
+        .post("/api/v1/payments", &body("verification", VISA, 100))
+        .await;
+    assert_eq!(nonzero.status, 400);
+}
