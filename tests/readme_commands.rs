@@ -174,6 +174,11 @@ impl Switch {
             if message == "listening" {
                 addr = found;
             } else if message.starts_with("virtual terminal on") {
+                // What the README promises a new user sees at start-up.
+                assert!(
+                    message.contains("(demo login: demo / demo-password)"),
+                    "{message}"
+                );
                 vt = found;
             }
         }

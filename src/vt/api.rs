@@ -119,7 +119,7 @@ async fn login(
     let username = string_field(&map, "username")?;
     let password = string_field(&map, "password")?;
     let (id, session) = state.auth.login(&username, &password, peer.ip()).await?;
-    let cookie = auth::session_cookie(&id, state.secure, state.auth.idle_timeout());
+    let cookie = auth::session_cookie(&id, state.secure);
     let mut response = Json(json!({ "csrf_token": session.csrf })).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);

@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests of the idle timeout and the lock run on paused time.
+use tokio::time::Instant;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -243,19 +246,19 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The Set-Cookie value of a session: HttpOnly, SameSite=Strict, Path=/,
-/// Secure when served over TLS (browsers send a Secure cookie over
-/// http://127.0.0.1 too, but not over plain http to other hosts).
-pub fn session_cookie(id: &str, secure: bool, max_age: Duration) -> String {
+/// Secure when served over TLS. No Max-Age: the cookie lives with the
+/// browser session and the server ends the session after the idle timeout
+/// (a Max-Age would end an operator's session mid-shift however busy).
+pub fn session_cookie(id: &str, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
-        max_age.as_secs(),
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/{}",
         if secure { "; Secure" } else { "" }
     )
 }
 
 /// Clears the session cookie.
 pub fn expired_cookie(secure: bool) -> String {
-    session_cookie("", secure, Duration::ZERO)
+    format!("{}; Max-Age=0", session_cookie("", secure))
 }
 
 #[cfg(test)]
@@ -343,6 +346,36 @@ mod tests {
         assert!(matches!(locked, LoginRefused::Locked { .. }));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_session_idle_past_its_timeout_is_gone_and_use_keeps_it_alive() {
+        let auth = auth(LoginLimits::default());
+        let (id, _) = auth.login("ann", "right", ADDRESS).await.expect("login");
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert!(auth.session(&id).is_some(), "used after 50 s");
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert!(auth.session(&id).is_some(), "idle 50 s since its last use");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(auth.session(&id).is_none(), "idle past the 60 s timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_ends_after_lock_s() {
+        let limits = LoginLimits {
+            max_failures: 1,
+            window_s: 60,
+            lock_s: 120,
+        };
+        let auth = auth(limits);
+        let _ = auth.login("ann", "wrong", ADDRESS).await;
+        let locked = auth
+            .login("ann", "right", ADDRESS)
+            .await
+            .expect_err("locked");
+        assert_eq!(locked, LoginRefused::Locked { minutes: 2 });
+        tokio::time::advance(Duration::from_secs(121)).await;
+        assert!(auth.login("ann", "right", ADDRESS).await.is_ok());
+    }
+
     #[test]
     fn cookies_are_read_by_name_and_set_strict() {
         assert_eq!(
@@ -350,10 +383,12 @@ mod tests {
             Some("abc")
         );
         assert_eq!(cookie("a=1", SESSION_COOKIE), None);
-        let set = session_cookie("abc", true, Duration::from_secs(900));
-        for part in ["HttpOnly", "SameSite=Strict", "Secure", "Max-Age=900"] {
+        let set = session_cookie("abc", true);
+        for part in ["HttpOnly", "SameSite=Strict", "Secure"] {
             assert!(set.contains(part), "{set}");
         }
-        assert!(!session_cookie("abc", false, Duration::from_secs(1)).contains("Secure"));
+        assert!(!set.contains("Max-Age"), "the server times the session out");
+        assert!(!session_cookie("abc", false).contains("Secure"));
+        assert!(expired_cookie(false).contains("Max-Age=0"));
     }
 }

@@ -58,7 +58,7 @@ pub(super) async fn submit(
     {
         Ok((id, _)) => {
             let mut response = Redirect::to("/pay").into_response();
-            let cookie = auth::session_cookie(&id, state.secure, state.auth.idle_timeout());
+            let cookie = auth::session_cookie(&id, state.secure);
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
