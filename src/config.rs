@@ -23,6 +23,7 @@ use crate::settle::{SchemeConfig, SchemeTable, TariffConfig, Tariffs};
 use crate::simulator::config::{InvalidSimulator, SimulatorConfig};
 pub use crate::tls::{IssuerTls, ListenerTls};
 pub use crate::upstream::config::{Endpoint, IssuerConfig, SIMULATOR_ENDPOINT};
+use crate::vt_config::{InvalidVirtualTerminal, VirtualTerminalConfig};
 
 /// The configuration used when none is given; also documents the minimal shape.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -106,6 +107,9 @@ pub struct Config {
     /// BIN ranges of card schemes, replacing or adding to the built-in ones.
     #[serde(rename = "scheme", default)]
     pub schemes: Vec<SchemeConfig>,
+    /// The web virtual terminal; served by `serve` when present.
+    #[serde(default)]
+    pub virtual_terminal: Option<VirtualTerminalConfig>,
 }
 
 /// `[instance]`: each switch sharing issuers with others needs its own
@@ -379,6 +383,9 @@ impl Config {
         }
         self.risk.resolve_paths(dir);
         self.journal.resolve_paths(dir);
+        if let Some(vt) = &mut self.virtual_terminal {
+            vt.resolve_paths(dir);
+        }
     }
 
     /// The built-in configuration ([`DEFAULT_TOML`]): one POS listener routing every
@@ -483,6 +490,10 @@ impl Config {
             .map_err(|InvalidSetting { key, problem: p }| {
                 problem("store_and_forward", format!("{key}: {p}"))
             })?;
+        if let Some(vt) = &self.virtual_terminal {
+            vt.validate()
+                .map_err(|InvalidVirtualTerminal { item, problem }| Problem { item, problem })?;
+        }
         Ok(())
     }
 
@@ -590,6 +601,9 @@ impl Config {
         }
         if let Some(simulator) = &self.simulator {
             binds.push(("simulator".to_owned(), simulator.bind));
+        }
+        if let Some(vt) = &self.virtual_terminal {
+            binds.push(("virtual_terminal".to_owned(), vt.bind));
         }
         let mut owners: HashMap<SocketAddr, &str> = HashMap::new();
         for (item, bind) in &binds {

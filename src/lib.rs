@@ -26,3 +26,5 @@ pub mod specs;
 pub mod switch;
 pub mod tls;
 pub mod upstream;
+pub mod vt;
+pub mod vt_config;

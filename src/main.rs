@@ -48,6 +48,9 @@ enum Command {
     /// Look transactions up in the journal and count them, for support.
     #[command(subcommand)]
     Journal(cmd::journal::JournalCommand),
+    /// Web virtual terminal tools (hash an operator's password).
+    #[command(subcommand)]
+    Vt(cmd::vt::VtCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::IssuerSim(args) => cmd::issuer_sim::run(args),
         Command::Send(args) => cmd::send::run(args),
+        Command::Vt(command) => cmd::vt::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! Every `sh` block in README.md runs as written, as a new user would run it:
 //! from a directory that sees the repository's files, with `isoswitch` on
 //! PATH and `cargo run --release --` meaning the built binary. The `send`
-//! block runs against a real switch this test starts on a free port; the
+//! block and the virtual terminal's curl session run against a real switch
+//! this test starts on free ports; the
 //! blocks in [`SKIPPED`] are left out, each for the reason given.
 
 use std::io::{BufRead, BufReader};
@@ -25,6 +26,8 @@ const SKIPPED: &[(&str, &str)] = &[
 
 /// The address the README's `send` example talks to.
 const README_SWITCH: &str = "127.0.0.1:8583";
+/// The virtual terminal the README's curl session talks to.
+const README_VT: &str = "127.0.0.1:8080";
 
 /// How long one block may take before the test gives up on it.
 const BLOCK_LIMIT: Duration = Duration::from_secs(60);
@@ -123,11 +126,12 @@ fn wait_bounded(mut child: Child, what: &str) -> Output {
     child.wait_with_output().expect("output")
 }
 
-/// The switch the `send` example talks to: the shipped default config on
-/// free loopback ports. Killed when dropped.
+/// The switch the `send` and virtual terminal examples talk to: the shipped
+/// default config on free loopback ports. Killed when dropped.
 struct Switch {
     child: Child,
     addr: String,
+    vt: String,
 }
 
 impl Switch {
@@ -135,7 +139,8 @@ impl Switch {
         let config = std::fs::read_to_string(root().join("config/default.toml"))
             .expect("config/default.toml")
             .replace(&format!("{README_SWITCH:?}"), "\"127.0.0.1:0\"")
-            .replace("\"127.0.0.1:9583\"", "\"127.0.0.1:0\"");
+            .replace("\"127.0.0.1:9583\"", "\"127.0.0.1:0\"")
+            .replace(&format!("{README_VT:?}"), "\"127.0.0.1:0\"");
         let path = scratch.dir.join("switch.toml");
         std::fs::write(&path, config).expect("config written");
         let mut child = Command::new(env!("CARGO_BIN_EXE_isoswitch"))
@@ -151,10 +156,12 @@ impl Switch {
             .stderr(Stdio::piped())
             .spawn()
             .expect("isoswitch serve runs");
-        // The "listening" log line names the address the POS listener got.
+        // The "listening" log line names the address the POS listener got,
+        // the "virtual terminal on ..." line the virtual terminal's.
         let stderr = child.stderr.take().expect("stderr piped");
         let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
+        let (mut addr, mut vt) = (None, None);
+        while addr.is_none() || vt.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let _ = child.kill();
                 panic!("the switch exited before it listened");
@@ -162,16 +169,26 @@ impl Switch {
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            if entry["fields"]["message"] == "listening" {
-                break entry["fields"]["addr"]
-                    .as_str()
-                    .expect("addr in the listening line")
-                    .to_owned();
+            let message = entry["fields"]["message"].as_str().unwrap_or("");
+            let found = entry["fields"]["addr"].as_str().map(str::to_owned);
+            if message == "listening" {
+                addr = found;
+            } else if message.starts_with("virtual terminal on") {
+                // What the README promises a new user sees at start-up.
+                assert!(
+                    message.contains("(demo login: demo / demo-password)"),
+                    "{message}"
+                );
+                vt = found;
             }
-        };
+        }
         // Keep reading stderr so the switch never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Switch { child, addr }
+        Switch {
+            child,
+            addr: addr.expect("the POS listener's address"),
+            vt: vt.expect("the virtual terminal's address"),
+        }
     }
 }
 
@@ -197,9 +214,11 @@ fn every_readme_sh_block_runs_as_written() {
         if SKIPPED.iter().any(|(command, _)| block.contains(command)) {
             continue;
         }
-        let block = if block.contains(README_SWITCH) {
+        let block = if block.contains(README_SWITCH) || block.contains(README_VT) {
             let running = switch.get_or_insert_with(|| Switch::start(&scratch));
-            block.replace(README_SWITCH, &running.addr)
+            block
+                .replace(README_SWITCH, &running.addr)
+                .replace(README_VT, &running.vt)
         } else {
             block.clone()
         };
@@ -216,6 +235,18 @@ fn every_readme_sh_block_runs_as_written() {
                 text(&out.stdout).contains(r#""39":"00""#),
                 "the README's authorization is approved: {}",
                 text(&out.stdout)
+            );
+        }
+        if block.contains("/api/v1/payments") {
+            // The curl session logged in, was approved, and listed the sale masked.
+            let out = text(&out.stdout);
+            assert!(
+                out.contains(r#""status":"approved""#) && out.contains("411111******1111"),
+                "the README's virtual terminal sale is approved and listed: {out}"
+            );
+            assert!(
+                !out.contains("4111111111111111"),
+                "the list shows no full PAN: {out}"
             );
         }
         if block.contains("journal find") {

@@ -54,12 +54,19 @@ fn a_clean_purchase_passes_every_rule_of_the_example_config() {
 }
 
 #[test]
-fn embedded_default_turns_on_the_card_checks_only() {
+fn embedded_default_turns_on_the_card_checks_and_the_virtual_terminal_rules_only() {
     let config = Config::embedded_default().expect("default config");
     let rules = RiskRules::compile(&config.risk, &RiskState::new()).expect("compiles");
     let kinds: Vec<&str> = rules.summaries().iter().map(|s| s.kind).collect();
-    assert_eq!(kinds, ["card-number", "expiry"]);
+    assert_eq!(kinds, ["card-number", "expiry", "card-brand", "recurring"]);
     assert_eq!(decide(&rules, POS, &purchase(&[])), None);
+    // UnionPay is refused on the virtual terminal only; a terminal takes it.
+    let unionpay = purchase(&[(2, "6212345678901232")]);
+    assert_eq!(decide(&rules, POS, &unionpay), None);
+    assert_eq!(decide(&rules, ECOM, &unionpay), declined("57", "vt-brands"));
+    // A merchant-initiated charge (field 60 "RM") needs a consent first.
+    let mit = purchase(&[(60, "RM")]);
+    assert_eq!(decide(&rules, ECOM, &mit), declined("57", "recurring"));
     assert_eq!(
         decide(&rules, POS, &purchase(&[(2, "4111111111111112")])),
         declined("14", "card-number")

@@ -37,6 +37,8 @@ fn config(test: &str, listener: &str, metrics: &str, spec: &str) -> ScratchConfi
         .expect("config/default.toml is in the repository")
         .replace("\"127.0.0.1:8583\"", &format!("{listener:?}"))
         .replace("\"127.0.0.1:9583\"", &format!("{metrics:?}"))
+        // The virtual terminal on a free port, so tests never contend for 8080.
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
         // The first spec is the listener's; the simulator's comes later.
         .replacen(
             "spec = \"specs/iso87ascii.toml\"",

@@ -56,12 +56,14 @@ async fn start_switch() -> RunningSwitch {
         simulator.bind = loopback();
     }
     // The expected codes below hold because the default runs only the card
-    // checks (Luhn and length, expiry); velocity or duplicate rules would add
+    // checks (Luhn and length, expiry) on POS traffic (its other rules are
+    // the virtual terminal's: brands refused there, merchant-initiated
+    // charges marked in field 60); velocity or duplicate rules would add
     // declines the scenario does not predict.
     let rules: Vec<&str> = config.risk.rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         rules,
-        ["card-number", "expiry"],
+        ["card-number", "expiry", "vt-brands", "recurring"],
         "default risk rules changed"
     );
 

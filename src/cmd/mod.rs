@@ -8,6 +8,7 @@ pub mod send;
 pub mod serve;
 pub mod spec;
 pub mod stdout;
+pub mod vt;
 
 /// An error and its causes on one line, joined by ": ", each cause once. Many
 /// error types already end their message with their cause's text (thiserror's

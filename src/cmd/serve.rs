@@ -15,6 +15,8 @@ use isoswitch::metrics_http::{self, OpsState};
 use isoswitch::server::{Listener, PreparedListener};
 use isoswitch::switch::Switch;
 use isoswitch::upstream::SafSettings;
+use isoswitch::vt::auth::verify_password;
+use isoswitch::vt::{BoundVt, VtStores, DEMO_PASSWORD, DEMO_USERNAME};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -71,7 +73,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     isoswitch::metrics_http::recorder();
     let shutdown = CancellationToken::new();
     let admin_token = config.admin.token.clone();
-    let stores = open_journal(&config.journal, &config.instance).await?;
+    if config.journal.url.is_some() && config.virtual_terminal.is_some() {
+        bail!(
+            "[virtual_terminal] with [journal] url: the virtual terminal keeps cards on file, \
+             schedules and idempotency keys in the SQLite journal only; PostgreSQL does not hold \
+             them yet, so run the virtual terminal on an instance with a SQLite journal"
+        );
+    }
+    let (stores, vt_stores) = open_journal(&config.journal, &config.instance).await?;
     let saf_settings = SafSettings::from(&config.store_and_forward);
     // Starting the switch builds routes, issuers and risk rules: the rest of
     // the check. Its issuer links connecting out take no port of ours.
@@ -93,6 +102,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         admin,
         listeners,
     } = bind_all(&switch.snapshot().config, prepared).await?;
+    let virtual_terminal = match &switch.snapshot().config.virtual_terminal {
+        Some(vt) => Some(BoundVt::bind(vt, switch.clone(), vt_stores).await?),
+        None => None,
+    };
     tokio::spawn(metrics_upkeep(shutdown.clone()));
     let ops = OpsState::new(switch.clone(), args.config.clone(), admin_token);
     ops.listeners_bound.store(true, Ordering::Release);
@@ -121,6 +134,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
             stop_accepting.clone(),
             drain_terminals.clone(),
         ));
+    }
+    if let Some(vt) = virtual_terminal {
+        announce(&vt, &switch.snapshot().config);
+        // Like a terminal listener: stops taking requests at the first stage.
+        let stop = stop_accepting.clone();
+        running.spawn(async move {
+            if let Err(e) = vt.run(stop).await {
+                tracing::error!(error = %e, "virtual terminal stopped");
+            }
+        });
     }
     wait_for_signals(&switch, args.config.as_ref()).await?;
     stop_in_stages(&switch, running, &stop_accepting, &drain_terminals).await;
@@ -166,18 +189,43 @@ async fn stop_in_stages(
     tracing::info!("stopped");
 }
 
+/// Says where the virtual terminal is, and the demo login when the demo
+/// operator of the embedded default is configured with its password.
+fn announce(vt: &BoundVt, config: &Config) {
+    let url = vt.url();
+    let demo = config.virtual_terminal.as_ref().and_then(|c| {
+        c.operators.iter().find(|o| {
+            o.username == DEMO_USERNAME && verify_password(DEMO_PASSWORD, &o.password_hash)
+        })
+    });
+    let addr = vt.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    match demo {
+        Some(_) => tracing::info!(
+            addr,
+            "virtual terminal on {url} (demo login: {DEMO_USERNAME} / {DEMO_PASSWORD})"
+        ),
+        None => tracing::info!(addr, "virtual terminal on {url}"),
+    }
+}
+
 /// Opens the configured journal: PostgreSQL when `url` is set, else SQLite,
-/// or memory for `durability = "none"`. Says at start-up where it journals
-/// and where the key came from.
-async fn open_journal(config: &JournalConfig, instance: &InstanceConfig) -> Result<Stores> {
+/// or memory for `durability = "none"`, with what the virtual terminal keeps
+/// (idempotency keys, cards on file, schedules) in the same SQLite store.
+/// Says at start-up where it journals and where the key came from.
+async fn open_journal(
+    config: &JournalConfig,
+    instance: &InstanceConfig,
+) -> Result<(Stores, VtStores)> {
     let Some(durability) = config.durability.durability() else {
         tracing::warn!(
             "journal off (durability = \"none\"): transactions and queued reversals are kept in memory only and lost on restart"
         );
-        return Ok(Stores::in_memory());
+        return Ok((Stores::in_memory(), VtStores::in_memory()));
     };
     if let Some(url) = &config.url {
-        return open_postgres(url, config, instance, durability).await;
+        // serve refuses the virtual terminal with PostgreSQL: nothing uses these.
+        let stores = open_postgres(url, config, instance, durability).await?;
+        return Ok((stores, VtStores::in_memory()));
     }
     let (key, source) = config.load_key().context("journal data key")?;
     match &source {
@@ -186,13 +234,16 @@ async fn open_journal(config: &JournalConfig, instance: &InstanceConfig) -> Resu
     }
     let mut options = SqliteOptions::new(&config.path, key);
     options.durability = durability;
-    let journal = SqliteJournal::open(options)?;
+    let journal = Arc::new(SqliteJournal::open(options)?);
     tracing::info!(
         path = %config.path.display(),
         durability = %config.durability,
         "journaling transactions and the store-and-forward queue"
     );
-    Ok(Stores::new(std::sync::Arc::new(journal), true))
+    Ok((
+        Stores::new(journal.clone(), true),
+        VtStores::sqlite(journal),
+    ))
 }
 
 /// The shared journal. Its key must be the one every other instance uses,

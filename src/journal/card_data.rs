@@ -196,6 +196,11 @@ pub(crate) fn txn_record(id: i64) -> String {
     format!("txn:{id}")
 }
 
+/// The associated data naming a card on file.
+pub(crate) fn card_record(token: &str) -> String {
+    format!("card:{token}")
+}
+
 /// The associated data naming a queue row.
 pub(crate) fn saf_record(id: i64) -> String {
     format!("saf:{id}")

@@ -4,9 +4,11 @@
 
 pub mod card_data;
 pub mod config;
+pub mod idempotency;
 pub mod memory;
 pub mod postgres;
 pub mod record;
+pub mod recurring;
 pub mod shift;
 pub mod sqlite;
 
@@ -17,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use card_data::{CardVault, DataKey, KeyError};
+pub use idempotency::{IdempotencyStore, MemoryIdempotency};
 pub use memory::MemoryJournal;
 pub use postgres::{PgJournal, PgOptions, PgReader};
 pub use record::{
@@ -24,6 +27,7 @@ pub use record::{
     SafItem, SafKind, SafLink, SafNew, SafState, Stats, StatsRow, TimeRange, TxnId, TxnQuery,
     TxnRecord, TxnStart,
 };
+pub use recurring::{MemoryRecurring, RecurringStore, SavedCard, ScheduleRecord};
 pub use shift::{ReportedTotals, ShiftClose, ShiftCloseNew, ShiftTotals, Tally};
 pub use sqlite::{JournalReader, SqliteJournal, SqliteOptions};
 

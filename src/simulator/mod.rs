@@ -347,7 +347,8 @@ impl Simulator {
         // A repeat (0101/0201) of an approved request is approved again, not held twice.
         let repeat_of_live = || request.mti().is_repeat() && self.holds.is_live(&keys);
         match processing_code.transaction_type {
-            ProcessingCode::REFUND => {
+            // A refund and a prepaid load (gift card top-up, 28) credit the account.
+            ProcessingCode::REFUND | 28 => {
                 if amount == 0 {
                     return self.answer(request, ResponseCode::INVALID_AMOUNT);
                 }
@@ -384,6 +385,8 @@ impl Simulator {
                 }
                 self.answer(request, ResponseCode::APPROVED)
             }
+            // Prepaid activation (72): the card on file becomes usable.
+            72 => self.answer(request, ResponseCode::APPROVED),
             _ => self.answer(request, ResponseCode::INVALID_TRANSACTION),
         }
     }

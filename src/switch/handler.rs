@@ -272,6 +272,10 @@ fn check_format(request: &Message) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Prepaid (gift card) load (top-up) and activation: financial (0200) only.
+const PREPAID_LOAD: u8 = 28;
+const PREPAID_ACTIVATION: u8 = 72;
+
 /// Whether this channel may carry this MTI, processing code and amount, for
 /// a card number of a length cards have.
 fn check_channel(channel: Channel, request: &Message) -> Result<(), Refusal> {
@@ -297,6 +301,8 @@ fn check_channel(channel: Channel, request: &Message) -> Result<(), Refusal> {
                 | ProcessingCode::CASH
                 | ProcessingCode::REFUND
                 | ProcessingCode::BALANCE_INQUIRY
+                | PREPAID_LOAD
+                | PREPAID_ACTIVATION
         )
     );
     let cash_on_vt =
@@ -950,6 +956,14 @@ mod tests {
             ),
             Err(ResponseCode::INVALID_TRANSACTION)
         );
+        // Gift cards: activation (72) and top-up (28) as 0200 on any channel.
+        for pc in ["720000", "280000"] {
+            assert_eq!(
+                check_channel(Channel::VirtualTerminal, &purchase(pc, "000000001000")),
+                Ok(()),
+                "{pc}"
+            );
+        }
         let verification = request(
             "0100",
             &[

@@ -3,8 +3,10 @@
 //! (and, by default, a second that syncs the log meanwhile); reads use their
 //! own connection. Card data is sealed before it is queued.
 
+mod idempotency;
 mod read_only;
 mod reader;
+mod recurring;
 mod schema;
 mod syncer;
 mod telemetry;

@@ -7,15 +7,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rusqlite::types::ToSql;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension as _, Row};
 
 use super::{open_connection, FileIdentity};
 use crate::iso8583::{Mti, ResponseCode};
-use crate::journal::card_data::{saf_record, txn_record, CardVault, Sealed};
+use crate::journal::card_data::{card_record, saf_record, txn_record, CardVault, Sealed};
 use crate::journal::record::{
-    InDoubt, Outcome, ReversalFields, SafId, SafItem, SafLink, Stats, StatsRow, TimeRange, TxnId,
-    TxnQuery, TxnRecord, NO_ROUTE, PENDING,
+    ClearPan, InDoubt, Outcome, ReversalFields, SafId, SafItem, SafLink, Stats, StatsRow,
+    TimeRange, TxnId, TxnQuery, TxnRecord, NO_ROUTE, PENDING,
 };
+use crate::journal::recurring::{SavedCard, ScheduleRecord};
 use crate::journal::shift::{ShiftClose, ShiftCloseNew};
 use crate::journal::JournalError;
 
@@ -210,6 +211,111 @@ impl Reader {
     }
 
     /// The newest close of `terminal` (of `batch`, when given).
+    /// The result first stored under an idempotency key (the virtual
+    /// terminal's; see `journal::idempotency`).
+    pub(crate) fn recall(
+        &mut self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<String>, JournalError> {
+        self.with("recall", |conn, _| {
+            Ok(conn
+                .prepare_cached("SELECT result FROM idempotency WHERE scope = ?1 AND key = ?2")?
+                .query_row([scope, key], |row| row.get(0))
+                .optional()?)
+        })
+    }
+
+    /// Cards on file of `terminal` (all, or the one `token`), oldest first;
+    /// the card number opened only when `with_pan`.
+    pub(crate) fn cards(
+        &mut self,
+        terminal: &str,
+        token: Option<&str>,
+        with_pan: bool,
+    ) -> Result<Vec<SavedCard>, JournalError> {
+        self.with("cards", |conn, vault| {
+            let mut statement = conn.prepare_cached(
+                "SELECT token, terminal_id, merchant_id, brand, last4, expiry, created_at_ms,
+                    payment_id, pan_nonce, pan_sealed
+                 FROM vault_card WHERE terminal_id = ?1 AND (?2 IS NULL OR token = ?2)
+                 ORDER BY created_at_ms, token",
+            )?;
+            let mut rows = statement.query(params![terminal, token])?;
+            let mut cards = Vec::new();
+            while let Some(row) = rows.next()? {
+                let token: String = row.get(0)?;
+                let pan = if with_pan {
+                    let vault = vault.ok_or(ReadFailure::NoKey)?;
+                    let nonce: Vec<u8> = row.get(8)?;
+                    let sealed = Sealed {
+                        nonce: nonce
+                            .try_into()
+                            .map_err(|_| ReadFailure::Corrupt(format!("card {token}: nonce")))?,
+                        ciphertext: row.get(9)?,
+                    };
+                    let clear = vault
+                        .open(&card_record(&token), &sealed)
+                        .map_err(|_| ReadFailure::Tampered(format!("card {token}")))?;
+                    let digits = String::from_utf8(clear)
+                        .ok()
+                        .and_then(|d| ClearPan::new(&d))
+                        .ok_or_else(|| ReadFailure::Corrupt(format!("card {token}: number")))?;
+                    Some(digits)
+                } else {
+                    None
+                };
+                cards.push(SavedCard {
+                    token,
+                    terminal_id: row.get(1)?,
+                    merchant_id: row.get(2)?,
+                    brand: row.get(3)?,
+                    last4: row.get(4)?,
+                    expiry: row.get(5)?,
+                    created_at_ms: row.get(6)?,
+                    payment_id: row.get(7)?,
+                    pan,
+                });
+            }
+            Ok(cards)
+        })
+    }
+
+    /// Schedules of `terminal` in the order they were made, or (None) those
+    /// due at or before `due_by_ms`, soonest first.
+    pub(crate) fn schedules(
+        &mut self,
+        terminal: Option<&str>,
+        due_by_ms: i64,
+    ) -> Result<Vec<ScheduleRecord>, JournalError> {
+        self.with("schedules", |conn, _| {
+            let mut statement = match terminal {
+                Some(_) => conn.prepare_cached(
+                    "SELECT id, terminal_id, next_due_ms, body FROM schedule
+                     WHERE terminal_id = ?1 ORDER BY seq",
+                )?,
+                None => conn.prepare_cached(
+                    "SELECT id, terminal_id, next_due_ms, body FROM schedule
+                     WHERE next_due_ms IS NOT NULL AND next_due_ms <= ?1 ORDER BY next_due_ms",
+                )?,
+            };
+            let mut rows = match terminal {
+                Some(t) => statement.query(params![t])?,
+                None => statement.query(params![due_by_ms])?,
+            };
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(ScheduleRecord {
+                    id: row.get(0)?,
+                    terminal_id: row.get(1)?,
+                    next_due_ms: row.get(2)?,
+                    body: row.get(3)?,
+                });
+            }
+            Ok(found)
+        })
+    }
+
     pub(crate) fn last_close(
         &mut self,
         terminal: &str,

@@ -97,6 +97,43 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         response_code TEXT NOT NULL
     );
     CREATE INDEX shift_close_terminal ON shift_close (terminal_id, batch, id);",
+    // 6: the virtual terminal's idempotency keys: a write repeated with a key
+    // already seen gets the first result back, across restarts too. `scope`
+    // keeps one terminal's keys apart from another's; `result` is the JSON
+    // answer (no card number, no CVV2: neither is in it).
+    "CREATE TABLE idempotency (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );",
+    // 7: the virtual terminal's cards on file (the card number sealed with
+    // the data key, `card:<token>` as associated data; only brand, last 4 and
+    // expiry in clear) and recurring schedules (one JSON document each, with
+    // when it is next due beside it for the runner's look-up).
+    "CREATE TABLE vault_card (
+        token TEXT PRIMARY KEY,
+        terminal_id TEXT NOT NULL,
+        merchant_id TEXT NOT NULL,
+        brand TEXT NOT NULL,
+        last4 TEXT NOT NULL,
+        expiry TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        payment_id INTEGER NOT NULL,
+        pan_nonce BLOB NOT NULL,
+        pan_sealed BLOB NOT NULL
+    );
+    CREATE INDEX vault_card_terminal ON vault_card (terminal_id);
+    CREATE TABLE schedule (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        terminal_id TEXT NOT NULL,
+        next_due_ms INTEGER,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX schedule_terminal ON schedule (terminal_id, seq);
+    CREATE INDEX schedule_due ON schedule (next_due_ms) WHERE next_due_ms IS NOT NULL;",
 ];
 
 /// Why the schema could not be brought up to date.

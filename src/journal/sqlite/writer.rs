@@ -16,6 +16,7 @@ use super::telemetry::JournalMetrics;
 use super::{open_connection, FileIdentity};
 use crate::journal::card_data::Sealed;
 use crate::journal::record::{Outcome, Purged, ReversalState, SafKind, TxnRecord};
+use crate::journal::recurring::ScheduleRecord;
 use crate::journal::shift::ShiftCloseNew;
 use crate::journal::{HealthCell, JournalError};
 
@@ -40,6 +41,20 @@ pub(crate) struct SafRow {
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub fields: Sealed,
+}
+
+/// A card on file as stored: its number sealed.
+#[derive(Debug)]
+pub(crate) struct CardRow {
+    pub token: String,
+    pub terminal_id: String,
+    pub merchant_id: String,
+    pub brand: String,
+    pub last4: String,
+    pub expiry: String,
+    pub created_at_ms: i64,
+    pub payment_id: i64,
+    pub pan: Sealed,
 }
 
 /// One change to storage.
@@ -78,6 +93,17 @@ pub(crate) enum Write {
         at_ms: i64,
     },
     Close(Box<ShiftCloseNew>),
+    /// A card on file, its number sealed.
+    SaveCard(Box<CardRow>),
+    /// A schedule, inserted or replaced whole.
+    SaveSchedule(Box<ScheduleRecord>),
+    /// An idempotency key's first result; a key already there keeps its own.
+    Remember {
+        scope: String,
+        key: String,
+        at_ms: i64,
+        result: String,
+    },
 }
 
 impl Write {
@@ -94,6 +120,9 @@ impl Write {
             Write::Purge { .. } => "purge",
             Write::Cancel { .. } => "cancel",
             Write::Close(_) => "record_close",
+            Write::Remember { .. } => "remember",
+            Write::SaveCard(_) => "save_card",
+            Write::SaveSchedule(_) => "save_schedule",
         }
     }
 }
@@ -401,6 +430,54 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<Applied
         Write::Purge { before_ms, chunk } => {
             return purge_chunk(tx, *before_ms, *chunk).map(|p| Ok(Applied::Purged(p)))
         }
+        Write::Remember {
+            scope,
+            key,
+            at_ms,
+            result,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO idempotency (scope, key, created_at_ms, result)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (scope, key) DO NOTHING",
+            )?
+            .execute(params![scope, key, at_ms, result])?;
+            return Ok(Ok(Applied::Done));
+        }
+        Write::SaveCard(card) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO vault_card (token, terminal_id, merchant_id, brand, last4,
+                    expiry, created_at_ms, payment_id, pan_nonce, pan_sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                card.token,
+                card.terminal_id,
+                card.merchant_id,
+                card.brand,
+                card.last4,
+                card.expiry,
+                card.created_at_ms,
+                card.payment_id,
+                &card.pan.nonce[..],
+                card.pan.ciphertext,
+            ])?;
+            return Ok(Ok(Applied::Done));
+        }
+        Write::SaveSchedule(schedule) => {
+            tx.prepare_cached(
+                "INSERT INTO schedule (id, seq, terminal_id, next_due_ms, body)
+                 VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM schedule), ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET next_due_ms = excluded.next_due_ms,
+                    body = excluded.body",
+            )?
+            .execute(params![
+                schedule.id,
+                schedule.terminal_id,
+                schedule.next_due_ms,
+                schedule.body,
+            ])?;
+            return Ok(Ok(Applied::Done));
+        }
     };
     if changed > 0 {
         return Ok(Ok(Applied::Done));
@@ -414,7 +491,10 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Result<Applied
         Write::Enqueue(row) => ("queue item", row.id),
         Write::Acknowledge { id, .. } => ("queue item", *id),
         Write::Attempt { id, .. } | Write::Fail { id, .. } => ("pending queue item", *id),
-        Write::Purge { .. } => return Ok(Ok(Applied::Done)),
+        Write::Purge { .. }
+        | Write::Remember { .. }
+        | Write::SaveCard(_)
+        | Write::SaveSchedule(_) => return Ok(Ok(Applied::Done)),
     };
     Ok(Err(JournalError::Unknown {
         op: write.op(),
