@@ -442,3 +442,35 @@ async fn verification_and_gift_card_operations_reach_the_issuer_and_are_answered
         .await;
     assert_eq!(nonzero.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_in_a_closed_shift_is_not_cancelled_but_can_be_refunded() {
+    let vt = TestVt::start().await;
+    let supervisor = logged_in(&vt, DEMO).await;
+    let sale = supervisor
+        .post("/api/v1/payments", &sale(VISA, 4000))
+        .await
+        .json();
+    let id = sale["id"].as_i64().expect("id");
+    let close = supervisor.post("/api/v1/shift/close", "").await.json();
+    assert_eq!(close["status"], "closed", "{close}");
+    let cancel = supervisor
+        .post(&format!("/api/v1/payments/{id}/cancel"), "")
+        .await
+        .json();
+    assert_eq!(cancel["response_code"], "12", "{cancel}");
+    assert!(cancel["advice"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("shift is closed"));
+    assert!(
+        vt.simulator().reversals().is_empty(),
+        "no reversal went to the issuer"
+    );
+    let refund = supervisor
+        .post(&format!("/api/v1/payments/{id}/refund"), "")
+        .await
+        .json();
+    assert_eq!(refund["status"], "approved", "{refund}");
+    assert_eq!(vt.simulator().balance(VISA), Some(100_000));
+}

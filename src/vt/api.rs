@@ -43,7 +43,7 @@ impl From<EngineError> for ApiError {
         let status = match &e {
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
             EngineError::Input(_) => StatusCode::BAD_REQUEST,
-            EngineError::NotAllowed(m) if m.contains("supervisor") => StatusCode::FORBIDDEN,
+            EngineError::SupervisorOnly(_) => StatusCode::FORBIDDEN,
             EngineError::NotAllowed(_) => StatusCode::CONFLICT,
             EngineError::NoAnswer => StatusCode::BAD_GATEWAY,
             EngineError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,

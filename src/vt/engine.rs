@@ -91,6 +91,10 @@ pub enum EngineError {
     /// A field of the request names nothing usable (a 400 naming it).
     #[error(transparent)]
     Input(#[from] super::payment::InputError),
+    /// Refunds and the shift close: an operator's role does not allow them.
+    #[error("{0}")]
+    SupervisorOnly(&'static str),
+    /// Not possible for this payment (not approved, already cancelled, ...).
     #[error("{0}")]
     NotAllowed(String),
     #[error("the switch gave no answer")]
@@ -222,7 +226,7 @@ impl Engine {
         key: Option<&str>,
     ) -> Result<PaymentResult, EngineError> {
         if request.kind == PaymentKind::Refund && !is_supervisor(operator) {
-            return Err(EngineError::NotAllowed("refunds need a supervisor".into()));
+            return Err(EngineError::SupervisorOnly("refunds need a supervisor"));
         }
         self.once(operator, key, self.pay_now(operator, request, None))
             .await
@@ -530,7 +534,7 @@ impl Engine {
         key: Option<&str>,
     ) -> Result<PaymentResult, EngineError> {
         if !is_supervisor(operator) {
-            return Err(EngineError::NotAllowed("refunds need a supervisor".into()));
+            return Err(EngineError::SupervisorOnly("refunds need a supervisor"));
         }
         self.once(operator, key, self.refund_now(operator, id, amount))
             .await
@@ -601,8 +605,8 @@ impl Engine {
         key: Option<&str>,
     ) -> Result<ShiftCloseResult, EngineError> {
         if !is_supervisor(operator) {
-            return Err(EngineError::NotAllowed(
-                "closing the shift needs a supervisor".into(),
+            return Err(EngineError::SupervisorOnly(
+                "closing the shift needs a supervisor",
             ));
         }
         self.once(operator, key, self.close_now(operator)).await
