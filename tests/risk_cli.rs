@@ -53,11 +53,23 @@ fn rules_check_lists_the_compiled_rules_in_evaluation_order() {
 }
 
 #[test]
-fn rules_check_without_a_config_shows_the_embedded_card_checks() {
+fn rules_check_without_a_config_shows_the_embedded_rules() {
     let out = isoswitch(&["rules", "check"], "");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.starts_with("embedded default: 2 rules"), "{stdout}");
+    // The card checks every channel gets, and the virtual terminal's own two:
+    // the brands its contracts exclude and the recurring CIT/MIT rule.
+    assert!(stdout.starts_with("embedded default: 4 rules"), "{stdout}");
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        names,
+        ["card-number", "expiry", "vt-brands", "recurring"],
+        "{stdout}"
+    );
 }
 
 /// Every `tests/fixtures/risk/invalid/*.toml` starts with `# expect: <text>`
