@@ -4,9 +4,9 @@
 //! the log's volume and cost). One test in its own binary: it owns the global
 //! logger.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::log_capture::Captured;
 use futures_util::{SinkExt, StreamExt};
 use isoswitch::config::Config;
 use isoswitch::frame::{Frame, FrameCodec, FrameConfig};
@@ -16,24 +16,6 @@ use isoswitch::switch::Switch;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-
-/// Log output kept in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const CONFIG: &str = r#"
 [[listener]]
@@ -125,8 +107,7 @@ async fn at_info_declines_get_a_transaction_line_and_approvals_do_not() {
     }
     token.cancel();
 
-    let log =
-        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let log = captured.text();
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(" transaction "))

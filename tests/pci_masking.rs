@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use common::log_capture::Captured;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -19,24 +19,6 @@ use isoswitch::switch::Switch;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-
-/// Log output kept in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A Luhn-valid 16-digit PAN from a 15-digit body.
 fn pan(body: u64) -> String {
@@ -191,8 +173,7 @@ async fn full_pans_track_data_and_icc_data_never_reach_logs_or_metrics() {
     .await;
     token.cancel();
 
-    let logs =
-        String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8 logs");
+    let logs = captured.text();
     let rendered = metrics.render();
     assert!(
         logs.contains("411111******"),
