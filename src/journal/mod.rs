@@ -4,6 +4,7 @@
 
 pub mod card_data;
 pub mod config;
+mod find_sql;
 pub mod idempotency;
 pub mod memory;
 pub mod postgres;

@@ -11,6 +11,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::iso8583::{Mti, ResponseCode};
 use crate::journal::card_data::{saf_record, txn_record, CardVault, Sealed};
+use crate::journal::find_sql::{txn_query, Placeholder, SqlValue};
 use crate::journal::record::{
     InDoubt, Outcome, ReversalFields, SafId, SafItem, SafLink, Stats, StatsRow, TimeRange, TxnId,
     TxnQuery, TxnRecord, NO_ROUTE, PENDING,
@@ -58,65 +59,13 @@ pub(crate) async fn find(
     query: &TxnQuery,
     pan_hash: Option<[u8; 32]>,
 ) -> ReadResult<Vec<TxnRecord>> {
-    let mut sql = format!("SELECT {TXN_COLUMNS} FROM txn WHERE true");
-    let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    let mut bind = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
-        values.push(value);
-        sql.push_str(&clause.replace('?', &format!("${}", values.len())));
-    };
-    if let Some(rrn) = &query.rrn {
-        bind(
-            &mut sql,
-            " AND (terminal_rrn = ? OR upstream_rrn = ?)",
-            Box::new(rrn.clone()),
-        );
-    }
-    if let Some((terminal, stan)) = &query.terminal_stan {
-        bind(&mut sql, " AND terminal_id = ?", Box::new(terminal.clone()));
-        bind(&mut sql, " AND terminal_stan = ?", Box::new(stan.clone()));
-    }
-    if let Some(last4) = &query.last4 {
-        bind(&mut sql, " AND pan_last4 = ?", Box::new(last4.clone()));
-    }
-    if let Some(pan) = &query.pan {
-        bind(
-            &mut sql,
-            " AND pan_last4 = ?",
-            Box::new(pan.last4().to_owned()),
-        );
-    }
-    if let Some(hash) = pan_hash {
-        bind(&mut sql, " AND pan_hash = ?", Box::new(hash.to_vec()));
-    }
-    if let Some(since) = query.range.since_ms {
-        bind(&mut sql, " AND received_at_ms >= ?", Box::new(since));
-    }
-    if let Some(until) = query.range.until_ms {
-        bind(&mut sql, " AND received_at_ms < ?", Box::new(until));
-    }
-    if let Some(terminal) = &query.terminal {
-        bind(&mut sql, " AND terminal_id = ?", Box::new(terminal.clone()));
-    }
-    if let Some(after) = query.after {
-        bind(&mut sql, " AND id > ?", Box::new(after.0));
-    }
-    if let Some(original) = query.original {
-        bind(&mut sql, " AND original_id = ?", Box::new(original.0));
-    }
-    if let Some(by) = query.decided_by {
-        bind(&mut sql, " AND decided_by = ?", Box::new(by.as_str()));
-    }
-    if query.approved_only {
-        sql.push_str(" AND response_code IS NOT NULL");
-    }
-    sql.push_str(" ORDER BY received_at_ms, id");
-    if let Some(limit) = query.limit.filter(|_| !query.approved_only) {
-        bind(
-            &mut sql,
-            " LIMIT ?",
-            Box::new(i64::try_from(limit).unwrap_or(i64::MAX)),
-        );
-    }
+    let (sql, values) = txn_query(
+        TXN_COLUMNS,
+        query,
+        pan_hash.as_ref().map(|h| &h[..]),
+        Placeholder::Dollar,
+    );
+    let values: Vec<Box<dyn ToSql + Sync + Send>> = values.into_iter().map(pg_value).collect();
     let params: Vec<&(dyn ToSql + Sync)> = values
         .iter()
         .map(|v| v.as_ref() as &(dyn ToSql + Sync))
@@ -472,5 +421,14 @@ pub(crate) fn read_error(
             cause: cause(what),
         },
         ReadFailure::Tampered(record) => JournalError::Tampered { record },
+    }
+}
+
+/// A query value as tokio-postgres binds it.
+fn pg_value(value: SqlValue) -> Box<dyn ToSql + Sync + Send> {
+    match value {
+        SqlValue::Text(text) => Box::new(text),
+        SqlValue::Int(n) => Box::new(n),
+        SqlValue::Bytes(bytes) => Box::new(bytes),
     }
 }

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension as _, Row};
 use super::{open_connection, FileIdentity};
 use crate::iso8583::{Mti, ResponseCode};
 use crate::journal::card_data::{card_record, saf_record, txn_record, CardVault, Sealed};
+use crate::journal::find_sql::{txn_query, Placeholder, SqlValue};
 use crate::journal::record::{
     ClearPan, InDoubt, Outcome, ReversalFields, SafId, SafItem, SafLink, Stats, StatsRow,
     TimeRange, TxnId, TxnQuery, TxnRecord, NO_ROUTE, PENDING,
@@ -116,69 +117,13 @@ impl Reader {
         pan_hash: Option<[u8; 32]>,
     ) -> Result<Vec<TxnRecord>, JournalError> {
         self.with("find", |conn, _| {
-            let mut sql = format!("SELECT {TXN_COLUMNS} FROM txn WHERE 1 = 1");
-            let mut values: Vec<Box<dyn ToSql>> = Vec::new();
-            let mut bind = |sql: &mut String, clause: &str, value: Box<dyn ToSql>| {
-                values.push(value);
-                sql.push_str(&clause.replace('?', &format!("?{}", values.len())));
-            };
-            if let Some(rrn) = &query.rrn {
-                bind(
-                    &mut sql,
-                    " AND (terminal_rrn = ? OR upstream_rrn = ?)",
-                    Box::new(rrn.clone()),
-                );
-            }
-            if let Some((terminal, stan)) = &query.terminal_stan {
-                bind(&mut sql, " AND terminal_id = ?", Box::new(terminal.clone()));
-                bind(&mut sql, " AND terminal_stan = ?", Box::new(stan.clone()));
-            }
-            if let Some(last4) = &query.last4 {
-                bind(&mut sql, " AND pan_last4 = ?", Box::new(last4.clone()));
-            }
-            if let Some(pan) = &query.pan {
-                // The hash has no index (schema 2): its last four digits narrow first.
-                bind(
-                    &mut sql,
-                    " AND pan_last4 = ?",
-                    Box::new(pan.last4().to_owned()),
-                );
-            }
-            if let Some(hash) = pan_hash {
-                bind(&mut sql, " AND pan_hash = ?", Box::new(hash.to_vec()));
-            }
-            if let Some(since) = query.range.since_ms {
-                bind(&mut sql, " AND received_at_ms >= ?", Box::new(since));
-            }
-            if let Some(until) = query.range.until_ms {
-                bind(&mut sql, " AND received_at_ms < ?", Box::new(until));
-            }
-            if let Some(terminal) = &query.terminal {
-                bind(&mut sql, " AND terminal_id = ?", Box::new(terminal.clone()));
-            }
-            if let Some(after) = query.after {
-                bind(&mut sql, " AND id > ?", Box::new(after.0));
-            }
-            if let Some(original) = query.original {
-                bind(&mut sql, " AND original_id = ?", Box::new(original.0));
-            }
-            if let Some(by) = query.decided_by {
-                bind(&mut sql, " AND decided_by = ?", Box::new(by.as_str()));
-            }
-            if query.approved_only {
-                // Which codes approve is `ResponseCode::is_approval`'s to
-                // say, below; here only the unanswered are left out.
-                sql.push_str(" AND response_code IS NOT NULL");
-            }
-            sql.push_str(" ORDER BY received_at_ms, id");
-            // With approved_only, rows are dropped below, so the limit is too.
-            if let Some(limit) = query.limit.filter(|_| !query.approved_only) {
-                bind(
-                    &mut sql,
-                    " LIMIT ?",
-                    Box::new(i64::try_from(limit).unwrap_or(i64::MAX)),
-                );
-            }
+            let (sql, values) = txn_query(
+                TXN_COLUMNS,
+                query,
+                pan_hash.as_ref().map(|h| &h[..]),
+                Placeholder::Question,
+            );
+            let values: Vec<Box<dyn ToSql>> = values.into_iter().map(sqlite_value).collect();
             let mut statement = conn.prepare(&sql)?;
             let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
             let mut rows = statement.query(params.as_slice())?;
@@ -586,4 +531,13 @@ fn close_from_row(row: &Row<'_>) -> ReadResult<ShiftClose> {
                 .ok_or_else(|| corrupt("column response_code"))?,
         },
     })
+}
+
+/// A query value as rusqlite binds it.
+fn sqlite_value(value: SqlValue) -> Box<dyn ToSql> {
+    match value {
+        SqlValue::Text(text) => Box::new(text),
+        SqlValue::Int(n) => Box::new(n),
+        SqlValue::Bytes(bytes) => Box::new(bytes),
+    }
 }
