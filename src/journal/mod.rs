@@ -10,6 +10,7 @@ pub mod memory;
 pub mod postgres;
 pub mod record;
 pub mod recurring;
+mod rows;
 pub mod shift;
 pub mod sqlite;
 

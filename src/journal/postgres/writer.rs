@@ -17,31 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 
-use crate::journal::card_data::Sealed;
-use crate::journal::record::{Outcome, Purged, ReversalState, SafKind, TxnRecord};
+use crate::journal::record::{Outcome, Purged, ReversalState};
 use crate::journal::shift::ShiftCloseNew;
 use crate::journal::{Cause, HealthCell, JournalError};
 
-/// A transaction's first row, its reversal fields sealed by the caller.
-#[derive(Debug)]
-pub(crate) struct TxnRow {
-    pub record: TxnRecord,
-    pub pan_last4: Option<String>,
-    pub fields: Option<Sealed>,
-}
-
-/// A queue item's first row, its fields sealed by the caller.
-#[derive(Debug)]
-pub(crate) struct SafRow {
-    pub id: i64,
-    pub issuer: String,
-    pub kind: SafKind,
-    pub mti: String,
-    pub txn_id: Option<i64>,
-    pub created_at_ms: i64,
-    pub expires_at_ms: i64,
-    pub fields: Sealed,
-}
+pub(crate) use crate::journal::rows::{SafRow, TxnRow};
 
 /// A shift close as stored: the totals already JSON.
 #[derive(Debug)]

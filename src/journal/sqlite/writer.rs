@@ -15,33 +15,12 @@ use super::syncer::{Answer, Syncer};
 use super::telemetry::JournalMetrics;
 use super::{open_connection, FileIdentity};
 use crate::journal::card_data::Sealed;
-use crate::journal::record::{Outcome, Purged, ReversalState, SafKind, TxnRecord};
+use crate::journal::record::{Outcome, Purged, ReversalState};
 use crate::journal::recurring::ScheduleRecord;
 use crate::journal::shift::ShiftCloseNew;
 use crate::journal::{HealthCell, JournalError};
 
-/// A transaction's first row as [`TxnRecord::begun`] builds it, with the
-/// last four digits to index and the reversal fields sealed by the caller (so
-/// that work runs in parallel).
-#[derive(Debug)]
-pub(crate) struct TxnRow {
-    pub record: TxnRecord,
-    pub pan_last4: Option<String>,
-    pub fields: Option<Sealed>,
-}
-
-/// A queue item's first row, its fields sealed by the caller.
-#[derive(Debug)]
-pub(crate) struct SafRow {
-    pub id: i64,
-    pub issuer: String,
-    pub kind: SafKind,
-    pub mti: String,
-    pub txn_id: Option<i64>,
-    pub created_at_ms: i64,
-    pub expires_at_ms: i64,
-    pub fields: Sealed,
-}
+pub(crate) use crate::journal::rows::{SafRow, TxnRow};
 
 /// A card on file as stored: its number sealed.
 #[derive(Debug)]
