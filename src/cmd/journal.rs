@@ -162,7 +162,7 @@ pub fn run(command: JournalCommand) -> Result<()> {
 /// small runtime of its own). Both give the same records, so the output is
 /// the same.
 enum Source {
-    Sqlite(JournalReader),
+    Sqlite(Box<JournalReader>),
     Postgres(Box<(PgReader, tokio::runtime::Runtime)>),
 }
 
@@ -186,7 +186,9 @@ impl Source {
                 let reader = runtime.block_on(PgReader::open(url, key))?;
                 Ok(Source::Postgres(Box::new((reader, runtime))))
             }
-            None => Ok(Source::Sqlite(SqliteJournal::open_read_only(db, key)?)),
+            None => Ok(Source::Sqlite(Box::new(SqliteJournal::open_read_only(
+                db, key,
+            )?))),
         }
     }
 

@@ -3,6 +3,7 @@
 //! (and, by default, a second that syncs the log meanwhile); reads use their
 //! own connection. Card data is sealed before it is queued.
 
+mod checkpointer;
 mod idempotency;
 mod read_only;
 mod reader;
@@ -23,6 +24,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use self::checkpointer::Checkpointer;
 pub use self::read_only::JournalReader;
 use self::reader::Reader;
 use self::syncer::Syncer;
@@ -118,14 +120,17 @@ pub(crate) fn open_connection(
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(failed(format!("journal_mode is {mode}, not wal").into()));
         }
-        // Checkpoints every 16 384 pages (64 MiB of log) rather than 1 000:
-        // the hot index pages each batch rewrites are copied back once, not
-        // every few commits. The cache is sized to hold them.
+        // Checkpoints are the checkpointer thread's (`checkpointer.rs`): the
+        // writer's connection only watches the log grow. The cache holds
+        // the hot index pages of a busy journal (per-terminal and per-card
+        // indexes touch a page per terminal), so commits do not read them
+        // back from the file.
         conn.execute_batch(
             "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -8192; PRAGMA wal_autocheckpoint = 16384;",
+             PRAGMA cache_size = -65536;",
         )
         .map_err(|e| failed(e.into()))?;
+        checkpointer::watch_log(&conn);
         schema::migrate(&mut conn).map_err(|e| failed(e.into()))?;
     }
     conn.set_prepared_statement_cache_capacity(32);
@@ -206,9 +211,14 @@ impl SqliteJournal {
                 path: path.clone(),
                 cause: Arc::new(e),
             })?;
+        let checkpointer = Checkpointer::start(path.clone()).map_err(|e| JournalError::Open {
+            path: path.clone(),
+            cause: Arc::new(e),
+        })?;
         let writer = Writer {
             path: path.clone(),
             conn: Some((conn, identity)),
+            checkpointer,
             max_batch: max_batch.max(1),
             health: Arc::clone(&health),
             metrics: metrics.clone(),

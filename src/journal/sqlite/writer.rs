@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpointer::{self, Checkpointer};
 use super::syncer::{Answer, Syncer};
 use super::telemetry::JournalMetrics;
 use super::{open_connection, FileIdentity};
@@ -130,6 +131,8 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct Writer {
     pub path: PathBuf,
     pub conn: Option<(Connection, FileIdentity)>,
+    /// Copies the log back into the database off this thread.
+    pub checkpointer: Checkpointer,
     pub max_batch: usize,
     pub health: Arc<HealthCell>,
     pub metrics: JournalMetrics,
@@ -193,6 +196,7 @@ impl Writer {
         let started = Instant::now();
         let committed = self
             .try_commit(batch)
+            .inspect(|_| self.after_commit())
             .and_then(|results| match self.syncer.is_some() {
                 true => self.wal().map(|wal| (results, Some(wal))),
                 false => Ok((results, None)),
@@ -232,6 +236,30 @@ impl Writer {
                         let _ = ack.send(Err(error.clone()));
                     }
                 }
+            }
+        }
+    }
+
+    /// Hands the log to the checkpointer, or, if it has grown past what the
+    /// checkpointer should have kept it to, checkpoints here. What was
+    /// committed stays committed either way: a failed checkpoint only
+    /// leaves the log longer, and is logged.
+    fn after_commit(&mut self) {
+        let pages = checkpointer::pages_after_commit();
+        if pages < checkpointer::WRITER_CHECKPOINT_PAGES {
+            self.checkpointer.after_commit(pages);
+            return;
+        }
+        let Some((conn, _)) = &self.conn else {
+            return;
+        };
+        if let Err(error) = checkpointer::checkpoint_in_writer(conn) {
+            if self
+                .last_logged
+                .map_or(true, |at| at.elapsed() >= LOG_INTERVAL)
+            {
+                self.last_logged = Some(Instant::now());
+                tracing::warn!(path = %self.path.display(), %error, pages, "journal checkpoint in the writer failed; the log keeps growing");
             }
         }
     }
