@@ -145,9 +145,14 @@ impl ReversalFields {
         2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 32, 37, 38, 39, 41, 42, 49, 90,
     ];
 
+    /// None yet, with room for a reversal's usual fields.
+    pub fn with_room() -> ReversalFields {
+        ReversalFields(Vec::with_capacity(160))
+    }
+
     /// The kept fields present in `message`.
     pub fn from_message(message: &Message) -> ReversalFields {
-        let mut fields = ReversalFields(Vec::with_capacity(160));
+        let mut fields = ReversalFields::with_room();
         for n in Self::KEPT {
             if let Some(value) = message.get(n) {
                 fields.push(n, value);
@@ -165,16 +170,22 @@ impl ReversalFields {
     }
 
     /// Sets one field; fields outside [`Self::KEPT`] are refused.
-    pub fn set(&mut self, field: u8, value: impl Into<Vec<u8>>) -> bool {
+    pub fn set(&mut self, field: u8, value: impl AsRef<[u8]>) -> bool {
         if !Self::KEPT.contains(&field) {
             return false;
         }
-        let value = value.into();
+        let value = value.as_ref();
+        if self.iter().last().map_or(true, |(last, _)| last < field) {
+            // Fields set in ascending order (as a reversal is built, once
+            // per forwarded request) append in place.
+            self.push(field, value);
+            return true;
+        }
         let mut rebuilt = ReversalFields(Vec::with_capacity(self.0.len() + value.len() + 3));
         let mut placed = false;
         for (n, existing) in self.iter() {
             if !placed && n >= field {
-                rebuilt.push(field, &value);
+                rebuilt.push(field, value);
                 placed = true;
             }
             if n != field {
@@ -182,7 +193,7 @@ impl ReversalFields {
             }
         }
         if !placed {
-            rebuilt.push(field, &value);
+            rebuilt.push(field, value);
         }
         *self = rebuilt;
         true

@@ -57,7 +57,7 @@ pub(super) fn outcome_of(response: &Message, decided_by: DecidedBy, started: Ins
 /// [`reversal_for`](crate::upstream::reversal_for) builds, straight into the
 /// journal's encoding (no copy of the request).
 pub(super) fn reversal_of(request: &Message, stan: Stan) -> ReversalFields {
-    let mut reversal = ReversalFields::default();
+    let mut reversal = ReversalFields::with_room();
     for n in REVERSAL_FIELDS {
         let value = if n == 11 {
             Some(&stan.to_digits()[..])
