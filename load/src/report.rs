@@ -398,9 +398,14 @@ impl Report {
             self.throughput_per_s
         );
         let l = &self.latency_us;
+        let from = if per_connection.is_empty() {
+            "from intended send time"
+        } else {
+            "from the start of the connect"
+        };
         let _ = writeln!(
             out,
-            "  latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples, from intended send time)",
+            "  latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples, {from})",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean, l.count
         );
         let codes: Vec<String> = self

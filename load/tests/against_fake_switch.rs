@@ -228,7 +228,12 @@ async fn connect_per_request_opens_a_connection_for_each_request() {
     let report = run(config(&fake, Mode::ConnectPerRequest, 4, 150)).await;
     assert_one_connection_per_request(&report, &fake, 150);
     assert_eq!(report.latency_us.count, 150);
-    assert!(report.summary().contains("new connections/s"));
+    let summary = report.summary();
+    assert!(summary.contains("new connections/s"), "{summary}");
+    assert!(
+        summary.contains("from the start of the connect"),
+        "{summary}"
+    );
 }
 
 #[tokio::test]
