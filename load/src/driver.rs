@@ -1,6 +1,7 @@
 //! Drives the connections: connect (plain TCP or TLS), offer load closed-loop
-//! (N × window, each response triggering the next request) or open-loop (a fixed
-//! arrival rate), match responses to requests by STAN, expire timeouts, and hand
+//! (N × window, each response triggering the next request), open-loop (a fixed
+//! arrival rate) or connect-per-request (`dial`: a new connection for every
+//! request), match responses to requests by STAN, expire timeouts, and hand
 //! the counts to `report`.
 //!
 //! Open-loop latency is measured from each request's *intended* send time
@@ -23,9 +24,10 @@ use isoswitch::frame::{Frame, FrameCodec, FrameConfig, FrameError, Tpdu};
 use isoswitch::iso8583::fields::mask_pan;
 use isoswitch::iso8583::{Message, Mti, ResponseCode, Spec, Stan};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
+
+mod dial;
 
 use crate::pacer::Pacer;
 use crate::report::{self, micros_between, ModeReport, Report, Tally};
@@ -48,6 +50,10 @@ pub enum Mode {
     /// `rate` requests per second across all connections, request i intended at
     /// t0 + i/rate on connection i mod N; at most `max_outstanding` per connection.
     Open { rate: f64, max_outstanding: usize },
+    /// Dial-up and GPRS terminals: each of the N workers connects (and shakes
+    /// hands when TLS is on), sends one request, reads its answer and closes,
+    /// then starts over. Latency runs from the start of the connect.
+    ConnectPerRequest,
 }
 
 /// TLS towards the switch.
@@ -121,6 +127,9 @@ impl RunConfig {
                 rate_per_s: rate,
                 max_outstanding_per_connection: max_outstanding,
             },
+            Mode::ConnectPerRequest => ModeReport::ConnectPerRequest {
+                concurrency: self.connections,
+            },
         }
     }
 }
@@ -143,8 +152,9 @@ pub fn check_scenario_fits_spec(scenario: &Scenario, spec: &Spec) -> Result<()> 
 
 /// Runs the load and returns the report. Connects every connection first, so the
 /// schedule starts only when all are up; a failed connect ends the run with an
-/// error. Cancelling `stop` ends sending early; outstanding requests still get
-/// their answer or their timeout.
+/// error. Connect-per-request connects inside the run instead, and counts a
+/// failed connect as an error of its transaction. Cancelling `stop` ends
+/// sending early; outstanding requests still get their answer or their timeout.
 pub async fn run(
     config: RunConfig,
     scenario: Arc<Scenario>,
@@ -152,12 +162,15 @@ pub async fn run(
 ) -> Result<Report> {
     config.check()?;
     check_scenario_fits_spec(&scenario, &config.spec)?;
+    let dialling = config.mode == Mode::ConnectPerRequest;
     let mut streams = Vec::with_capacity(config.connections);
-    for index in 0..config.connections {
-        let stream = connect(&config)
-            .await
-            .with_context(|| format!("connection {} to {}", index + 1, config.target))?;
-        streams.push(stream);
+    if !dialling {
+        for index in 0..config.connections {
+            let stream = connect(&config)
+                .await
+                .with_context(|| format!("connection {} to {}", index + 1, config.target))?;
+            streams.push(stream);
+        }
     }
 
     let start = Instant::now();
@@ -166,7 +179,8 @@ pub async fn run(
     let mismatch_lines = Arc::new(AtomicU32::new(0));
     let mut tallies = Vec::with_capacity(config.connections);
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, stream) in streams.into_iter().enumerate() {
+    let mut streams = streams.into_iter();
+    for index in 0..config.connections {
         let tally = Arc::new(Mutex::new(Tally::default()));
         tallies.push(tally.clone());
         let connection = Connection::new(
@@ -180,7 +194,12 @@ pub async fn run(
             mismatch_lines.clone(),
         );
         let stop = stop.clone();
-        tasks.spawn(async move { connection.run(stream, stop).await });
+        if dialling {
+            let dialer = dial::Dialer::new(&config);
+            tasks.spawn(async move { connection.dial(dialer, stop).await });
+        } else if let Some(stream) = streams.next() {
+            tasks.spawn(async move { connection.run(stream, stop).await });
+        }
     }
 
     let mut ticker = tokio::time::interval_at(
@@ -262,26 +281,7 @@ trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> ByteStream for T {}
 
 async fn connect(config: &RunConfig) -> Result<Box<dyn ByteStream>> {
-    let limit = config.timeout;
-    let tcp = tokio::time::timeout(limit, TcpStream::connect(config.addr))
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting: no answer within {} ms", limit.as_millis()))?
-        .context("connecting")?;
-    // Requests are small and latency is what we measure: no Nagle delay.
-    tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
-    match &config.tls {
-        None => Ok(Box::new(tcp)),
-        Some(tls) => {
-            let stream =
-                tokio::time::timeout(limit, tls.connector.connect(tls.server_name.clone(), tcp))
-                    .await
-                    .map_err(|_| {
-                        anyhow::anyhow!("TLS handshake: no answer within {} ms", limit.as_millis())
-                    })?
-                    .context("TLS handshake")?;
-            Ok(Box::new(stream))
-        }
-    }
+    Ok(dial::Dialer::new(config).connect().await?)
 }
 
 /// One request waiting for its response.
@@ -368,6 +368,21 @@ impl Outstanding {
             self.deadlines.pop_front();
         }
         None
+    }
+
+    /// Times out every outstanding request; returns how many.
+    fn expire_all(&mut self) -> u64 {
+        let stans: Vec<u32> = self.pending.keys().copied().collect();
+        self.timed_out.extend(stans.iter().copied());
+        self.forget_all()
+    }
+
+    /// Drops every outstanding request without a trace; returns how many.
+    fn forget_all(&mut self) -> u64 {
+        let n = self.pending.len() as u64;
+        self.pending.clear();
+        self.deadlines.clear();
+        n
     }
 
     /// Removes and counts the requests whose deadline is at or before `now`.
@@ -470,6 +485,7 @@ impl Connection {
     }
 
     async fn run(mut self, stream: Box<dyn ByteStream>, stop: CancellationToken) {
+        lock(&self.tally).connections_opened += 1;
         let (read, write) = tokio::io::split(stream);
         let mut reader = FramedRead::new(read, FrameCodec::new(self.frame));
         let mut writer = FramedWrite::new(write, FrameCodec::new(self.frame));
@@ -813,7 +829,7 @@ impl Connection {
         let lost = self.outstanding.len() as u64;
         {
             let mut tally = lock(&self.tally);
-            tally.connection_errors += 1;
+            tally.count_connection_error(why);
             tally.lost += lost;
         }
         self.say(&format!("{why}; {lost} outstanding requests lost"));

@@ -29,7 +29,10 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
     about = "ISO 8583 load generator for isoswitch: closed loop (--window) or open loop (--rate), HDR latency",
     after_help = "Closed loop: each of --connections keeps --window requests outstanding; every response \
 immediately triggers the next request. Open loop: --rate requests per second across all connections, \
-latency measured from each request's intended send time, so a stalled switch shows in the tail.\n\n\
+latency measured from each request's intended send time, so a stalled switch shows in the tail. \
+Connect per request (--connect-per-request): each of --connections workers connects (and shakes hands \
+with --tls-ca), sends one request, reads its answer and closes, then starts over; latency runs from the \
+start of the connect, and throughput is new connections per second.\n\n\
 The run sends for --warmup plus --duration, or until --requests are sent, whichever comes first, then \
 waits for the outstanding responses (at most --timeout-ms). Exit status: 0 clean, 1 any mismatch, \
 timeout, connection or decode error, 2 the run could not start."
@@ -71,6 +74,11 @@ struct Cli {
     /// Open loop: requests per second across all connections.
     #[arg(long)]
     rate: Option<f64>,
+    /// A new connection for every request, as dial-up and GPRS terminals do:
+    /// connect (TLS handshake with --tls-ca), send, read the answer, close;
+    /// --connections of these run at a time.
+    #[arg(long, conflicts_with_all = ["rate", "window"])]
+    connect_per_request: bool,
     /// Open loop: requests outstanding per connection before further due requests
     /// are counted as unsent errors.
     #[arg(long, default_value_t = 10_000)]
@@ -141,6 +149,7 @@ async fn run(cli: Cli) -> Result<Report> {
         None => None,
     };
     let mode = match (cli.rate, cli.window) {
+        _ if cli.connect_per_request => Mode::ConnectPerRequest,
         (Some(rate), _) => Mode::Open {
             rate,
             max_outstanding: cli.max_outstanding,
@@ -256,5 +265,18 @@ mod tests {
         assert_eq!(cli.header, LengthHeader::Ascii4);
         assert_eq!(cli.duration, Some(Duration::from_secs(2)));
         assert!(Cli::try_parse_from(["loadgen", "--header", "3x"]).is_err());
+    }
+
+    #[test]
+    fn connect_per_request_takes_neither_window_nor_rate() {
+        for other in [["--window", "4"], ["--rate", "100"]] {
+            let both =
+                Cli::try_parse_from(["loadgen", "--connect-per-request", other[0], other[1]]);
+            assert!(both.is_err(), "{other:?}");
+        }
+        let cli = Cli::try_parse_from(["loadgen", "--connect-per-request", "--connections", "64"])
+            .expect("valid");
+        assert!(cli.connect_per_request);
+        assert_eq!(cli.connections, 64);
     }
 }

@@ -47,6 +47,12 @@ pub struct Tally {
     pub foreign: u64,
     pub decode_errors: u64,
     pub connection_errors: u64,
+    /// Connection errors by what went wrong ("connecting: Connection refused
+    /// (os error 111)", "TLS handshake: ...").
+    pub connection_error_reasons: BTreeMap<String, u64>,
+    /// Connections opened (and handshaken, with TLS); in connect-per-request,
+    /// one per transaction that got as far as sending.
+    pub connections_opened: u64,
     /// Requests outstanding when their connection failed.
     pub lost: u64,
     /// Open loop: requests due while the connection already had its cap outstanding.
@@ -74,6 +80,8 @@ impl Default for Tally {
             foreign: 0,
             decode_errors: 0,
             connection_errors: 0,
+            connection_error_reasons: BTreeMap::new(),
+            connections_opened: 0,
             lost: 0,
             unsent: 0,
             latency: latency_histogram(),
@@ -96,6 +104,17 @@ impl Tally {
             + self.unsent
     }
 
+    /// Counts a connection error under its reason.
+    pub fn count_connection_error(&mut self, reason: &str) {
+        self.connection_errors += 1;
+        match self.connection_error_reasons.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => {
+                self.connection_error_reasons.insert(reason.to_string(), 1);
+            }
+        }
+    }
+
     /// Adds `other` in (the interval histograms are left alone).
     pub fn merge(&mut self, other: &Tally) {
         self.sent += other.sent;
@@ -112,6 +131,13 @@ impl Tally {
         self.foreign += other.foreign;
         self.decode_errors += other.decode_errors;
         self.connection_errors += other.connection_errors;
+        for (reason, n) in &other.connection_error_reasons {
+            *self
+                .connection_error_reasons
+                .entry(reason.clone())
+                .or_default() += n;
+        }
+        self.connections_opened += other.connections_opened;
         self.lost += other.lost;
         self.unsent += other.unsent;
         // Same bounds on both sides, so adding cannot fail.
@@ -206,6 +232,8 @@ pub struct ErrorCounts {
     pub mismatches: u64,
     pub timeouts: u64,
     pub connection_errors: u64,
+    /// The connection errors by reason.
+    pub connection_error_reasons: BTreeMap<String, u64>,
     pub decode_errors: u64,
     pub unknown_stan: u64,
     /// Answers carrying another request's terminal id, card or amount.
@@ -227,6 +255,9 @@ pub enum ModeReport {
         rate_per_s: f64,
         max_outstanding_per_connection: usize,
     },
+    /// Each transaction on a connection of its own (connect, request, answer,
+    /// close), `concurrency` at a time.
+    ConnectPerRequest { concurrency: usize },
 }
 
 /// The result of a run.
@@ -243,6 +274,9 @@ pub struct Report {
     pub requests_sent: u64,
     pub responses: u64,
     pub responses_measured: u64,
+    /// Connections opened; in connect-per-request, throughput is also new
+    /// connections per second.
+    pub connections_opened: u64,
     /// Measured responses per second of the measured period.
     pub throughput_per_s: f64,
     /// From the intended send time to the response, measured requests only.
@@ -286,6 +320,7 @@ impl Report {
             requests_sent: tally.sent,
             responses: tally.responses,
             responses_measured: tally.measured,
+            connections_opened: tally.connections_opened,
             throughput_per_s: (throughput_per_s * 10.0).round() / 10.0,
             latency_us: LatencySummary::of(&tally.latency),
             response_codes: tally
@@ -299,6 +334,7 @@ impl Report {
                 mismatches: tally.mismatches,
                 timeouts: tally.timeouts,
                 connection_errors: tally.connection_errors,
+                connection_error_reasons: tally.connection_error_reasons.clone(),
                 decode_errors: tally.decode_errors,
                 unknown_stan: tally.unknown_stan,
                 foreign_answers: tally.foreign,
@@ -336,6 +372,9 @@ impl Report {
             } => format!(
                 "open loop, {rate_per_s}/s over {connections} connections (at most {max_outstanding_per_connection} outstanding each)"
             ),
+            ModeReport::ConnectPerRequest { concurrency } => format!(
+                "connect per request, {concurrency} at a time (connect, request, answer, close)"
+            ),
         };
         let _ = writeln!(out, "scenario {} → {}, {mode}", self.scenario, self.target);
         let _ = writeln!(
@@ -345,18 +384,28 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  requests    {} sent, {} responses ({} measured)",
-            self.requests_sent, self.responses, self.responses_measured
+            "  requests    {} sent, {} responses ({} measured), {} connections opened",
+            self.requests_sent, self.responses, self.responses_measured, self.connections_opened
         );
+        let per_connection = if matches!(self.mode, ModeReport::ConnectPerRequest { .. }) {
+            " (= new connections/s)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  throughput  {:.1} responses/s",
+            "  throughput  {:.1} responses/s{per_connection}",
             self.throughput_per_s
         );
         let l = &self.latency_us;
+        let from = if per_connection.is_empty() {
+            "from intended send time"
+        } else {
+            "from the start of the connect"
+        };
         let _ = writeln!(
             out,
-            "  latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples, from intended send time)",
+            "  latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples, {from})",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean, l.count
         );
         let codes: Vec<String> = self
@@ -386,6 +435,9 @@ impl Report {
             "  errors      {}  (mismatches {}, timeouts {}, connection {}, decode {}, unknown STAN {}, foreign {}, unsent {}, lost {})",
             e.total, e.mismatches, e.timeouts, e.connection_errors, e.decode_errors, e.unknown_stan, e.foreign_answers, e.unsent, e.lost
         );
+        for (reason, n) in &e.connection_error_reasons {
+            let _ = writeln!(out, "  connection  {n} × {reason}");
+        }
         out
     }
 }

@@ -205,6 +205,85 @@ async fn a_run_against_a_closed_port_fails_to_start() {
     assert!(format!("{e:#}").contains("connection 1"), "{e:#}");
 }
 
+// ---------------------------------------------------- connect per request
+
+/// Every request came on a connection of its own and got its own answer.
+fn assert_one_connection_per_request(report: &Report, fake: &FakeSwitch, requests: u64) {
+    assert_eq!(report.requests_sent, requests);
+    assert_eq!(report.responses, requests);
+    assert_eq!(report.connections_opened, requests);
+    assert_eq!(fake.seen.accepted.load(Ordering::Relaxed), requests);
+    assert_eq!(fake.seen.requests.load(Ordering::Relaxed), requests);
+    assert_eq!(fake.seen.most_per_connection.load(Ordering::Relaxed), 1);
+    let declined = fake.seen.special[0].load(Ordering::Relaxed);
+    assert!(declined > 0, "the mix includes the declined card");
+    assert_eq!(report.response_codes.get("05").copied(), Some(declined));
+    assert_eq!(report.errors.total, 0, "{report:?}");
+    assert!(report.is_clean());
+}
+
+#[tokio::test]
+async fn connect_per_request_opens_a_connection_for_each_request() {
+    let fake = fake_switch::start(declines_correctly()).await;
+    let report = run(config(&fake, Mode::ConnectPerRequest, 4, 150)).await;
+    assert_one_connection_per_request(&report, &fake, 150);
+    assert_eq!(report.latency_us.count, 150);
+    let summary = report.summary();
+    assert!(summary.contains("new connections/s"), "{summary}");
+    assert!(
+        summary.contains("from the start of the connect"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn connect_per_request_over_tls_shakes_hands_for_each_request() {
+    let pki = fake_switch::test_pki("dial");
+    let fake = fake_switch::start_with(declines_correctly(), Some(pki.acceptor.clone())).await;
+    let mut cfg = config(&fake, Mode::ConnectPerRequest, 2, 40);
+    cfg.tls = Some(loadgen::tls::target(&pki.ca_file, "localhost").expect("TLS client config"));
+    let report = run(cfg).await;
+    assert_one_connection_per_request(&report, &fake, 40);
+}
+
+#[tokio::test]
+async fn connect_per_request_counts_a_refused_connect_with_its_reason() {
+    let fake = fake_switch::start(declines_correctly()).await;
+    let closed = ports::HeldPort::new();
+    let mut cfg = config(&fake, Mode::ConnectPerRequest, 1, 3);
+    cfg.addr = closed.addr();
+    let report = run(cfg).await;
+    assert_eq!(report.requests_sent, 0, "nothing could be sent");
+    assert_eq!(report.connections_opened, 0);
+    assert_eq!(report.errors.connection_errors, 3);
+    assert_eq!(report.errors.total, 3);
+    let reasons = &report.errors.connection_error_reasons;
+    assert_eq!(reasons.values().sum::<u64>(), 3, "{reasons:?}");
+    assert!(
+        reasons.keys().all(|r| r.starts_with("connecting: ")),
+        "{reasons:?}"
+    );
+    assert!(report.summary().contains("3 × connecting: "));
+}
+
+#[tokio::test]
+async fn connect_per_request_times_out_an_unanswered_request_and_goes_on() {
+    let fake = fake_switch::start(Behaviour {
+        codes: vec![(DECLINED, "05")],
+        drop_request: Some(3),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut cfg = config(&fake, Mode::ConnectPerRequest, 1, 10);
+    cfg.timeout = Duration::from_millis(300);
+    let report = run(cfg).await;
+    assert_eq!(report.requests_sent, 10);
+    assert_eq!(report.responses, 9);
+    assert_eq!(report.errors.timeouts, 1);
+    assert_eq!(report.errors.total, 1, "{report:?}");
+    assert_eq!(fake.seen.accepted.load(Ordering::Relaxed), 10);
+}
+
 // ------------------------------------------------------------- the binary
 
 fn smoke_scenario() -> PathBuf {

@@ -5,16 +5,21 @@
 //! answer to what one read brought is written in one go). What loadgen
 //! measures against it is the cost of the network, the kernel and loadgen
 //! itself on this machine; `load/shapes.sh` reports the switch as a share
-//! of it.
+//! of it. With `--tls-cert` and `--tls-key` it speaks TLS through the
+//! switch's own acceptor (rustls, ring), so connect-per-request over TLS has
+//! a floor too.
 //!
-//!   floor --bind 127.0.0.1:18600 [--threads 1]
+//!   floor --bind 127.0.0.1:18600 [--threads 1] [--tls-cert cert.pem --tls-key key.pem]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use isoswitch::tls::ListenerTls;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// Read buffer per connection; a frame may be up to 65 535 bytes.
 const READ_CHUNK: usize = 64 * 1024;
@@ -31,6 +36,12 @@ struct Cli {
     /// Runtime worker threads (0: one per core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Serve TLS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +50,23 @@ fn main() -> ExitCode {
         eprintln!("floor: --bind {}: only loopback addresses", cli.bind);
         return ExitCode::from(2);
     }
+    let tls = match (cli.tls_cert, cli.tls_key) {
+        (Some(cert), Some(key)) => {
+            let settings = ListenerTls {
+                cert,
+                key,
+                client_ca: None,
+            };
+            match isoswitch::tls::acceptor(&settings) {
+                Ok(acceptor) => Some(acceptor),
+                Err(e) => {
+                    eprintln!("floor: TLS: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
     let runtime = match isoswitch::runtime::build(cli.threads) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -46,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(serve(cli.bind)) {
+    match runtime.block_on(serve(cli.bind, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("floor: {e}");
@@ -55,28 +83,44 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(bind: SocketAddr) -> std::io::Result<()> {
+async fn serve(bind: SocketAddr, tls: Option<TlsAcceptor>) -> std::io::Result<()> {
     let listener = TcpListener::bind(bind).await?;
-    eprintln!("floor: listening on {}", listener.local_addr()?);
+    let over = if tls.is_some() { " (TLS)" } else { "" };
+    eprintln!("floor: listening on {}{over}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        tokio::spawn(answer(stream));
+        match &tls {
+            None => {
+                tokio::spawn(answer(stream));
+            }
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    if let Ok(stream) = handshake.await {
+                        answer(stream).await;
+                    }
+                });
+            }
+        }
     }
 }
 
 /// Answers every whole frame each read brings, in one write; keeps a partial
 /// frame for the next read. Ends quietly when the peer goes.
-async fn answer(mut stream: TcpStream) {
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    // Read straight into the spare capacity: no zeroed chunk per connection,
+    // which a connection per request would pay for every transaction.
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut chunk = vec![0u8; READ_CHUNK];
     loop {
-        let n = match stream.read(&mut chunk).await {
+        if buffer.capacity() - buffer.len() < READ_CHUNK / 2 {
+            buffer.reserve(READ_CHUNK);
+        }
+        match stream.read_buf(&mut buffer).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        buffer.extend_from_slice(&chunk[..n]);
+            Ok(_) => {}
+        }
         let used = flip_frames(&buffer, &mut out);
         buffer.drain(..used);
         if !out.is_empty() {

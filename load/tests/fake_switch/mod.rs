@@ -33,6 +33,10 @@ pub struct Behaviour {
 /// What the fake saw.
 #[derive(Default)]
 pub struct Seen {
+    /// Connections accepted (before any TLS handshake).
+    pub accepted: AtomicU64,
+    /// The most requests any one connection carried.
+    pub most_per_connection: AtomicU64,
     pub requests: AtomicU64,
     /// Requests per configured PAN, in the order of `Behaviour::codes`.
     pub special: [AtomicU64; 4],
@@ -69,6 +73,7 @@ pub async fn start_with(
     let shared = seen.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            shared.accepted.fetch_add(1, Ordering::Relaxed);
             let (spec, behaviour, seen) = (spec.clone(), behaviour.clone(), shared.clone());
             match tls.clone() {
                 None => {
@@ -94,11 +99,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     seen: Arc<Seen>,
 ) {
     let mut framed = Framed::new(stream, FrameCodec::new(FrameConfig::default()));
+    let mut carried = 0u64;
     while let Some(Ok(first)) = framed.next().await {
         let mut batch = vec![first];
         while let Some(Some(Ok(frame))) = framed.next().now_or_never() {
             batch.push(frame);
         }
+        carried += batch.len() as u64;
+        seen.most_per_connection
+            .fetch_max(carried, Ordering::Relaxed);
         if batch.len() > 1 {
             seen.reordered
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
