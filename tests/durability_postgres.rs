@@ -5,7 +5,10 @@
 //! purchases once its heartbeat is stale. Judged at the simulator's record:
 //! every purchase a terminal did not hear approved is reversed, none twice,
 //! and every approval a terminal heard is in the journal. Then the journal
-//! tools read the shared database by URL.
+//! tools read the shared database by URL. And PostgreSQL itself stopped and
+//! started again under load, reversals waiting in the queue: 96s meanwhile,
+//! never an unrecorded approval, approvals again without restarting the
+//! switch, every queued or in-doubt reversal delivered once.
 //!
 //! Skipped, saying so, without PostgreSQL (`apt-get install postgresql`);
 //! under `CI=true` that is a failure.
@@ -379,5 +382,170 @@ async fn while_postgres_is_down_purchases_get_96_and_service_resumes_when_it_is_
     assert!(
         approved >= 2,
         "the approvals before and after are journaled: {codes:?}"
+    );
+}
+
+/// Terminals sending until told to stop, however long the outage takes:
+/// 4 × one purchase every 25 ms, at most 100 s.
+const OPEN_LOAD: Load = Load {
+    terminals: 4,
+    per_terminal: 4_000,
+    pace: Duration::from_millis(25),
+};
+/// 96s counted before PostgreSQL comes back: at 160 purchases a second,
+/// over two seconds of outage, longer than the issuer timeout, so dropped
+/// purchases forwarded before it time out while nothing can be queued.
+const OUTAGE_96S: u64 = 400;
+/// Approvals counted after the restart before the load stops.
+const RESUMED_00S: u64 = 100;
+/// Reversals of what the outage left in doubt wait for the in-doubt sweep:
+/// every 15 s, for records older than twice the issuer timeout plus 30 s.
+const SWEEP_WAIT: Duration = Duration::from_secs(90);
+
+/// `isoswitch_transactions_total` answered with `code`, summed over labels.
+fn answered_with(metrics: &str, code: &str) -> u64 {
+    let label = format!("response_code=\"{code}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("isoswitch_transactions_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_load_approves_nothing_unrecorded_and_loses_no_reversal() {
+    let test = "postgres_restarted_mid_load_approves_nothing_unrecorded_and_loses_no_reversal";
+    let Some(mut server) = PgServer::start(test) else {
+        return;
+    };
+    let url = server.url();
+    let bench = Bench::start(&url).await;
+    let switch = SwitchProcess::start(&bench.configs[0]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = tokio::spawn(load::drive_until(
+        switch.terminal_addr,
+        OPEN_LOAD,
+        stop.clone(),
+    ));
+
+    // Stopped while reversals of dropped purchases wait in the queue (each
+    // is answered 600 ms after it is sent).
+    poll_until(
+        "reversals are queued in PostgreSQL",
+        Duration::from_secs(30),
+        || {
+            let url = url.clone();
+            async move {
+                let states = queue_states(&url).await;
+                (states.get("pending").copied().unwrap_or(0) >= 2).then_some(())
+            }
+        },
+    )
+    .await;
+    tokio::task::block_in_place(|| server.stop());
+    let metrics = || async { switch.get("/metrics").await.1 };
+    let (status, body) = poll_until(
+        "the switch answers 96 and /readyz says 503",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = switch.get("/readyz").await;
+            let declined = answered_with(&metrics().await, "96");
+            (status == 503 && declined >= OUTAGE_96S).then_some((status, body))
+        },
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+
+    tokio::task::block_in_place(|| server.restart());
+    let approved_at_restart = answered_with(&metrics().await, "00");
+    // The same switch process, its terminals on their same connections.
+    poll_until(
+        "approvals resume without restarting the switch",
+        Duration::from_secs(30),
+        || async {
+            let approved = answered_with(&metrics().await, "00");
+            (approved >= approved_at_restart + RESUMED_00S).then_some(())
+        },
+    )
+    .await;
+    switch.wait_ready().await;
+    stop.cancel();
+    let sent = load.await.expect("the load runs to its end");
+
+    let mut answers: HashMap<&str, usize> = HashMap::new();
+    for s in &sent {
+        *answers
+            .entry(s.answer.as_deref().unwrap_or("none"))
+            .or_default() += 1;
+    }
+    assert!(
+        answers.keys().all(|code| ["00", "91", "96"].contains(code)),
+        "only approvals, 91 (no issuer answer) and 96 (no journal): {answers:?}"
+    );
+    assert!(
+        answers.get("96").copied().unwrap_or(0) as u64 >= OUTAGE_96S,
+        "the terminals heard the outage: {answers:?}"
+    );
+
+    // Every purchase the issuer saw that no terminal heard approved —
+    // dropped, or approved while the outcome could not be recorded — is
+    // reversed: from the queue, or by the in-doubt sweep once the database
+    // is back. And the queue ends with every item acknowledged.
+    let heard_approved: std::collections::HashSet<&str> = sent
+        .iter()
+        .filter(|s| s.approved())
+        .map(|s| s.rrn.as_str())
+        .collect();
+    let states = poll_until(
+        "every purchase not heard approved is reversed and acknowledged",
+        SWEEP_WAIT,
+        || {
+            let record = bench.record();
+            let acknowledged: std::collections::HashSet<String> = record
+                .iter()
+                .filter(|r| r.is_reversal() && r.answer == "00")
+                .filter_map(|r| r.rrn.clone())
+                .collect();
+            let all_reversed = record
+                .iter()
+                .filter(|r| r.mti == "0200")
+                .filter_map(|r| r.rrn.as_deref())
+                .filter(|rrn| !heard_approved.contains(rrn))
+                .all(|rrn| acknowledged.contains(rrn));
+            let url = url.clone();
+            async move {
+                if !all_reversed {
+                    return None;
+                }
+                let states = queue_states(&url).await;
+                (states.get("pending").copied().unwrap_or(0) == 0).then_some(states)
+            }
+        },
+    )
+    .await;
+    let verdict = judge(&sent, &bench.record(), &journal_codes(Path::new(&url)));
+    let in_doubt: Vec<String> = metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("isoswitch_in_doubt_reversals_total"))
+        .map(str::to_owned)
+        .collect();
+    eprintln!(
+        "PostgreSQL restarted mid-load:\n{verdict}\nanswers: {answers:?}\nqueue: {states:?}\n\
+         in doubt: {in_doubt:?}"
+    );
+    assert_eq!(verdict.unanswered, 0, "{verdict}");
+    assert!(
+        verdict.dropped_at_issuer > 0 && verdict.reversed_originals >= verdict.dropped_at_issuer,
+        "every dropped purchase reversed:\n{verdict}"
+    );
+    assert!(
+        verdict.reversed_twice.is_empty(),
+        "reversed twice (two 0400s at the issuer): {:?}",
+        verdict.reversed_twice
+    );
+    assert!(
+        states.keys().all(|state| state == "acknowledged"),
+        "every queue item acknowledged: {states:?}"
     );
 }

@@ -15,6 +15,7 @@ use isoswitch::iso8583::{Message, Spec};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 
 use super::processes::WAIT;
 
@@ -145,9 +146,16 @@ fn decode(frame: Frame) -> Message {
 /// its purchases and heard every answer, or its connection ended (a crash, a
 /// stop). Every purchase sent is returned, with its answer if one came.
 pub async fn drive(addr: SocketAddr, load: Load) -> Vec<Sent> {
+    drive_until(addr, load, CancellationToken::new()).await
+}
+
+/// As [`drive`], but every terminal stops sending once `stop` is cancelled
+/// (at most `per_terminal` each), then waits for its last answers: load
+/// that lasts as long as the test needs it, however long that is.
+pub async fn drive_until(addr: SocketAddr, load: Load, stop: CancellationToken) -> Vec<Sent> {
     let mut terminals = tokio::task::JoinSet::new();
     for t in 1..=load.terminals {
-        terminals.spawn(run_terminal(addr, terminal_id(t), load));
+        terminals.spawn(run_terminal(addr, terminal_id(t), load, stop.clone()));
     }
     let mut all = Vec::new();
     while let Some(done) = terminals.join_next().await {
@@ -159,7 +167,12 @@ pub async fn drive(addr: SocketAddr, load: Load) -> Vec<Sent> {
 /// Longest a terminal waits for its last answers (the switch times out well before).
 const LAST_ANSWERS: Duration = Duration::from_secs(20);
 
-async fn run_terminal(addr: SocketAddr, terminal: String, load: Load) -> Vec<Sent> {
+async fn run_terminal(
+    addr: SocketAddr,
+    terminal: String,
+    load: Load,
+    stop: CancellationToken,
+) -> Vec<Sent> {
     let (mut sink, mut stream) = connect(addr).await.split();
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Sent>();
     let writer = {
@@ -167,7 +180,10 @@ async fn run_terminal(addr: SocketAddr, terminal: String, load: Load) -> Vec<Sen
         tokio::spawn(async move {
             let mut pace = tokio::time::interval(load.pace);
             for _ in 0..load.per_terminal {
-                pace.tick().await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = pace.tick() => {}
+                }
                 let (request, sent) = purchase(&terminal, next_number());
                 // Counted as sent before the write: a write that fails half
                 // way may still have reached the switch.
@@ -221,7 +237,11 @@ async fn run_terminal(addr: SocketAddr, terminal: String, load: Load) -> Vec<Sen
             answered += 1;
         }
     };
-    let finished = timeout(LAST_ANSWERS, reading).await;
+    // The sending itself, however long it is told to run, then the last answers.
+    let sending = load
+        .pace
+        .saturating_mul(u32::try_from(load.per_terminal).unwrap_or(u32::MAX));
+    let finished = timeout(sending + LAST_ANSWERS, reading).await;
     assert!(
         finished.is_ok(),
         "{terminal}: answers neither came nor the connection ended"
