@@ -25,12 +25,15 @@ use rusqlite::Connection;
 
 use super::open_connection;
 
-/// Pages the log grows by between two checkpoints here (16 MiB of 4 KiB
-/// pages): enough that the hot index pages many batches rewrite are copied
-/// back once per checkpoint, not once per batch.
-pub(crate) const NUDGE_PAGES: i32 = 4096;
-/// Pages in the log at which the writer checkpoints itself (64 MiB, the
-/// size the automatic checkpoint was set to before).
+/// Pages the log grows by between two checkpoints here (64 MiB of 4 KiB
+/// pages, what the automatic checkpoint was set to): enough that the hot
+/// index pages many batches rewrite are copied back once per checkpoint,
+/// not once per batch. Checkpointing each 16 MiB instead cost more than it
+/// saved: p99 at 4 connections × 4 went from 1.6 to 2.6 ms, the checkpoint's
+/// syncs delaying the log's.
+pub(crate) const NUDGE_PAGES: i32 = 16_384;
+/// Pages in the log at which the writer checkpoints itself (256 MiB: the
+/// most disk the log takes).
 pub(crate) const WRITER_CHECKPOINT_PAGES: i32 = 4 * NUDGE_PAGES;
 /// How often a failing checkpoint is logged.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
