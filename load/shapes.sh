@@ -24,7 +24,10 @@
 # $OUT/switch-tls. Settings: DURATION (10s), WARMUP (2s), SHAPES, OUT
 # (target/shapes), PROFILE (release), LOADGEN_THREADS (1), SWITCH_THREADS
 # (0: the switch's default), DIAL_CONNECTIONS (64), RUST_LOG for the switch
-# (info), BUILD (1; 0 runs the binaries already in target/$PROFILE).
+# (info), BUILD (1; 0 runs the binaries already in target/$PROFILE),
+# DURABILITY (unset: the embedded default; commit, async or none: the
+# default config with that [journal] durability, to see what the journal
+# costs each shape).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +38,7 @@ OUT=${OUT:-target/shapes}
 PROFILE=${PROFILE:-release}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 SWITCH_THREADS=${SWITCH_THREADS:-0}
+DURABILITY=${DURABILITY:-}
 DIAL_CONNECTIONS=${DIAL_CONNECTIONS:-64}
 BIN=$(pwd)/target/${PROFILE}
 FLOOR_ADDR=127.0.0.1:18600
@@ -84,8 +88,17 @@ PIDS+=($!)
 wait_for "$FLOOR_ADDR" floor "${PIDS[-1]}"
 # The embedded default, as the README's first command runs it, in a fresh
 # directory of its own (its journal, isoswitch.db, goes there).
-(cd "${OUT}/switch" && RUST_LOG=${RUST_LOG:-info} exec "${BIN}/isoswitch" serve --worker-threads "$SWITCH_THREADS") \
-    >"${OUT}/switch.log" 2>&1 &
+# With DURABILITY, config/default.toml with that journal mode instead.
+SWITCH_ARGS=()
+if [ -n "$DURABILITY" ]; then
+    grep -q '^# \[journal\]$' config/default.toml && grep -q '^# durability = "commit"$' config/default.toml ||
+        { echo "shapes.sh: config/default.toml changed; update the DURABILITY config" >&2; exit 2; }
+    sed -e 's|^# \[journal\]$|[journal]|' -e "s|^# durability = \"commit\"\$|durability = \"${DURABILITY}\"|" \
+        config/default.toml >"${OUT}/switch/isoswitch.toml"
+    SWITCH_ARGS=(--config "${OUT}/switch/isoswitch.toml")
+fi
+(cd "${OUT}/switch" && RUST_LOG=${RUST_LOG:-info} exec "${BIN}/isoswitch" serve "${SWITCH_ARGS[@]}" \
+    --worker-threads "$SWITCH_THREADS") >"${OUT}/switch.log" 2>&1 &
 PIDS+=($!)
 SWITCH_PID=${PIDS[-1]}
 wait_for "$SWITCH_ADDR" switch "$SWITCH_PID"
