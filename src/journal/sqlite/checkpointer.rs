@@ -147,18 +147,14 @@ fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>) {
     }
 }
 
-/// One passive checkpoint: the pages copied back.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<i32> {
+/// One passive checkpoint, here or in the writer once the log has outgrown
+/// this thread: the pages copied back.
+pub(crate) fn checkpoint(conn: &Connection) -> rusqlite::Result<i32> {
     let (_log, copied): (i32, i32) =
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
             Ok((row.get(1)?, row.get(2)?))
         })?;
     Ok(copied)
-}
-
-/// The writer's own checkpoint when the log has outgrown the checkpointer.
-pub(crate) fn checkpoint_in_writer(conn: &Connection) -> rusqlite::Result<()> {
-    checkpoint(conn).map(drop)
 }
 
 #[cfg(test)]

@@ -253,7 +253,7 @@ impl Writer {
         let Some((conn, _)) = &self.conn else {
             return;
         };
-        if let Err(error) = checkpointer::checkpoint_in_writer(conn) {
+        if let Err(error) = checkpointer::checkpoint(conn) {
             if self
                 .last_logged
                 .map_or(true, |at| at.elapsed() >= LOG_INTERVAL)
