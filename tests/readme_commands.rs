@@ -19,8 +19,9 @@ const SKIPPED: &[(&str, &str)] = &[
     ("cargo test --workspace", "this test is part of that run"),
     (
         "load/soak.sh",
-        "the load block: loadgen for 30 s, load/bench.sh and load/soak.sh (10 minutes) start \
-         their own switch on fixed ports and take minutes; run by hand",
+        "the load block: loadgen for 30 s, load/bench.sh, load/soak.sh (10 minutes), \
+         load/shapes.sh and load/multi.sh start their own switches (and servers) on fixed \
+         ports and take minutes; run by hand",
     ),
 ];
 
