@@ -130,7 +130,7 @@ fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>) {
         }
         .and_then(|c| checkpoint(c).map_err(|e| e.to_string()));
         match result {
-            Ok(copied) => {
+            Ok((_log, copied)) => {
                 pages.increment(u64::try_from(copied).unwrap_or(0));
                 seconds.record(started.elapsed());
             }
@@ -148,13 +148,12 @@ fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>) {
 }
 
 /// One passive checkpoint, here or in the writer once the log has outgrown
-/// this thread: the pages copied back.
-pub(crate) fn checkpoint(conn: &Connection) -> rusqlite::Result<i32> {
-    let (_log, copied): (i32, i32) =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get(1)?, row.get(2)?))
-        })?;
-    Ok(copied)
+/// this thread: the pages in the log, and how many of them are now copied
+/// back.
+pub(crate) fn checkpoint(conn: &Connection) -> rusqlite::Result<(i32, i32)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get(1)?, row.get(2)?))
+    })
 }
 
 #[cfg(test)]
@@ -165,12 +164,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("j.db");
         (dir, path)
-    }
-
-    fn log_pages(conn: &Connection) -> i32 {
-        // A checkpoint that copies nothing reports the log's size.
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
-            .expect("checkpoint")
     }
 
     #[test]
@@ -192,7 +185,8 @@ mod tests {
         }
         // None ran: the log holds every commit.
         let (reader, _) = open_connection(&path, false).expect("reader");
-        assert_eq!(log_pages(&reader), last);
+        let (log, _) = checkpoint(&reader).expect("checkpoint");
+        assert_eq!(log, last);
     }
 
     #[test]
