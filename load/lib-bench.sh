@@ -1,7 +1,8 @@
-# Shared by bench.sh and soak.sh (sourced, not run): build the binaries, start
-# the issuer simulator and the switch from load/bench-config.toml, wait until
-# they accept traffic, and stop them on exit. Expects BIN, CONFIG, OUT and
-# PROFILE to be set.
+# Shared by bench.sh, soak.sh and multi.sh (sourced, not run): build the
+# binaries, start the issuer simulator and the switch from
+# load/bench-config.toml, wait until they accept traffic, and stop them on
+# exit; shapes.sh takes only stop_all and wait_for_port. Starting expects
+# BIN, CONFIG, OUT and PROFILE to be set.
 #
 # Runtime worker threads per process (SIM_THREADS, SWITCH_THREADS,
 # LOADGEN_THREADS): 0 = each command's default (one per core, but one on two

@@ -31,6 +31,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# stop_all (on exit) and wait_for_port, shared with bench.sh and soak.sh;
+# sourced first, so the addresses below are this script's own.
+# shellcheck source=load/lib-bench.sh
+source load/lib-bench.sh
+
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 SHAPES=${SHAPES:-"4x4 64x16 1000x1 open20k"}
@@ -63,29 +68,9 @@ rm -rf "$OUT"
 mkdir -p "$OUT/switch"
 OUT=$(cd "$OUT" && pwd)
 
-PIDS=()
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap stop_all EXIT
-trap 'exit 130' INT TERM
-
-wait_for() { # wait_for ADDR NAME PID
-    local port=${1##*:} try
-    for try in $(seq 1 100); do
-        (: >"/dev/tcp/127.0.0.1/${port}") 2>/dev/null && return 0
-        kill -0 "$3" 2>/dev/null || { echo "shapes.sh: $2 exited; see ${OUT}/$2.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "shapes.sh: $2 did not listen on $1 within 10 s" >&2
-    exit 1
-}
-
 "${BIN}/floor" --bind "$FLOOR_ADDR" >"${OUT}/floor.log" 2>&1 &
 PIDS+=($!)
-wait_for "$FLOOR_ADDR" floor "${PIDS[-1]}"
+wait_for_port "${FLOOR_ADDR##*:}" floor "${PIDS[-1]}"
 # The embedded default, as the README's first command runs it, in a fresh
 # directory of its own (its journal, isoswitch.db, goes there).
 # With DURABILITY, config/default.toml with that journal mode instead.
@@ -101,7 +86,7 @@ fi
     --worker-threads "$SWITCH_THREADS") >"${OUT}/switch.log" 2>&1 &
 PIDS+=($!)
 SWITCH_PID=${PIDS[-1]}
-wait_for "$SWITCH_ADDR" switch "$SWITCH_PID"
+wait_for_port "${SWITCH_ADDR##*:}" switch "$SWITCH_PID"
 # The listener is up before the in-process issuer link: a few requests first.
 warm_up() { # warm_up ADDR [LOADGEN ARGS...]
     local to=$1
@@ -133,7 +118,7 @@ if $WITH_TLS; then
     "${BIN}/floor" --bind "$FLOOR_TLS_ADDR" --tls-cert "${tls}/server.pem" --tls-key "${tls}/server.key" \
         >"${OUT}/floor-tls.log" 2>&1 &
     PIDS+=($!)
-    wait_for "$FLOOR_TLS_ADDR" floor-tls "${PIDS[-1]}"
+    wait_for_port "${FLOOR_TLS_ADDR##*:}" floor-tls "${PIDS[-1]}"
     # The embedded default with TLS on its listener and ports of its own; the
     # journal goes beside the config file.
     config=${OUT}/switch-tls/isoswitch.toml
@@ -147,7 +132,7 @@ if $WITH_TLS; then
     (cd "${OUT}/switch-tls" && RUST_LOG=${RUST_LOG:-info} exec "${BIN}/isoswitch" serve --config "$config" \
         --worker-threads "$SWITCH_THREADS") >"${OUT}/switch-tls.log" 2>&1 &
     PIDS+=($!)
-    wait_for "$SWITCH_TLS_ADDR" switch-tls "${PIDS[-1]}"
+    wait_for_port "${SWITCH_TLS_ADDR##*:}" switch-tls "${PIDS[-1]}"
     warm_up "$SWITCH_TLS_ADDR" "${TLS_ARGS[@]}"
 fi
 
