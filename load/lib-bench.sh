@@ -85,17 +85,24 @@ start_switch_and_simulator() {
     SWITCH_PID=$!
     PIDS+=("$SWITCH_PID")
     wait_for_port "$SWITCH_PORT" switch "$SWITCH_PID"
-    # The listener is up before the issuer link has signed on; a few single
-    # requests tell when the whole path answers 00.
-    local try
+    wait_until_approving "$SWITCH_ADDR" switch load/scenarios/bench.toml
+}
+
+# wait_until_approving ADDR NAME SCENARIO [LOADGEN ARGS...]: the listener is
+# up before the issuer link has signed on; a few single requests tell when
+# the whole path through ADDR answers 00. At most 20 tries, half a second
+# apart; then the script stops, pointing at ${OUT}/NAME.log.
+wait_until_approving() {
+    local addr=$1 name=$2 scenario=$3 try
+    shift 3
     for try in $(seq 1 20); do
-        if "${BIN}/loadgen" --to "$SWITCH_ADDR" --scenario load/scenarios/bench.toml \
-            --connections 1 --window 1 --requests 5 --timeout-ms 2000 --quiet >/dev/null 2>&1; then
+        if "${BIN}/loadgen" --to "$addr" --scenario "$scenario" \
+            --connections 1 --window 1 --requests 5 --timeout-ms 2000 --quiet "$@" >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.5
     done
-    echo "$(basename "$0"): the switch does not approve yet after 20 tries; see ${OUT}/switch.log" >&2
+    echo "$(basename "$0"): ${name} does not approve yet after 20 tries; see ${OUT}/${name}.log" >&2
     exit 1
 }
 

@@ -213,19 +213,6 @@ EOF
     } >"$file"
 }
 
-# Waits until a few single requests through ADDR are approved.
-wait_until_approving() {
-    local addr=$1 name=$2 try
-    for try in $(seq 1 20); do
-        if "${BIN}/loadgen" --to "$addr" --scenario "$SCENARIO" \
-            --connections 1 --window 1 --requests 5 --timeout-ms 2000 --quiet >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.5
-    done
-    die "${name} does not approve yet after 20 tries; see ${OUT}/${name}.log"
-}
-
 # start_switch ID RRN_DIGIT JOURNAL_TOML REDIS(yes|no)
 start_switch() {
     local id=$1 digit=$2 journal=$3 redis=$4
@@ -240,7 +227,7 @@ start_switch() {
     SWITCH_PIDS+=("$pid")
     SWITCH_ADDRS+=("127.0.0.1:${port}")
     wait_for_port "$port" "$id" "$pid"
-    wait_until_approving "127.0.0.1:${port}" "$id"
+    wait_until_approving "127.0.0.1:${port}" "$id" "$SCENARIO"
 }
 
 stop_setup() {

@@ -57,13 +57,8 @@ if $WITH_TLS; then
     command -v openssl >/dev/null || { echo "shapes.sh: dial-tls needs openssl" >&2; exit 2; }
 fi
 
-if [ "${BUILD:-1}" = 0 ]; then
-    : # the binaries in target/$PROFILE as they are
-elif [ "$PROFILE" = release ]; then
-    cargo build --release -p isoswitch -p loadgen --bins
-else
-    cargo build -p isoswitch -p loadgen --bins
-fi
+# BUILD=0: the binaries in target/$PROFILE as they are.
+[ "${BUILD:-1}" = 0 ] || build_binaries
 rm -rf "$OUT"
 mkdir -p "$OUT/switch"
 OUT=$(cd "$OUT" && pwd)
@@ -88,16 +83,7 @@ PIDS+=($!)
 SWITCH_PID=${PIDS[-1]}
 wait_for_port "${SWITCH_ADDR##*:}" switch "$SWITCH_PID"
 # The listener is up before the in-process issuer link: a few requests first.
-warm_up() { # warm_up ADDR [LOADGEN ARGS...]
-    local to=$1
-    shift
-    for _ in $(seq 1 50); do
-        "${BIN}/loadgen" --to "$to" --scenario load/scenarios/default.toml --connections 1 --window 1 \
-            --requests 5 --timeout-ms 2000 --quiet "$@" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-}
-warm_up "$SWITCH_ADDR"
+wait_until_approving "$SWITCH_ADDR" switch load/scenarios/default.toml
 
 TLS_ARGS=()
 if $WITH_TLS; then
@@ -133,7 +119,7 @@ if $WITH_TLS; then
         --worker-threads "$SWITCH_THREADS") >"${OUT}/switch-tls.log" 2>&1 &
     PIDS+=($!)
     wait_for_port "${SWITCH_TLS_ADDR##*:}" switch-tls "${PIDS[-1]}"
-    warm_up "$SWITCH_TLS_ADDR" "${TLS_ARGS[@]}"
+    wait_until_approving "$SWITCH_TLS_ADDR" switch-tls load/scenarios/default.toml "${TLS_ARGS[@]}"
 fi
 
 # run TARGET NAME REPORT ARGS...: one loadgen run; prints nothing.
